@@ -1,0 +1,291 @@
+"""Flux and AsyncFlux: the Python face of the engine, over httpx.
+
+Both run the engine's flows (engine.py); they differ only in how a step is carried out. API calls
+never follow redirects (a custom auth header would follow them to another host); downloads go
+through a second client that holds no credentials at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+
+from .config import HTTP_TIMEOUT, resolve
+from .engine import Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step
+from .errors import DownloadError
+from .request import GenerationRequest
+from .result import ImageResult, Job
+from .transport import Account
+
+_CHUNK = 1 << 16
+
+
+def _reply(response: httpx.Response) -> Reply:
+    try:
+        body = json.loads(response.content) if response.content else None
+    except ValueError:
+        body = None
+    return Reply(response.status_code, response.headers, body)
+
+
+def _content_length(response: httpx.Response, max_bytes: int) -> int | None:
+    value = response.headers.get("Content-Length")
+    length = int(value) if value is not None and value.isdigit() else None
+    if length is not None and length > max_bytes:
+        raise DownloadError(f"the output announces {length} bytes, more than the {max_bytes} allowed")
+    return length
+
+
+def _write_chunk(handle: Any, chunk: bytes, written: int, max_bytes: int) -> int:
+    written += len(chunk)
+    if written > max_bytes:
+        raise DownloadError(f"the output is larger than the {max_bytes} bytes allowed")
+    handle.write(chunk)
+    return written
+
+
+def _as_request(prompt: str | GenerationRequest, options: dict[str, Any]) -> GenerationRequest:
+    if isinstance(prompt, GenerationRequest):
+        if options:
+            raise TypeError("pass options either in the GenerationRequest or as keywords, not both")
+        return prompt
+    return GenerationRequest.build(prompt, **options)
+
+
+class _Base:
+    """What Flux and AsyncFlux share: settings, the engine, and the public read-outs."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        transport: str | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        *,
+        mutation: str = "generate",
+        replay: bool = True,
+        max_credits: int | None = None,
+    ) -> None:
+        settings = resolve(
+            api_key=api_key, base_url=base_url, transport=transport, output_dir=output_dir, timeout=timeout
+        )
+        self.engine = Engine(settings, mutation=mutation, replay=replay, max_credits=max_credits)
+        self._headers = {"User-Agent": "doitong-nb/0.1"}
+
+    @property
+    def settings(self) -> Any:
+        return self.engine.settings
+
+    @property
+    def store(self) -> Any:
+        return self.engine.store
+
+    @property
+    def session_credits(self) -> int:
+        """Credits spent by this client in this session (refunds deducted)."""
+        return self.engine.session_credits
+
+    def __repr__(self) -> str:
+        s = self.settings
+        where = "sandbox" if s.sandbox else s.base_url
+        return f"<{type(self).__name__} {where} transport={s.transport} output_dir={str(s.output_dir)!r} api_key=<set>>"
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.settings.timeout
+
+
+class Flux(_Base):
+    """Blocking client: `Flux().generate("a prompt", size="2048x2048", seed=7)`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._api = httpx.Client(
+            base_url=self.settings.base_url, timeout=HTTP_TIMEOUT, follow_redirects=False, headers=self._headers
+        )
+        self._cdn = httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=True, headers=self._headers)
+
+    def run(self, flow: Flow[Any]) -> Any:
+        """Carry out one flow to its end."""
+        return self.run_many([flow])[0]
+
+    def run_many(self, flows: Iterable[Flow[Any]], *, return_exceptions: bool = False) -> list[Any]:
+        """Interleave several flows in this thread: HTTP steps run as they come, sleeps overlap."""
+        flows = list(flows)
+        results: list[Any] = [None] * len(flows)
+        ready: list[tuple[float, int, int, Any, BaseException | None]] = [
+            (0.0, i, i, None, None) for i in range(len(flows))
+        ]
+        order = len(flows)
+        try:
+            while ready:
+                wake, _, index, value, error = heapq.heappop(ready)
+                pause = wake - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                flow = flows[index]
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    results[index] = stop.value
+                    continue
+                except Exception as exc:
+                    if not return_exceptions:
+                        raise
+                    results[index] = exc
+                    continue
+                order += 1
+                if isinstance(step, Sleep):
+                    heapq.heappush(ready, (time.monotonic() + step.seconds, order, index, None, None))
+                    continue
+                try:
+                    outcome, failure = self._execute(step), None
+                except (httpx.TransportError, DownloadError, OSError) as exc:
+                    outcome, failure = None, exc
+                heapq.heappush(ready, (0.0, order, index, outcome, failure))
+        finally:
+            for flow in flows:
+                flow.close()
+        return results
+
+    def _execute(self, step: Step) -> Any:
+        if isinstance(step, Send):
+            response = self._api.request(step.call.method, step.call.path, json=step.call.json, headers=step.headers)
+            return _reply(response)
+        with self._cdn.stream("GET", step.url, headers={"Accept-Encoding": "identity"}) as response:
+            length = _content_length(response, step.max_bytes)
+            written = 0
+            if response.status_code == 200:
+                with open(step.dest, "wb") as handle:
+                    for chunk in response.iter_raw(_CHUNK):
+                        written = _write_chunk(handle, chunk, written, step.max_bytes)
+            return Fetched(response.status_code, length, written)
+
+    def generate(
+        self,
+        prompt: str | GenerationRequest,
+        *,
+        refresh: bool = False,
+        progress: Progress | None = None,
+        **options: Any,
+    ) -> ImageResult:
+        """One image: replayed from the store when this exact request was made before, else generated."""
+        request = _as_request(prompt, options)
+        return self.run(self.engine.generate(request, refresh=refresh, progress=progress))
+
+    def submit(self, prompt: str | GenerationRequest, *, idempotency_key: str | None = None, **options: Any) -> Job:
+        """Submit without waiting (no store, no journal): the low-level call."""
+        request = _as_request(prompt, options)
+        self.engine.check_budget(request)
+        return self.run(self.engine.submit(request, idempotency_key or str(uuid.uuid4()), self._deadline()))
+
+    def status(self, job_id: str) -> Job:
+        return self.run(self.engine.status(job_id, self._deadline()))
+
+    def account(self) -> Account:
+        """Plan and credit balance (one API request)."""
+        return self.run(self.engine.account())
+
+    def close(self) -> None:
+        self._api.close()
+        self._cdn.close()
+
+    def __enter__(self) -> Flux:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncFlux(_Base):
+    """The same client as coroutines: `await AsyncFlux().generate(...)`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._api = httpx.AsyncClient(
+            base_url=self.settings.base_url, timeout=HTTP_TIMEOUT, follow_redirects=False, headers=self._headers
+        )
+        self._cdn = httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=True, headers=self._headers)
+
+    async def run(self, flow: Flow[Any]) -> Any:
+        """Carry out one flow to its end on the running event loop."""
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    return stop.value
+                value, error = None, None
+                if isinstance(step, Sleep):
+                    await asyncio.sleep(step.seconds)
+                    continue
+                try:
+                    value = await self._execute(step)
+                except (httpx.TransportError, DownloadError, OSError) as exc:
+                    error = exc
+        finally:
+            flow.close()
+
+    async def _execute(self, step: Step) -> Any:
+        if isinstance(step, Send):
+            response = await self._api.request(
+                step.call.method, step.call.path, json=step.call.json, headers=step.headers
+            )
+            return _reply(response)
+        assert isinstance(step, Fetch)
+        async with self._cdn.stream("GET", step.url, headers={"Accept-Encoding": "identity"}) as response:
+            length = _content_length(response, step.max_bytes)
+            written = 0
+            if response.status_code == 200:
+                with open(step.dest, "wb") as handle:
+                    async for chunk in response.aiter_raw(_CHUNK):
+                        written = _write_chunk(handle, chunk, written, step.max_bytes)
+            return Fetched(response.status_code, length, written)
+
+    async def generate(
+        self,
+        prompt: str | GenerationRequest,
+        *,
+        refresh: bool = False,
+        progress: Progress | None = None,
+        **options: Any,
+    ) -> ImageResult:
+        """One image: replayed from the store when this exact request was made before, else generated."""
+        request = _as_request(prompt, options)
+        return await self.run(self.engine.generate(request, refresh=refresh, progress=progress))
+
+    async def submit(
+        self, prompt: str | GenerationRequest, *, idempotency_key: str | None = None, **options: Any
+    ) -> Job:
+        request = _as_request(prompt, options)
+        self.engine.check_budget(request)
+        return await self.run(self.engine.submit(request, idempotency_key or str(uuid.uuid4()), self._deadline()))
+
+    async def status(self, job_id: str) -> Job:
+        return await self.run(self.engine.status(job_id, self._deadline()))
+
+    async def account(self) -> Account:
+        return await self.run(self.engine.account())
+
+    async def aclose(self) -> None:
+        await self._api.aclose()
+        await self._cdn.aclose()
+
+    async def __aenter__(self) -> AsyncFlux:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+__all__ = ["AsyncFlux", "Flux"]

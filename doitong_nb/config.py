@@ -1,0 +1,103 @@
+"""Where settings come from: explicit arguments, then the environment, then the bundled sandbox.
+
+With no DOITONG_API_KEY (and no explicit key) the package starts its own sandbox once per process
+and says so once, so that every example runs offline and never spends a real credit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import contract
+from .errors import AuthenticationError, InvalidRequestError
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
+
+ENV_TRANSPORT = "DOITONG_TRANSPORT"
+ENV_OUTPUT_DIR = "DOITONG_OUTPUT_DIR"
+ENV_SANDBOX_SPEED = "DOITONG_SANDBOX_SPEED"
+ENV_SANDBOX_PLAN = "DOITONG_SANDBOX_PLAN"
+ENV_SANDBOX_CREDITS = "DOITONG_SANDBOX_CREDITS"
+DEFAULT_OUTPUT_DIR = "flux_outputs"
+DEFAULT_TIMEOUT = 600.0  # seconds to wait for one job before handing back its id
+DEFAULT_SANDBOX_SPEED = 4.0  # brisk demos; DOITONG_SANDBOX_SPEED=1 gives the real service's timings
+DEFAULT_SANDBOX_PLAN = "pro"
+DEFAULT_SANDBOX_CREDITS = 5000
+HTTP_TIMEOUT = 30.0  # one HTTP exchange
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved connection settings; the key never appears in the repr."""
+
+    api_key: str = field(repr=False)
+    base_url: str
+    transport: str
+    output_dir: Path
+    timeout: float
+    sandbox: bool
+
+
+_sandbox: Sandbox | None = None
+_sandbox_lock = threading.Lock()
+
+
+def shared_sandbox() -> Sandbox:
+    """The process's bundled sandbox, started on first use and announced once on stderr."""
+    global _sandbox
+    with _sandbox_lock:
+        if _sandbox is None:
+            from .sandbox import Sandbox
+
+            speed = float(os.environ.get(ENV_SANDBOX_SPEED, DEFAULT_SANDBOX_SPEED))
+            _sandbox = Sandbox(
+                plan=os.environ.get(ENV_SANDBOX_PLAN, DEFAULT_SANDBOX_PLAN),
+                credits=int(os.environ.get(ENV_SANDBOX_CREDITS, DEFAULT_SANDBOX_CREDITS)),
+                speed=speed,
+            )
+            _sandbox.start()
+            print(
+                f"doitong_nb: no {contract.ENV_API_KEY} set, so images come from the bundled offline sandbox "
+                f"at {_sandbox.base_url} (procedural, marked SANDBOX, {speed:g}x the real speed, no real credits).",
+                file=sys.stderr,
+            )
+        return _sandbox
+
+
+def resolve(
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    transport: str | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+) -> Settings:
+    """Explicit arguments win over the environment; no key anywhere means the sandbox."""
+    key = api_key or os.environ.get(contract.ENV_API_KEY) or None
+    url = base_url or os.environ.get(contract.ENV_BASE_URL) or None
+    use_sandbox = key is None and url is None
+    if use_sandbox:
+        box = shared_sandbox()
+        key, url = box.api_key, box.base_url
+    elif key is None:
+        raise AuthenticationError(f"no API key for {url}: set {contract.ENV_API_KEY} or pass api_key=...")
+    transport = transport or os.environ.get(ENV_TRANSPORT) or "graphql"
+    timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+    if timeout <= 0:
+        raise InvalidRequestError(
+            f"timeout {timeout} must be a positive number of seconds", field="timeout", value=timeout
+        )
+    return Settings(
+        api_key=key,
+        base_url=(url or contract.PRODUCTION_BASE_URL).rstrip("/"),
+        transport=transport,
+        output_dir=Path(output_dir or os.environ.get(ENV_OUTPUT_DIR) or DEFAULT_OUTPUT_DIR),
+        timeout=timeout,
+        sandbox=use_sandbox,
+    )

@@ -1,0 +1,129 @@
+"""The Doitong Flux Ultra contract in one place (see shared/CONTRACT.md).
+
+Every value the documentation leaves open is an assumption; each one lives here as a single
+constant so that it changes in one line when the real service turns out to differ. The client
+and the sandbox both read this module, which is why they can never drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import math
+from dataclasses import dataclass
+
+# --- endpoints [doc] -------------------------------------------------------------------------
+PRODUCTION_BASE_URL = "https://api.doitong.com"
+GRAPHQL_PATH = "/graphql"
+REST_SUBMIT_PATH = "/v1/text_to_image"
+REST_JOB_PATH = "/v1/jobs/{id}"  # [assumed]
+REST_ACCOUNT_PATH = "/v1/account"  # [assumed]
+CDN_OUTPUT_PATH = "/outputs/{id}.{ext}"
+
+# --- environment [assumed] -------------------------------------------------------------------
+ENV_API_KEY = "DOITONG_API_KEY"
+ENV_BASE_URL = "DOITONG_BASE_URL"
+ENV_WEBHOOK_SECRET = "DOITONG_WEBHOOK_SECRET"
+
+# --- request parameters ------------------------------------------------------------------------
+SERVICE = "flux-ultra"
+DEFAULT_VERSION = "flux-pro-1.1-ultra"
+VERSIONS = ("flux-pro-1.1-ultra", "flux-pro-1.1", "flux-dev")  # [assumed] the first is [doc]
+QUALITIES = ("standard", "high")  # [assumed] "high" is [doc]
+OUTPUT_FORMATS = ("jpeg", "png")  # [assumed]
+DEFAULT_SIZE = 1024  # [doc]
+MIN_SIDE, MAX_SIDE, SIDE_STEP = 256, 4096, 16  # [assumed]
+MAX_PIXELS = 4096 * 4096  # [assumed]
+MAX_PROMPT_CHARS = 10_000  # [assumed]
+SAFETY_TOLERANCE_RANGE = (0, 6)  # [assumed]
+ASPECT_RATIO_PIXELS = 1024 * 1024  # [assumed] an aspectRatio alone asks for about one megapixel
+
+# --- jobs [assumed] ----------------------------------------------------------------------------
+STATUS_QUEUED, STATUS_PROCESSING = "queued", "processing"
+STATUS_COMPLETED, STATUS_FAILED = "completed", "failed"
+PENDING_STATUSES = (STATUS_QUEUED, STATUS_PROCESSING)
+FINAL_STATUSES = (STATUS_COMPLETED, STATUS_FAILED)
+
+# --- errors ------------------------------------------------------------------------------------
+BAD_USER_INPUT = "BAD_USER_INPUT"
+UNAUTHENTICATED = "UNAUTHENTICATED"
+INSUFFICIENT_CREDITS = "INSUFFICIENT_CREDITS"  # [doc]
+NOT_FOUND = "NOT_FOUND"
+RATE_LIMITED = "RATE_LIMITED"
+CONCURRENCY_LIMITED = "CONCURRENCY_LIMITED"
+DAILY_LIMIT_REACHED = "DAILY_LIMIT_REACHED"
+INTERNAL = "INTERNAL"
+CONTENT_MODERATED = "CONTENT_MODERATED"
+GENERATION_FAILED = "GENERATION_FAILED"
+
+# --- headers -----------------------------------------------------------------------------------
+HEADER_RATE_LIMIT = "X-RateLimit-Limit"  # [doc]
+HEADER_RATE_REMAINING = "X-RateLimit-Remaining"  # [doc]
+HEADER_RATE_RESET = "X-RateLimit-Reset"  # [doc]; [assumed] Unix seconds, may carry a fraction
+HEADER_RATE_WINDOW = "X-RateLimit-Window"  # [assumed] optional: window length in seconds
+HEADER_IDEMPOTENCY = "Idempotency-Key"  # [assumed]
+HEADER_SIGNATURE = "X-Doitong-Signature"  # [doc]
+HEADER_TIMESTAMP = "X-Doitong-Timestamp"  # [assumed]
+RATE_WINDOW_SECONDS = 60.0  # [doc] "per minute"; [assumed] sliding
+DAY_SECONDS = 86_400.0
+IDEMPOTENCY_TTL_SECONDS = DAY_SECONDS  # [assumed]
+WEBHOOK_TOLERANCE_SECONDS = 300.0  # [assumed]
+WEBHOOK_MAX_ATTEMPTS = 5  # [assumed]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A plan's limits [doc]; enterprise is "custom", so its numbers are [assumed]."""
+
+    name: str
+    requests_per_minute: int
+    concurrent_jobs: int
+    daily_limit: int | None  # None: unlimited
+
+
+PLANS: dict[str, Plan] = {
+    "free": Plan("free", 10, 1, 100),
+    "starter": Plan("starter", 30, 3, 1_000),
+    "pro": Plan("pro", 60, 10, 10_000),
+    "enterprise": Plan("enterprise", 600, 50, None),
+}
+
+# [assumed] cost = round(linear interpolation by pixel count between these points)
+_PRICE_POINTS = ((512 * 512, 10), (1024 * 1024, 20), (2048 * 2048, 30), (4096 * 4096, 50))
+
+
+def credit_cost(width: int, height: int) -> int:
+    """Credits one image of width x height costs (price table of the doc, interpolated)."""
+    pixels = width * height
+    if pixels <= _PRICE_POINTS[0][0]:
+        return _PRICE_POINTS[0][1]
+    for (p0, c0), (p1, c1) in itertools.pairwise(_PRICE_POINTS):
+        if pixels <= p1:
+            return round(c0 + (c1 - c0) * (pixels - p0) / (p1 - p0))
+    return _PRICE_POINTS[-1][1]
+
+
+def parse_aspect_ratio(text: str) -> tuple[int, int]:
+    """'16:9' -> (16, 9); raises ValueError with the accepted form."""
+    parts = str(text).split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"aspect ratio {text!r} is not of the form W:H with positive integers, e.g. 16:9")
+    return int(parts[0]), int(parts[1])
+
+
+def size_for_aspect_ratio(text: str, pixels: int = ASPECT_RATIO_PIXELS) -> tuple[int, int]:
+    """The width and height an aspectRatio asks for: about `pixels`, each a multiple of 16."""
+    w, h = parse_aspect_ratio(text)
+    scale = math.sqrt(pixels / (w * h))
+
+    def side(v: float) -> int:
+        return int(min(MAX_SIDE, max(MIN_SIDE, round(v * scale / SIDE_STEP) * SIDE_STEP)))
+
+    return side(w), side(h)
+
+
+def webhook_signature(secret: str, body: bytes, timestamp: str | None = None) -> str:
+    """The X-Doitong-Signature value: sha256 HMAC of `timestamp.body`, or of the body alone."""
+    message = body if timestamp is None else timestamp.encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()

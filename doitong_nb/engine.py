@@ -1,0 +1,321 @@
+"""The engine: every operation written once, as a generator of I/O steps.
+
+A flow yields `Send`, `Fetch` and `Sleep` steps and receives their outcomes; `client.Flux` runs
+flows with a blocking httpx.Client and `client.AsyncFlux` with an httpx.AsyncClient. So retries,
+polling, the journal and replay are the same code in sync and async use, and can be tested once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from . import contract
+from .config import Settings
+from .errors import (
+    BudgetExceededError,
+    DoitongError,
+    DownloadError,
+    GenerationFailedError,
+    JobTimeoutError,
+    NetworkError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    UnsafeResponseError,
+    from_response,
+    redact,
+)
+from .limits import RateBudget
+from .polling import DurationModel
+from .request import GenerationRequest
+from .result import ImageResult, Job
+from .store import Store
+from .transport import Account, HttpCall, make_transport
+from .transport.base import account_from
+
+T = TypeVar("T")
+Flow = Generator["Step", Any, T]
+Progress = Callable[[str, float, str], None]
+
+MAX_ATTEMPTS = 8
+BACKOFF_BASE, BACKOFF_CAP = 0.25, 20.0
+DOWNLOAD_ATTEMPTS = 4
+MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # a 4096x4096 PNG is at most ~50 MB
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Any  # a case-insensitive mapping (httpx.Headers)
+    body: Any  # parsed JSON, or None when the body was not JSON
+
+
+@dataclass(frozen=True)
+class Send:
+    call: HttpCall
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Stream `url` into `dest` (no credentials attached); the outcome is a `Fetched`."""
+
+    url: str
+    dest: Path
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class Fetched:
+    status: int
+    content_length: int | None
+    written: int
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+Step = Send | Fetch | Sleep
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter (the doc's advice, without synchronised retries)."""
+    return random.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
+
+
+def check_output_url(url: Any, base_url: str) -> str:
+    """Refuse output URLs that are not http(s) on the service's own hosts (the API's, its CDN's)."""
+    parts = urlsplit(str(url or ""))
+    api = urlsplit(base_url)
+    host, api_host = (parts.hostname or ""), (api.hostname or "")
+    if parts.scheme not in ("https", "http") or (api.scheme == "https" and parts.scheme != "https"):
+        raise UnsafeResponseError(f"refusing output URL with scheme {parts.scheme!r}; expected {api.scheme}")
+    same_service = host == api_host or host.endswith(".doitong.com") or (host in _LOOPBACK and api_host in _LOOPBACK)
+    if not same_service:
+        raise UnsafeResponseError(f"refusing output URL on host {host!r}, which is not the service's")
+    return str(url)
+
+
+class Engine:
+    """State shared by every face: settings, the rate budget, the duration model, the store."""
+
+    def __init__(
+        self, settings: Settings, *, mutation: str = "generate", replay: bool = True, max_credits: int | None = None
+    ) -> None:
+        self.settings = settings
+        self.transport = make_transport(settings.transport, mutation=mutation)
+        self.store = Store(settings.output_dir)
+        self.replay = replay
+        self.max_credits = max_credits
+        self.budget = RateBudget()
+        self.durations = DurationModel()
+        self.session_credits = 0
+        self.balance: int | None = None
+        self.plan: str | None = None
+        self.requests: Counter[str] = Counter()
+
+    # --- one API call, with retries -------------------------------------------------------------
+    def call(self, call: HttpCall, *, deadline: float, idempotency_key: str | None = None) -> Flow[dict[str, Any]]:
+        """Send `call`, retrying 429, 5xx and network errors with backoff until `deadline`."""
+        headers = {"Accept": "application/json", **self.transport.auth_headers(self.settings.api_key)}
+        if idempotency_key:
+            headers[contract.HEADER_IDEMPOTENCY] = idempotency_key
+        for attempt in range(MAX_ATTEMPTS):
+            wait = self.budget.reserve()
+            if wait > 0:
+                yield Sleep(wait)
+            self.requests[call.kind] += 1
+            try:
+                reply: Reply = yield Send(call, headers)
+            except Exception as exc:  # the driver throws transport failures (httpx.TransportError) in here
+                error: DoitongError = NetworkError(
+                    redact(
+                        f"could not reach {self.settings.base_url} ({type(exc).__name__}: {exc})", self.settings.api_key
+                    )
+                )
+                delay = backoff(attempt)
+            else:
+                self.budget.observe(reply.headers)
+                body = reply.body if isinstance(reply.body, dict) else {}
+                if reply.status < 400 and not body.get("errors") and reply.body is not None:
+                    return body
+                error = from_response(reply.status, reply.body, _retry_after(reply.headers))
+                if isinstance(error, RateLimitError):
+                    self.requests["429"] += 1
+                    delay = error.retry_after if error.retry_after is not None else backoff(attempt)
+                    self.budget.block_for(delay)
+                elif isinstance(error, ServerError) or (reply.status < 400 and reply.body is None):
+                    delay = backoff(attempt)
+                else:
+                    raise error
+            if time.monotonic() + delay > deadline or attempt == MAX_ATTEMPTS - 1:
+                raise error
+            self.requests["retries"] += 1
+            yield Sleep(delay)
+        raise AssertionError("unreachable")
+
+    def submit(self, request: GenerationRequest, idempotency_key: str, deadline: float) -> Flow[Job]:
+        """Submit once (retries reuse the idempotency key, so they are charged once) and count its cost."""
+        body = yield from self.call(self.transport.submit(request), deadline=deadline, idempotency_key=idempotency_key)
+        job = self.transport.parse_job(body)
+        self._charge(job.credit_cost if job.credit_cost is not None else request.estimated_credits)
+        return job
+
+    def status(self, job_id: str, deadline: float) -> Flow[Job]:
+        body = yield from self.call(self.transport.status(job_id), deadline=deadline)
+        return self.transport.parse_job(body)
+
+    def account(self) -> Flow[Account]:
+        body = yield from self.call(self.transport.account(), deadline=time.monotonic() + self.settings.timeout)
+        account = account_from(body)
+        self.balance, self.plan = account.credits, account.plan
+        return account
+
+    # --- waiting and fetching -------------------------------------------------------------------
+    def wait(
+        self, job: Job, pixels: int, deadline: float, accepted_at: float, progress: Progress | None = None
+    ) -> Flow[Job]:
+        """Read the job's status when it is predicted to be done; raise JobTimeoutError at the deadline."""
+        reads = 0
+        while not job.done:
+            elapsed = time.monotonic() - accepted_at
+            if progress:
+                progress(job.status, elapsed, f"{reads} status reads")
+            delay = self.durations.next_delay(pixels, elapsed, reads)
+            if time.monotonic() + delay > deadline:
+                raise JobTimeoutError(
+                    f"stopped waiting for job {job.id} after {elapsed:.0f} s; it is still running and paid for: "
+                    "run the same request again to pick it up (nothing is charged twice)",
+                    job_id=job.id,
+                )
+            yield Sleep(delay)
+            job = yield from self.status(job.id, deadline)
+            reads += 1
+        if job.status == contract.STATUS_COMPLETED and job.duration is not None:
+            self.durations.observe(pixels, job.duration)
+        return job
+
+    def download(self, job: Job, request: GenerationRequest, deadline: float) -> Flow[Path]:
+        """Stream the output to the store's partial folder and check it is the whole, decodable image."""
+        url = check_output_url(job.url, self.settings.base_url)
+        suffix = Path(urlsplit(url).path).suffix.lower().lstrip(".")
+        ext = suffix if suffix in ("jpg", "jpeg", "png") else ("png" if request.output_format == "png" else "jpg")
+        dest = self.store.partial_path(job.id, ext)
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            try:
+                fetched: Fetched = yield Fetch(url, dest, MAX_DOWNLOAD_BYTES)
+                if fetched.status != 200:
+                    raise DownloadError(f"the CDN answered HTTP {fetched.status}")
+                if fetched.content_length is not None and fetched.written != fetched.content_length:
+                    raise DownloadError(f"got {fetched.written} of {fetched.content_length} bytes")
+                _check_image(dest, job)
+                return dest
+            except UnsafeResponseError:
+                dest.unlink(missing_ok=True)
+                raise
+            except Exception as exc:
+                dest.unlink(missing_ok=True)
+                if attempt == DOWNLOAD_ATTEMPTS - 1 or time.monotonic() > deadline:
+                    raise DownloadError(
+                        f"job {job.id} is done and paid for, but its image could not be downloaded "
+                        f"({redact(str(exc), self.settings.api_key)}); run the same request again to retry the "
+                        "download (nothing is charged twice)",
+                        job_id=job.id,
+                    ) from None
+                yield Sleep(backoff(attempt))
+        raise AssertionError("unreachable")
+
+    # --- the whole thing ------------------------------------------------------------------------
+    def check_budget(self, request: GenerationRequest) -> None:
+        """Refuse, before sending, a job that would cross the session's credit budget."""
+        cost = request.estimated_credits
+        if self.max_credits is not None and self.session_credits + cost > self.max_credits:
+            raise BudgetExceededError(
+                f"this {request.size} image costs {cost} credits and the session has spent {self.session_credits} "
+                f"of its {self.max_credits}-credit budget: raise max_credits or use a smaller size"
+            )
+
+    def generate(
+        self, request: GenerationRequest, *, variant: int = 0, refresh: bool = False, progress: Progress | None = None
+    ) -> Flow[ImageResult]:
+        """Replay from the store, resume a journaled job, or submit anew; then wait, fetch and store."""
+        key = request.key(variant)
+        if self.replay and not refresh:
+            stored = self.store.find(key)
+            if stored is not None:
+                return self._annotate(stored)
+        journal = self.store.journal
+        entry = journal.unfinished(key)
+        deadline = time.monotonic() + self.settings.timeout
+        job: Job | None = None
+        if entry is not None and entry.job_id is not None:
+            try:
+                job = yield from self.status(entry.job_id, deadline)
+            except NotFoundError:  # the service no longer knows it (expired, or another sandbox): start over
+                journal.mark_failed(entry.idempotency_key, "job unknown to the service on resume")
+                entry = None
+        if entry is None:
+            self.check_budget(request)
+            entry = journal.begin(key, request)
+        if job is None:
+            job = yield from self.submit(request, entry.idempotency_key, deadline)
+            journal.mark_submitted(entry.idempotency_key, job.id)
+        accepted_at = time.monotonic()
+        job = yield from self.wait(job, request.width * request.height, deadline, accepted_at, progress)
+        if job.status == contract.STATUS_FAILED:
+            journal.mark_failed(entry.idempotency_key, job.error_code or contract.GENERATION_FAILED)
+            refund = job.credit_cost if job.credit_cost is not None else request.estimated_credits
+            self._charge(-refund)
+            raise GenerationFailedError(
+                f"job {job.id} failed ({job.error_code}: {job.error_message}); its credits are refunded: "
+                "try again, perhaps with another seed or prompt",
+                code=job.error_code or contract.GENERATION_FAILED,
+                job_id=job.id,
+            )
+        if progress:
+            progress("downloading", time.monotonic() - accepted_at, "")
+        path = yield from self.download(job, request, deadline)
+        result = self.store.put(key, request, job, path)
+        journal.mark_done(entry.idempotency_key)
+        return self._annotate(result)
+
+    def _charge(self, credits: int) -> None:
+        self.session_credits += credits
+        if self.balance is not None:
+            self.balance -= credits
+
+    def _annotate(self, result: ImageResult) -> ImageResult:
+        result.session_credits = self.session_credits
+        result.balance = self.balance
+        return result
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        value = headers.get("Retry-After")
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_image(path: Path, job: Job) -> None:
+    """The file must decode to the end (a truncated body fails here), at the size the job announced."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        size = image.size
+        image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))  # JPEG: decode at 1/8 scale, still whole
+        image.load()
+    expected = (job.metadata.get("width"), job.metadata.get("height"))
+    if all(isinstance(v, int) for v in expected) and size != expected:
+        raise DownloadError(f"the image is {size[0]}x{size[1]}, but the job announced {expected[0]}x{expected[1]}")

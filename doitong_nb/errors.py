@@ -1,0 +1,211 @@
+"""Typed errors: one class per documented failure, each with a message that says what to do next.
+
+No message built here ever contains the API key: errors are built from server bodies and request
+fields only, and `redact` scrubs any text that reaches us from elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import contract
+
+
+class DoitongError(Exception):
+    """Base of every error doitong_nb raises on purpose."""
+
+    code: str = "ERROR"
+    status: int | None = None
+
+    def __init__(self, message: str, *, job_id: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.job_id = job_id
+        if status is not None:
+            self.status = status
+
+    def __str__(self) -> str:
+        suffix = f" (job {self.job_id})" if self.job_id and self.job_id not in self.message else ""
+        return self.message + suffix
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
+class InvalidRequestError(DoitongError, ValueError):
+    """A parameter the service would refuse (400 BAD_USER_INPUT), caught before sending when possible."""
+
+    code = contract.BAD_USER_INPUT
+    status = 400
+
+    def __init__(self, message: str, *, field: str | None = None, value: Any = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.field = field
+        self.value = value
+
+
+class AuthenticationError(DoitongError):
+    code = contract.UNAUTHENTICATED
+    status = 401
+
+
+class InsufficientCreditsError(DoitongError):
+    code = contract.INSUFFICIENT_CREDITS
+    status = 402
+
+    def __init__(
+        self, message: str, *, credits_required: int | None = None, credits_available: int | None = None, **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+        self.credits_required = credits_required
+        self.credits_available = credits_available
+
+
+class NotFoundError(DoitongError):
+    code = contract.NOT_FOUND
+    status = 404
+
+
+class RateLimitError(DoitongError):
+    """429: too many requests, too many concurrent jobs, or the daily cap."""
+
+    status = 429
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = contract.RATE_LIMITED,
+        retry_after: float | None = None,
+        reset_at: float | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.code = code
+        self.retry_after = retry_after
+        self.reset_at = reset_at
+
+
+class ServerError(DoitongError):
+    code = contract.INTERNAL
+    status = 500
+
+
+class NetworkError(DoitongError):
+    """The connection failed and retrying within the deadline did not help."""
+
+    code = "NETWORK"
+
+
+class GenerationFailedError(DoitongError):
+    """The job ran and failed on the service's side; its credits are refunded [assumed]."""
+
+    def __init__(self, message: str, *, code: str = contract.GENERATION_FAILED, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.code = code
+
+
+class JobTimeoutError(DoitongError):
+    """We stopped waiting; the job goes on and can be picked up again by its id."""
+
+    code = "TIMEOUT"
+
+
+class DownloadError(DoitongError):
+    """The output could not be fetched or did not decode; the job itself is paid and kept."""
+
+    code = "DOWNLOAD"
+
+
+class UnsafeResponseError(DoitongError):
+    """The server sent an id, URL or body we refuse to act on (it could write outside the output folder)."""
+
+    code = "UNSAFE_RESPONSE"
+
+
+class BudgetExceededError(DoitongError):
+    """The job would cross the credit budget the user set; nothing was sent."""
+
+    code = "BUDGET"
+
+
+class StoreIntegrityError(DoitongError):
+    """A stored result's file is missing or was edited since it was generated."""
+
+    code = "STORE_INTEGRITY"
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove the secret from text that may have picked it up (e.g. a transport error's repr)."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
+_BY_CODE: dict[str, type[DoitongError]] = {
+    contract.BAD_USER_INPUT: InvalidRequestError,
+    contract.UNAUTHENTICATED: AuthenticationError,
+    contract.INSUFFICIENT_CREDITS: InsufficientCreditsError,
+    contract.NOT_FOUND: NotFoundError,
+    contract.RATE_LIMITED: RateLimitError,
+    contract.CONCURRENCY_LIMITED: RateLimitError,
+    contract.DAILY_LIMIT_REACHED: RateLimitError,
+    contract.INTERNAL: ServerError,
+}
+_BY_STATUS: dict[int, type[DoitongError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    402: InsufficientCreditsError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+
+def from_response(status: int, body: Any, retry_after: float | None = None) -> DoitongError:
+    """The typed error for an API answer, with a message that says what to do next."""
+    first = {}
+    if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
+        first = body["errors"][0] if isinstance(body["errors"][0], dict) else {}
+    ext = first.get("extensions") if isinstance(first.get("extensions"), dict) else {}
+    code = str(ext.get("code") or "")
+    text = str(first.get("message") or f"HTTP {status}")
+    cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or (ServerError if status >= 500 else DoitongError)
+    if cls is InvalidRequestError:
+        field = ext.get("field")
+        return InvalidRequestError(
+            f"the service refused the request: {text}" + (f" (field {field})" if field else ""),
+            field=field,
+            status=status,
+        )
+    if cls is AuthenticationError:
+        return AuthenticationError(f"the API key was refused ({text}); check {contract.ENV_API_KEY}", status=status)
+    if cls is InsufficientCreditsError:
+        need, have = ext.get("creditsRequired"), ext.get("creditsAvailable")
+        return InsufficientCreditsError(
+            f"needs {need} credits, {have} left: top up or use a smaller size",
+            credits_required=need,
+            credits_available=have,
+            status=status,
+        )
+    if cls is NotFoundError:
+        return NotFoundError(f"not found: {text}", status=status)
+    if cls is RateLimitError:
+        wait = ext.get("retryAfter", retry_after)
+        reset = ext.get("resetAt")
+        advice = {
+            contract.CONCURRENCY_LIMITED: "too many jobs running at once for this plan",
+            contract.DAILY_LIMIT_REACHED: "the plan's daily limit is reached",
+        }.get(code, "rate limit reached")
+        when = f"; retry in {float(wait):.1f} s" if isinstance(wait, (int, float)) else ""
+        return RateLimitError(
+            f"{advice}{when}",
+            code=code or contract.RATE_LIMITED,
+            retry_after=float(wait) if isinstance(wait, (int, float)) else None,
+            reset_at=float(reset) if isinstance(reset, (int, float)) else None,
+            status=status,
+        )
+    if cls is ServerError:
+        return ServerError(
+            f"the service had an internal error (HTTP {status}): {text}; it is retried automatically", status=status
+        )
+    return DoitongError(f"unexpected answer (HTTP {status}): {text}", status=status)

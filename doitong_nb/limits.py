@@ -1,0 +1,82 @@
+"""The plan's request budget, kept on the client so that normal operation never meets a 429.
+
+A sliding-window log of our own sends, corrected by what the server says in its X-RateLimit-*
+headers (the same key may be busy elsewhere). `reserve()` books the next free slot and says how
+long to wait for it, so concurrent callers never collide.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from . import contract
+
+_MARGIN_FRACTION = 0.02  # a little slack at the window's edge: the server counts arrivals, we count sends
+_MARGIN_SECONDS = 0.005
+
+
+class RateBudget:
+    """Requests per window for one API key; thread-safe."""
+
+    def __init__(
+        self,
+        limit: int | None = None,
+        window: float = contract.RATE_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._sends: deque[float] = deque()
+        self._blocked_until = 0.0
+        self._foreign = 0  # requests in the window that were not ours (another process, same key)
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Book a slot for one request; returns the seconds to wait before sending it."""
+        with self._lock:
+            now = self._clock()
+            margin = self.window * _MARGIN_FRACTION + _MARGIN_SECONDS
+            while self._sends and self._sends[0] <= now - self.window - margin:
+                self._sends.popleft()
+            at = max(now, self._blocked_until, self._sends[-1] if self._sends else now)
+            if self.limit is not None:
+                capacity = max(1, self.limit - self._foreign)
+                in_window = [t for t in self._sends if t > at - self.window - margin]
+                if len(in_window) >= capacity:
+                    at = in_window[-capacity] + self.window + margin
+            self._sends.append(at)
+            return at - now
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Learn the limit, the window and any foreign use of the key from a response's headers."""
+        limit = _number(headers.get(contract.HEADER_RATE_LIMIT))
+        remaining = _number(headers.get(contract.HEADER_RATE_REMAINING))
+        reset = _number(headers.get(contract.HEADER_RATE_RESET))
+        window = _number(headers.get(contract.HEADER_RATE_WINDOW))
+        with self._lock:
+            now = self._clock()
+            if window:
+                self.window = window
+            if limit:
+                self.limit = int(limit)
+            if limit and remaining is not None:
+                ours = sum(1 for t in self._sends if now - self.window < t <= now)
+                self._foreign = max(0, int(limit - remaining) - ours)
+                if remaining <= 0 and reset is not None:
+                    self._blocked_until = max(self._blocked_until, now + max(0.0, reset - time.time()))
+
+    def block_for(self, seconds: float) -> None:
+        """A 429 said to wait: nobody sends before then."""
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

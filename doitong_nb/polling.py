@@ -1,0 +1,57 @@
+"""When to read a job's status: at the moment it is predicted to be done, and rarely before.
+
+The doc's loop asks every 2 s. We predict each job's duration from its pixel count and the
+durations seen so far in this session (a speed-scaled sandbox and the real service both fit), read
+once at the prediction, then close in with short steps; with nothing learned yet we back off
+geometrically from a quick first look.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from . import contract
+
+_FIRST_LOOK = 0.25  # seconds: with no history, the first status read
+_GROWTH = 1.6  # with no history, each later read waits this much longer
+_MAX_GAP = 5.0  # never wait longer than this between reads of a pending job
+_ON_TIME_MARGIN = 0.07  # read this much after the prediction: durations vary by a few percent
+_LATE_STEP = 0.08  # after the prediction: re-read every 8% of the predicted duration
+_MIN_STEP = 0.01
+_LEARNING = 0.3  # weight of the newest observation
+
+
+def expected_seconds(pixels: int) -> float:
+    """The service's typical duration [assumed]: about 8 s for 1 MP, 15 s for 4096x4096."""
+    return 8.0 + 7.0 * max(0, pixels - 1024 * 1024) / (contract.MAX_PIXELS - 1024 * 1024)
+
+
+class DurationModel:
+    """Learns how fast the service is relative to `expected_seconds` (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._scale: float | None = None
+        self._lock = threading.Lock()
+
+    def observe(self, pixels: int, seconds: float) -> None:
+        if seconds < 0:
+            return
+        ratio = seconds / expected_seconds(pixels)
+        with self._lock:
+            self._scale = ratio if self._scale is None else (1 - _LEARNING) * self._scale + _LEARNING * ratio
+
+    def predict(self, pixels: int) -> float | None:
+        """Predicted seconds from acceptance to completion, or None before any observation."""
+        with self._lock:
+            return None if self._scale is None else self._scale * expected_seconds(pixels)
+
+    def next_delay(self, pixels: int, elapsed: float, reads: int, hint: float | None = None) -> float:
+        """Seconds to wait before the next status read of a job accepted `elapsed` seconds ago."""
+        if hint is not None and hint >= 0:
+            return hint
+        predicted = self.predict(pixels)
+        if predicted is None:
+            return min(_MAX_GAP, _FIRST_LOOK * _GROWTH**reads)
+        if elapsed < predicted:
+            return min(predicted - elapsed + max(_MIN_STEP, _ON_TIME_MARGIN * predicted), _MAX_GAP)
+        return min(max(_MIN_STEP, _LATE_STEP * predicted), _MAX_GAP)

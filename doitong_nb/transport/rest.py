@@ -1,0 +1,33 @@
+"""REST wire format: POST /v1/text_to_image with the parameter table's names."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from .. import contract
+from ..request import GenerationRequest
+from ..result import Job
+from .base import HttpCall, job_from
+
+
+class RestTransport:
+    name = "rest"
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"X-API-Key": api_key}
+
+    def submit(self, request: GenerationRequest) -> HttpCall:
+        body: dict[str, Any] = {"service": contract.SERVICE, "prompt": request.prompt, **request.options()}
+        if request.webhook_url:
+            body["webhookUrl"] = request.webhook_url
+        return HttpCall("POST", contract.REST_SUBMIT_PATH, body, kind="submit")
+
+    def status(self, job_id: str) -> HttpCall:
+        return HttpCall("GET", contract.REST_JOB_PATH.format(id=quote(job_id, safe="")))
+
+    def account(self) -> HttpCall:
+        return HttpCall("GET", contract.REST_ACCOUNT_PATH, kind="account")
+
+    def parse_job(self, body: dict[str, Any]) -> Job:
+        return job_from(body, ("job", "generateImage", "generate"))
