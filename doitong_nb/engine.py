@@ -37,7 +37,7 @@ from .polling import DurationModel
 from .request import GenerationRequest
 from .result import ImageResult, Job
 from .store import Store
-from .transport import Account, HttpCall, make_transport
+from .transport import Account, HttpCall, Transport, make_transport
 from .transport.base import account_from
 
 T = TypeVar("T")
@@ -125,9 +125,11 @@ class Engine:
         self.requests: Counter[str] = Counter()
 
     # --- one API call, with retries -------------------------------------------------------------
-    def call(self, call: HttpCall, *, deadline: float, idempotency_key: str | None = None) -> Flow[dict[str, Any]]:
+    def call(
+        self, call: HttpCall, *, deadline: float, idempotency_key: str | None = None, via: Transport | None = None
+    ) -> Flow[dict[str, Any]]:
         """Send `call`, retrying 429, 5xx and network errors with backoff until `deadline`."""
-        headers = {"Accept": "application/json", **self.transport.auth_headers(self.settings.api_key)}
+        headers = {"Accept": "application/json", **(via or self.transport).auth_headers(self.settings.api_key)}
         if idempotency_key:
             headers[contract.HEADER_IDEMPOTENCY] = idempotency_key
         for attempt in range(MAX_ATTEMPTS):
@@ -164,16 +166,26 @@ class Engine:
             yield Sleep(delay)
         raise AssertionError("unreachable")
 
-    def submit(self, request: GenerationRequest, idempotency_key: str, deadline: float) -> Flow[Job]:
+    def transport_named(self, name: str | None) -> Transport:
+        """The engine's transport, or another one for a single call (`%%flux --transport rest`)."""
+        if name is None or name == self.transport.name:
+            return self.transport
+        return make_transport(name)
+
+    def submit(
+        self, request: GenerationRequest, idempotency_key: str, deadline: float, via: Transport | None = None
+    ) -> Flow[Job]:
         """Submit once (retries reuse the idempotency key, so they are charged once) and count its cost."""
-        body = yield from self.call(self.transport.submit(request), deadline=deadline, idempotency_key=idempotency_key)
-        job = self.transport.parse_job(body)
+        via = via or self.transport
+        body = yield from self.call(via.submit(request), deadline=deadline, idempotency_key=idempotency_key, via=via)
+        job = via.parse_job(body)
         self._charge(job.credit_cost if job.credit_cost is not None else request.estimated_credits)
         return job
 
-    def status(self, job_id: str, deadline: float) -> Flow[Job]:
-        body = yield from self.call(self.transport.status(job_id), deadline=deadline)
-        return self.transport.parse_job(body)
+    def status(self, job_id: str, deadline: float, via: Transport | None = None) -> Flow[Job]:
+        via = via or self.transport
+        body = yield from self.call(via.status(job_id), deadline=deadline, via=via)
+        return via.parse_job(body)
 
     def account(self) -> Flow[Account]:
         body = yield from self.call(self.transport.account(), deadline=time.monotonic() + self.settings.timeout)
@@ -183,7 +195,13 @@ class Engine:
 
     # --- waiting and fetching -------------------------------------------------------------------
     def wait(
-        self, job: Job, pixels: int, deadline: float, accepted_at: float, progress: Progress | None = None
+        self,
+        job: Job,
+        pixels: int,
+        deadline: float,
+        accepted_at: float,
+        progress: Progress | None = None,
+        via: Transport | None = None,
     ) -> Flow[Job]:
         """Read the job's status when it is predicted to be done; raise JobTimeoutError at the deadline."""
         reads = 0
@@ -199,7 +217,7 @@ class Engine:
                     job_id=job.id,
                 )
             yield Sleep(delay)
-            job = yield from self.status(job.id, deadline)
+            job = yield from self.status(job.id, deadline, via)
             reads += 1
         if job.status == contract.STATUS_COMPLETED and job.duration is not None:
             self.durations.observe(pixels, job.duration)
@@ -246,7 +264,13 @@ class Engine:
             )
 
     def generate(
-        self, request: GenerationRequest, *, variant: int = 0, refresh: bool = False, progress: Progress | None = None
+        self,
+        request: GenerationRequest,
+        *,
+        variant: int = 0,
+        refresh: bool = False,
+        progress: Progress | None = None,
+        via: Transport | None = None,
     ) -> Flow[ImageResult]:
         """Replay from the store, resume a journaled job, or submit anew; then wait, fetch and store."""
         key = request.key(variant)
@@ -260,7 +284,7 @@ class Engine:
         job: Job | None = None
         if entry is not None and entry.job_id is not None:
             try:
-                job = yield from self.status(entry.job_id, deadline)
+                job = yield from self.status(entry.job_id, deadline, via)
             except NotFoundError:  # the service no longer knows it (expired, or another sandbox): start over
                 journal.mark_failed(entry.idempotency_key, "job unknown to the service on resume")
                 entry = None
@@ -268,10 +292,10 @@ class Engine:
             self.check_budget(request)
             entry = journal.begin(key, request)
         if job is None:
-            job = yield from self.submit(request, entry.idempotency_key, deadline)
+            job = yield from self.submit(request, entry.idempotency_key, deadline, via)
             journal.mark_submitted(entry.idempotency_key, job.id)
         accepted_at = time.monotonic()
-        job = yield from self.wait(job, request.width * request.height, deadline, accepted_at, progress)
+        job = yield from self.wait(job, request.width * request.height, deadline, accepted_at, progress, via)
         if job.status == contract.STATUS_FAILED:
             journal.mark_failed(entry.idempotency_key, job.error_code or contract.GENERATION_FAILED)
             refund = job.credit_cost if job.credit_cost is not None else request.estimated_credits

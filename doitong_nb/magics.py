@@ -1,0 +1,281 @@
+"""%%flux, %flux, %flux_account, %flux_history: the notebook face of the engine.
+
+Options are parsed by IPython's magic_arguments (so `%%flux?` shows them) and defaults come from
+traitlets (`%config Flux.size = "2048x2048"`). Errors print one line that says what to change; a
+traceback is for bugs, not for a wrong option.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, Enum, Float, Int, Unicode
+
+from . import contract
+from .errors import DoitongError, InvalidRequestError
+
+_OPTIONS_HELP = "Options come first in %%flux (the cell is the prompt); in %flux they follow the prompt."
+
+
+def _options(func: Any) -> Any:
+    """The options shared by %%flux and %flux (one list, so the two never drift apart)."""
+    decorators = [
+        argument("--size", help="WIDTHxHEIGHT, each 256..4096 and a multiple of 16 (default: Flux.size)"),
+        argument("--aspect", help="aspect ratio such as 16:9, instead of --size (about one megapixel)"),
+        argument("--seed", type=int, help="seed for a reproducible image; with -n, seeds N, N+1, ..."),
+        argument("--raw", action="store_true", help="the natural, less processed RAW look"),
+        argument("--version", choices=contract.VERSIONS, help="model version"),
+        argument("--quality", choices=contract.QUALITIES, help="quality setting"),
+        argument("--format", dest="output_format", choices=contract.OUTPUT_FORMATS, help="output file format"),
+        argument("-n", "--count", type=int, default=1, help="number of images (shown as a grid)"),
+        argument("--transport", choices=("graphql", "rest"), help="wire protocol (default: Flux.transport)"),
+        argument("--webhook", help="URL the service notifies on completion"),
+        argument("--refresh", action="store_true", help="generate anew instead of replaying a stored result"),
+        argument("--dry-run", action="store_true", help="show the exact request and its cost; send nothing"),
+        argument("-o", "--out", help="bind the result (a list with -n) to this variable"),
+        argument("--timeout", type=float, help="seconds to wait before handing back the job id"),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return magic_arguments()(func)
+
+
+def _split_line(line: str) -> tuple[str, str]:
+    """'%flux A cat's nap --seed 3' -> ('A cat's nap', '--seed 3'): the prompt may hold any quote."""
+    words = line.split(" ")
+    for i, word in enumerate(words):
+        if word.startswith("--") or word in ("-n", "-o") or (word.startswith("-n") and word[2:].isdigit()):
+            return " ".join(words[:i]).strip(), " ".join(words[i:])
+    return line.strip(), ""
+
+
+@magics_class
+class Flux(Magics):
+    """Named Flux so that `%config Flux.size = "2048x2048"` reads as the user thinks of it."""
+
+    size = Unicode("1024x1024", help="default image size, WIDTHxHEIGHT").tag(config=True)
+    output_dir = Unicode("flux_outputs", help="folder of full-resolution files, sidecars and the journal").tag(
+        config=True
+    )
+    preview_px = Int(1024, help="long side of the inline preview, in pixels").tag(config=True)
+    transport = Enum(["graphql", "rest"], default_value="graphql", help="wire protocol").tag(config=True)
+    replay = Bool(True, help="return stored results for identical requests at 0 credits").tag(config=True)
+    max_credits = Int(None, allow_none=True, help="session budget: refuse a job that would cross it").tag(config=True)
+    timeout = Float(600.0, help="seconds to wait for a job before handing back its id").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self._client: Any = None
+        self._client_key: tuple[Any, ...] | None = None
+
+    # --- the shared client --------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        """One client per settings; a `%config` change gives a new one that keeps the session's spend."""
+        from .client import Flux as FluxClient
+
+        key = (self.output_dir, self.transport, self.timeout)
+        if self._client is None or key != self._client_key:
+            previous = self._client
+            self._client = FluxClient(transport=self.transport, output_dir=self.output_dir, timeout=self.timeout)
+            if previous is not None:
+                self._client.engine.session_credits = previous.session_credits
+                self._client.engine.balance = previous.engine.balance
+                previous.close()
+            self._client_key = key
+        self._client.engine.replay = self.replay
+        self._client.engine.max_credits = self.max_credits
+        return self._client
+
+    # --- magics ---------------------------------------------------------------------------------
+    @_options
+    @needs_local_scope
+    @cell_magic
+    def flux(self, line: str, cell: str, local_ns: Any = None) -> None:
+        """Generate images from the cell's text: `%%flux --size 2048x2048 --seed 7` then the prompt.
+
+        The prompt expands `{expr}` and `$name` from the notebook (`$$` and `{{ }}` for literals).
+        """
+        args = parse_argstring(self.flux, line)
+        try:
+            prompt = _expand(cell, {**self.shell.user_ns, **(local_ns or {})})
+        except DoitongError as exc:
+            self._fail(exc)
+            return
+        self._run(prompt, args, local_ns)
+
+    @_options
+    @needs_local_scope
+    @line_magic("flux")
+    def flux_line(self, line: str, local_ns: Any = None) -> None:
+        """Generate on one line: `%flux A lighthouse at dawn --seed 3`."""
+        prompt, rest = _split_line(line)
+        args = parse_argstring(self.flux_line, rest)
+        self._run(prompt, args, local_ns)
+
+    @line_magic
+    def flux_account(self, line: str = "") -> Any:
+        """Plan, credit balance, the plan's limits and this session's spend."""
+        from .display import AccountView
+
+        try:
+            account = self.client.account()
+        except DoitongError as exc:
+            return self._fail(exc)
+        return AccountView(account, contract.PLANS.get(account.plan), self.client.session_credits)
+
+    @line_magic
+    def flux_history(self, line: str = "") -> Any:
+        """The stored results as a table (a pandas DataFrame when pandas is installed)."""
+        from .display import history_table
+
+        return history_table(self.client.store.history())
+
+    # --- the work -------------------------------------------------------------------------------
+    def _requests(self, prompt: str, args: Any) -> list[tuple[Any, int]]:
+        """(request, variant) pairs for -n images: seeds N.. when a seed is given, else variants."""
+        from .request import GenerationRequest
+
+        if args.count < 1 or args.count > 64:
+            raise InvalidRequestError(f"count {args.count} must be from 1 to 64", field="count", value=args.count)
+        options: dict[str, Any] = {"raw": args.raw, "webhook_url": args.webhook}
+        for name in ("version", "quality", "output_format"):
+            if getattr(args, name) is not None:
+                options[name] = getattr(args, name)
+        if args.aspect:
+            options["aspect_ratio"] = args.aspect
+        else:
+            options["size"] = args.size or self.size
+        base = GenerationRequest.build(prompt, seed=args.seed, **options)
+        if args.seed is None:
+            return [(base, i) for i in range(args.count)]
+        return [(base.with_seed(args.seed + i), 0) for i in range(args.count)]
+
+    def _run(self, prompt: str, args: Any, local_ns: Any) -> None:
+        try:
+            pairs = self._requests(prompt, args)
+            if args.dry_run:
+                self._show_dry_run([r for r, _ in pairs], args.transport)
+                return
+            results = self._generate(pairs, args)
+        except DoitongError as exc:
+            self._fail(exc)
+            return
+        if results and args.out:
+            self.shell.user_ns[args.out] = results if len(pairs) > 1 else results[0]
+
+    def _generate(self, pairs: list[tuple[Any, int]], args: Any) -> list[Any]:
+        from .display import ProgressLine, error_text, result_bundle
+
+        client = self.client
+        if args.timeout is not None:
+            client.engine.settings = _with_timeout(client.settings, args.timeout)
+        via = client.engine.transport_named(args.transport)
+        line = ProgressLine(f"{pairs[0][0].size} × {len(pairs)}" if len(pairs) > 1 else pairs[0][0].size)
+        started, states = time.monotonic(), {}
+
+        def progress_for(index: int) -> Any:
+            def report(status: str, elapsed: float, detail: str) -> None:
+                states[index] = status
+                done = sum(1 for s in states.values() if s in ("downloading", "completed"))
+                summary = status if len(pairs) == 1 else f"{done}/{len(pairs)} done, {status}"
+                line.update(summary, time.monotonic() - started, detail)
+
+            return report
+
+        flows = [
+            client.engine.generate(r, variant=v, refresh=args.refresh, progress=progress_for(i), via=via)
+            for i, (r, v) in enumerate(pairs)
+        ]
+        try:
+            outcomes = client.run_many(flows, return_exceptions=True)
+        except KeyboardInterrupt:
+            line.close()
+            self._interrupted(pairs)
+            return []
+        finally:
+            if args.timeout is not None:
+                client.engine.settings = _with_timeout(client.settings, self.timeout)
+        results = [o for o in outcomes if not isinstance(o, BaseException)]
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        for result in results:  # the latest session total and balance on every card
+            result.session_credits, result.balance = client.session_credits, client.engine.balance
+        if results:
+            line.replace_with(_Bundle(result_bundle(results, self.preview_px)))
+        else:
+            line.close()
+        for failure in failures:
+            if not isinstance(failure, DoitongError):
+                raise failure
+            print(error_text(failure), file=sys.stderr)
+        return results
+
+    def _interrupted(self, pairs: list[tuple[Any, int]]) -> None:
+        journal = self.client.store.journal
+        ids = [e.job_id for r, v in pairs if (e := journal.unfinished(r.key(v))) is not None and e.job_id]
+        which = f"job {', '.join(ids)} goes" if ids else "any submitted job goes"
+        print(
+            f"Stopped waiting; {which} on at Doitong and is paid for. Re-run this cell to pick it up: "
+            "it will not be charged again.",
+            file=sys.stderr,
+        )
+
+    def _show_dry_run(self, requests: list[Any], transport: str | None) -> None:
+        from .display import dry_run_bundle
+
+        via = self.client.engine.transport_named(transport)
+        calls = [via.submit(r) for r in requests]
+        auth = {k: f"<{contract.ENV_API_KEY}>" for k in via.auth_headers("")}
+        total = sum(r.estimated_credits for r in requests)
+        from IPython.display import display
+
+        display(_Bundle(dry_run_bundle(self.client.settings.base_url, calls, auth, total)))
+
+    def _fail(self, exc: DoitongError) -> None:
+        from .display import error_text
+
+        print(error_text(exc), file=sys.stderr)
+
+
+class _Bundle:
+    """A ready mimebundle shown by IPython's display()."""
+
+    def __init__(self, bundle: dict[str, str]) -> None:
+        self.bundle = bundle
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return self.bundle
+
+
+def _expand(cell: str, namespace: dict[str, Any]) -> str:
+    """IPython's `{expr}` and `$name` expansion of the cell, with a clear error instead of silence."""
+    from IPython.utils.text import DollarFormatter
+
+    try:
+        return DollarFormatter().vformat(cell, args=[], kwargs=namespace)
+    except Exception as exc:
+        raise InvalidRequestError(
+            f"the prompt could not be expanded ({type(exc).__name__}: {exc}); write $$ for a literal $ and "
+            "{{ }} for literal braces",
+            field="prompt",
+        ) from None
+
+
+def _with_timeout(settings: Any, timeout: float) -> Any:
+    from dataclasses import replace
+
+    if timeout <= 0:
+        raise InvalidRequestError(f"timeout {timeout} must be a positive number of seconds", field="timeout")
+    return replace(settings, timeout=timeout)
+
+
+def register(ipython: Any) -> None:
+    """Register the magics and make `%config Flux.*` reach them."""
+    magics = Flux(shell=ipython)
+    ipython.register_magics(magics)
+    if magics not in ipython.configurables:
+        ipython.configurables.append(magics)
