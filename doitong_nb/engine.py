@@ -274,12 +274,14 @@ class Engine:
     ) -> Flow[ImageResult]:
         """Replay from the store, resume a journaled job, or submit anew; then wait, fetch and store."""
         key = request.key(variant)
+        journal = self.store.journal
+        entry = journal.unfinished(key)
         if self.replay and not refresh:
             stored = self.store.find(key)
             if stored is not None:
+                if entry is not None:  # stored, but the process died before the journal heard of it
+                    journal.mark_done(entry.idempotency_key)
                 return self._annotate(stored)
-        journal = self.store.journal
-        entry = journal.unfinished(key)
         deadline = time.monotonic() + self.settings.timeout
         job: Job | None = None
         if entry is not None and entry.job_id is not None:

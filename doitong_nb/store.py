@@ -1,0 +1,384 @@
+"""Results on disk with their provenance, so that re-running a cell replays instead of paying again.
+
+Layout under the root folder:
+
+    <job_id>.jpg|png   the full-resolution image, provenance embedded in its own metadata
+    <job_id>.json      the sidecar: provenance + sha256 + replay key; the source of truth
+    journal.sqlite     the job journal and a replay index rebuilt from the sidecars when they disagree
+    .partial/          downloads in progress
+
+Job ids come from the server, so they are checked before they name any file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from .errors import DownloadError, StoreIntegrityError, UnsafeResponseError
+from .journal import Journal
+from .request import GenerationRequest
+from .result import ImageResult, Job
+
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_EXT_RE = re.compile(r"[a-z0-9]{1,8}")
+_CHUNK = 1 << 20
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_COM = b"\xff\xfe"
+_JPEG_MARKER = b"doitong-provenance:"
+_JPEG_MAX_SEGMENT = 0xFFFF - 2  # a segment's length field counts itself
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_KEYWORD = b"doitong:provenance"
+
+
+def _check_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not _JOB_ID_RE.fullmatch(job_id):
+        raise UnsafeResponseError(
+            f"the server sent job id {job_id!r}; only 1-128 of A-Z a-z 0-9 _ - are accepted "
+            "as a file name, so nothing was written"
+        )
+    return job_id
+
+
+def _image_format(path: Path) -> str | None:
+    """'jpg' or 'png' from the file's first bytes (never from a URL or a name the server chose)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(_JPEG_SOI + b"\xff"):
+        return "jpg"
+    if head == _PNG_SIGNATURE:
+        return "png"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (POSIX only; Windows cannot open a directory)."""
+    if os.name == "posix":
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextmanager
+def _atomic_write(path: Path) -> Iterator[IO[bytes]]:
+    """Write beside `path`, fsync, then rename over it: readers see the old file or the whole new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+class _HashingWriter:
+    """Hashes what it writes, so the final file's sha256 costs no second read."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self._raw.write(data)
+
+
+def _copy_exact(src: IO[bytes], dst: Any, size: int) -> None:
+    while size > 0:
+        block = src.read(min(size, _CHUNK))
+        if not block:
+            raise DownloadError("the downloaded image ends in the middle of a segment")
+        dst.write(block)
+        size -= len(block)
+
+
+# --- JPEG: COM segments after SOI and the APPn headers (JFIF/Exif stay where readers expect them) ---
+
+
+def _copy_jpeg_with(src: IO[bytes], dst: Any, payload: bytes) -> None:
+    dst.write(src.read(2))
+    head = src.read(4)
+    while len(head) == 4 and head[0] == 0xFF and 0xE0 <= head[1] <= 0xEF:
+        dst.write(head)
+        _copy_exact(src, dst, int.from_bytes(head[2:], "big") - 2)
+        head = src.read(4)
+    room = _JPEG_MAX_SEGMENT - len(_JPEG_MARKER)
+    for start in range(0, len(payload), room):
+        piece = _JPEG_MARKER + payload[start : start + room]
+        dst.write(_JPEG_COM + (len(piece) + 2).to_bytes(2, "big") + piece)
+    dst.write(head)
+    shutil.copyfileobj(src, dst, _CHUNK)
+
+
+def _jpeg_provenance(f: IO[bytes]) -> bytes | None:
+    """Our COM segments, joined (long provenance spans several); segments end at the scan (SOS)."""
+    f.seek(2)
+    pieces = []
+    while (head := f.read(4)) and len(head) == 4 and head[0] == 0xFF and head[1] not in (0xDA, 0xD9):
+        body_size = int.from_bytes(head[2:], "big") - 2
+        if head[:2] == _JPEG_COM:
+            body = f.read(body_size)
+            if body.startswith(_JPEG_MARKER):
+                pieces.append(body[len(_JPEG_MARKER) :])
+        else:
+            f.seek(body_size, os.SEEK_CUR)
+    return b"".join(pieces) if pieces else None
+
+
+# --- PNG: an uncompressed iTXt chunk just before IEND ------------------------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def _copy_png_with(src: IO[bytes], dst: Any, payload: bytes) -> None:
+    dst.write(src.read(8))
+    while len(head := src.read(8)) == 8:
+        if head[4:] == b"IEND":
+            # keyword, compression flag and method, empty language tag and translated keyword, text
+            dst.write(_png_chunk(b"iTXt", _PNG_KEYWORD + b"\0\0\0\0\0" + payload))
+            dst.write(head)
+            shutil.copyfileobj(src, dst, _CHUNK)
+            return
+        dst.write(head)
+        _copy_exact(src, dst, int.from_bytes(head[:4], "big") + 4)
+    raise DownloadError("the downloaded PNG has no IEND chunk")
+
+
+def _png_provenance(f: IO[bytes]) -> bytes | None:
+    f.seek(8)
+    while len(head := f.read(8)) == 8 and head[4:] != b"IEND":
+        size = int.from_bytes(head[:4], "big")
+        if head[4:] != b"iTXt":
+            f.seek(size + 4, os.SEEK_CUR)
+            continue
+        keyword, _, rest = f.read(size).partition(b"\0")
+        f.seek(4, os.SEEK_CUR)
+        if keyword == _PNG_KEYWORD:
+            text = rest[2:].split(b"\0", 2)[2]
+            return zlib.decompress(text) if rest[0] else text
+    return None
+
+
+def read_embedded_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The provenance a stored JPEG or PNG carries in its own metadata; None if it has none."""
+    path = Path(path)
+    kind = _image_format(path)
+    if kind is None:
+        return None
+    with open(path, "rb") as f:
+        raw = _jpeg_provenance(f) if kind == "jpg" else _png_provenance(f)
+    return json.loads(raw.decode("utf-8")) if raw is not None else None
+
+
+def _int_or(value: Any, default: int | None) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _request_from(data: dict[str, Any]) -> GenerationRequest:
+    names = {f.name for f in fields(GenerationRequest)}
+    return GenerationRequest(**{k: v for k, v in data.items() if k in names})
+
+
+class _Stored(NamedTuple):
+    """A readable sidecar: the result it describes (as a zero-credit replay) and its index fields."""
+
+    result: ImageResult
+    replay_key: str
+    saved_at: str
+
+
+class Store:
+    """The output folder: put a paid result once, find it again for free."""
+
+    def __init__(self, root: str | os.PathLike[str] = "flux_outputs") -> None:
+        self.root = Path(root)
+        self._journal: Journal | None = None
+        self._journal_lock = threading.Lock()
+        self._index_checked = False
+
+    @property
+    def journal(self) -> Journal:
+        """Opened on first use, so that merely building a Store creates nothing on disk."""
+        with self._journal_lock:
+            if self._journal is None:
+                self._journal = Journal(self.root / "journal.sqlite")
+            return self._journal
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _inside(self, name: str) -> Path:
+        path = self.root / name
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise UnsafeResponseError(f"{path} resolves outside the output folder {self.root}; refusing to use it")
+        return path
+
+    def partial_path(self, job_id: str, ext: str) -> Path:
+        """Where a download streams before `put` moves it into place (the folder is created for the writer)."""
+        _check_job_id(job_id)
+        if not _EXT_RE.fullmatch(ext):
+            raise UnsafeResponseError(f"file extension {ext!r} is not accepted")
+        path = self._inside(f".partial/{job_id}.{ext}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def put(self, key: str, request: GenerationRequest, job: Job, download: Path) -> ImageResult:
+        """Move a checked download into place with its provenance embedded, write the sidecar, index it."""
+        job_id = _check_job_id(job.id)
+        kind = _image_format(Path(download))
+        if kind is None:
+            raise DownloadError("the downloaded output is neither JPEG nor PNG", job_id=job_id)
+        path = self._inside(f"{job_id}.{kind}")
+        sidecar_path = self._inside(f"{job_id}.json")
+        saved_at = _now()
+        metadata = job.metadata
+        credit_cost = job.credit_cost if isinstance(job.credit_cost, int) else request.estimated_credits
+        version = metadata.get("version")
+        result = ImageResult(
+            request=request,
+            job_id=job_id,
+            path=path,
+            sha256="",
+            width=_int_or(metadata.get("width"), request.width),
+            height=_int_or(metadata.get("height"), request.height),
+            seed=_int_or(metadata.get("seed"), request.seed),
+            version=version if isinstance(version, str) else request.version,
+            duration=job.duration,
+            credit_cost=credit_cost,
+            created_at=job.created_at or saved_at,
+            replayed=False,
+            credits=credit_cost,
+            metadata=dict(metadata),
+        )
+        provenance = result.provenance()
+        del provenance["sha256"]
+        payload = json.dumps(provenance, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(download, "rb") as src, _atomic_write(path) as out:
+            writer = _HashingWriter(out)
+            (_copy_jpeg_with if kind == "jpg" else _copy_png_with)(src, writer, payload)
+        result.sha256 = writer.digest.hexdigest()
+        sidecar = {**result.provenance(), "replay_key": key, "saved_at": saved_at}
+        with _atomic_write(sidecar_path) as out:
+            out.write(json.dumps(sidecar, ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
+        os.unlink(download)
+        self.journal.record_replay(job_id, key, saved_at)
+        return result
+
+    def find(self, key: str) -> ImageResult | None:
+        """The stored result of `key`, checked against its sha256; None if it was never stored."""
+        if not self.root.is_dir():
+            return None
+        self._check_index()
+        for job_id in self.journal.replay_job_ids(key):
+            sidecar_path = self._inside(f"{_check_job_id(job_id)}.json")
+            if not sidecar_path.exists():
+                continue  # its sidecar was deleted: the user asked to forget this result
+            sidecar = self._load(sidecar_path)
+            if sidecar is None:
+                raise StoreIntegrityError(
+                    f"{sidecar_path} is not a readable sidecar; delete it, or use --refresh / "
+                    "refresh=True to generate again",
+                    job_id=job_id,
+                )
+            if sidecar.replay_key == key:
+                self._verify(sidecar.result, sidecar_path)
+                return sidecar.result
+        return None
+
+    def history(self) -> list[ImageResult]:
+        """Every stored result, newest first (unreadable sidecars are left out)."""
+        loaded = [s for s in map(self._load, self._sidecars()) if s is not None]
+        loaded.sort(key=lambda s: s.saved_at, reverse=True)
+        return [s.result for s in loaded]
+
+    def _sidecars(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.glob("*.json") if _JOB_ID_RE.fullmatch(p.stem)]
+
+    def _check_index(self) -> None:
+        """Once per Store: rebuild the index from the sidecars (the truth) when the counts disagree."""
+        if self._index_checked:
+            return
+        sidecars = self._sidecars()
+        if len(sidecars) != self.journal.replay_count():
+            loaded = [s for s in map(self._load, sidecars) if s is not None]
+            self.journal.replace_replays((s.result.job_id, s.replay_key, s.saved_at) for s in loaded)
+        self._index_checked = True
+
+    def _load(self, sidecar_path: Path) -> _Stored | None:
+        """None for a sidecar that is not valid JSON of the expected shape."""
+        try:
+            data = json.loads(sidecar_path.read_text(encoding="utf-8"))
+            job_id = _check_job_id(data["job_id"])
+            if job_id != sidecar_path.stem or data["file"] not in (f"{job_id}.jpg", f"{job_id}.png"):
+                return None
+            result = ImageResult(
+                request=_request_from(data["request"]),
+                job_id=job_id,
+                path=self._inside(data["file"]),
+                sha256=data["sha256"],
+                width=data["width"],
+                height=data["height"],
+                seed=data["seed"],
+                version=data["version"],
+                duration=data["duration"],
+                credit_cost=data["credit_cost"],
+                created_at=data["created_at"],
+                replayed=True,
+                credits=0,
+                metadata=data["metadata"],
+            )
+            return _Stored(result, data["replay_key"], data["saved_at"])
+        except (OSError, ValueError, KeyError, TypeError, UnsafeResponseError):
+            return None
+
+    @staticmethod
+    def _verify(result: ImageResult, sidecar_path: Path) -> None:
+        remedy = (
+            f"restore it, delete its sidecar {sidecar_path.name}, or use --refresh / refresh=True to generate again"
+        )
+        if not result.path.is_file():
+            raise StoreIntegrityError(
+                f"{result.path} is missing (generated as job {result.job_id}); {remedy}", job_id=result.job_id
+            )
+        if _sha256(result.path) != result.sha256:
+            raise StoreIntegrityError(
+                f"{result.path} was modified since it was generated (sha256 mismatch); {remedy}", job_id=result.job_id
+            )

@@ -1,0 +1,35 @@
+"""Shared fixtures: a real sandbox on loopback, and a client bound to it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from doitong_nb.client import Flux
+from doitong_nb.sandbox import Sandbox
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No real key ever reaches a test; notebook kernels get a fast sandbox and a fresh output folder."""
+    os.environ.pop("DOITONG_API_KEY", None)
+    os.environ.pop("DOITONG_BASE_URL", None)
+    os.environ.setdefault("DOITONG_SANDBOX_SPEED", "50")
+    os.environ["DOITONG_OUTPUT_DIR"] = str(Path(tempfile.mkdtemp(prefix="doitong-nb-tests-")) / "flux_outputs")
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """A fast sandbox on loopback (every duration divided by 1000), pro plan, 1000 credits."""
+    with Sandbox(speed=1000) as sb:
+        yield sb
+
+
+@pytest.fixture
+def flux(sandbox: Sandbox, tmp_path: Path) -> Iterator[Flux]:
+    """A blocking client talking to `sandbox`, storing results under tmp_path."""
+    with Flux(api_key=sandbox.api_key, base_url=sandbox.base_url, output_dir=tmp_path / "out") as client:
+        yield client

@@ -1,0 +1,166 @@
+"""The client against the real sandbox over loopback: transports, errors, retries, idempotency, safety."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from doitong_nb import (
+    AuthenticationError,
+    BudgetExceededError,
+    GenerationFailedError,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitError,
+)
+from doitong_nb.client import AsyncFlux, Flux
+from doitong_nb.sandbox import Faults, Sandbox
+
+PROMPT = "A futuristic city with flying cars and neon lights"
+
+
+def client_for(box: Sandbox, tmp_path: Path, **kwargs) -> Flux:
+    kwargs.setdefault("output_dir", tmp_path / "out")
+    return Flux(api_key=kwargs.pop("api_key", box.api_key), base_url=box.base_url, **kwargs)
+
+
+@pytest.mark.parametrize("transport", ["graphql", "rest"])
+def test_each_transport_generates_a_full_resolution_file(sandbox: Sandbox, tmp_path: Path, transport: str) -> None:
+    with client_for(sandbox, tmp_path, transport=transport) as flux:
+        img = flux.generate(PROMPT, size="2048x1024", seed=7)
+    assert img.path.exists() and img.path.parent == tmp_path / "out"
+    with Image.open(img.path) as image:
+        assert image.size == (2048, 1024)
+    assert (img.width, img.height, img.seed) == (2048, 1024, 7)
+    assert img.credit_cost == img.credits == img.request.estimated_credits
+    assert img.metadata["sandbox"] is True
+    assert sandbox.stats()["total"]["credits_charged"] == img.credit_cost
+
+
+def test_generate_image_mutation_reads_its_own_field(sandbox: Sandbox, tmp_path: Path) -> None:
+    with client_for(sandbox, tmp_path, mutation="generateImage") as flux:
+        img = flux.generate(PROMPT, seed=3)
+    assert img.width == 1024 and img.path.exists()
+
+
+def test_async_client_generates_concurrently(sandbox: Sandbox, tmp_path: Path) -> None:
+    async def main() -> list:
+        async with AsyncFlux(api_key=sandbox.api_key, base_url=sandbox.base_url, output_dir=tmp_path) as flux:
+            return await asyncio.gather(*(flux.generate(PROMPT, seed=s, size="512x512") for s in range(3)))
+
+    results = asyncio.run(main())
+    assert [r.seed for r in results] == [0, 1, 2]
+    assert len({r.sha256 for r in results}) == 3
+
+
+def test_identical_request_replays_at_zero_credits(flux: Flux, sandbox: Sandbox) -> None:
+    first = flux.generate(PROMPT, seed=1)
+    again = flux.generate(PROMPT, seed=1)
+    assert (again.replayed, again.credits, again.path) == (True, 0, first.path)
+    assert sandbox.stats()["total"]["submissions"] == 1
+    fresh = flux.generate(PROMPT, seed=1, refresh=True)
+    assert fresh.job_id != first.job_id and sandbox.stats()["total"]["submissions"] == 2
+
+
+def test_invalid_input_raises_before_any_request(flux: Flux, sandbox: Sandbox) -> None:
+    before = sandbox.stats()["total"]["api_requests"]
+    with pytest.raises(InvalidRequestError, match="width 1000 is not a multiple of 16; try 992 or 1008"):
+        flux.generate(PROMPT, width=1000, height=1024)
+    with pytest.raises(InvalidRequestError, match="prompt is empty"):
+        flux.generate("   ")
+    assert sandbox.stats()["total"]["api_requests"] == before
+
+
+def test_wrong_key_is_an_authentication_error_without_the_key(sandbox: Sandbox, tmp_path: Path) -> None:
+    secret = "sk-live-this-must-never-leak-0123456789"
+    with client_for(sandbox, tmp_path, api_key=secret) as flux:
+        with pytest.raises(AuthenticationError) as caught:
+            flux.generate(PROMPT)
+        assert secret not in str(caught.value) + repr(caught.value) + repr(flux)
+
+
+def test_insufficient_credits_says_required_and_available(tmp_path: Path) -> None:
+    with Sandbox(credits=12, speed=1000) as box, client_for(box, tmp_path) as flux:
+        with pytest.raises(InsufficientCreditsError) as caught:
+            flux.generate(PROMPT, size="2048x2048")
+    assert (caught.value.credits_required, caught.value.credits_available) == (30, 12)
+    assert "needs 30 credits, 12 left" in str(caught.value)
+
+
+def test_another_keys_job_is_not_found(sandbox: Sandbox, tmp_path: Path) -> None:
+    with client_for(sandbox, tmp_path) as owner:
+        job = owner.submit(PROMPT, seed=4)
+    with client_for(sandbox, tmp_path, api_key=sandbox.add_key()) as stranger:
+        with pytest.raises(NotFoundError):
+            stranger.status(job.id)
+
+
+def test_failed_job_is_refunded_and_reported(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, faults=Faults(fail_job=1)) as box, client_for(box, tmp_path) as flux:
+        with pytest.raises(GenerationFailedError) as caught:
+            flux.generate(PROMPT)
+        assert caught.value.job_id and "refunded" in str(caught.value)
+        assert flux.session_credits == 0
+        assert box.stats()["total"]["credits"] == 1000
+
+
+def test_server_errors_and_429s_are_retried(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, faults=Faults(error_5xx=2, rate_limit_429=2)) as box, client_for(box, tmp_path) as flux:
+        img = flux.generate(PROMPT, seed=5)
+        assert img.path.exists()
+        assert flux.engine.requests["retries"] >= 4
+        assert box.stats()["total"]["credits_charged"] == img.credit_cost
+
+
+def test_dropped_submission_is_retried_and_charged_once(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, faults=Faults(drop=1)) as box, client_for(box, tmp_path) as flux:
+        img = flux.generate(PROMPT, seed=6)
+        totals = box.stats()["total"]
+    assert totals["jobs_created"] == 1 and totals["credits_charged"] == img.credit_cost
+    assert flux.session_credits == img.credit_cost
+
+
+def test_truncated_download_is_retried(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, faults=Faults(truncate_cdn=1)) as box, client_for(box, tmp_path) as flux:
+        img = flux.generate(PROMPT, seed=8)
+        assert box.stats()["total"]["cdn_requests"] == 2
+    with Image.open(img.path) as image:
+        image.load()
+
+
+def test_cdn_never_sees_the_api_key(flux: Flux, sandbox: Sandbox) -> None:
+    flux.generate(PROMPT, seed=9)
+    assert sandbox.cdn_requests
+    for headers in sandbox.cdn_requests:
+        assert all(sandbox.api_key not in value for value in headers.values())
+        assert not {"authorization", "x-api-key"} & {name.lower() for name in headers}
+
+
+def test_budget_refuses_before_sending(sandbox: Sandbox, tmp_path: Path) -> None:
+    with client_for(sandbox, tmp_path, max_credits=25) as flux:
+        flux.generate(PROMPT, seed=1)  # 20 credits
+        with pytest.raises(BudgetExceededError, match="budget"):
+            flux.generate(PROMPT, seed=2)
+    assert sandbox.stats()["total"]["submissions"] == 1
+
+
+def test_rate_limit_error_carries_the_wait(tmp_path: Path) -> None:
+    with Sandbox(speed=1, faults=Faults(rate_limit_429=100)) as box, client_for(box, tmp_path, timeout=0.5) as flux:
+        with pytest.raises(RateLimitError) as caught:
+            flux.account()
+        assert box.stats()["total"]["rate_limited"] == 1  # a wait longer than the deadline is not retried
+    assert caught.value.retry_after is not None and caught.value.retry_after > 0.5
+    assert f"retry in {caught.value.retry_after:.1f} s" in str(caught.value)
+
+
+def test_status_reads_are_fewer_than_the_docs_two_second_loop(tmp_path: Path) -> None:
+    with Sandbox(speed=20) as box, client_for(box, tmp_path) as flux:
+        for seed in range(4):
+            flux.generate(PROMPT, size="512x512", seed=seed)
+        reads = box.stats()["total"]["status_requests"]
+    # a job takes ~0.4 s here; the doc's loop (2 s scaled by 20 = 0.1 s) needs ~4 reads a job
+    assert reads / 4 < 2.5
