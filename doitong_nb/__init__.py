@@ -26,8 +26,10 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .client import AsyncFlux, Flux
+    from .panel import panel
     from .request import GenerationRequest
     from .result import ImageResult, Job
+    from .sandbox import Sandbox
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,8 @@ _LAZY = {
     "GenerationRequest": "request",
     "ImageResult": "result",
     "Job": "result",
+    "panel": "panel",
+    "Sandbox": "sandbox",
 }
 
 
@@ -72,8 +76,10 @@ __all__ = [
     "NetworkError",
     "NotFoundError",
     "RateLimitError",
+    "Sandbox",
     "ServerError",
     "StoreIntegrityError",
     "UnsafeResponseError",
     "load_ipython_extension",
+    "panel",
 ]

@@ -13,8 +13,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -24,6 +24,10 @@ from .errors import DownloadError
 from .request import GenerationRequest
 from .result import ImageResult, Job
 from .transport import Account
+
+if TYPE_CHECKING:
+    from .batch import BatchResult, BatchStats
+    from .webhooks import WebhookReceiver
 
 _CHUNK = 1 << 16
 
@@ -181,6 +185,38 @@ class Flux(_Base):
         request = _as_request(prompt, options)
         return self.run(self.engine.generate(request, refresh=refresh, progress=progress))
 
+    def batch(
+        self,
+        prompts: Sequence[str | GenerationRequest],
+        *,
+        max_credits: int | None = None,
+        refresh: bool = False,
+        progress: bool | Callable[[BatchStats], None] = True,
+        webhook_url: str | bool | None = None,
+        webhook_secret: str | None = None,
+        receiver: WebhookReceiver | None = None,
+        **options: Any,
+    ) -> BatchResult:
+        """Many images, paced at the plan's limits; outcomes in input order, each failure in its place.
+
+        See doitong_nb.batch: `max_credits` refuses items that would cross the budget before sending them,
+        a re-run resumes submitted jobs and skips finished ones, `webhook_url=True` (or a URL with its
+        `receiver=`) waits for signed webhooks instead of reading job status.
+        """
+        from .batch import run_sync
+
+        return run_sync(
+            self,
+            prompts,
+            options,
+            max_credits=max_credits,
+            refresh=refresh,
+            progress=progress,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            receiver=receiver,
+        )
+
     def submit(self, prompt: str | GenerationRequest, *, idempotency_key: str | None = None, **options: Any) -> Job:
         """Submit without waiting (no store, no journal): the low-level call."""
         request = _as_request(prompt, options)
@@ -263,6 +299,38 @@ class AsyncFlux(_Base):
         """One image: replayed from the store when this exact request was made before, else generated."""
         request = _as_request(prompt, options)
         return await self.run(self.engine.generate(request, refresh=refresh, progress=progress))
+
+    async def batch(
+        self,
+        prompts: Sequence[str | GenerationRequest],
+        *,
+        max_credits: int | None = None,
+        refresh: bool = False,
+        progress: bool | Callable[[BatchStats], None] = True,
+        webhook_url: str | bool | None = None,
+        webhook_secret: str | None = None,
+        receiver: WebhookReceiver | None = None,
+        **options: Any,
+    ) -> BatchResult:
+        """Many images, paced at the plan's limits; outcomes in input order, each failure in its place.
+
+        See doitong_nb.batch: `max_credits` refuses items that would cross the budget before sending them,
+        a re-run resumes submitted jobs and skips finished ones, `webhook_url=True` (or a URL with its
+        `receiver=`) waits for signed webhooks instead of reading job status.
+        """
+        from .batch import run_async
+
+        return await run_async(
+            self,
+            prompts,
+            options,
+            max_credits=max_credits,
+            refresh=refresh,
+            progress=progress,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            receiver=receiver,
+        )
 
     async def submit(
         self, prompt: str | GenerationRequest, *, idempotency_key: str | None = None, **options: Any

@@ -11,7 +11,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -33,7 +33,7 @@ from .errors import (
     redact,
 )
 from .limits import RateBudget
-from .polling import DurationModel
+from .polling import DurationModel, expected_seconds
 from .request import GenerationRequest
 from .result import ImageResult, Job
 from .store import Store
@@ -43,12 +43,16 @@ from .transport.base import account_from
 T = TypeVar("T")
 Flow = Generator["Step", Any, T]
 Progress = Callable[[str, float, str], None]
+Completion = Callable[[str], "dict[str, Any] | None"]  # job id -> its (verified) webhook payload, once it came
 
 MAX_ATTEMPTS = 8
 BACKOFF_BASE, BACKOFF_CAP = 0.25, 20.0
 DOWNLOAD_ATTEMPTS = 4
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # a 4096x4096 PNG is at most ~50 MB
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WEBHOOK_GRACE = 4.0  # no webhook after this many predicted durations, plus the slack below: read the status
+WEBHOOK_SLACK = 5.0  # seconds a delivery may take on top (network, the sender's queue)
+_EVENT_TICK = 0.01  # look for a job's webhook every 1% of its predicted duration
 
 
 @dataclass(frozen=True)
@@ -202,8 +206,15 @@ class Engine:
         accepted_at: float,
         progress: Progress | None = None,
         via: Transport | None = None,
+        completion: Completion | None = None,
     ) -> Flow[Job]:
-        """Read the job's status when it is predicted to be done; raise JobTimeoutError at the deadline."""
+        """Read the job's status when it is predicted to be done; raise JobTimeoutError at the deadline.
+
+        With `completion` (webhook mode) the job's webhook says when it is done, so no status is read
+        unless the webhook is lost.
+        """
+        if completion is not None and not job.done:
+            job = yield from self._await_webhook(job, pixels, deadline, accepted_at, completion)
         reads = 0
         while not job.done:
             elapsed = time.monotonic() - accepted_at
@@ -222,6 +233,23 @@ class Engine:
         if job.status == contract.STATUS_COMPLETED and job.duration is not None:
             self.durations.observe(pixels, job.duration)
         return job
+
+    def _await_webhook(
+        self, job: Job, pixels: int, deadline: float, accepted_at: float, completion: Completion
+    ) -> Flow[Job]:
+        """Look up the job's webhook locally (no API request) until it comes or the grace period ends."""
+        expected = self.durations.predict(pixels) or expected_seconds(pixels)
+        give_up = min(deadline, accepted_at + WEBHOOK_GRACE * expected + WEBHOOK_SLACK)
+        first = accepted_at + 0.9 * expected - time.monotonic()
+        if first > 0:
+            yield Sleep(first)
+        while (payload := completion(job.id)) is None:
+            if time.monotonic() >= give_up:
+                return job
+            yield Sleep(max(0.002, _EVENT_TICK * expected))
+        metadata = {**job.metadata, **(payload.get("metadata") or {})}
+        done = Job.from_payload({**payload, "metadata": metadata})
+        return replace(done, id=job.id, credit_cost=job.credit_cost, created_at=done.created_at or job.created_at)
 
     def download(self, job: Job, request: GenerationRequest, deadline: float) -> Flow[Path]:
         """Stream the output to the store's partial folder and check it is the whole, decodable image."""
@@ -271,6 +299,7 @@ class Engine:
         refresh: bool = False,
         progress: Progress | None = None,
         via: Transport | None = None,
+        completion: Completion | None = None,
     ) -> Flow[ImageResult]:
         """Replay from the store, resume a journaled job, or submit anew; then wait, fetch and store."""
         key = request.key(variant)
@@ -297,7 +326,8 @@ class Engine:
             job = yield from self.submit(request, entry.idempotency_key, deadline, via)
             journal.mark_submitted(entry.idempotency_key, job.id)
         accepted_at = time.monotonic()
-        job = yield from self.wait(job, request.width * request.height, deadline, accepted_at, progress, via)
+        pixels = request.width * request.height
+        job = yield from self.wait(job, pixels, deadline, accepted_at, progress, via, completion)
         if job.status == contract.STATUS_FAILED:
             journal.mark_failed(entry.idempotency_key, job.error_code or contract.GENERATION_FAILED)
             refund = job.credit_cost if job.credit_cost is not None else request.estimated_credits

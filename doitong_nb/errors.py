@@ -129,6 +129,12 @@ class BudgetExceededError(DoitongError):
     code = "BUDGET"
 
 
+class WebhookVerificationError(DoitongError):
+    """A webhook call whose signature or timestamp does not check out: it is refused, never acted on."""
+
+    code = "WEBHOOK_SIGNATURE"
+
+
 class StoreIntegrityError(DoitongError):
     """A stored result's file is missing or was edited since it was generated."""
 

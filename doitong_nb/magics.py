@@ -7,15 +7,17 @@ traceback is for bugs, not for a wrong option.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Enum, Float, Int, Unicode
+from traitlets import Bool, Enum, Float, Int, Unicode, default
 
 from . import contract
+from .config import DEFAULT_OUTPUT_DIR, ENV_OUTPUT_DIR
 from .errors import DoitongError, InvalidRequestError
 
 _OPTIONS_HELP = "Options come first in %%flux (the cell is the prompt); in %flux they follow the prompt."
@@ -58,14 +60,16 @@ class Flux(Magics):
     """Named Flux so that `%config Flux.size = "2048x2048"` reads as the user thinks of it."""
 
     size = Unicode("1024x1024", help="default image size, WIDTHxHEIGHT").tag(config=True)
-    output_dir = Unicode("flux_outputs", help="folder of full-resolution files, sidecars and the journal").tag(
-        config=True
-    )
+    output_dir = Unicode(help="folder of full-resolution files, sidecars and the journal").tag(config=True)
     preview_px = Int(1024, help="long side of the inline preview, in pixels").tag(config=True)
     transport = Enum(["graphql", "rest"], default_value="graphql", help="wire protocol").tag(config=True)
     replay = Bool(True, help="return stored results for identical requests at 0 credits").tag(config=True)
     max_credits = Int(None, allow_none=True, help="session budget: refuse a job that would cross it").tag(config=True)
     timeout = Float(600.0, help="seconds to wait for a job before handing back its id").tag(config=True)
+
+    @default("output_dir")
+    def _default_output_dir(self) -> str:
+        return os.environ.get(ENV_OUTPUT_DIR) or DEFAULT_OUTPUT_DIR
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -127,6 +131,13 @@ class Flux(Magics):
         except DoitongError as exc:
             return self._fail(exc)
         return AccountView(account, contract.PLANS.get(account.plan), self.client.session_credits)
+
+    @line_magic
+    def flux_panel(self, line: str = "") -> Any:
+        """The ipywidgets panel, on the same engine (store, replay, journal, limits) as these magics."""
+        from .panel import panel
+
+        return panel(client=self.client)
 
     @line_magic
     def flux_history(self, line: str = "") -> Any:

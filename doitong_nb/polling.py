@@ -40,6 +40,12 @@ class DurationModel:
         with self._lock:
             self._scale = ratio if self._scale is None else (1 - _LEARNING) * self._scale + _LEARNING * ratio
 
+    def assume(self, scale: float) -> None:
+        """A prior for the first jobs (e.g. a speed-scaled service): ignored once a job has been timed."""
+        with self._lock:
+            if self._scale is None and scale > 0:
+                self._scale = scale
+
     def predict(self, pixels: int) -> float | None:
         """Predicted seconds from acceptance to completion, or None before any observation."""
         with self._lock:

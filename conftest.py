@@ -13,12 +13,22 @@ from doitong_nb.client import Flux
 from doitong_nb.sandbox import Sandbox
 
 
+_OUTPUTS = Path(tempfile.mkdtemp(prefix="doitong-nb-tests-"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """No real key ever reaches a test; notebook kernels get a fast sandbox and a fresh output folder."""
+    """No real key ever reaches a test; notebook kernels get a fast sandbox."""
     os.environ.pop("DOITONG_API_KEY", None)
     os.environ.pop("DOITONG_BASE_URL", None)
     os.environ.setdefault("DOITONG_SANDBOX_SPEED", "50")
-    os.environ["DOITONG_OUTPUT_DIR"] = str(Path(tempfile.mkdtemp(prefix="doitong-nb-tests-")) / "flux_outputs")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Each notebook's kernel (started with its first cell) gets a fresh output folder of its own."""
+    path = Path(str(item.fspath))
+    if path.suffix == ".ipynb":
+        os.environ["DOITONG_OUTPUT_DIR"] = str(_OUTPUTS / path.stem / "flux_outputs")
 
 
 @pytest.fixture

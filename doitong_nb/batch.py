@@ -1,0 +1,450 @@
+"""Batches at the plan's ceiling: many images from a list of prompts, paced by the plan's limits.
+
+The engine's `generate` flow already replays, resumes from the journal, submits idempotently,
+waits, downloads and stores one image; this module only decides when each item's flow may run.
+A few worker flows pull items in input order; an item holds one of the plan's concurrent-job
+slots from its first API request until its job is final (its download no longer counts), and
+the engine's RateBudget paces every request, status reads included. So a batch meets no 429 in
+normal operation, and when the same key is busy elsewhere it learns so from the X-RateLimit-*
+headers (requests) and from a CONCURRENCY_LIMITED answer (jobs), and slows down.
+
+Budget: an item whose estimated cost would take the batch past `max_credits` is refused before
+anything is sent (its place holds a BudgetExceededError); later, cheaper items still go when they
+fit. Replayed items cost nothing, and resumed ones were paid for in the run that submitted them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from . import contract
+from .engine import Completion, Engine, Fetch, Flow, Reply, Send, Sleep
+from .errors import (
+    BudgetExceededError,
+    DoitongError,
+    GenerationFailedError,
+    InvalidRequestError,
+    RateLimitError,
+    from_response,
+)
+from .polling import expected_seconds
+from .request import GenerationRequest
+from .result import ImageResult
+from .webhooks import WebhookReceiver
+
+if TYPE_CHECKING:
+    from .client import AsyncFlux, Flux
+
+Outcome = ImageResult | DoitongError
+_TICK = 0.01  # a waiting worker looks again after 1% of a typical job's predicted duration
+_WORKERS_PER_SLOT = 2  # so one item downloads while the next one's job already runs
+
+
+@dataclass
+class BatchStats:
+    """What a batch did; `requests` and `rate_limited` count API requests (downloads excluded)."""
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    replayed: int = 0
+    submitted: int = 0
+    credits: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    elapsed: float = 0.0
+    webhooks: bool = False
+
+
+class BatchResult(list):  # type: ignore[type-arg]
+    """The batch's outcomes in input order: an ImageResult, or the error of that item, in its place."""
+
+    def __init__(self, outcomes: Sequence[Outcome], stats: BatchStats) -> None:
+        super().__init__(outcomes)
+        self.stats = stats
+
+    @property
+    def images(self) -> list[ImageResult]:
+        return [o for o in self if isinstance(o, ImageResult)]
+
+    @property
+    def errors(self) -> dict[int, DoitongError]:
+        return {i: o for i, o in enumerate(self) if isinstance(o, DoitongError)}
+
+
+@dataclass
+class _Item:
+    index: int
+    request: GenerationRequest
+    variant: int
+    cost: int  # credits it may charge: 0 for a replay or a resumed, already-submitted job
+    replay: bool
+    copies: list[int] = field(default_factory=list)  # other input positions asking for the same image
+    submitted: bool = False
+
+
+class _Batch:
+    """The scheduling state shared by the worker flows (one thread or one event loop: no locks)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        requests: list[GenerationRequest],
+        *,
+        max_credits: int | None,
+        refresh: bool,
+        progress: bool | Callable[[BatchStats], None],
+        completion: Completion | None,
+    ) -> None:
+        self.engine, self.refresh, self.completion = engine, refresh, completion
+        self.max_credits = max_credits
+        self.stats = BatchStats(total=len(requests), webhooks=completion is not None)
+        self.outcomes: list[Outcome | None] = [None] * len(requests)
+        self.items = self._plan(requests)
+        self.queue = deque(self.items)
+        self.cap = self.plan_cap = 1
+        self.daily_left: int | None = None
+        self.active = self.committed = 0
+        self.closed: DoitongError | None = None  # the daily cap was reached: submit nothing more
+        self._callback = progress if callable(progress) else None
+        self._bar = _bar(len(requests)) if progress is True else None
+        self._start = time.monotonic()
+        self._credits0 = engine.session_credits
+        self._requests0 = _api_requests(engine)
+        self._limited0 = engine.requests["429"]
+
+    def _plan(self, requests: list[GenerationRequest]) -> list[_Item]:
+        """One item per distinct image: a seeded duplicate shares the first one's job, an unseeded one is a variant."""
+        items: list[_Item] = []
+        firsts: dict[str, _Item] = {}
+        variants: dict[str, int] = {}
+        journal = self.engine.store.journal
+        for index, request in enumerate(requests):
+            base = request.key()
+            if base in firsts and request.seed is not None:
+                firsts[base].copies.append(index)
+                continue
+            variant = variants[base] = variants.get(base, -1) + 1
+            key = request.key(variant)
+            replay = self.engine.replay and not self.refresh and _stored(self.engine, key)
+            entry = None if replay else journal.unfinished(key)
+            cost = 0 if replay or (entry is not None and entry.job_id) else request.estimated_credits
+            items.append(_Item(index, request, variant, cost, replay))
+            firsts.setdefault(base, items[-1])
+        return items
+
+    # --- driven by Flux / AsyncFlux ----------------------------------------------------------------
+    def prepare(self) -> Flow[None]:
+        """Learn the plan (one account request) unless every item is a replay."""
+        if all(item.replay for item in self.items):
+            return
+        account = yield from self.engine.account()
+        plan = contract.PLANS.get(account.plan)
+        self.cap = self.plan_cap = plan.concurrent_jobs if plan else 1
+        self.daily_left = plan.daily_limit if plan else None
+        # a speed-scaled service says so in its rate window; the real one's is the documented minute
+        self.engine.durations.assume(self.engine.budget.window / contract.RATE_WINDOW_SECONDS)
+
+    def workers(self) -> list[Flow[None]]:
+        return [self._worker() for _ in range(min(len(self.queue), _WORKERS_PER_SLOT * self.plan_cap))]
+
+    def result(self) -> BatchResult:
+        self._refresh_stats()
+        if self._bar is not None:
+            self._bar.close()
+        return BatchResult(self.outcomes, self.stats)  # type: ignore[arg-type]
+
+    def interrupted(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        print(
+            f"Batch stopped: {self.stats.submitted} submitted jobs go on at Doitong and are paid for. Run the same "
+            "batch again to pick them up and skip the finished ones: nothing is charged twice.",
+            file=sys.stderr,
+        )
+
+    # --- the worker flows --------------------------------------------------------------------------
+    def _worker(self) -> Flow[None]:
+        while self.queue:
+            item = self.queue.popleft()
+            try:
+                outcome: Outcome = yield from self._run(item)
+            except DoitongError as exc:
+                outcome = exc
+            self._finish(item, outcome)
+
+    def _run(self, item: _Item) -> Flow[ImageResult]:
+        if item.replay:
+            return (yield from self.engine.generate(item.request, variant=item.variant))
+        self._admit(item)
+        while self.active >= self.cap:
+            yield Sleep(self._tick())
+        self.active += 1
+        holding = True
+        flow = self.engine.generate(
+            item.request, variant=item.variant, refresh=self.refresh, completion=self.completion
+        )
+        try:
+            value: Any = None
+            error: BaseException | None = None
+            answered: tuple[Send, Reply] | None = None
+            while True:
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    return stop.value
+                finally:  # after the engine took the answer in (a submission is journaled by now)
+                    if answered is not None:
+                        self._observe(*answered, item)
+                if isinstance(step, Fetch) and holding:  # the job is final: its slot is free again
+                    holding, self.active = False, self.active - 1
+                try:
+                    value, error = (yield step), None
+                except Exception as exc:  # a transport failure the driver throws in: the engine retries it
+                    value, error = None, exc
+                answered = (step, value) if isinstance(step, Send) and isinstance(value, Reply) else None
+        except DoitongError as exc:
+            if not item.submitted or isinstance(exc, GenerationFailedError):  # never charged, or refunded
+                self.committed -= item.cost
+            raise
+        finally:
+            flow.close()
+            if holding:
+                self.active -= 1
+
+    def _admit(self, item: _Item) -> None:
+        """Refuse, before sending, an item past the daily cap or the credit budget."""
+        if self.closed is not None:
+            raise self.closed
+        if item.cost and self.daily_left is not None:
+            if self.daily_left <= 0:
+                raise RateLimitError(
+                    "the plan's daily limit of jobs is reached by this batch; nothing was sent for this item",
+                    code=contract.DAILY_LIMIT_REACHED,
+                )
+            self.daily_left -= 1
+        if self.max_credits is not None and self.committed + item.cost > self.max_credits:
+            raise BudgetExceededError(
+                f"item {item.index} ({item.request.size}) costs {item.cost} credits and the batch has committed "
+                f"{self.committed} of its max_credits={self.max_credits}; nothing was sent for it"
+            )
+        self.committed += item.cost
+
+    def _observe(self, step: Send, reply: Reply, item: _Item) -> None:
+        code = _error_code(reply.body)
+        if step.call.kind == "submit" and reply.status < 400 and not code:
+            item.submitted = True
+            self.stats.submitted += 1
+            self._notify()
+        elif code == contract.CONCURRENCY_LIMITED:  # jobs of this key run elsewhere: fewer slots for us
+            self.cap = max(1, self.active - 1)
+        elif code == contract.DAILY_LIMIT_REACHED:
+            self.closed = from_response(reply.status, reply.body)
+
+    def _finish(self, item: _Item, outcome: Outcome) -> None:
+        for index in (item.index, *item.copies):
+            self.outcomes[index] = outcome
+        count = 1 + len(item.copies)
+        if isinstance(outcome, ImageResult):
+            self.stats.done += count
+            self.stats.replayed += count if outcome.replayed else 0
+            self.cap = min(self.plan_cap, self.cap + 1)
+        else:
+            self.stats.failed += count
+        self._refresh_stats()
+        if self._bar is not None:
+            self._bar.set_postfix(done=self.stats.done, failed=self.stats.failed, credits=self.stats.credits)
+            self._bar.update(count)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._callback is not None:
+            self._refresh_stats()
+            self._callback(self.stats)
+
+    def _refresh_stats(self) -> None:
+        self.stats.credits = self.engine.session_credits - self._credits0
+        self.stats.requests = _api_requests(self.engine) - self._requests0
+        self.stats.rate_limited = self.engine.requests["429"] - self._limited0
+        self.stats.elapsed = time.monotonic() - self._start
+
+    def _tick(self) -> float:
+        predicted = self.engine.durations.predict(1024 * 1024) or expected_seconds(1024 * 1024)
+        return max(0.002, _TICK * predicted)
+
+
+def _api_requests(engine: Engine) -> int:
+    return sum(engine.requests[kind] for kind in ("submit", "status", "account"))
+
+
+def _error_code(body: Any) -> str | None:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        extensions = errors[0].get("extensions")
+        return extensions.get("code") if isinstance(extensions, dict) else None
+    return None
+
+
+def _stored(engine: Engine, key: str) -> bool:
+    """True when `generate` will replay `key` (an unreadable stored result counts: it fails in its place)."""
+    try:
+        return engine.store.find(key) is not None
+    except DoitongError:
+        return True
+
+
+def _bar(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="img", desc="flux batch", dynamic_ncols=True)
+
+
+def _requests(prompts: Sequence[str | GenerationRequest], options: dict[str, Any]) -> list[GenerationRequest]:
+    if isinstance(prompts, (str, GenerationRequest)):
+        raise InvalidRequestError("batch takes a list of prompts; for one image use generate()", field="prompts")
+    requests = []
+    for prompt in prompts:
+        if isinstance(prompt, GenerationRequest):
+            if options:
+                raise TypeError("pass options either in the GenerationRequests or as keywords, not both")
+            requests.append(prompt)
+        else:
+            requests.append(GenerationRequest.build(prompt, **options))
+    return requests
+
+
+def _webhook_secret(engine: Engine, given: str | None) -> str:
+    secret = given or os.environ.get(contract.ENV_WEBHOOK_SECRET)
+    if not secret and engine.settings.sandbox:
+        from .config import shared_sandbox
+
+        secret = shared_sandbox().webhook_secret
+    if not secret:
+        raise InvalidRequestError(
+            f"webhook mode needs the account's webhook secret: pass webhook_secret= or set "
+            f"{contract.ENV_WEBHOOK_SECRET}",
+            field="webhook_secret",
+        )
+    return secret
+
+
+@contextmanager
+def _batch(
+    client: Flux | AsyncFlux,
+    prompts: Sequence[str | GenerationRequest],
+    options: dict[str, Any],
+    *,
+    max_credits: int | None = None,
+    refresh: bool = False,
+    progress: bool | Callable[[BatchStats], None] = True,
+    webhook_url: str | bool | None = None,
+    webhook_secret: str | None = None,
+    receiver: WebhookReceiver | None = None,
+) -> Iterator[_Batch]:
+    """Build the batch; in webhook mode run (or use) a receiver for its lifetime."""
+    engine = client.engine
+    requests = _requests(prompts, options)
+    completion: Completion | None = None
+    own: WebhookReceiver | None = None
+    if webhook_url:
+        if receiver is None:
+            own = receiver = _local_receiver(webhook_url, _webhook_secret(engine, webhook_secret))
+        url = webhook_url if isinstance(webhook_url, str) else receiver.url
+        if receiver.reachable(url):
+            completion = receiver.get
+            requests = [replace(r, webhook_url=url) for r in requests]
+        else:
+            warnings.warn(f"webhook_url {url} does not reach the receiver: polling instead", stacklevel=4)
+    try:
+        yield _Batch(
+            engine, requests, max_credits=max_credits, refresh=refresh, progress=progress, completion=completion
+        )
+    finally:
+        if own is not None:
+            own.stop()
+
+
+def _local_receiver(webhook_url: str | bool, secret: str) -> WebhookReceiver:
+    """A receiver on loopback: at `webhook_url` when that names this machine, else on a free port."""
+    if not isinstance(webhook_url, str):
+        return WebhookReceiver(secret).start()
+    parts = urlsplit(webhook_url)
+    if parts.hostname not in ("127.0.0.1", "localhost") or parts.scheme != "http":
+        raise InvalidRequestError(
+            f"webhook_url {webhook_url!r} is not on this machine: pass the WebhookReceiver it leads to as "
+            "receiver=, or use webhook_url=True for a local one",
+            field="webhook_url",
+        )
+    return WebhookReceiver(secret, host=parts.hostname, port=parts.port or 80, path=parts.path or "/").start()
+
+
+def run_sync(
+    client: Flux, prompts: Sequence[str | GenerationRequest], options: dict[str, Any], **settings: Any
+) -> BatchResult:
+    """Flux.batch: `run_async` on a private event loop in a helper thread, sharing the client's engine.
+
+    Downloads then overlap the next jobs (a blocking driver would hold every slot up while one
+    image streams in), a running Jupyter loop is never touched, and Ctrl-C cancels the batch cleanly.
+    """
+    from .client import AsyncFlux
+
+    s = client.settings
+    state: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def main() -> BatchResult:
+        state["loop"], state["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        started.set()
+        async with AsyncFlux(
+            api_key=s.api_key, base_url=s.base_url, transport=s.transport, output_dir=s.output_dir, timeout=s.timeout
+        ) as driver:
+            driver.engine = client.engine  # one session: the same rate budget, journal and credit count
+            return await run_async(driver, prompts, options, **settings)
+
+    def target() -> None:
+        try:
+            state["result"] = asyncio.run(main())
+        except BaseException as exc:  # handed to the caller's thread below
+            state["error"] = exc
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=target, name="doitong-batch", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+    except KeyboardInterrupt:
+        started.wait()
+        if "loop" in state:
+            state["loop"].call_soon_threadsafe(state["task"].cancel)
+        thread.join()
+        raise
+    if "error" in state:
+        raise state["error"]
+    return state["result"]
+
+
+async def run_async(
+    client: AsyncFlux, prompts: Sequence[str | GenerationRequest], options: dict[str, Any], **settings: Any
+) -> BatchResult:
+    """AsyncFlux.batch: the same worker flows as tasks on the running loop."""
+    with _batch(client, prompts, options, **settings) as batch:
+        try:
+            await client.run(batch.prepare())
+            await asyncio.gather(*(client.run(worker) for worker in batch.workers()))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            batch.interrupted()
+            raise
+        return batch.result()

@@ -1,0 +1,458 @@
+"""Previews and the HTML / plain-text rendering of results, plus a live progress line.
+
+The notebook keeps only a small preview; the full-resolution file stays on disk behind a link. Previews
+are byte-deterministic (no metadata, fixed encoder settings) so re-running a cell does not churn the
+notebook's diff, and everything rendered here is escaped: prompts are user text and ids come from a server.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import io
+import math
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat
+
+from .errors import DoitongError
+from .result import parse_time
+
+if TYPE_CHECKING:
+    from .result import ImageResult
+
+# Raw preview bytes we aim for: ~200 KB once base64-encoded, whatever the image.
+_PREVIEW_BUDGET = 150_000
+_QUALITIES = (82, 72, 62, 50)
+# WebP wins only when it is smaller and at most this much worse in PSNR (dB) than the JPEG.
+_WEBP_PSNR_SLACK = 0.5
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+def _fit(width: int, height: int, max_px: int) -> tuple[int, int]:
+    """The size with the long side at most max_px, aspect kept, never upscaled."""
+    scale = min(1.0, max_px / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _to_srgb(im: Image.Image) -> Image.Image:
+    """Bake a non-sRGB ICC profile into the pixels, because the preview carries no profile."""
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "RGBA"):
+        return im
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(im, source, _SRGB, outputMode=im.mode)
+    except (ImageCms.PyCMSError, OSError):
+        return im
+
+
+def _encode(im: Image.Image, fmt: str, quality: int) -> bytes:
+    # Explicit empty metadata: `im` is fresh, but say so anyway so no Pillow default can sneak any in.
+    options: dict[str, Any] = {"quality": quality, "exif": b"", "icc_profile": None}
+    if fmt == "JPEG":
+        options.update(optimize=True, progressive=True, comment=b"")
+    else:
+        options.update(method=4)
+    buffer = io.BytesIO()
+    im.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _psnr(reference: Image.Image, data: bytes) -> float:
+    with Image.open(io.BytesIO(data)) as decoded:
+        diff = ImageChops.difference(reference, decoded.convert(reference.mode))
+    mse = sum(v * v for v in ImageStat.Stat(diff).rms) / len(diff.getbands())
+    return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def _choose_encoding(im: Image.Image) -> tuple[bytes, str]:
+    """JPEG or WebP, whichever is smaller at comparable PSNR, at the highest quality within budget."""
+    for quality in _QUALITIES:
+        webp = _encode(im, "WEBP", quality)
+        if im.mode == "RGBA":  # JPEG has no alpha
+            best = (webp, "image/webp")
+        else:
+            jpeg = _encode(im, "JPEG", quality)
+            webp_wins = len(webp) < len(jpeg) and _psnr(im, webp) >= _psnr(im, jpeg) - _WEBP_PSNR_SLACK
+            best = (webp, "image/webp") if webp_wins else (jpeg, "image/jpeg")
+        if len(best[0]) <= _PREVIEW_BUDGET:
+            break
+    return best
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_preview(path: str, mtime_ns: int, size: int, max_px: int) -> tuple[bytes, str, tuple[int, int]]:
+    """The preview, its mime type and pixel size; mtime_ns and size are in the key so an edited file is re-read."""
+    with Image.open(path) as im:
+        target = _fit(*im.size, max_px)
+        if im.format == "JPEG":  # decode at a reduced DCT scale, leaving 2x for a clean resample
+            im.draft("RGB", (target[0] * 2, target[1] * 2))
+        has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+        work = im.convert("RGBA" if has_alpha else "RGB")
+    if work.size != target:
+        work = work.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)  # box-reduce big PNGs first
+    work = _to_srgb(ImageOps.exif_transpose(work))  # in this order: the colour transform drops EXIF
+    # A fresh image: no comment, EXIF, ICC or text chunk of the original can reach the preview.
+    clean = Image.frombytes(work.mode, work.size, work.tobytes())
+    data, mime = _choose_encoding(clean)
+    return data, mime, clean.size
+
+
+def _preview(path: Path, max_px: int) -> tuple[bytes, str, tuple[int, int]]:
+    stat = os.stat(path)
+    return _cached_preview(os.path.abspath(path), stat.st_mtime_ns, stat.st_size, max_px)
+
+
+def make_preview(path: Path, max_px: int = 1024) -> tuple[bytes, str]:
+    """A small metadata-free preview (bytes, mime) of the image at path; cached per file version."""
+    data, mime, _ = _preview(path, max_px)
+    return data, mime
+
+
+# --- text ----------------------------------------------------------------------------------------
+
+
+def _seconds(value: float) -> str:
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(round(value), 60)
+    return f"{minutes} min {seconds:02d} s"
+
+
+def _short_id(job_id: str) -> str:
+    return job_id if len(job_id) <= 16 else job_id[:12] + "…"
+
+
+def _date(value: str | None) -> str:
+    parsed = parse_time(value)
+    return parsed.date().isoformat() if parsed else (value or "an earlier run")
+
+
+def _credits(n: int) -> str:
+    return f"{n} credit" if n == 1 else f"{n} credits"
+
+
+def _account(result: ImageResult) -> str:
+    parts = []
+    if result.session_credits is not None:
+        parts.append(f"session {result.session_credits}")
+    if result.balance is not None:
+        parts.append(f"balance {result.balance}")
+    return ", ".join(parts)
+
+
+def _link(path: Path) -> tuple[str, str]:
+    """(href, label): relative to the working directory when under it, as Jupyter serves such links."""
+    absolute = os.path.abspath(path)
+    try:
+        relative = os.path.relpath(absolute, os.getcwd())
+    except ValueError:  # another drive on Windows
+        relative = os.pardir
+    if relative.startswith(os.pardir):
+        return Path(absolute).as_uri(), absolute
+    posix = Path(relative).as_posix()
+    return quote(posix), posix
+
+
+def result_text(result: ImageResult) -> str:
+    """One line for terminals and text exports."""
+    parts = [f"<ImageResult {_short_id(result.job_id)} {result.width}x{result.height}"]
+    if result.seed is not None:
+        parts.append(f"seed={result.seed}")
+    parts.append(result.version)
+    if result.duration is not None:
+        parts.append(_seconds(result.duration))
+    if result.replayed:
+        parts.append(f"replayed from {_date(result.created_at)}, 0 credits")
+    else:
+        parts.append(_credits(result.credits))
+    if account := _account(result):
+        parts.append(f"({account})")
+    if result.metadata.get("sandbox"):
+        parts.append("[sandbox]")
+    return " ".join(parts) + f" -> {_link(result.path)[1]}>"
+
+
+def error_text(exc: BaseException) -> str:
+    """One line to print instead of a traceback: our errors already say what to do next."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, DoitongError):
+        return f"Flux error: {text}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --- HTML ----------------------------------------------------------------------------------------
+
+_FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif"
+_MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace"
+_CARD = (
+    "margin:0;border:1px solid rgba(127,127,127,.3);border-radius:10px;overflow:hidden;"
+    "background:rgba(127,127,127,.06);color:inherit"
+)
+_BADGE = "display:inline-block;padding:1px 7px;border-radius:999px;font-size:11px;font-weight:600;margin-right:4px;"
+_REPLAYED = _BADGE + "background:rgba(46,160,67,.16);border:1px solid rgba(46,160,67,.55)"
+_SANDBOX = _BADGE + "background:rgba(210,153,34,.16);border:1px solid rgba(210,153,34,.6)"
+_MUTED = "opacity:.72"
+_SINGLE_BOX = 640  # px: a lone card fits its image in this square
+_GRID_MIN, _GRID_MAX = 220, 300  # px: grid columns are at least MIN wide; a few images spread to about MAX
+_TALLEST_BOX = 4 / 3  # grid image boxes are at most this tall for their width; taller images are letterboxed
+
+
+def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: int) -> str:
+    esc = html.escape
+    prompt = esc(result.request.prompt)
+    href, label = _link(result.path)
+    try:
+        data, mime, (w, h) = _preview(result.path, preview_px)
+        image = (
+            f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}" alt="{prompt}" width="{w}" '
+            f'height="{h}" style="display:block;width:100%;height:auto;margin:0;{image_style}">'
+        )
+    except OSError as exc:  # missing or unreadable file: still show the provenance
+        image = f'<div style="padding:24px;text-align:center;{_MUTED}">no preview: {esc(type(exc).__name__)}</div>'
+    badges = ""
+    if result.replayed:
+        badges += (
+            f'<span style="{_REPLAYED}" title="identical request found in the store; nothing was charged">'
+            f"replayed · {esc(_date(result.created_at))} · 0 credits</span>"
+        )
+    if result.metadata.get("sandbox"):
+        badges += (
+            f'<span style="{_SANDBOX}" title="generated by the local sandbox, not the real service">sandbox</span>'
+        )
+    if badges:
+        badges = f'<div style="margin-bottom:4px">{badges}</div>'
+    facts = [
+        f'<code style="{_MONO};font-size:11px;background:none;padding:0">{esc(result.job_id)}</code>',
+        f"{result.width}×{result.height}",
+    ]
+    if result.seed is not None:
+        facts.append(f"seed {result.seed}")
+    facts.append(esc(result.version))
+    if result.duration is not None:
+        facts.append(_seconds(result.duration))
+    money = [f"<b>{_credits(0 if result.replayed else result.credits)}</b>"]
+    if result.session_credits is not None:
+        money.append(f"session {result.session_credits}")
+    if result.balance is not None:
+        money.append(f"balance {result.balance}")
+    clamp = f"display:-webkit-box;-webkit-line-clamp:{clamp_lines};-webkit-box-orient:vertical;overflow:hidden"
+    return (
+        f'<figure style="{_CARD}"><a href="{esc(href)}" target="_blank" title="open full resolution">{image}</a>'
+        f'<figcaption style="padding:8px 11px 10px;font-size:12px;line-height:1.5">'
+        f"{badges}"
+        f'<div style="font-size:13px;margin-bottom:3px;{clamp}" title="{prompt}">{prompt}</div>'
+        f'<div style="{_MUTED}">{" · ".join(facts)}</div>'
+        f'<div style="{_MUTED}">{" · ".join(money)}</div>'
+        f'<a href="{esc(href)}" target="_blank" style="color:inherit;{_MUTED};{_MONO};font-size:11px;'
+        f'word-break:break-all">{esc(label)} ↗</a></figcaption></figure>'
+    )
+
+
+def result_bundle(results: list[ImageResult], preview_px: int = 1024) -> dict[str, str]:
+    """text/plain and text/html for one result (a card) or several (a responsive grid of cards)."""
+    text = "\n".join(result_text(r) for r in results) or "<no images>"
+    if len(results) == 1:
+        width, _ = _fit(results[0].width, results[0].height, _SINGLE_BOX)
+        grid, image_style, clamp = f"grid-template-columns:minmax(0,{max(width, 320)}px)", "", 4
+    else:
+        # One box shape for every card (the tallest image's, within reason) so captions line up.
+        tallest = min(_TALLEST_BOX, max((r.height / r.width for r in results), default=1.0))
+        grid = (
+            f"grid-template-columns:repeat(auto-fill,minmax({_GRID_MIN}px,1fr));max-width:{len(results) * _GRID_MAX}px"
+        )
+        image_style = f"aspect-ratio:{1 / tallest:.4f};object-fit:contain;background:rgba(127,127,127,.1)"
+        clamp = 3
+    cards = "".join(_card(r, preview_px, image_style, clamp) for r in results)
+    page = f'<div style="display:grid;{grid};gap:12px;{_FONT};color:inherit">{cards}</div>'
+    return {"text/plain": text, "text/html": page}
+
+
+# --- progress --------------------------------------------------------------------------------------
+
+
+def _frontend() -> str | None:
+    """'kernel' (Jupyter, VS Code...), 'terminal' (an interactive tty) or None (tests, pipes)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        ip = None
+    else:
+        ip = get_ipython()
+    if ip is not None and ("IPKernelApp" in ip.config or type(ip).__name__ == "ZMQInteractiveShell"):
+        return "kernel"
+    isatty = getattr(sys.stderr, "isatty", None)
+    return "terminal" if isatty is not None and isatty() else None
+
+
+class ProgressLine:
+    """A status line updated in place while a job runs, throttled to keep notebooks small."""
+
+    min_interval = 0.25  # seconds between repaints, unless the status itself changes
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._mode = _frontend()
+        self._handle: Any = None
+        self._last_paint = -math.inf
+        self._last_status: str | None = None
+        self._width = 0
+
+    def _line(self, status: str, elapsed: float, detail: str) -> str:
+        return " · ".join(p for p in (self.label, status, _seconds(elapsed), detail) if p)
+
+    def update(self, status: str, elapsed: float, detail: str = "") -> None:
+        """Show the job's status; repaints closer than min_interval are dropped."""
+        now = time.monotonic()
+        if status == self._last_status and now - self._last_paint < self.min_interval:
+            return
+        self._last_paint, self._last_status = now, status
+        self._paint(self._line(status, elapsed, detail))
+
+    def _paint(self, text: str) -> None:
+        if self._mode == "kernel":
+            from IPython.display import display
+
+            if self._handle is None:  # starts and ends empty: see close()
+                self._handle = display(_BLANK, raw=True, display_id=True)
+            span = f'<span style="{_MONO};font-size:12px;opacity:.75">⏳ {html.escape(text)}</span>'
+            self._handle.update({"text/plain": text, "text/html": span}, raw=True)
+        elif self._mode == "terminal":
+            sys.stderr.write("\r" + text.ljust(self._width))
+            sys.stderr.flush()
+            self._width = len(text)
+
+    def close(self) -> None:
+        """Blank the line. A saved notebook keeps it blank, the state it was first shown in, so a tool that
+        ignores display updates (nbval) and one that applies them (nbclient, JupyterLab) record the same."""
+        if self._mode == "kernel" and self._handle is not None:
+            self._handle.update(_BLANK, raw=True)
+        elif self._mode == "terminal" and self._width:
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            sys.stderr.flush()
+        self._width = 0
+
+    def replace_with(self, obj: Any) -> None:
+        """Blank the line and show obj (e.g. the ImageResult) right below it."""
+        from IPython.display import display
+
+        self.close()
+        display(obj)
+
+
+_BLANK = {"text/plain": ""}
+
+
+# --- account, history, dry run ---------------------------------------------------------------------
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    cells = "".join(
+        f'<tr><th style="text-align:left;padding:2px 12px 2px 0;{_MUTED}">{html.escape(k)}</th>'
+        f'<td style="text-align:left;padding:2px 0">{html.escape(v)}</td></tr>'
+        for k, v in rows
+    )
+    return f'<table style="{_FONT};font-size:13px;border-collapse:collapse">{cells}</table>'
+
+
+class AccountView:
+    """`%flux_account`: plan, balance, the plan's limits and this session's spend."""
+
+    def __init__(self, account: Any, plan: Any, session_credits: int) -> None:
+        self.rows = [("plan", account.plan), ("balance", _credits(account.credits))]
+        if plan is not None:
+            daily = "unlimited" if plan.daily_limit is None else f"{plan.daily_limit:,} jobs"
+            self.rows += [
+                ("requests per minute", str(plan.requests_per_minute)),
+                ("concurrent jobs", str(plan.concurrent_jobs)),
+                ("daily limit", daily),
+            ]
+        self.rows.append(("spent this session", _credits(session_credits)))
+
+    def __repr__(self) -> str:
+        return "\n".join(f"{k}: {v}" for k, v in self.rows)
+
+    def _repr_html_(self) -> str:
+        return _table(self.rows)
+
+
+def history_table(results: list[ImageResult]) -> Any:
+    """Stored results, newest job first, as a pandas DataFrame when pandas is installed, else a plain table.
+
+    Ordered by the service's creation time: submissions happen in input order even when jobs finish in
+    another, so a re-run shows the same table.
+    """
+    results = sorted(
+        results, key=lambda r: parse_time(r.created_at) or datetime.min.replace(tzinfo=timezone.utc), reverse=True
+    )
+    rows = [
+        {
+            "job_id": r.job_id,
+            "created": _date(r.created_at),
+            "prompt": r.request.prompt,
+            "size": f"{r.width}x{r.height}",
+            "seed": r.seed,
+            "credits": r.credit_cost,
+            "file": _link(r.path)[1],
+        }
+        for r in results
+    ]
+    try:
+        import pandas
+    except ImportError:
+        return _Rows(rows)
+    return pandas.DataFrame(rows)
+
+
+class _Rows:
+    """A list of dicts shown as an HTML table (the no-pandas `%flux_history`)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "no stored results yet"
+        return "\n".join("  ".join(str(v) for v in row.values()) for row in self.rows)
+
+    def _repr_html_(self) -> str:
+        if not self.rows:
+            return "<em>no stored results yet</em>"
+        head = "".join(f'<th style="text-align:left;padding:2px 8px">{html.escape(k)}</th>' for k in self.rows[0])
+        body = "".join(
+            "<tr>"
+            + "".join(f'<td style="text-align:left;padding:2px 8px">{html.escape(str(v))}</td>' for v in row.values())
+            + "</tr>"
+            for row in self.rows
+        )
+        return f'<table style="{_FONT};font-size:12px;border-collapse:collapse"><tr>{head}</tr>{body}</table>'
+
+
+def dry_run_bundle(base_url: str, calls: list[Any], auth: dict[str, str], total: int) -> dict[str, str]:
+    """`--dry-run`: the exact requests that would be sent (key shown as a placeholder) and their cost."""
+    import json
+
+    blocks = []
+    for call in calls:
+        headers = {"Content-Type": "application/json", **auth}
+        lines = [f"{call.method} {base_url}{call.path}", *(f"{k}: {v}" for k, v in headers.items())]
+        if call.json is not None:
+            lines += ["", json.dumps(call.json, indent=2, ensure_ascii=False)]
+        blocks.append("\n".join(lines))
+    summary = f"dry run: {len(calls)} request(s), estimated {_credits(total)}; nothing was sent"
+    text = summary + "\n\n" + "\n\n".join(blocks)
+    pre = "".join(
+        f'<pre style="{_MONO};font-size:12px;margin:6px 0;white-space:pre-wrap">{html.escape(b)}</pre>' for b in blocks
+    )
+    return {"text/plain": text, "text/html": f'<div style="{_FONT}"><strong>{html.escape(summary)}</strong>{pre}</div>'}

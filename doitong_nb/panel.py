@@ -1,0 +1,506 @@
+"""The widget panel: the engine behind a form, a live job list and a gallery.
+
+The panel only builds requests and shows results; every job runs through the same client as the
+magics (store, replay, journal, rate budget), in the panel's own worker threads so that the kernel
+stays free while images are made. Each panel keeps its own jobs and gallery.
+"""
+
+from __future__ import annotations
+
+import html
+import random
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Union
+
+import ipywidgets as widgets
+
+from . import contract
+from .display import error_text, make_preview, result_bundle
+from .errors import BudgetExceededError, DoitongError, InvalidRequestError, RateLimitError
+from .request import MAX_SEED, GenerationRequest
+
+if TYPE_CHECKING:
+    from .client import Flux
+    from .result import ImageResult
+
+ClientSource = Union["Flux", Callable[[], "Flux"], None]
+
+SIZES = (
+    ("1024 × 1024", "1024x1024"),
+    ("2048 × 2048", "2048x2048"),
+    ("4096 × 4096", "4096x4096"),
+    ("3840 × 2160 · 4K UHD", "3840x2160"),
+    ("Custom…", ""),
+)
+ASPECTS = (("— (use size)", ""), *((r, r) for r in ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")))
+MAX_COUNT = 16
+THUMB_PX, DETAIL_PX = 256, 768
+_WORKERS = 4  # batches (clicks) that run at once; the images of one batch interleave in one thread
+_TICK = 0.5  # seconds between repaints of the running jobs' elapsed time
+
+_CSS = """<style>
+.flux-panel{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;gap:8px;padding:12px 14px;
+  border:1px solid rgba(127,127,127,.3);border-radius:12px;background:rgba(127,127,127,.04);max-width:1000px}
+.flux-panel .flux-header{justify-content:space-between;align-items:baseline}
+.flux-panel .flux-title{font-size:15px;font-weight:600}
+.flux-panel .flux-account{font-size:12px;opacity:.8}
+.flux-panel .flux-prompt textarea{font-size:13px;border-radius:6px}
+.flux-panel .flux-row{flex-wrap:wrap;gap:4px 14px;align-items:center}
+.flux-panel .flux-generate button{font-weight:600;border-radius:6px}
+.flux-panel .flux-estimate{font-size:13px}
+.flux-panel :is(.flux-caption,.flux-job,.flux-banner,.flux-detail) .widget-html-content{line-height:1.4}
+.flux-banner .flux-banner-box{padding:8px 12px;border-radius:8px;font-size:13px;line-height:1.45;
+  background:rgba(215,58,73,.12);border:1px solid rgba(215,58,73,.55)}
+.flux-job{font-size:12px;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+.flux-job .flux-bar{display:inline-block;width:56px;height:6px;margin-right:8px;border-radius:3px;vertical-align:middle;
+  background:linear-gradient(90deg,rgba(47,129,247,.15),rgba(47,129,247,.8),rgba(47,129,247,.15));
+  background-size:200% 100%;animation:flux-slide 1.2s linear infinite}
+@keyframes flux-slide{from{background-position:100% 0}to{background-position:-100% 0}}
+.flux-gallery{gap:10px}
+.flux-thumb{position:relative;border:1px solid rgba(127,127,127,.3);border-radius:8px;overflow:hidden;
+  background:rgba(127,127,127,.08)}
+.flux-thumb.flux-selected{outline:2px solid rgba(47,129,247,.9);outline-offset:1px}
+.flux-thumb img{display:block;flex:none;width:100%;height:150px;object-fit:cover;margin:0}
+.flux-thumb .flux-open{position:absolute;inset:0;width:100%;height:100%;margin:0;opacity:0;cursor:zoom-in}
+.flux-thumb .flux-caption{flex:none;height:auto !important;margin:0;padding:4px 8px 6px;opacity:.85}
+.flux-thumb .flux-caption .widget-html-content{height:auto;align-self:stretch;font-size:11px;white-space:normal}
+.flux-badge{display:inline-block;padding:0 6px;border-radius:999px;font-size:10px;font-weight:600;
+  background:rgba(46,160,67,.16);border:1px solid rgba(46,160,67,.55)}
+.flux-detail{gap:6px}
+</style>"""
+
+
+def _classed(widget: widgets.Widget, *names: str) -> widgets.Widget:
+    for name in names:
+        widget.add_class(name)
+    return widget
+
+
+def _magics_client() -> Callable[[], Flux] | None:
+    """The loaded extension's client (read on every job, so `%config Flux.*` changes reach the panel)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None:
+        return None
+    from .magics import Flux as FluxMagics
+
+    magics = next((m for m in shell.magics_manager.registry.values() if isinstance(m, FluxMagics)), None)
+    return None if magics is None else lambda: magics.client
+
+
+def _client_source(client: ClientSource) -> Callable[[], Flux]:
+    if callable(client):
+        return client
+    if client is not None:
+        return lambda: client
+    from_magics = _magics_client()
+    if from_magics is not None:
+        return from_magics
+    from .client import Flux
+
+    own = Flux()
+    return lambda: own
+
+
+def _credits(n: int) -> str:
+    return f"{n} credit" if n == 1 else f"{n} credits"
+
+
+def _banner_text(exc: BaseException) -> str:
+    """error_text, plus the wall-clock time a rate limit resets, which tells the user when to come back."""
+    text = error_text(exc)
+    if isinstance(exc, RateLimitError) and exc.reset_at is not None:
+        text += f" (the limit resets at {datetime.fromtimestamp(exc.reset_at):%H:%M:%S})"
+    return text
+
+
+@dataclass
+class _Job:
+    """One image of one Generate click, with its own progress row."""
+
+    number: int
+    request: GenerationRequest
+    cost: int
+    row: widgets.HTML
+    queued_at: float = field(default_factory=time.monotonic)
+    status: str = "queued"
+    detail: str = ""
+    charged: bool = False  # the engine reports progress only after the submit was accepted and charged
+
+    def paint(self) -> None:
+        r = self.request
+        seed = f"seed {r.seed}" if r.seed is not None else "random seed"
+        parts = [f"#{self.number}", r.size, seed, self.status, f"{time.monotonic() - self.queued_at:.1f} s"]
+        if self.detail:
+            parts.append(self.detail)
+        text = html.escape(" · ".join(parts))
+        self.row.value = f'<span class="flux-bar"></span>{text}'
+
+
+class FluxPanel:
+    """The widgets of one panel and the jobs it started; `widget` is what the notebook displays."""
+
+    def __init__(self, client: ClientSource = None) -> None:
+        self._client = _client_source(client)
+        self._executor = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="flux-panel")
+        self._lock = threading.Lock()
+        self._jobs: list[_Job] = []
+        self._results: list[ImageResult] = []
+        self._errors: list[str] = []
+        self._counter = 0
+        self._ticker: threading.Thread | None = None
+        self._build()
+        self._refresh_estimate()
+        self._refresh_account()
+        self._executor.submit(self._fetch_account)
+
+    # --- layout -----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        wide = {"description_width": "initial"}
+        self.prompt = _classed(
+            widgets.Textarea(
+                placeholder="Describe the image: a lighthouse on a basalt cliff at dawn, volumetric fog…",
+                layout=widgets.Layout(width="100%", height="76px"),
+            ),
+            "flux-prompt",
+        )
+        self.size = widgets.Dropdown(options=SIZES, value="1024x1024", description="Size", style=wide)
+        self.custom_size = widgets.Text(
+            value="1536x1024", placeholder="WIDTHxHEIGHT", layout=widgets.Layout(width="110px", display="none")
+        )
+        self.aspect = widgets.Dropdown(
+            options=ASPECTS, value="", description="Aspect", style=wide, layout=widgets.Layout(width="190px")
+        )
+        self.seed = widgets.Text(
+            placeholder="random", description="Seed", style=wide, layout=widgets.Layout(width="150px")
+        )
+        self.dice = _classed(
+            widgets.Button(tooltip="roll a random seed", icon="random", layout=widgets.Layout(width="36px")),
+            "flux-dice",
+        )
+        self.raw = widgets.ToggleButton(
+            description="RAW", tooltip="the natural, less processed look", layout=widgets.Layout(width="64px")
+        )
+        self.version = widgets.Dropdown(
+            options=contract.VERSIONS, value=contract.DEFAULT_VERSION, description="Version", style=wide
+        )
+        self.count = widgets.BoundedIntText(
+            value=1, min=1, max=MAX_COUNT, description="Count", style=wide, layout=widgets.Layout(width="110px")
+        )
+        self.transport = widgets.Dropdown(
+            options=("graphql", "rest"), value="graphql", description="Transport", style=wide
+        )
+        self.budget = widgets.BoundedIntText(
+            value=0,
+            min=0,
+            max=10**9,
+            description="Budget",
+            tooltip="session credit budget; 0 means none",
+            style=wide,
+            layout=widgets.Layout(width="150px"),
+        )
+        self.generate = _classed(
+            widgets.Button(description="Generate", button_style="primary", icon="magic"), "flux-generate"
+        )
+        self.estimate = _classed(widgets.HTML(), "flux-estimate")
+        self.account = _classed(widgets.HTML(), "flux-account")
+        self.banner = _classed(widgets.HTML(layout=widgets.Layout(display="none")), "flux-banner")
+        self.dismiss = widgets.Button(description="Dismiss", layout=widgets.Layout(display="none", width="90px"))
+        self.jobs = _classed(widgets.VBox(), "flux-jobs")
+        self.gallery = _classed(
+            widgets.GridBox(layout=widgets.Layout(grid_template_columns="repeat(auto-fill, minmax(170px, 1fr))")),
+            "flux-gallery",
+        )
+        self.detail_view = widgets.HTML()
+        self.close_detail = widgets.Button(description="Close", icon="times", layout=widgets.Layout(width="90px"))
+        self.detail = _classed(
+            widgets.VBox([self.detail_view, self.close_detail], layout=widgets.Layout(display="none")), "flux-detail"
+        )
+
+        header = _classed(
+            widgets.HBox([_classed(widgets.HTML("Flux Ultra"), "flux-title"), self.account]), "flux-header"
+        )
+        settings = _classed(
+            widgets.HBox([self.size, self.custom_size, self.aspect, widgets.HBox([self.seed, self.dice]), self.raw]),
+            "flux-row",
+        )
+        more = _classed(widgets.HBox([self.version, self.count, self.transport, self.budget]), "flux-row")
+        action = _classed(widgets.HBox([self.generate, self.estimate]), "flux-row")
+        errors = widgets.HBox([self.banner, self.dismiss], layout=widgets.Layout(align_items="flex-start"))
+        parts = [widgets.HTML(_CSS), header, self.prompt, settings, more, action, errors, self.jobs, self.gallery]
+        self.widget = _classed(widgets.VBox([*parts, self.detail]), "flux-panel")
+
+        for control in (self.size, self.custom_size, self.aspect, self.seed, self.count, self.budget):
+            control.observe(self._on_settings, names="value")
+        self.dice.on_click(self._roll_seed)
+        self.generate.on_click(self._on_generate)
+        self.dismiss.on_click(lambda _: self._clear_errors())
+        self.close_detail.on_click(lambda _: self._hide_detail())
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    # --- settings -> requests ---------------------------------------------------------------------
+    def _seed(self) -> int | None:
+        text = self.seed.value.strip()
+        if not text:
+            return None
+        if not text.isdigit():
+            raise InvalidRequestError(f"seed {text!r} must be a whole number from 0 to {MAX_SEED}", field="seed")
+        return int(text)
+
+    def requests(self, prompt: str | None = None) -> list[tuple[GenerationRequest, int]]:
+        """(request, variant) per image, as the magics make them: seeds N, N+1... or unseeded variants."""
+        options: dict[str, Any] = {"raw": self.raw.value, "version": self.version.value}
+        if self.aspect.value:
+            options["aspect_ratio"] = self.aspect.value
+        else:
+            options["size"] = self.size.value or self.custom_size.value
+        seed = self._seed()
+        base = GenerationRequest.build(self.prompt.value if prompt is None else prompt, seed=seed, **options)
+        if seed is None:
+            return [(base, i) for i in range(self.count.value)]
+        return [(base.with_seed(seed + i), 0) for i in range(self.count.value)]
+
+    def _on_settings(self, _change: Any = None) -> None:
+        self.custom_size.layout.display = "" if self.size.value == "" and not self.aspect.value else "none"
+        self.size.disabled = bool(self.aspect.value)
+        self._refresh_estimate()
+        self._refresh_account()
+
+    def _refresh_estimate(self) -> None:
+        try:
+            pairs = self.requests(prompt="estimate")  # the prompt does not change the price
+        except DoitongError as exc:
+            self.estimate.value = f'<span style="color:#d73a49">{html.escape(str(exc))}</span>'
+            return
+        each = pairs[0][0].estimated_credits
+        total = each * len(pairs)
+        split = f" ({len(pairs)} × {each})" if len(pairs) > 1 else ""
+        self.estimate.value = f"≈ <b>{_credits(total)}</b>{split} · {html.escape(pairs[0][0].size)}"
+
+    def _refresh_account(self) -> None:
+        client = self._client()
+        parts = [f"session <b>{_credits(client.session_credits)}</b>"]
+        if client.engine.balance is not None:
+            parts.append(f"balance <b>{client.engine.balance}</b>")
+        if self.budget.value:
+            parts.append(f"budget {self.budget.value}")
+        if client.settings.sandbox:
+            parts.append("sandbox")
+        self.account.value = " · ".join(parts)
+
+    def _roll_seed(self, _button: Any = None) -> None:
+        self.seed.value = str(random.randint(0, MAX_SEED - MAX_COUNT))
+
+    def _fetch_account(self) -> None:
+        try:
+            self._client().account()
+        except Exception as exc:
+            self._show_error(exc)
+        self._refresh_account()
+
+    # --- jobs -------------------------------------------------------------------------------------
+    def _cost(self, client: Flux, request: GenerationRequest, variant: int) -> int:
+        """What this image would be charged: 0 when the engine will replay it from the store."""
+        if client.engine.replay and client.store.find(request.key(variant)) is not None:
+            return 0
+        return request.estimated_credits
+
+    def _check_budget(self, client: Flux, cost: int) -> None:
+        """Refuse before sending: spent + not yet charged jobs of this panel + this click > budget."""
+        if not self.budget.value:
+            return
+        with self._lock:
+            pending = sum(j.cost for j in self._jobs if not j.charged)
+        spent = client.session_credits + pending
+        if spent + cost > self.budget.value:
+            raise BudgetExceededError(
+                f"this costs {_credits(cost)} and the session has spent or committed {spent} of its "
+                f"{self.budget.value}-credit budget: raise the budget or use a smaller size"
+            )
+
+    def _on_generate(self, _button: Any = None) -> list[_Job]:
+        """Queue the images of the current settings; returns at once, the work runs in a worker thread."""
+        self._clear_errors()
+        try:
+            client = self._client()
+            pairs = self.requests()
+            via = client.engine.transport_named(self.transport.value)
+            costs = [self._cost(client, r, v) for r, v in pairs]
+            self._check_budget(client, sum(costs))
+        except DoitongError as exc:
+            self._show_error(exc)
+            return []
+        with self._lock:
+            jobs = []
+            for (request, _), cost in zip(pairs, costs, strict=True):
+                self._counter += 1
+                jobs.append(_Job(self._counter, request, cost, _classed(widgets.HTML(), "flux-job")))
+            self._jobs.extend(jobs)
+            for job in jobs:
+                job.paint()
+            self.jobs.children = (*self.jobs.children, *(j.row for j in jobs))
+        flows = [
+            self._tracked(job, client.engine.generate(r, variant=v, progress=self._progress(job), via=via))
+            for job, (r, v) in zip(jobs, pairs, strict=True)
+        ]
+        future = self._executor.submit(client.run_many, flows, return_exceptions=True)
+        future.add_done_callback(self._batch_done)
+        self._start_ticker()
+        return jobs
+
+    def _progress(self, job: _Job) -> Callable[[str, float, str], None]:
+        def report(status: str, elapsed: float, detail: str) -> None:
+            job.charged, job.status, job.detail = True, status, detail if status != "downloading" else ""
+            job.paint()
+
+        return report
+
+    def _tracked(self, job: _Job, flow: Generator[Any, Any, ImageResult]) -> Generator[Any, Any, ImageResult]:
+        """The engine's flow, reporting its end to the panel (the driver's errors pass through to it)."""
+        try:
+            result = yield from flow
+        except Exception as exc:
+            self._ended(job, error=exc)
+            raise
+        self._ended(job, result=result)
+        return result
+
+    def _ended(self, job: _Job, result: ImageResult | None = None, error: BaseException | None = None) -> None:
+        if result is not None:
+            try:
+                self._add_to_gallery(result)
+            except Exception as exc:  # e.g. an unreadable file: say so, keep the panel alive
+                error = exc
+        if error is not None:
+            self._show_error(error)
+        with self._lock:
+            self._jobs.remove(job)
+            self.jobs.children = tuple(c for c in self.jobs.children if c is not job.row)
+        self._refresh_account()
+
+    def _batch_done(self, future: Future[list[Any]]) -> None:
+        """A failure of the driver itself (not of a job) still reaches the banner."""
+        error = future.exception()
+        if error is not None:
+            self._show_error(error)
+
+    def _start_ticker(self) -> None:
+        """One thread per panel repaints the elapsed time of running jobs, and ends with the last of them."""
+        with self._lock:
+            if self._ticker is not None and self._ticker.is_alive():
+                return
+            self._ticker = threading.Thread(target=self._tick, name="flux-panel-ticker", daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while True:
+            time.sleep(_TICK)
+            with self._lock:
+                running = list(self._jobs)
+            if not running:
+                return
+            for job in running:
+                job.paint()
+
+    # --- results ----------------------------------------------------------------------------------
+    def _add_to_gallery(self, result: ImageResult) -> None:
+        data, mime = make_preview(result.path, THUMB_PX)
+        image = widgets.Image(value=data, format=mime.split("/")[1])
+        opener = _classed(
+            widgets.Button(description="open", tooltip=result.request.prompt, layout=widgets.Layout(height="auto")),
+            "flux-open",
+        )
+        badge = '<span class="flux-badge">replayed</span> ' if result.replayed else ""
+        seed = f"seed {result.seed}" if result.seed is not None else "random seed"
+        spent = _credits(0 if result.replayed else result.credits)
+        caption = _classed(widgets.HTML(f"{badge}{result.width}×{result.height} · {spent}<br>{seed}"), "flux-caption")
+        thumb = _classed(widgets.VBox([image, caption, opener]), "flux-thumb")
+        if result.replayed:
+            thumb.add_class("flux-replayed")
+        opener.on_click(lambda _: self.show(result, thumb))
+        with self._lock:
+            self._results.insert(0, result)
+            self.gallery.children = (thumb, *self.gallery.children)
+
+    def show(self, result: ImageResult, thumb: widgets.Widget | None = None) -> None:
+        """The large view of one result: preview, metadata, credits and a link to the full-resolution file."""
+        for other in self.gallery.children:
+            other.remove_class("flux-selected")
+        if thumb is not None:
+            thumb.add_class("flux-selected")
+        self.detail_view.value = result_bundle([result], DETAIL_PX)["text/html"]
+        self.detail.layout.display = ""
+
+    def _hide_detail(self) -> None:
+        self.detail.layout.display = "none"
+        for other in self.gallery.children:
+            other.remove_class("flux-selected")
+
+    @property
+    def results(self) -> list[ImageResult]:
+        """This panel's finished images, newest first."""
+        with self._lock:
+            return list(self._results)
+
+    @property
+    def running(self) -> int:
+        """How many of this panel's images are still queued or running."""
+        with self._lock:
+            return len(self._jobs)
+
+    # --- errors -----------------------------------------------------------------------------------
+    def _show_error(self, exc: BaseException) -> None:
+        with self._lock:
+            text = _banner_text(exc)
+            if text not in self._errors:
+                self._errors.append(text)
+            items = "".join(f"<div>{html.escape(t)}</div>" for t in self._errors)
+        self.banner.value = f'<div class="flux-banner-box" role="alert">{items}</div>'
+        self.banner.layout.display = ""
+        self.dismiss.layout.display = ""
+
+    def _clear_errors(self) -> None:
+        with self._lock:
+            self._errors.clear()
+        self.banner.value = ""
+        self.banner.layout.display = "none"
+        self.dismiss.layout.display = "none"
+
+    @property
+    def errors(self) -> list[str]:
+        """The banner's messages, one line each."""
+        with self._lock:
+            return list(self._errors)
+
+
+def panel(client: ClientSource = None) -> widgets.Widget:
+    """The panel's widget: `doitong_nb.panel()` in a notebook, or `%flux_panel`.
+
+    `client` is a Flux client, or a function returning the current one (as `lambda: magics.client`);
+    by default the loaded extension's client, so panel and magics share store, replay, journal and limits.
+    """
+    return FluxPanel(client).widget
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this submodule rebinds `doitong_nb.panel` to it; being callable, `doitong_nb.panel()` still works."""
+
+    def __call__(self, client: ClientSource = None) -> widgets.Widget:
+        return panel(client)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,75 @@
+"""`doitong-sandbox`: run the sandbox until SIGINT/SIGTERM, printing where it listens and its credentials."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from doitong_nb import contract as c
+from doitong_nb.sandbox.faults import KINDS, Faults
+from doitong_nb.sandbox.server import Sandbox
+
+
+def _fault_value(text: str) -> float | int:
+    """'3' is a count (the next 3 occurrences), '0.1' a probability."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="doitong-sandbox", description="A local Doitong Flux Ultra API on loopback.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8787, help="API port (0: any free port)")
+    parser.add_argument("--cdn-port", type=int, default=0, help="CDN port (0: any free port)")
+    parser.add_argument("--plan", default="pro", choices=list(c.PLANS))
+    parser.add_argument("--credits", type=int, default=1000)
+    parser.add_argument("--speed", type=float, default=1.0, help="divides every duration; 'inf' for no waiting")
+    parser.add_argument("--api-key", help="the key to accept (default: a random sbx_ key)")
+    parser.add_argument("--fault-rate", type=_fault_value, help="shorthand for --error-5xx")
+    for kind in KINDS:
+        flag = "--" + kind.replace("_", "-")
+        parser.add_argument(flag, type=_fault_value, default=0, help=f"{kind} fault: probability in [0,1) or a count")
+    parser.add_argument("--slow-seconds", type=float, default=2.0)
+    parser.add_argument("--fault-seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    args = _parser().parse_args(argv)
+    rates = {kind: getattr(args, kind) for kind in KINDS}
+    if args.fault_rate is not None:
+        rates["error_5xx"] = args.fault_rate
+    try:
+        faults = Faults(**rates, slow_seconds=args.slow_seconds, seed=args.fault_seed)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"doitong-sandbox: {exc}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    sandbox = Sandbox(
+        plan=args.plan,
+        credits=args.credits,
+        speed=args.speed,
+        faults=faults,
+        host=args.host,
+        port=args.port,
+        cdn_port=args.cdn_port,
+        api_key=args.api_key,
+    )
+    with sandbox:
+        for name, value in (
+            ("base_url", sandbox.base_url),
+            ("cdn_url", sandbox.cdn_url),
+            ("api_key", sandbox.api_key),
+            ("webhook_secret", sandbox.webhook_secret),
+        ):
+            print(f"{name}={value}", flush=True)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""The two ASGI apps: the API host (GraphQL, REST, admin) and the CDN host (rendered outputs).
+
+They only translate HTTP to engine calls and back, and apply the HTTP-level faults (5xx, fake 429,
+slow answers, dropped connections, truncated downloads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from doitong_nb import contract as c
+from doitong_nb.sandbox import gql, validation
+from doitong_nb.sandbox.engine import Account, Engine
+from doitong_nb.sandbox.errors import ApiError
+
+MAX_BODY_BYTES = 1 << 20
+logger = logging.getLogger(__name__)
+Answer = tuple[int, dict[str, Any], dict[str, str]]
+Handler = Callable[[Engine, Account, Request, bytes], Answer]
+
+
+class _Dropped(Exception):
+    """Raised after a partial body so the server closes the connection (an injected fault)."""
+
+
+class _QuietDrops(logging.Filter):
+    """Keeps uvicorn from logging a traceback for every connection we drop on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _Dropped))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+
+
+class _Cut:
+    """A response that announces its full Content-Length, sends half the body, then drops the connection."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = bytes(self.response.body)
+        await send(
+            {"type": "http.response.start", "status": self.response.status_code, "headers": self.response.raw_headers}
+        )
+        await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+        raise _Dropped
+
+
+def _recording(app: ASGIApp, record: Callable[[Scope], None]) -> ASGIApp:
+    async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            record(scope)
+        await app(scope, receive, send)
+
+    return recorded
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _not_routed(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = c.NOT_FOUND if exc.status_code == 404 else "METHOD_NOT_ALLOWED"
+    return JSONResponse(
+        ApiError(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}").body(), exc.status_code
+    )
+
+
+# --- API host ------------------------------------------------------------------------------------
+def _credential(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key") or None
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, or 413 past MAX_BODY_BYTES (the rest is drained so the connection stays usable)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= MAX_BODY_BYTES:
+            chunks.append(chunk)
+    if size > MAX_BODY_BYTES:
+        raise ApiError(
+            413, "PAYLOAD_TOO_LARGE", f"the request body has {size} bytes; allowed: at most {MAX_BODY_BYTES}"
+        )
+    return b"".join(chunks)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise ApiError(400, "BAD_REQUEST", f"the request body is not valid JSON: {exc}") from None
+
+
+async def _answer(engine: Engine, account: Account | None, request: Request, handler: Handler) -> Response:
+    try:
+        body = await _read_body(request)
+        if account is None:
+            given = _credential(request) is not None
+            raise ApiError(
+                401, c.UNAUTHENTICATED, "invalid API key" if given else "missing API key (Authorization: Bearer <key>)"
+            )
+        account.stats["api_requests"] += 1
+        engine.check_rate(account)
+        status, payload, headers = handler(engine, account, request, body)
+    except ApiError as exc:
+        status, payload, headers = exc.status, exc.body(), exc.headers
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.url.path)
+        status, payload, headers = 500, ApiError(500, c.INTERNAL, "internal server error").body(), {}
+    if account is None:
+        engine.unattributed["api_requests"] += 1
+        return JSONResponse(payload, status, headers)
+    if status == 429:
+        account.stats["rate_limited"] += 1
+    else:
+        engine.record_request(account)
+    return JSONResponse(payload, status, {**headers, **engine.rate_headers(account)})
+
+
+def _api(engine: Engine, handler: Handler) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response | _Cut:
+        account = engine.authenticate(_credential(request))
+        faults = engine.faults
+        rate = engine.rate_headers(account) if account else {}
+        if faults.fire("error_5xx"):
+            status = faults.choice((500, 502, 503))
+            error = ApiError(status, c.INTERNAL, f"internal server error (injected fault, HTTP {status})")
+            return JSONResponse(error.body(), status, rate)
+        if faults.fire("rate_limit_429"):
+            error = engine.fake_rate_limit()
+            if account:
+                account.stats["rate_limited"] += 1
+            return JSONResponse(error.body(), 429, {**error.headers, **rate})
+        response = await _answer(engine, account, request, handler)
+        if faults.fire("slow"):
+            await asyncio.sleep(engine.scaled(faults.slow_seconds))
+        return _Cut(response) if faults.fire("drop") else response
+
+    return endpoint
+
+
+def _graphql(engine: Engine, account: Account, request: Request, body: bytes) -> Answer:
+    return gql.run(engine, account, _json(body), request.headers.get(c.HEADER_IDEMPOTENCY))
+
+
+def _rest_submit(engine: Engine, account: Account, request: Request, body: bytes) -> Answer:
+    spec = validation.from_image_input(_json(body))
+    job = engine.submit(account, spec, request.headers.get(c.HEADER_IDEMPOTENCY))
+    return 200, {"data": {"generateImage": job}}, {}
+
+
+def _rest_job(engine: Engine, account: Account, request: Request, body: bytes) -> Answer:
+    return 200, {"data": {"job": engine.job(account, request.path_params["id"])}}, {}
+
+
+def _rest_account(engine: Engine, account: Account, request: Request, body: bytes) -> Answer:
+    return 200, {"data": {"account": engine.account(account)}}, {}
+
+
+def api_app(engine: Engine) -> ASGIApp:
+    """GraphQL, REST and the unauthenticated /_sandbox admin endpoints."""
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(engine.stats())
+
+    async def keys(request: Request) -> Response:
+        try:
+            params = _json(await _read_body(request) or b"{}")
+            if not isinstance(params, dict):
+                raise ApiError(400, "BAD_REQUEST", "the request body must be a JSON object")
+            account = engine.add_key(params.get("plan", "pro"), params.get("credits", 1000))
+        except ApiError as exc:
+            return JSONResponse(exc.body(), exc.status)
+        return JSONResponse({"api_key": account.key, "webhook_secret": account.webhook_secret})
+
+    routes = [
+        Route(c.GRAPHQL_PATH, _api(engine, _graphql), methods=["POST"]),
+        Route(c.REST_SUBMIT_PATH, _api(engine, _rest_submit), methods=["POST"]),
+        Route(c.REST_JOB_PATH, _api(engine, _rest_job), methods=["GET"]),
+        Route(c.REST_ACCOUNT_PATH, _api(engine, _rest_account), methods=["GET"]),
+        Route("/_sandbox/stats", stats, methods=["GET"]),
+        Route("/_sandbox/keys", keys, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _not_routed})
+
+    def record(scope: Scope) -> None:
+        names = list(_headers(scope))
+        has_auth = "authorization" in names or "x-api-key" in names
+        engine.api_request_log.append(
+            {"method": scope["method"], "path": scope["path"], "headers": names, "has_auth": has_auth}
+        )
+
+    return _recording(app, record)
+
+
+# --- CDN host ------------------------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def _render(prompt: str, width: int, height: int, seed: int, raw: bool, output_format: str) -> bytes:
+    from doitong_nb.sandbox.render import render  # lazy: a separate module, and the slow part
+
+    return render(prompt, width, height, seed, raw=raw, output_format=output_format)
+
+
+def cdn_app(engine: Engine) -> ASGIApp:
+    """Serves `/outputs/{id}.{ext}` without auth, rendering each image on first request."""
+
+    async def output(request: Request) -> Response | _Cut:
+        job = engine.output(request.path_params["id"], request.path_params["ext"])
+        if job is None:
+            path = request.url.path
+            return JSONResponse(ApiError(404, c.NOT_FOUND, f"{path} not found (unknown or unfinished job)").body(), 404)
+        spec = job.spec
+        try:
+            data = await asyncio.to_thread(
+                _render, spec.prompt, spec.width, spec.height, job.seed, spec.raw, spec.output_format
+            )
+        except Exception:
+            logger.exception("rendering %s failed", job.id)
+            return JSONResponse(ApiError(500, c.INTERNAL, "rendering failed").body(), 500)
+        response = Response(data, media_type="image/png" if job.ext == "png" else "image/jpeg")
+        return _Cut(response) if engine.faults.fire("truncate_cdn") else response
+
+    routes = [Route(c.CDN_OUTPUT_PATH, output, methods=["GET"])]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _not_routed})
+    return _recording(app, lambda scope: engine.cdn_requests.append(_headers(scope)))

@@ -1,0 +1,109 @@
+"""GraphQL over the engine: the SDL in schema.graphql, resolvers, and errors mapped to HTTP statuses."""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from graphql import GraphQLError, GraphQLSchema, build_schema, execute_sync, parse, validate
+
+from doitong_nb import contract as c
+from doitong_nb.sandbox import validation
+from doitong_nb.sandbox.engine import Account, Engine
+from doitong_nb.sandbox.errors import ApiError
+
+logger = logging.getLogger(__name__)
+_FIELD_PATTERNS = (re.compile(r"(?:required|unknown) field '(\w+)'"), re.compile(r"at \.(?:[\w.\[\]]*\.)?(\w+):"))
+
+
+@cache
+def schema() -> GraphQLSchema:
+    """The schema, built once per process."""
+    return build_schema((Path(__file__).parent / "schema.graphql").read_text())
+
+
+class _Root:
+    """Root value: graphql-core's default resolver calls these methods by field name."""
+
+    def __init__(self, engine: Engine, account: Account, idempotency_key: str | None) -> None:
+        self._engine, self._account, self._idempotency_key = engine, account, idempotency_key
+
+    def generate(self, _info: Any, input: dict[str, Any]) -> dict[str, Any]:
+        return self._engine.submit(self._account, validation.from_generate_input(input), self._idempotency_key)
+
+    def generateImage(self, _info: Any, input: dict[str, Any]) -> dict[str, Any]:
+        return self._engine.submit(self._account, validation.from_image_input(input), self._idempotency_key)
+
+    def job(self, _info: Any, id: str) -> dict[str, Any]:
+        return self._engine.job(self._account, id)
+
+    def account(self, _info: Any) -> dict[str, Any]:
+        return self._engine.account(self._account)
+
+
+def run(
+    engine: Engine, account: Account, payload: Any, idempotency_key: str | None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Execute one GraphQL request body; returns (HTTP status, response body, extra headers)."""
+    if not isinstance(payload, dict):
+        raise ApiError(400, "BAD_REQUEST", f"the request body must be a JSON object, got {type(payload).__name__}")
+    query, variables, operation = payload.get("query"), payload.get("variables"), payload.get("operationName")
+    if not isinstance(query, str):
+        raise ApiError(400, "BAD_REQUEST", "the request body needs a 'query' string")
+    if variables is not None and not isinstance(variables, dict):
+        raise ApiError(400, "BAD_REQUEST", "'variables' must be a JSON object")
+    if operation is not None and not isinstance(operation, str):
+        raise ApiError(400, "BAD_REQUEST", "'operationName' must be a string")
+    try:
+        document = parse(query)
+    except GraphQLError as exc:
+        raise ApiError(400, "GRAPHQL_PARSE_FAILED", exc.message) from None
+    problems = validate(schema(), document)
+    if problems:
+        return 400, {"errors": [_formatted(e, "GRAPHQL_VALIDATION_FAILED") for e in problems]}, {}
+    root = _Root(engine, account, idempotency_key)
+    result = execute_sync(schema(), document, root_value=root, variable_values=variables, operation_name=operation)
+    if not result.errors:
+        return 200, {"data": result.data}, {}
+    return _error_result(result.errors, result.data)
+
+
+def _error_result(
+    errors: list[GraphQLError], data: dict[str, Any] | None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The first documented error decides the status; a resolver crash is a 500, anything else a 400."""
+    status, headers, formatted = 0, {}, []
+    for error in errors:
+        original = error.original_error
+        if isinstance(original, ApiError):
+            status, headers = status or original.status, headers or original.headers
+            formatted.append({**original.formatted(), "path": error.path})
+        elif original is not None and not isinstance(original, GraphQLError):
+            logger.error("resolver failed", exc_info=original)
+            status = status or 500
+            formatted.append({"message": "internal error", "extensions": {"code": c.INTERNAL}, "path": error.path})
+        else:  # the request itself is wrong, e.g. a variable of the wrong type
+            status = status or 400
+            formatted.append(_formatted(error, c.BAD_USER_INPUT, field=_field_of(error.message)))
+    body: dict[str, Any] = {"errors": formatted}
+    if data is not None:
+        body["data"] = data
+    return status, body, headers
+
+
+def _formatted(error: GraphQLError, code: str, **extensions: Any) -> dict[str, Any]:
+    entry = error.formatted
+    entry["extensions"] = {"code": code, **{k: v for k, v in extensions.items() if v is not None}}
+    return entry
+
+
+def _field_of(message: str) -> str | None:
+    """The input field a variable-coercion message points at, e.g. "width" in "... at .options.width: ..."."""
+    for pattern in _FIELD_PATTERNS:
+        match = pattern.search(message)
+        if match:
+            return match.group(1)
+    return None

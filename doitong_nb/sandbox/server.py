@@ -1,0 +1,203 @@
+"""`Sandbox`: the API and CDN servers on loopback, one event loop in a daemon thread, as a context manager."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import uvicorn
+
+from doitong_nb.sandbox.app import api_app, cdn_app
+from doitong_nb.sandbox.engine import Engine
+from doitong_nb.sandbox.faults import Faults
+
+T = TypeVar("T")
+_START_TIMEOUT = 10.0
+
+
+class Sandbox:
+    """A fake Doitong service: `base_url` speaks the API, `cdn_url` serves outputs, `api_key` is funded.
+
+    `speed` divides every duration (generation, rate windows, backoff, Retry-After); inf means no waiting.
+    """
+
+    def __init__(
+        self,
+        plan: str = "pro",
+        credits: int = 1000,
+        speed: float = 1.0,
+        faults: Faults | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cdn_port: int = 0,
+        api_key: str | None = None,
+    ) -> None:
+        self.plan, self.credits, self.speed = plan, credits, speed
+        self.host, self.port, self.cdn_port = host, port, cdn_port
+        self._initial_faults = faults or Faults()
+        self._requested_key = api_key
+        self._engine: Engine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._servers: list[uvicorn.Server] = []
+        self.base_url = self.cdn_url = self.api_key = self.webhook_secret = ""
+
+    def __repr__(self) -> str:
+        state = f"base_url={self.base_url!r}, cdn_url={self.cdn_url!r}" if self._thread else "stopped"
+        return f"Sandbox({state}, plan={self.plan!r}, speed={self.speed!r})"
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        """Bind both ports and return once both servers accept connections."""
+        if self._thread is not None:
+            raise RuntimeError("this Sandbox is already running")
+        sockets = [_bind(self.host, self.port)]
+        try:
+            sockets.append(_bind(self.host, self.cdn_port))
+            self._prepare(sockets)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(sockets, ready, failure), name="doitong-sandbox", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(_START_TIMEOUT) or failure:
+            self.stop()
+            raise RuntimeError(f"the sandbox did not start: {failure[0] if failure else 'timed out'}")
+        return self
+
+    def _prepare(self, sockets: list[socket.socket]) -> None:
+        """The engine, the default key and both (not yet running) servers."""
+        self.base_url, self.cdn_url = (_url(self.host, s.getsockname()[1]) for s in sockets)
+        self._engine = Engine(speed=self.speed, cdn_url=self.cdn_url, faults=self._initial_faults, clock=time.time)
+        account = self._engine.add_key(self.plan, self.credits, self._requested_key or "sbx_" + secrets.token_hex(16))
+        self.api_key, self.webhook_secret = account.key, account.webhook_secret
+        config = dict(lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1)
+        self._servers = [
+            uvicorn.Server(uvicorn.Config(api_app(self._engine), **config)),
+            uvicorn.Server(uvicorn.Config(cdn_app(self._engine), **config)),
+        ]
+
+    def _run(self, sockets: list[socket.socket], ready: threading.Event, failure: list[BaseException]) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            tasks = [
+                asyncio.create_task(server.serve(sockets=[sock]))
+                for server, sock in zip(self._servers, sockets, strict=True)
+            ]
+            try:
+                while not all(server.started for server in self._servers):
+                    done = [t for t in tasks if t.done()]
+                    if done:
+                        raise RuntimeError(f"server exited during startup: {done[0].exception()!r}")
+                    await asyncio.sleep(0.002)
+                ready.set()
+                await asyncio.gather(*tasks)
+            finally:
+                assert self._engine is not None
+                await self._engine.webhooks.aclose()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported to start(); nothing else can see this thread
+            failure.append(exc)
+        finally:
+            for sock in sockets:
+                sock.close()
+            ready.set()
+
+    def stop(self) -> None:
+        """Stop both servers, close the ports and join the thread (safe to call twice)."""
+        thread = self._thread
+        if thread is None:
+            return
+        for server in self._servers:
+            server.should_exit = True  # uvicorn polls this flag; its own signal handler sets it the same way
+        thread.join()
+        self._thread = self._loop = None
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- keys, faults, observation ----------------------------------------------------------------
+    @property
+    def faults(self) -> Faults:
+        return self._engine.faults if self._engine else self._initial_faults
+
+    @faults.setter
+    def faults(self, value: Faults) -> None:
+        self._initial_faults = value
+        if self._engine is not None:
+            self._engine.faults = value
+
+    def add_key(self, plan: str = "pro", credits: int = 1000) -> str:
+        """A new funded API key with its own webhook secret."""
+        return self._call(lambda: self._live().add_key(plan, credits).key)
+
+    def webhook_secret_for(self, key: str) -> str:
+        return self._call(lambda: self._live().accounts[key].webhook_secret)
+
+    def stats(self, api_key: str | None = None) -> dict[str, Any]:
+        """`{"total": {...}, "keys": {key: {...}}}`, or one key's counters when `api_key` is given."""
+        stats = self._call(lambda: self._live().stats())
+        return stats if api_key is None else stats["keys"][api_key]
+
+    @property
+    def cdn_requests(self) -> list[dict[str, str]]:
+        """The headers of every CDN request, verbatim."""
+        return self._call(lambda: list(self._live().cdn_requests))
+
+    @property
+    def webhook_log(self) -> list[dict[str, Any]]:
+        """Every webhook attempt: job_id, url, attempt, status, error, skipped, headers, body."""
+        return self._call(lambda: list(self._live().webhooks.log))
+
+    @property
+    def api_request_log(self) -> list[dict[str, Any]]:
+        """Every API-host request: method, path, header names (no values) and has_auth."""
+        return self._call(lambda: list(self._live().api_request_log))
+
+    def _live(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("the sandbox has not been started")
+        return self._engine
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the server's loop, where the engine's state lives."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._thread is None:
+            return fn()
+
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(_START_TIMEOUT)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -1,0 +1,195 @@
+"""Webhooks: verify Doitong's signature, and a small loopback receiver that batches wait on.
+
+The signature is an HMAC of the exact raw body (prefixed by the timestamp when the service sends
+one, CONTRACT.md), so verification runs on the bytes received, before any JSON parsing, and
+compares in constant time. Deliveries are retried by the service, so the receiver keeps the first
+event of each job and ignores later copies.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+
+from . import contract
+from .errors import WebhookVerificationError
+
+MAX_BODY_BYTES = 1 << 20
+DEFAULT_PATH = "/doitong/webhook"
+
+
+def verify_signature(
+    body: bytes,
+    signature: str | None,
+    secret: str,
+    *,
+    timestamp: str | None = None,
+    tolerance: float = contract.WEBHOOK_TOLERANCE_SECONDS,
+    strict: bool = False,
+    now: float | None = None,
+) -> None:
+    """Raise WebhookVerificationError unless `signature` is the account's signature of `body`.
+
+    A timestamp more than `tolerance` seconds from now is refused (a replay); `strict` refuses a
+    signature that carries no timestamp at all.
+    """
+    if not secret:
+        raise WebhookVerificationError(f"no webhook secret to verify with: set {contract.ENV_WEBHOOK_SECRET}")
+    if not signature:
+        raise WebhookVerificationError(f"the call carries no {contract.HEADER_SIGNATURE} header")
+    if timestamp is None:
+        if strict:
+            raise WebhookVerificationError(f"strict mode: the call carries no {contract.HEADER_TIMESTAMP} header")
+    else:
+        try:
+            sent_at = float(timestamp)
+        except ValueError:
+            raise WebhookVerificationError(f"the timestamp {timestamp[:40]!r} is not Unix seconds") from None
+        age = (time.time() if now is None else now) - sent_at
+        if abs(age) > tolerance:
+            raise WebhookVerificationError(
+                f"the call was signed {age:.0f} s from now, more than the {tolerance:g} s allowed (a replay?)"
+            )
+    expected = contract.webhook_signature(secret, body, timestamp)
+    if not hmac.compare_digest(expected.encode(), signature.strip().encode("utf-8", "replace")):
+        raise WebhookVerificationError("the signature does not match the body: tampered, or signed with another secret")
+
+
+class WebhookReceiver:
+    """A threaded HTTP server on loopback that verifies each call and records it by job id.
+
+    `.get(job_id)` is the engine's completion source in webhook mode; `.url` is what the service
+    is given. A GET on the URL answers with this receiver's token, so `reachable()` can tell that a
+    (tunnelled) URL really leads here.
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        path: str = DEFAULT_PATH,
+        tolerance: float = contract.WEBHOOK_TOLERANCE_SECONDS,
+        strict: bool = False,
+    ) -> None:
+        self.secret, self.host, self.port, self.path = secret, host, port, path
+        self.tolerance, self.strict = tolerance, strict
+        self.token = secrets.token_hex(8)
+        self.duplicates = self.rejected = 0
+        self._events: dict[str, dict[str, Any]] = {}
+        self._seen: set[tuple[str, str | None, str]] = set()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the webhook receiver is not started")
+        return f"http://{self.host}:{self._server.server_address[1]}{self.path}"
+
+    def start(self) -> WebhookReceiver:
+        if self._server is None:
+            self._server = ThreadingHTTPServer((self.host, self.port), _handler(self))
+            self._server.daemon_threads = True
+            self._thread = threading.Thread(target=self._server.serve_forever, name="doitong-webhooks", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening (safe to call twice); recorded events stay readable."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            assert self._thread is not None
+            self._thread.join()
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """The verified payload of `job_id`'s webhook, or None while none has come."""
+        with self._lock:
+            return self._events.get(job_id)
+
+    @property
+    def events(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self._events)
+
+    def reachable(self, url: str | None = None, timeout: float = 2.0) -> bool:
+        """True when a GET on `url` (default: our own) is answered by this receiver."""
+        try:
+            response = httpx.get(url or self.url, timeout=timeout, follow_redirects=False, trust_env=False)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200 and response.text.strip() == self.token
+
+    def receive(self, body: bytes, signature: str | None, timestamp: str | None) -> int:
+        """Verify and record one call; the HTTP status to answer (200, 401 refused, 409 replayed)."""
+        try:
+            verify_signature(
+                body, signature, self.secret, timestamp=timestamp, tolerance=self.tolerance, strict=self.strict
+            )
+            payload = json.loads(body)
+            job_id = payload["id"] if isinstance(payload, dict) else None
+            if not isinstance(job_id, str):
+                raise WebhookVerificationError("the payload carries no job id")
+        except (WebhookVerificationError, ValueError, KeyError):
+            with self._lock:
+                self.rejected += 1
+            return 401
+        with self._lock:
+            seen = (job_id, timestamp, str(signature))
+            if seen in self._seen:
+                self.rejected += 1
+                return 409
+            self._seen.add(seen)
+            if job_id in self._events:
+                self.duplicates += 1
+            else:
+                self._events[job_id] = payload
+        return 200
+
+
+def _handler(receiver: WebhookReceiver) -> Callable[..., BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = self.headers.get("Content-Length", "")
+            if self.path != receiver.path or not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                self._answer(404 if self.path != receiver.path else 413)
+                return
+            body = self.rfile.read(int(length))
+            status = receiver.receive(
+                body, self.headers.get(contract.HEADER_SIGNATURE), self.headers.get(contract.HEADER_TIMESTAMP)
+            )
+            self._answer(status)
+
+        def do_GET(self) -> None:
+            self._answer(200 if self.path == receiver.path else 404, receiver.token)
+
+        def _answer(self, status: int, text: str = "") -> None:
+            data = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: a notebook is no server log
+            pass
+
+    return Handler

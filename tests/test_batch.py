@@ -1,0 +1,135 @@
+"""Flux.batch / AsyncFlux.batch against a real sandbox on loopback: order, limits, budget, resume, webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from doitong_nb.batch import BatchStats
+from doitong_nb.client import AsyncFlux, Flux
+from doitong_nb.errors import BudgetExceededError, GenerationFailedError
+from doitong_nb.request import GenerationRequest
+from doitong_nb.result import ImageResult
+from doitong_nb.sandbox import Faults, Sandbox
+
+SPEED = 200
+
+
+@pytest.fixture
+def free_box() -> Iterator[Sandbox]:
+    with Sandbox(plan="free", credits=1000, speed=SPEED) as box:
+        yield box
+
+
+@pytest.fixture
+def pro_box() -> Iterator[Sandbox]:
+    with Sandbox(plan="pro", credits=1000, speed=SPEED) as box:
+        yield box
+
+
+def client(box: Sandbox, out: Path) -> Flux:
+    return Flux(api_key=box.api_key, base_url=box.base_url, output_dir=out)
+
+
+def prompts(n: int) -> list[str]:
+    return [f"a lighthouse at dusk, study {i}" for i in range(n)]
+
+
+def test_results_come_back_in_input_order_with_a_failed_item_in_its_place(pro_box: Sandbox, tmp_path: Path) -> None:
+    pro_box.faults = Faults(fail_job=1)  # the first job submitted fails
+    with client(pro_box, tmp_path) as flux:
+        results = flux.batch(prompts(6), size="256x256", seed=3, progress=False)
+    assert len(results) == 6
+    failed = [i for i, r in enumerate(results) if isinstance(r, GenerationFailedError)]
+    assert len(failed) == 1 and list(results.errors) == failed
+    for i, result in enumerate(results):
+        if i not in failed:
+            assert isinstance(result, ImageResult) and result.request.prompt == prompts(6)[i]
+            assert result.path.exists()
+    assert results.stats.done == 5 and results.stats.failed == 1
+    assert results.stats.credits == 5 * 10  # the failed job was refunded
+
+
+def test_a_free_plan_batch_stays_within_every_limit_and_meets_no_429(free_box: Sandbox, tmp_path: Path) -> None:
+    with client(free_box, tmp_path) as flux:
+        results = flux.batch(prompts(12), size="256x256", seed=0, progress=False)
+    assert len(results.images) == 12
+    total = free_box.stats()["total"]
+    assert total["rate_limited"] == 0  # a request past 10/min or a second concurrent job would be a 429
+    assert total["submissions"] == 12 and total["status_requests"] <= 12 * 2
+    assert results.stats.rate_limited == 0 and results.stats.requests == total["api_requests"]
+
+
+def test_max_credits_refuses_an_item_that_would_cross_it_before_sending_and_lets_a_cheaper_one_through(
+    pro_box: Sandbox, tmp_path: Path
+) -> None:
+    sizes = ["1024x1024", "1024x1024", "1024x1024", "512x512"]  # 20 + 20 + 20 + 10 credits
+    requests = [GenerationRequest.build(p, size=s, seed=1) for p, s in zip(prompts(4), sizes, strict=True)]
+    with client(pro_box, tmp_path) as flux:
+        results = flux.batch(requests, max_credits=50, progress=False)
+    assert list(results.errors) == [2] and isinstance(results[2], BudgetExceededError)
+    assert all(isinstance(results[i], ImageResult) for i in (0, 1, 3))
+    total = pro_box.stats()["total"]
+    assert total["submissions"] == 3 and total["credits_charged"] == 50
+
+
+def test_an_interrupted_batch_resumes_without_submitting_anything_twice(free_box: Sandbox, tmp_path: Path) -> None:
+    def stop_after_three(stats: BatchStats) -> None:
+        if stats.submitted >= 3:
+            raise KeyboardInterrupt
+
+    with client(free_box, tmp_path) as flux, pytest.raises(KeyboardInterrupt):
+        flux.batch(prompts(8), size="256x256", seed=5, progress=stop_after_three)
+    assert free_box.stats()["total"]["submissions"] == 3
+    with client(free_box, tmp_path) as flux:  # a new session: the journal is all it knows
+        results = flux.batch(prompts(8), size="256x256", seed=5, progress=False)
+    assert len(results.images) == 8
+    total = free_box.stats()["total"]
+    assert total["submissions"] == 8 and total["jobs_created"] == 8 and total["credits_charged"] == 8 * 10
+    assert results.stats.credits == 5 * 10  # the three resumed jobs were paid for in the first run
+
+
+def test_a_finished_batch_replays_from_the_store_without_any_request(pro_box: Sandbox, tmp_path: Path) -> None:
+    with client(pro_box, tmp_path) as flux:
+        first = flux.batch(prompts(4), size="256x256", seed=2, progress=False)
+        before = pro_box.stats()["total"]["api_requests"]
+        again = flux.batch(prompts(4), size="256x256", seed=2, progress=False)
+    assert pro_box.stats()["total"]["api_requests"] == before
+    assert again.stats.replayed == 4 and [r.job_id for r in again] == [r.job_id for r in first]
+
+
+def test_a_seeded_duplicate_prompt_shares_one_job(pro_box: Sandbox, tmp_path: Path) -> None:
+    with client(pro_box, tmp_path) as flux:
+        results = flux.batch(["a red kite", "a blue kite", "a red kite"], size="256x256", seed=9, progress=False)
+    assert results[0].job_id == results[2].job_id != results[1].job_id
+    assert pro_box.stats()["total"]["submissions"] == 2
+
+
+def test_webhook_mode_reads_no_job_status(pro_box: Sandbox, tmp_path: Path) -> None:
+    pro_box.faults = Faults(fail_job=1)
+    with client(pro_box, tmp_path) as flux:
+        results = flux.batch(
+            prompts(6), size="256x256", seed=4, progress=False, webhook_url=True, webhook_secret=pro_box.webhook_secret
+        )
+    total = pro_box.stats()["total"]
+    assert total["status_requests"] == 0 and total["rate_limited"] == 0
+    assert len(results.images) == 5 and isinstance(next(iter(results.errors.values())), GenerationFailedError)
+    assert [r.request.prompt for r in results.images] == [
+        p for i, p in enumerate(prompts(6)) if i not in results.errors
+    ]
+    assert results.stats.webhooks and results.stats.requests == 1 + 6
+
+
+def test_async_batch_gives_the_same_ordered_results(free_box: Sandbox, tmp_path: Path) -> None:
+    async def run() -> list:
+        async with AsyncFlux(api_key=free_box.api_key, base_url=free_box.base_url, output_dir=tmp_path) as flux:
+            return await flux.batch(prompts(4), size="256x256", seed=6, progress=False)
+
+    with ThreadPoolExecutor(1) as pool:  # a fresh thread: no other test's event loop is running there
+        results = pool.submit(asyncio.run, run()).result()
+    assert [r.request.prompt for r in results] == prompts(4)
+    assert free_box.stats()["total"]["rate_limited"] == 0

@@ -1,0 +1,355 @@
+"""display.py: previews, HTML and text rendering, the progress line."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import random
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, PngImagePlugin
+
+from doitong_nb import display
+from doitong_nb.errors import InsufficientCreditsError
+from doitong_nb.request import GenerationRequest
+from doitong_nb.result import ImageResult
+
+
+def picture(width: int, height: int, seed: int = 7) -> Image.Image:
+    """Something like a generated image: soft shapes plus fine grain, so encoders have real work to do."""
+    rng = random.Random(seed)
+    small = Image.new("RGB", (256, 256 * height // width), (40, 60, 90))
+    draw = ImageDraw.Draw(small)
+    for _ in range(40):
+        x, y, s = rng.randrange(256), rng.randrange(small.height), rng.randrange(8, 80)
+        draw.ellipse((x, y, x + s, y + s), fill=tuple(rng.randrange(256) for _ in range(3)))
+    grain = Image.effect_noise((width, height), 24).convert("RGB")
+    return Image.blend(small.resize((width, height), Image.Resampling.BICUBIC), grain, 0.1)
+
+
+def exif_with(text: str) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010E] = text  # ImageDescription
+    return exif
+
+
+@pytest.fixture(scope="module")
+def big_pixels() -> Image.Image:
+    return picture(4096, 4096)
+
+
+@pytest.fixture(scope="module")
+def big_jpeg(tmp_path_factory: pytest.TempPathFactory, big_pixels: Image.Image) -> Path:
+    """One 4096x4096 file with provenance in its COM and EXIF segments, shared so its preview is cached."""
+    path = tmp_path_factory.mktemp("outputs") / "job_abc123.jpg"
+    big_pixels.save(path, quality=92, comment=b'{"job_id": "job_abc123"}', exif=exif_with("job_abc123"))
+    return path
+
+
+def make_result(path: Path, **changes) -> ImageResult:
+    with Image.open(path) as im:
+        width, height = im.size
+    fields = dict(
+        request=GenerationRequest.build("a red fox in snow", width=width, height=height, seed=7),
+        job_id="job_abc123",
+        path=path,
+        sha256="0" * 64,
+        width=width,
+        height=height,
+        seed=7,
+        version="flux-pro-1.1-ultra",
+        duration=9.84,
+        credit_cost=30,
+        created_at="2026-11-24T10:00:00Z",
+        credits=30,
+        session_credits=60,
+        balance=940,
+    )
+    fields.update(changes)
+    return ImageResult(**fields)
+
+
+def preview_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
+# --- previews ------------------------------------------------------------------------------------
+
+
+def test_preview_long_side_is_capped_and_aspect_kept(tmp_path: Path) -> None:
+    path = tmp_path / "wide.png"
+    picture(2048, 1024).save(path, compress_level=1)
+    data, mime = display.make_preview(path, max_px=512)
+    assert mime in ("image/jpeg", "image/webp")
+    assert preview_size(data) == (512, 256)
+
+
+def test_preview_never_upscales_small_images(tmp_path: Path) -> None:
+    path = tmp_path / "small.jpg"
+    picture(320, 240).save(path)
+    data, _ = display.make_preview(path, max_px=1024)
+    assert preview_size(data) == (320, 240)
+
+
+def test_preview_of_4096_jpeg_is_1024_and_well_under_300kb_base64(big_jpeg: Path) -> None:
+    data, _ = display.make_preview(big_jpeg)
+    assert preview_size(data) == (1024, 1024)
+    assert len(base64.b64encode(data)) < 300_000
+
+
+def test_preview_bytes_ignore_embedded_metadata(tmp_path: Path, big_pixels: Image.Image) -> None:
+    first, second = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    big_pixels.save(first, quality=92, comment=b"job_one 2026-11-24T10:00:00Z", exif=exif_with("job_one"))
+    big_pixels.save(second, quality=92, comment=b"job_two 2026-11-25T11:11:11Z", exif=exif_with("job_two"))
+    assert first.read_bytes() != second.read_bytes()
+    preview, _ = display.make_preview(first)
+    assert preview == display.make_preview(second)[0]
+    assert b"job_one" not in preview and b"Exif" not in preview
+
+
+def test_preview_bytes_ignore_png_text_chunks(tmp_path: Path) -> None:
+    pixels = picture(1200, 800)
+    paths = []
+    for job in ("job_one", "job_two"):
+        info = PngImagePlugin.PngInfo()
+        info.add_text("doitong", f'{{"job_id": "{job}"}}')
+        paths.append(tmp_path / f"{job}.png")
+        pixels.save(paths[-1], pnginfo=info, compress_level=1)
+    assert display.make_preview(paths[0]) == display.make_preview(paths[1])
+
+
+def test_preview_bytes_follow_the_pixels(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    picture(600, 400, seed=1).save(first, compress_level=1)
+    picture(600, 400, seed=2).save(second, compress_level=1)
+    assert display.make_preview(first) != display.make_preview(second)
+
+
+def test_preview_is_cached_until_the_file_changes(tmp_path: Path) -> None:
+    path = tmp_path / "img.png"
+    picture(600, 400, seed=1).save(path, compress_level=1)
+    first = display.make_preview(path)
+    hits = display._cached_preview.cache_info().hits
+    assert display.make_preview(path) == first
+    assert display._cached_preview.cache_info().hits == hits + 1
+    picture(600, 400, seed=2).save(path, compress_level=1)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert display.make_preview(path) != first
+
+
+def test_preview_applies_exif_orientation(tmp_path: Path) -> None:
+    path = tmp_path / "rotated.jpg"
+    exif = exif_with("job_x")
+    exif[0x0112] = 6  # stored landscape, shown rotated 90 degrees clockwise
+    picture(400, 200).save(path, exif=exif)
+    data, _ = display.make_preview(path)
+    assert preview_size(data) == (200, 400)
+
+
+def test_preview_keeps_alpha_as_webp(tmp_path: Path) -> None:
+    path = tmp_path / "alpha.png"
+    Image.new("RGBA", (300, 200), (255, 0, 0, 128)).save(path, compress_level=1)
+    data, mime = display.make_preview(path)
+    assert mime == "image/webp"
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.mode == "RGBA"
+
+
+# --- HTML ----------------------------------------------------------------------------------------
+
+
+def test_html_escapes_the_prompt(big_jpeg: Path) -> None:
+    request = GenerationRequest.build('<script>alert("x")</script> & a fox', size="4096x4096")
+    page = display.result_bundle([make_result(big_jpeg, request=request)])["text/html"]
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; a fox" in page
+
+
+def test_html_card_shows_provenance_credits_and_link(big_jpeg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(big_jpeg.parent.parent)
+    page = display.result_bundle([make_result(big_jpeg)])["text/html"]
+    assert page.count("<img ") == 1
+    assert 'src="data:image/' in page and 'alt="a red fox in snow"' in page
+    facts = (
+        "job_abc123",
+        "4096×4096",
+        "seed 7",
+        "flux-pro-1.1-ultra",
+        "9.8 s",
+        "30 credits",
+        "session 60",
+        "balance 940",
+    )
+    assert [fact for fact in facts if fact not in page] == []
+    assert f'href="{big_jpeg.parent.name}/job_abc123.jpg" target="_blank"' in page
+    assert "replayed" not in page and "sandbox" not in page
+
+
+def test_html_leaves_out_unknown_account_figures(big_jpeg: Path) -> None:
+    page = display.result_bundle([make_result(big_jpeg, session_credits=None, balance=None)])["text/html"]
+    assert "30 credits" in page
+    assert "session" not in page and "balance" not in page
+
+
+def test_html_link_outside_the_working_directory_is_a_file_uri(
+    tmp_path: Path, big_jpeg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    page = display.result_bundle([make_result(big_jpeg)])["text/html"]
+    assert f'href="{big_jpeg.as_uri()}"' in page
+
+
+def test_html_replayed_badge_says_date_and_zero_credits(big_jpeg: Path) -> None:
+    page = display.result_bundle([make_result(big_jpeg, replayed=True, credits=0)])["text/html"]
+    assert "replayed · 2026-11-24 · 0 credits" in page
+    assert "<b>0 credits</b>" in page and "30 credits" not in page
+
+
+def test_html_sandbox_badge_only_for_sandbox_results(big_jpeg: Path) -> None:
+    sandboxed = display.result_bundle([make_result(big_jpeg, metadata={"sandbox": True})])["text/html"]
+    real = display.result_bundle([make_result(big_jpeg, metadata={"sandbox": False})])["text/html"]
+    assert ">sandbox</span>" in sandboxed
+    assert ">sandbox</span>" not in real
+
+
+def test_html_grid_of_three_has_three_images(tmp_path: Path) -> None:
+    results = []
+    for i in range(3):
+        path = tmp_path / f"job_{i}.jpg"
+        picture(1024, 768, seed=i).save(path)
+        results.append(make_result(path, job_id=f"job_{i}"))
+    bundle = display.result_bundle(results)
+    assert bundle["text/html"].count("<img ") == 3
+    assert "repeat(auto-fill" in bundle["text/html"]
+    assert len(bundle["text/plain"].splitlines()) == 3
+
+
+def test_html_survives_a_missing_file(tmp_path: Path, big_jpeg: Path) -> None:
+    result = make_result(big_jpeg)
+    result.path = tmp_path / "gone.jpg"
+    page = display.result_bundle([result])["text/html"]
+    assert "<img " not in page
+    assert "no preview" in page and "job_abc123" in page
+
+
+def test_html_has_no_script_or_external_resources(big_jpeg: Path) -> None:
+    page = display.result_bundle([make_result(big_jpeg)])["text/html"]
+    assert "<script" not in page and "<link" not in page and "<style" not in page
+    assert "http://" not in page and "https://" not in page
+
+
+class AttributeNames(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.names.update(name for name, _ in attrs)
+
+
+def test_html_attributes_are_well_quoted(big_jpeg: Path) -> None:
+    """A stray quote inside a style value would end the attribute and spill junk attribute names."""
+    parser = AttributeNames()
+    parser.feed(display.result_bundle([make_result(big_jpeg, replayed=True, metadata={"sandbox": True})])["text/html"])
+    assert parser.names == {"style", "href", "target", "title", "src", "alt", "width", "height"}
+
+
+def test_result_repr_mimebundle_uses_display(big_jpeg: Path) -> None:
+    result = make_result(big_jpeg)
+    assert set(result._repr_mimebundle_()) == {"text/plain", "text/html"}
+    assert repr(result) == display.result_text(result)
+
+
+# --- text ----------------------------------------------------------------------------------------
+
+
+def test_text_repr_is_one_readable_line(big_jpeg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(big_jpeg.parent)
+    text = display.result_text(make_result(big_jpeg))
+    assert text == (
+        "<ImageResult job_abc123 4096x4096 seed=7 flux-pro-1.1-ultra 9.8 s 30 credits (session 60, balance 940)"
+        " -> job_abc123.jpg>"
+    )
+
+
+def test_text_repr_of_replay_says_when_and_zero_credits(big_jpeg: Path) -> None:
+    text = display.result_text(make_result(big_jpeg, replayed=True, credits=0, session_credits=None, balance=None))
+    assert "replayed from 2026-11-24, 0 credits" in text
+    assert "30 credits" not in text and "session" not in text
+
+
+def test_text_repr_shortens_long_job_ids(big_jpeg: Path) -> None:
+    text = display.result_text(make_result(big_jpeg, job_id="job_0123456789abcdef0123"))
+    assert "job_01234567… " in text
+
+
+def test_error_text_is_one_line_for_doitong_errors() -> None:
+    exc = InsufficientCreditsError("this image costs 50 credits;\nyou have 20", job_id="job_x")
+    assert display.error_text(exc) == "Flux error: this image costs 50 credits; you have 20 (job job_x)"
+    assert display.error_text(ValueError("bad")) == "ValueError: bad"
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+
+def test_progress_line_without_kernel_or_terminal_is_silent(capsys: pytest.CaptureFixture[str]) -> None:
+    line = display.ProgressLine("flux job_abc")
+    line.update("queued", 0.0)
+    line.update("processing", 1.2, "step 3/10")
+    line.close()
+    assert capsys.readouterr() == ("", "")
+
+
+class FakeTty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_in_a_terminal_rewrites_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    tty = FakeTty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    line = display.ProgressLine("flux")
+    line.update("processing", 1.0)
+    line.update("processing", 1.1)  # within the throttle interval: dropped
+    line.update("completed", 1.2)  # a new status always shows
+    line.close()
+    out = tty.getvalue()
+    assert out.endswith("\r") and "\n" not in out
+    assert out.count("\r") == 4 and "1.1 s" not in out and "completed · 1.2 s" in out
+
+
+class FakeHandle:
+    def __init__(self) -> None:
+        self.updates: list = []
+
+    def update(self, obj, **kwargs) -> None:
+        self.updates.append(obj)
+
+
+def test_progress_line_in_a_kernel_updates_one_display(monkeypatch: pytest.MonkeyPatch, big_jpeg: Path) -> None:
+    import IPython.display
+
+    handle, shown = FakeHandle(), []
+
+    def fake_display(obj, **kwargs):
+        shown.append(obj)
+        return handle if kwargs.get("display_id") else None
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    monkeypatch.setattr(display, "_frontend", lambda: "kernel")
+    line = display.ProgressLine("flux <job>")
+    line.update("queued", 0.0)
+    line.update("queued", 0.1)
+    line.update("processing", 2.0)
+    result = make_result(big_jpeg)
+    line.replace_with(result)
+    assert shown[0] == {"text/plain": ""} and shown[-1] is result  # the line starts and ends blank (nbval)
+    assert "&lt;job&gt;" in handle.updates[0]["text/html"]
+    assert handle.updates[1]["text/plain"] == "flux <job> · processing · 2.0 s"
+    assert handle.updates[-1] == {"text/plain": ""}

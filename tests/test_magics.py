@@ -1,0 +1,174 @@
+"""The magics in an IPython shell (in-process) and in a real Jupyter kernel, against a real sandbox."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from doitong_nb.magics import register
+from doitong_nb.sandbox import Sandbox
+
+PROMPT = "A futuristic city with flying cars and neon lights"
+
+
+def shell_for(box: Sandbox, out: Path, monkeypatch: pytest.MonkeyPatch) -> InteractiveShell:
+    """The IPython shell with fresh magics and no `%config Flux` left over, bound to `box` by the environment."""
+    monkeypatch.setenv("DOITONG_API_KEY", box.api_key)
+    monkeypatch.setenv("DOITONG_BASE_URL", box.base_url)
+    monkeypatch.setenv("DOITONG_OUTPUT_DIR", str(out))
+    shell = InteractiveShell.instance()
+    shell.config.pop("Flux", None)
+    shell.configurables[:] = [c for c in shell.configurables if type(c).__name__ != "Flux"]
+    register(shell)
+    return shell
+
+
+@pytest.fixture
+def ip(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
+    yield shell_for(sandbox, tmp_path / "out", monkeypatch)
+
+
+def submissions(box: Sandbox) -> int:
+    return box.stats()["total"]["submissions"]
+
+
+def test_cell_magic_generates_and_binds_the_result(ip: InteractiveShell, sandbox: Sandbox) -> None:
+    ip.run_cell_magic("flux", "--size 512x512 --seed 7 -o img", PROMPT)
+    img = ip.user_ns["img"]
+    assert (img.width, img.height, img.seed, img.request.prompt) == (512, 512, 7, PROMPT)
+    assert img.path.exists() and submissions(sandbox) == 1
+
+
+def test_prompt_expands_names_and_expressions(ip: InteractiveShell) -> None:
+    ip.user_ns.update(style="watercolor", n=3)
+    ip.run_cell_magic("flux", "--size 256x256 -o img", "$n boats, {style.upper()}, $$price {{literal}}")
+    assert ip.user_ns["img"].request.prompt == "3 boats, WATERCOLOR, $price {literal}"
+
+
+def test_line_magic_keeps_quotes_in_the_prompt(ip: InteractiveShell) -> None:
+    ip.run_line_magic("flux", "Monet's \"garden\" at noon --size 256x256 --seed 2 -o img")
+    assert ip.user_ns["img"].request.prompt == 'Monet\'s "garden" at noon'
+
+
+def test_count_with_a_seed_makes_consecutive_seeds(ip: InteractiveShell, sandbox: Sandbox) -> None:
+    ip.run_cell_magic("flux", "-n 3 --seed 10 --size 256x256 -o imgs", PROMPT)
+    assert [r.seed for r in ip.user_ns["imgs"]] == [10, 11, 12]
+    assert submissions(sandbox) == 3
+
+
+def test_rerun_replays_and_refresh_generates_again(ip: InteractiveShell, sandbox: Sandbox) -> None:
+    ip.run_cell_magic("flux", "--size 256x256 --seed 1 -o a", PROMPT)
+    ip.run_cell_magic("flux", "--size 256x256 --seed 1 -o b", PROMPT)
+    assert ip.user_ns["b"].replayed and ip.user_ns["b"].credits == 0 and submissions(sandbox) == 1
+    ip.run_cell_magic("flux", "--size 256x256 --seed 1 --refresh -o c", PROMPT)
+    assert not ip.user_ns["c"].replayed and submissions(sandbox) == 2
+
+
+def test_config_sets_defaults(ip: InteractiveShell) -> None:
+    ip.run_line_magic("config", 'Flux.size = "512x256"')
+    ip.run_cell_magic("flux", "--seed 3 -o img", PROMPT)
+    assert (ip.user_ns["img"].width, ip.user_ns["img"].height) == (512, 256)
+
+
+def test_bad_value_is_one_line_and_nothing_is_sent(
+    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sandbox.stats()["total"]["api_requests"]
+    ip.run_cell_magic("flux", "--size 1000x1024", PROMPT)
+    err = capsys.readouterr().err.strip()
+    assert err == "Flux error: width 1000 is not a multiple of 16; try 992 or 1008"
+    assert sandbox.stats()["total"]["api_requests"] == before
+
+
+def test_budget_refuses_before_sending(
+    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.run_line_magic("config", "Flux.max_credits = 15")
+    ip.run_cell_magic("flux", "--size 2048x2048", PROMPT)
+    assert "raise max_credits" in capsys.readouterr().err
+    assert submissions(sandbox) == 0
+
+
+def test_dry_run_shows_the_request_without_the_key(
+    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.run_cell_magic("flux", "--dry-run --size 4096x4096 --transport rest", PROMPT)
+    out = capsys.readouterr().out
+    assert "estimated 50 credits; nothing was sent" in out and "/v1/text_to_image" in out
+    assert "X-API-Key: <DOITONG_API_KEY>" in out and sandbox.api_key not in out
+    assert sandbox.stats()["total"]["api_requests"] == 0
+
+
+def test_insufficient_credits_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Sandbox(credits=12, speed=1000) as box:
+        shell_for(box, tmp_path, monkeypatch).run_cell_magic("flux", "--size 2048x2048", PROMPT)
+    err = capsys.readouterr().err.strip()
+    assert err == "Flux error: needs 30 credits, 12 left: top up or use a smaller size"
+
+
+def test_account_and_history(ip: InteractiveShell) -> None:
+    ip.run_cell_magic("flux", "--size 256x256 --seed 5", PROMPT)
+    account = ip.run_line_magic("flux_account", "")
+    assert "spent this session: 10 credits" in repr(account) and "plan: pro" in repr(account)
+    history = ip.run_line_magic("flux_history", "")
+    assert len(history) == 1
+
+
+def test_interrupt_stops_waiting_and_rerun_resumes_the_same_job(tmp_path: Path) -> None:
+    """In a real kernel: Ctrl-C while waiting, then re-running the cell pays nothing again."""
+    from jupyter_client.manager import start_new_kernel
+
+    with Sandbox(speed=2) as box:  # ~4 s a job: time to interrupt
+        km, kc = start_new_kernel(
+            kernel_name="python3",
+            cwd=str(tmp_path),
+            env={
+                **os.environ,
+                "DOITONG_API_KEY": box.api_key,
+                "DOITONG_BASE_URL": box.base_url,
+                "DOITONG_OUTPUT_DIR": str(tmp_path / "out"),
+            },
+        )
+        try:
+            kc.execute_interactive("%load_ext doitong_nb", timeout=60)
+            cell = f"%%flux --size 512x512 --seed 4 -o img\n{PROMPT}"
+            first: list[str] = []
+            msg_id = kc.execute(cell)
+            deadline = time.monotonic() + 30
+            while submissions(box) == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            km.interrupt_kernel()
+            _collect(kc, msg_id, first)
+            assert any("Re-run this cell" in text for text in first), first
+            second: list[str] = []
+            _collect(kc, kc.execute(cell), second)
+            assert any("<ImageResult" in text for text in second), second
+            assert submissions(box) == 1
+            assert box.stats()["total"]["credits_charged"] == 10
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+
+
+def _collect(kc, msg_id: str, sink: list[str]) -> None:
+    """Gather a cell's text outputs until the kernel is idle again."""
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        content = msg["content"]
+        if msg["msg_type"] == "stream":
+            sink.append(content["text"])
+        elif msg["msg_type"] in ("display_data", "update_display_data", "execute_result"):
+            sink.append(content["data"].get("text/plain", ""))
+        elif msg["msg_type"] == "error":
+            sink.append(content["ename"])
+        elif msg["msg_type"] == "status" and content["execution_state"] == "idle":
+            return

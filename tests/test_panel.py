@@ -1,0 +1,188 @@
+"""The widget panel against a real sandbox, without a browser: clicks return at once, jobs finish in the background."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.testing.globalipapp import get_ipython
+
+import doitong_nb.panel as panel_module
+from doitong_nb.client import Flux
+from doitong_nb.panel import FluxPanel
+from doitong_nb.sandbox import Sandbox
+
+PROMPT = "A lighthouse on a basalt cliff at dawn"
+
+
+@pytest.fixture
+def box() -> Iterator[Sandbox]:
+    with Sandbox(speed=200) as sb:
+        yield sb
+
+
+@pytest.fixture
+def client(box: Sandbox, tmp_path: Path) -> Iterator[Flux]:
+    with Flux(api_key=box.api_key, base_url=box.base_url, output_dir=tmp_path) as flux:
+        yield flux
+
+
+def _settle(panel: FluxPanel, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while panel.running:
+        assert time.monotonic() < deadline, "the panel's jobs did not finish"
+        time.sleep(0.02)
+
+
+def _generate(panel: FluxPanel, prompt: str = PROMPT) -> None:
+    panel.prompt.value = prompt
+    panel.generate.click()
+    _settle(panel)
+
+
+def test_the_estimate_follows_the_size(client: Flux) -> None:
+    panel = FluxPanel(client)
+    assert "20 credits" in panel.estimate.value
+    panel.size.value = "2048x2048"
+    assert "30 credits" in panel.estimate.value
+    panel.count.value = 3
+    assert "90 credits" in panel.estimate.value
+
+
+def test_a_custom_size_is_validated_live(client: Flux) -> None:
+    panel = FluxPanel(client)
+    panel.size.value = ""
+    assert panel.custom_size.layout.display == ""
+    panel.custom_size.value = "1000x1000"
+    assert "multiple of 16" in panel.estimate.value
+    panel.custom_size.value = "1536x1024"
+    assert "1536x1024" in panel.estimate.value
+
+
+def test_generate_returns_at_once_and_the_job_lands_in_the_gallery(client: Flux) -> None:
+    panel = FluxPanel(client)
+    panel.prompt.value = PROMPT
+    started = time.monotonic()
+    panel.generate.click()
+    assert time.monotonic() - started < 1.0
+    assert panel.running == 1 and len(panel.jobs.children) == 1
+    _settle(panel)
+    assert len(panel.gallery.children) == 1 and not panel.jobs.children
+    (result,) = panel.results
+    assert result.path.is_file() and not result.replayed
+    assert "20 credits" in panel.account.value
+    panel.gallery.children[0].children[-1].click()  # the thumbnail's open button
+    assert panel.detail.layout.display == ""
+    assert result.job_id in panel.detail_view.value and "20 credits" in panel.detail_view.value
+    assert panel.errors == []
+
+
+def test_each_job_reports_its_status_while_it_runs(box: Sandbox, tmp_path: Path) -> None:
+    with Sandbox(speed=20) as slow, Flux(api_key=slow.api_key, base_url=slow.base_url, output_dir=tmp_path) as flux:
+        panel = FluxPanel(flux)
+        panel.prompt.value = PROMPT
+        panel.count.value = 2
+        panel.generate.click()
+        deadline = time.monotonic() + 5
+        while "processing" not in panel.jobs.children[0].value and time.monotonic() < deadline:
+            time.sleep(0.02)
+        rows = [row.value for row in panel.jobs.children]
+        assert all(" s" in row for row in rows) and "processing" in rows[0]
+        _settle(panel)
+    assert len(panel.gallery.children) == 2
+
+
+def test_the_same_request_again_is_replayed_and_marked(client: Flux) -> None:
+    panel = FluxPanel(client)
+    panel.seed.value = "7"
+    _generate(panel)
+    spent = client.session_credits
+    _generate(panel)
+    newest = panel.results[0]
+    assert newest.replayed and client.session_credits == spent
+    assert "replayed" in panel.gallery.children[0].children[1].value
+    assert "flux-replayed" in panel.gallery.children[0]._dom_classes
+
+
+def test_the_budget_refuses_before_sending(box: Sandbox, client: Flux) -> None:
+    panel = FluxPanel(client)
+    _settle(panel)
+    submissions = box.stats()["total"]["submissions"]
+    panel.budget.value = 25
+    panel.size.value = "2048x2048"  # 30 credits
+    panel.prompt.value = PROMPT
+    panel.generate.click()
+    assert panel.running == 0
+    assert "budget" in panel.banner.value and panel.banner.layout.display == ""
+    assert box.stats()["total"]["submissions"] == submissions
+
+
+def test_the_budget_counts_jobs_not_yet_charged(box: Sandbox, client: Flux) -> None:
+    panel = FluxPanel(client)
+    panel.budget.value = 30
+    panel.prompt.value = PROMPT
+    panel.generate.click()  # 20 credits
+    panel.generate.click()  # 20 more would cross 30, even before the first is charged
+    assert any("budget" in e for e in panel.errors)
+    _settle(panel)
+    assert len(panel.results) == 1
+
+
+def test_insufficient_credits_show_in_the_banner(tmp_path: Path) -> None:
+    with (
+        Sandbox(speed=200, credits=10) as poor,
+        Flux(api_key=poor.api_key, base_url=poor.base_url, output_dir=tmp_path) as flux,
+    ):
+        panel = FluxPanel(flux)
+        panel.size.value = "2048x2048"
+        _generate(panel)
+    (error,) = panel.errors
+    assert "needs 30 credits, 10 left" in error
+    assert "Traceback" not in panel.banner.value
+    assert not panel.gallery.children
+    panel.dismiss.click()
+    assert panel.banner.layout.display == "none" and panel.errors == []
+
+
+def test_bad_input_shows_in_the_banner_and_sends_nothing(box: Sandbox, client: Flux) -> None:
+    panel = FluxPanel(client)
+    _settle(panel)
+    submissions = box.stats()["total"]["submissions"]
+    panel.seed.value = "seven"
+    panel.generate.click()
+    panel.seed.value = ""
+    panel.generate.click()  # the prompt is empty
+    assert panel.errors == ["Flux error: prompt is empty; describe the image you want"]
+    assert box.stats()["total"]["submissions"] == submissions
+
+
+def test_two_panels_keep_their_own_jobs(client: Flux) -> None:
+    first, second = FluxPanel(client), FluxPanel(client)
+    _generate(first, "a red fox in snow")
+    assert len(first.results) == 1 and second.results == [] and not second.gallery.children
+    _generate(second, "a blue heron at dusk")
+    assert [r.request.prompt for r in first.results] == ["a red fox in snow"]
+    assert [r.request.prompt for r in second.results] == ["a blue heron at dusk"]
+
+
+def test_the_dice_rolls_a_seed(client: Flux) -> None:
+    panel = FluxPanel(client)
+    panel.dice.click()
+    assert panel.seed.value.isdigit()
+
+
+def test_without_a_client_the_panel_uses_the_loaded_extension(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("DOITONG_API_KEY", raising=False)
+    shell = get_ipython()
+    shell.run_line_magic("load_ext", "doitong_nb")
+    shell.run_line_magic("config", f"Flux.output_dir = {str(tmp_path)!r}")
+    magics = next(m for m in shell.magics_manager.registry.values() if type(m).__name__ == "Flux")
+    panel = FluxPanel()
+    assert panel._client() is magics.client  # one store, replay, journal and rate budget with %%flux
+
+
+def test_the_module_itself_is_callable(client: Flux) -> None:
+    widget = panel_module(client)
+    assert "flux-panel" in widget._dom_classes

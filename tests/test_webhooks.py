@@ -1,0 +1,85 @@
+"""verify_signature and WebhookReceiver: what is accepted, what is refused, and why."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from doitong_nb import contract
+from doitong_nb.errors import WebhookVerificationError
+from doitong_nb.webhooks import WebhookReceiver, verify_signature
+
+SECRET = "whsec_test"
+BODY = json.dumps({"id": "job_abc", "status": "completed", "url": "http://127.0.0.1/outputs/job_abc.jpg"}).encode()
+NOW = 1_700_000_000.0
+
+
+def signed(body: bytes = BODY, secret: str = SECRET, timestamp: str | None = str(int(NOW))) -> str:
+    return contract.webhook_signature(secret, body, timestamp)
+
+
+def test_a_good_signature_with_a_timestamp_passes() -> None:
+    verify_signature(BODY, signed(), SECRET, timestamp=str(int(NOW)), now=NOW)
+
+
+def test_a_good_signature_over_the_body_alone_passes_unless_strict() -> None:
+    verify_signature(BODY, signed(timestamp=None), SECRET)
+    with pytest.raises(WebhookVerificationError, match="strict"):
+        verify_signature(BODY, signed(timestamp=None), SECRET, strict=True)
+
+
+def test_a_tampered_body_is_refused() -> None:
+    with pytest.raises(WebhookVerificationError, match="does not match"):
+        verify_signature(BODY.replace(b"completed", b"failed"), signed(), SECRET, timestamp=str(int(NOW)), now=NOW)
+
+
+def test_a_signature_made_with_another_secret_is_refused() -> None:
+    with pytest.raises(WebhookVerificationError, match="another secret"):
+        verify_signature(BODY, signed(secret="whsec_other"), SECRET, timestamp=str(int(NOW)), now=NOW)
+
+
+def test_a_stale_timestamp_is_refused_and_one_within_tolerance_passes() -> None:
+    stamp = str(int(NOW) - 301)
+    with pytest.raises(WebhookVerificationError, match="300 s allowed"):
+        verify_signature(BODY, signed(timestamp=stamp), SECRET, timestamp=stamp, now=NOW)
+    verify_signature(BODY, signed(timestamp=stamp), SECRET, timestamp=stamp, now=NOW, tolerance=400)
+
+
+def test_a_missing_or_garbled_signature_is_refused() -> None:
+    with pytest.raises(WebhookVerificationError, match="no X-Doitong-Signature"):
+        verify_signature(BODY, None, SECRET)
+    with pytest.raises(WebhookVerificationError):
+        verify_signature(BODY, "sha256=Ω", SECRET)
+
+
+def post(receiver: WebhookReceiver, body: bytes, signature: str, timestamp: str) -> int:
+    headers = {contract.HEADER_SIGNATURE: signature, contract.HEADER_TIMESTAMP: timestamp}
+    return httpx.post(receiver.url, content=body, headers=headers, trust_env=False).status_code
+
+
+def test_the_receiver_records_a_verified_event_once_and_refuses_replays_and_forgeries() -> None:
+    stamp = str(int(time.time()))
+    with WebhookReceiver(SECRET) as receiver:
+        assert receiver.get("job_abc") is None
+        assert post(receiver, BODY, signed(timestamp=stamp), stamp) == 200
+        assert receiver.get("job_abc")["status"] == "completed"
+        assert post(receiver, BODY, signed(timestamp=stamp), stamp) == 409  # the very same call again: a replay
+        later = str(int(stamp) + 1)
+        assert post(receiver, BODY, signed(timestamp=later), later) == 200  # a retried delivery: kept once
+        assert receiver.duplicates == 1
+        forged = BODY.replace(b"job_abc", b"job_xyz")
+        assert post(receiver, forged, signed(timestamp=stamp), stamp) == 401
+        assert receiver.get("job_xyz") is None
+        assert receiver.rejected == 2
+        assert list(receiver.events) == ["job_abc"]
+
+
+def test_the_receiver_is_reachable_at_its_url_only_while_started() -> None:
+    receiver = WebhookReceiver(SECRET).start()
+    url = receiver.url
+    assert receiver.reachable()
+    receiver.stop()
+    assert not receiver.reachable(url, timeout=0.5)
