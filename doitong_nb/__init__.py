@@ -26,7 +26,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .client import AsyncFlux, Flux
-    from .panel import panel
+    from .panel_widget import panel
     from .request import GenerationRequest
     from .result import ImageResult, Job
     from .sandbox import Sandbox
@@ -39,7 +39,7 @@ _LAZY = {
     "GenerationRequest": "request",
     "ImageResult": "result",
     "Job": "result",
-    "panel": "panel",
+    "panel": "panel_widget",
     "Sandbox": "sandbox",
 }
 

@@ -38,7 +38,8 @@ def _options(func: Any) -> Any:
         argument("--webhook", help="URL the service notifies on completion"),
         argument("--refresh", action="store_true", help="generate anew instead of replaying a stored result"),
         argument("--dry-run", action="store_true", help="show the exact request and its cost; send nothing"),
-        argument("-o", "--out", help="bind the result (a list with -n) to this variable"),
+        argument("-o", "--out", help="bind the result (a list with -n or --each) to this variable"),
+        argument("--each", metavar="NAME", help="one image per item of the list NAME; write {item} in the prompt"),
         argument("--timeout", type=float, help="seconds to wait before handing back the job id"),
     ]
     for decorator in reversed(decorators):
@@ -106,7 +107,8 @@ class Flux(Magics):
         """
         args = parse_argstring(self.flux, line)
         try:
-            prompt = _expand(cell, {**self.shell.user_ns, **(local_ns or {})})
+            keep_item = {"item": "{item}"} if args.each else {}  # filled per item by _run
+            prompt = _expand(cell, {**self.shell.user_ns, **(local_ns or {}), **keep_item})
         except DoitongError as exc:
             self._fail(exc)
             return
@@ -135,9 +137,9 @@ class Flux(Magics):
     @line_magic
     def flux_panel(self, line: str = "") -> Any:
         """The ipywidgets panel, on the same engine (store, replay, journal, limits) as these magics."""
-        from .panel import panel
+        from .panel_widget import panel
 
-        return panel(client=self.client)
+        return panel(client=lambda: self.client)
 
     @line_magic
     def flux_history(self, line: str = "") -> Any:
@@ -168,16 +170,34 @@ class Flux(Magics):
 
     def _run(self, prompt: str, args: Any, local_ns: Any) -> None:
         try:
-            pairs = self._requests(prompt, args)
+            if args.each:
+                pairs = [self._requests(p, args)[0] for p in _each_prompts(prompt, args, self.shell.user_ns, local_ns)]
+            else:
+                pairs = self._requests(prompt, args)
             if args.dry_run:
                 self._show_dry_run([r for r, _ in pairs], args.transport)
                 return
-            results = self._generate(pairs, args)
+            results = self._batch(pairs, args) if args.each else self._generate(pairs, args)
         except DoitongError as exc:
             self._fail(exc)
             return
         if results and args.out:
-            self.shell.user_ns[args.out] = results if len(pairs) > 1 else results[0]
+            self.shell.user_ns[args.out] = results if len(pairs) > 1 or args.each else results[0]
+
+    def _batch(self, pairs: list[tuple[Any, int]], args: Any) -> list[Any]:
+        """`--each`: the batch scheduler paces the items at the plan's limits; failures print in place."""
+        from IPython.display import display
+
+        from .display import error_text, result_bundle
+
+        if args.transport not in (None, self.transport):
+            raise InvalidRequestError("--transport cannot be combined with --each; use %config Flux.transport")
+        outcomes = self.client.batch([r for r, _ in pairs], refresh=args.refresh, progress=True)
+        for index, error in outcomes.errors.items():
+            print(f"item {index}: {error_text(error)}", file=sys.stderr)
+        if outcomes.images:
+            display(_Bundle(result_bundle(outcomes.images, min(self.preview_px, 384))))
+        return list(outcomes)
 
     def _generate(self, pairs: list[tuple[Any, int]], args: Any) -> list[Any]:
         from .display import ProgressLine, error_text, result_bundle
@@ -260,6 +280,21 @@ class _Bundle:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return self.bundle
+
+
+def _each_prompts(template: str, args: Any, user_ns: dict[str, Any], local_ns: Any) -> list[str]:
+    """`--each NAME`: the prompt with `{item}` replaced by each item of the notebook's list NAME."""
+    namespace = {**user_ns, **(local_ns or {})}
+    if args.each not in namespace:
+        raise InvalidRequestError(f"--each {args.each}: there is no variable {args.each!r} in the notebook")
+    items = namespace[args.each]
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        raise InvalidRequestError(f"--each {args.each}: expected a list of items, got {type(items).__name__}")
+    if "{item}" not in template:
+        raise InvalidRequestError("with --each, write {item} in the prompt where each item goes", field="prompt")
+    if args.count != 1:
+        raise InvalidRequestError("-n cannot be combined with --each: one image per item", field="count")
+    return [template.replace("{item}", str(item)) for item in items]
 
 
 def _expand(cell: str, namespace: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.terminal.interactiveshell import TerminalInteractiveShell
 
 from doitong_nb.magics import register
 from doitong_nb.sandbox import Sandbox
@@ -21,7 +22,7 @@ def shell_for(box: Sandbox, out: Path, monkeypatch: pytest.MonkeyPatch) -> Inter
     monkeypatch.setenv("DOITONG_API_KEY", box.api_key)
     monkeypatch.setenv("DOITONG_BASE_URL", box.base_url)
     monkeypatch.setenv("DOITONG_OUTPUT_DIR", str(out))
-    shell = InteractiveShell.instance()
+    shell = TerminalInteractiveShell.instance()  # the one singleton every test module can share
     shell.config.pop("Flux", None)
     shell.configurables[:] = [c for c in shell.configurables if type(c).__name__ != "Flux"]
     register(shell)

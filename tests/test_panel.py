@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from IPython.testing.globalipapp import get_ipython
 
-import doitong_nb.panel as panel_module
 from doitong_nb.client import Flux
-from doitong_nb.panel import FluxPanel
+from doitong_nb.panel_widget import FluxPanel
 from doitong_nb.sandbox import Sandbox
 
 PROMPT = "A lighthouse on a basalt cliff at dawn"
@@ -181,8 +180,3 @@ def test_without_a_client_the_panel_uses_the_loaded_extension(monkeypatch: pytes
     magics = next(m for m in shell.magics_manager.registry.values() if type(m).__name__ == "Flux")
     panel = FluxPanel()
     assert panel._client() is magics.client  # one store, replay, journal and rate budget with %%flux
-
-
-def test_the_module_itself_is_callable(client: Flux) -> None:
-    widget = panel_module(client)
-    assert "flux-panel" in widget._dom_classes

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import html
 import random
-import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,10 +65,10 @@ _CSS = """<style>
 .flux-thumb{position:relative;border:1px solid rgba(127,127,127,.3);border-radius:8px;overflow:hidden;
   background:rgba(127,127,127,.08)}
 .flux-thumb.flux-selected{outline:2px solid rgba(47,129,247,.9);outline-offset:1px}
-.flux-thumb img{display:block;flex:none;width:100%;height:150px;object-fit:cover;margin:0}
 .flux-thumb .flux-open{position:absolute;inset:0;width:100%;height:100%;margin:0;opacity:0;cursor:zoom-in}
-.flux-thumb .flux-caption{flex:none;height:auto !important;margin:0;padding:4px 8px 6px;opacity:.85}
-.flux-thumb .flux-caption .widget-html-content{height:auto;align-self:stretch;font-size:11px;white-space:normal}
+.flux-thumb .flux-caption{display:block;height:auto;margin:0;padding:5px 8px 6px;opacity:.85}
+.flux-thumb .flux-caption .widget-html-content{display:block;height:auto;line-height:16px;font-size:11px;
+  white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .flux-badge{display:inline-block;padding:0 6px;border-radius:999px;font-size:10px;font-weight:600;
   background:rgba(46,160,67,.16);border:1px solid rgba(46,160,67,.55)}
 .flux-detail{gap:6px}
@@ -419,7 +417,8 @@ class FluxPanel:
     # --- results ----------------------------------------------------------------------------------
     def _add_to_gallery(self, result: ImageResult) -> None:
         data, mime = make_preview(result.path, THUMB_PX)
-        image = widgets.Image(value=data, format=mime.split("/")[1])
+        fill = widgets.Layout(width="100%", height="150px", object_fit="cover", flex="none", margin="0")
+        image = widgets.Image(value=data, format=mime.split("/")[1], layout=fill)
         opener = _classed(
             widgets.Button(description="open", tooltip=result.request.prompt, layout=widgets.Layout(height="auto")),
             "flux-open",
@@ -427,7 +426,9 @@ class FluxPanel:
         badge = '<span class="flux-badge">replayed</span> ' if result.replayed else ""
         seed = f"seed {result.seed}" if result.seed is not None else "random seed"
         spent = _credits(0 if result.replayed else result.credits)
-        caption = _classed(widgets.HTML(f"{badge}{result.width}×{result.height} · {spent}<br>{seed}"), "flux-caption")
+        caption = _classed(
+            widgets.HTML(f"{badge}{spent} · {seed}", tooltip=f"{result.width}×{result.height}"), "flux-caption"
+        )
         thumb = _classed(widgets.VBox([image, caption, opener]), "flux-thumb")
         if result.replayed:
             thumb.add_class("flux-replayed")
@@ -494,13 +495,3 @@ def panel(client: ClientSource = None) -> widgets.Widget:
     by default the loaded extension's client, so panel and magics share store, replay, journal and limits.
     """
     return FluxPanel(client).widget
-
-
-class _CallableModule(types.ModuleType):
-    """Importing this submodule rebinds `doitong_nb.panel` to it; being callable, `doitong_nb.panel()` still works."""
-
-    def __call__(self, client: ClientSource = None) -> widgets.Widget:
-        return panel(client)
-
-
-sys.modules[__name__].__class__ = _CallableModule

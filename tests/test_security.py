@@ -1,0 +1,361 @@
+"""Secret hygiene and bad input: the key never leaks anywhere, and invalid input never reaches the service."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from doitong_nb import contract
+from doitong_nb.client import Flux
+from doitong_nb.errors import InvalidRequestError
+from doitong_nb.magics import register
+from doitong_nb.request import MAX_SEED, GenerationRequest
+from doitong_nb.sandbox import Sandbox
+from doitong_nb.webhooks import WebhookReceiver
+
+SECRET = "sk-test-SECRET-4f1c9a7e2b6d8053"
+PROMPT = "A futuristic city with flying cars and neon lights"
+
+# --- secret hygiene in a real kernel ------------------------------------------------------------
+
+_CELLS = [
+    # every log line of httpx, httpcore and doitong_nb at DEBUG, to a file and to the notebook
+    "import logging, sys\n"
+    "_h = logging.FileHandler({log!r})\n"
+    "_h.setLevel(logging.DEBUG)\n"
+    "logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, force=True)\n"
+    "for _name in ('', 'httpx', 'httpcore', 'doitong_nb'):\n"
+    "    logging.getLogger(_name).setLevel(logging.DEBUG)\n"
+    "    logging.getLogger(_name).addHandler(_h)",
+    "%load_ext doitong_nb",
+    f"%%flux --size 256x256 --seed 1 -o img\n{PROMPT}",
+    "img, img.metadata, img.request",
+    f"%%flux --size 1000x1000\n{PROMPT}",
+    "%flux_account",
+    f"%flux {PROMPT} --dry-run --size 512x512",
+    f"%flux {PROMPT} --dry-run --size 512x512 --transport rest",
+    "from doitong_nb import Flux\nf = Flux()\nprint(repr(f), f.settings)\nf",
+    f"%%flux --size 4096x4096\n{PROMPT}",
+    f"f.generate({PROMPT!r}, size='4096x4096')",  # raises: a real traceback in the notebook
+    "%flux_history",
+]
+
+
+def _hits(data: bytes) -> bool:
+    return SECRET.encode() in data or SECRET.encode("utf-16-le") in data
+
+
+@pytest.mark.timeout(180)
+def test_api_key_appears_nowhere_a_notebook_session_leaves_a_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbclient import NotebookClient
+
+    out, log = tmp_path / "out", tmp_path / "debug.log"
+    cost = contract.credit_cost(256, 256)
+    with Sandbox(credits=cost + 5, speed=1000, api_key=SECRET) as box:  # enough for one small image only
+        assert box.api_key == SECRET
+        monkeypatch.setenv("DOITONG_API_KEY", SECRET)
+        monkeypatch.setenv("DOITONG_BASE_URL", box.base_url)
+        monkeypatch.setenv("DOITONG_OUTPUT_DIR", str(out))
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(src.format(log=str(log)) if "{log" in src else src) for src in _CELLS]
+        client = NotebookClient(
+            nb, kernel_name="python3", timeout=120, allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}
+        )
+        client.execute()
+        saved = tmp_path / "session.ipynb"
+        nbformat.write(nb, saved)
+        stats = box.stats()["total"]
+        cdn_headers = box.cdn_requests
+
+    text = saved.read_text(encoding="utf-8")
+    # the notebook really exercised what it claims: an image, a bad size, an account, a refusal, a traceback
+    assert stats["jobs_created"] == 1 and stats["submissions"] == 3  # two refused for credits
+    assert stats["account_requests"] >= 1 and cdn_headers
+    assert "Flux error: width 1000 is not a multiple of 16" in text
+    assert "needs 50 credits" in text and "InsufficientCreditsError" in text
+    assert "api_key=<set>" in text and "nothing was sent" in text
+    assert log.stat().st_size > 0 and b"http" in log.read_bytes().lower()
+    leaks = [p for p in [saved, *tmp_path.rglob("*")] if p.is_file() and _hits(p.read_bytes())]
+    assert leaks == []
+    assert len(list(out.glob("*.json"))) == 1 and (out / "journal.sqlite").exists()
+
+
+def test_api_key_is_never_sent_to_the_cdn_nor_in_webhooks(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, api_key=SECRET) as box, WebhookReceiver(box.webhook_secret) as receiver:
+        with Flux(api_key=SECRET, base_url=box.base_url, output_dir=tmp_path / "out") as flux:
+            results = flux.batch(
+                [f"{PROMPT} {i}" for i in range(3)], size="256x256", seed=2, progress=False, webhook_url=receiver.url, receiver=receiver
+            )
+        assert len(results.images) == 3
+        deadline = time.monotonic() + 5
+        while len([e for e in box.webhook_log if e["status"] == 200]) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cdn, hooks, api = box.cdn_requests, box.webhook_log, box.api_request_log
+    assert len(cdn) >= 3 and len([e for e in hooks if e["status"] == 200]) == 3
+    assert not any(SECRET in json.dumps(headers) for headers in cdn)
+    assert not any("authorization" in (k.lower() for k in headers) for headers in cdn)
+    assert not any(SECRET in json.dumps(entry["headers"]) + entry["body"] for entry in hooks)
+    assert all(entry["has_auth"] for entry in api if entry["path"] in ("/graphql",))
+
+
+# --- bad input to GenerationRequest.build ------------------------------------------------------------
+
+_VALID_SIDES = st.integers(contract.MIN_SIDE // 16, contract.MAX_SIDE // 16).map(lambda n: n * 16)
+_BAD_SIDES = st.one_of(
+    st.integers(max_value=contract.MIN_SIDE - 1),
+    st.integers(min_value=contract.MAX_SIDE + 1),
+    st.integers(contract.MIN_SIDE, contract.MAX_SIDE).filter(lambda n: n % 16),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.text(max_size=8),
+    st.none().map(lambda _: [256]),
+)
+_BAD_SEEDS = st.one_of(
+    st.integers(max_value=-1),
+    st.integers(min_value=MAX_SEED + 1),
+    st.floats(),
+    st.booleans(),
+    st.text(max_size=8),
+)
+_BAD_PROMPTS = st.one_of(
+    st.text(alphabet=" \t\n\r\u00a0\u2003", max_size=20),
+    st.integers(min_value=contract.MAX_PROMPT_CHARS + 1, max_value=contract.MAX_PROMPT_CHARS * 3).map(
+        lambda n: "x" * n
+    ),
+    st.integers(),
+    st.none(),
+    st.binary(min_size=1, max_size=10),
+)
+
+
+def _not_in(choices: tuple[str, ...]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.text(max_size=20), st.integers(), st.none().map(lambda _: 1.5)).filter(
+        lambda v: v not in choices
+    )
+
+
+def _bad_aspect() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.text(max_size=12).filter(lambda s: ":" not in s),
+        st.tuples(st.integers(max_value=0), st.integers(1, 30)).map(lambda t: f"{t[0]}:{t[1]}"),
+        st.sampled_from(["16:", ":9", "a:b", "16:9:1", "0:0", "-16:9", "1e3:1"]),
+    )
+
+
+# (field the error must name, the keyword arguments that make it invalid)
+BAD_INPUT = st.one_of(
+    _BAD_SIDES.map(lambda v: ("width", {"width": v, "height": 1024})),
+    _BAD_SIDES.map(lambda v: ("height", {"width": 1024, "height": v})),
+    _BAD_SEEDS.map(lambda v: ("seed", {"seed": v})),
+    _BAD_PROMPTS.map(lambda v: ("prompt", {"prompt": v})),
+    _not_in(contract.VERSIONS).map(lambda v: ("version", {"version": v})),
+    _not_in(contract.OUTPUT_FORMATS).map(lambda v: ("output_format", {"output_format": v})),
+    _not_in(contract.QUALITIES).filter(lambda v: v is not None).map(lambda v: ("quality", {"quality": v})),
+    _bad_aspect().map(lambda v: ("aspect_ratio", {"aspect_ratio": v})),
+    st.text(max_size=20).filter(lambda s: not _size_ok(s)).map(lambda v: ("size", {"size": v})),
+    st.integers().filter(lambda v: v not in range(7)).map(lambda v: ("safety_tolerance", {"safety_tolerance": v})),
+    st.sampled_from(["ftp://x", "file:///etc/passwd", "not a url", "http://"]).map(
+        lambda v: ("webhook_url", {"webhook_url": v})
+    ),
+    st.sampled_from(["nope", "steps", "api_key"]).map(lambda v: (v, {v: 1})),
+)
+
+
+def _size_ok(text: str) -> bool:
+    try:
+        GenerationRequest.build(PROMPT, size=text)
+    except InvalidRequestError:
+        return False
+    return True
+
+
+def _build(kwargs: dict[str, Any]) -> GenerationRequest:
+    kwargs = dict(kwargs)
+    return GenerationRequest.build(kwargs.pop("prompt", PROMPT), **kwargs)
+
+
+@settings(max_examples=400, deadline=None)
+@given(BAD_INPUT)
+def test_invalid_input_raises_an_error_naming_the_field(case: tuple[str, dict[str, Any]]) -> None:
+    name, kwargs = case
+    with pytest.raises(InvalidRequestError) as caught:
+        _build(kwargs)
+    error = caught.value
+    assert error.field == name
+    words = {name, name.replace("_", " "), "size" if name in ("width", "height") else name}
+    assert any(w in str(error) for w in words), (name, str(error))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    width=_VALID_SIDES,
+    height=_VALID_SIDES,
+    seed=st.one_of(st.none(), st.integers(0, MAX_SEED)),
+    prompt=st.text(min_size=1, max_size=300).filter(str.strip),
+    version=st.sampled_from(contract.VERSIONS),
+    output_format=st.sampled_from(contract.OUTPUT_FORMATS),
+)
+def test_valid_input_always_builds_a_request_with_a_stable_key(**kwargs: Any) -> None:
+    request = _build(kwargs)
+    assert (request.width, request.height) == (kwargs["width"], kwargs["height"])
+    assert request.key() == _build(kwargs).key()
+    assert request.estimated_credits == contract.credit_cost(kwargs["width"], kwargs["height"])
+
+
+@pytest.fixture(scope="module")
+def shared_box() -> Iterator[Sandbox]:
+    with Sandbox(speed=1000) as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+def shared_flux(shared_box: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
+    with Flux(api_key=shared_box.api_key, base_url=shared_box.base_url, output_dir=_out(tmp_path_factory)) as flux:
+        yield flux
+
+
+@settings(max_examples=50, deadline=None)
+@given(case=BAD_INPUT)
+def test_invalid_input_sends_no_request_to_the_service(
+    shared_box: Sandbox, shared_flux: Flux, case: tuple[str, dict[str, Any]]
+) -> None:
+    _, kwargs = case
+    kwargs = dict(kwargs)
+    prompt = kwargs.pop("prompt", PROMPT)
+    before = shared_box.stats()["total"]["api_requests"]
+    with pytest.raises(InvalidRequestError):
+        shared_flux.generate(prompt, **kwargs)
+    with pytest.raises(InvalidRequestError):
+        shared_flux.submit(prompt, **kwargs)
+    with pytest.raises(InvalidRequestError):
+        shared_flux.batch([prompt], progress=False, **kwargs)
+    assert shared_box.stats()["total"]["api_requests"] == before
+
+
+_OUT: list[Path] = []
+
+
+def _out(factory: pytest.TempPathFactory) -> Path:
+    if not _OUT:
+        _OUT.append(factory.mktemp("bad-input"))
+    return _OUT[0]
+
+
+# --- bad magic lines ------------------------------------------------------------------------------
+
+
+def _shell(box: Sandbox, out: Path, monkeypatch: pytest.MonkeyPatch) -> InteractiveShell:
+    """As tests/test_magics.py's shell_for: fresh magics bound to `box` through the environment."""
+    monkeypatch.setenv("DOITONG_API_KEY", box.api_key)
+    monkeypatch.setenv("DOITONG_BASE_URL", box.base_url)
+    monkeypatch.setenv("DOITONG_OUTPUT_DIR", str(out))
+    shell = InteractiveShell.instance()
+    shell.config.pop("Flux", None)
+    shell.configurables[:] = [c for c in shell.configurables if type(c).__name__ != "Flux"]
+    register(shell)
+    return shell
+
+
+_TOKEN = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\"'\\"), min_size=1, max_size=12
+).filter(
+    lambda s: s.strip() and not s.startswith("-")
+)
+_BAD_OPTION = st.one_of(
+    st.tuples(st.just("--size"), st.one_of(_TOKEN, st.sampled_from(["1000x1000", "0x0", "99999x16", "16x16"]))),
+    st.tuples(st.just("--aspect"), st.one_of(_TOKEN.filter(lambda s: ":" not in s), st.just("0:9"))),
+    st.tuples(st.just("--seed"), st.one_of(_TOKEN, st.sampled_from(["-1", "2147483648", "1e9", "99999999999"]))),
+    st.tuples(st.just("--version"), _TOKEN.filter(lambda s: s not in contract.VERSIONS)),
+    st.tuples(st.just("--quality"), _TOKEN.filter(lambda s: s not in contract.QUALITIES)),
+    st.tuples(st.just("--format"), _TOKEN.filter(lambda s: s not in contract.OUTPUT_FORMATS)),
+    st.tuples(st.just("-n"), st.one_of(_TOKEN, st.sampled_from(["0", "-3", "65", "1000000"]))),
+    st.tuples(st.just("--transport"), _TOKEN.filter(lambda s: s not in ("graphql", "rest"))),
+    st.tuples(st.just("--timeout"), st.sampled_from(["0", "-1", "-inf", "abc", "1s"])),
+    st.tuples(st.just("--webhook"), st.sampled_from(["ftp://x", "file:///etc/passwd", "nope"])),
+)
+
+
+def _quote(value: str) -> str:
+    return f'"{value}"'  # values hold no quotes or backslashes (see _TOKEN)
+
+
+def _bad_magic_outcome(ip: InteractiveShell, line: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """'usage' for a UsageError, else the one stderr line; fails on a traceback or any other exception."""
+    capsys.readouterr()
+    try:
+        ip.run_cell_magic("flux", line, PROMPT)
+    except UsageError:
+        return "usage"
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    lines = [x for x in captured.err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Flux error: "), (line, captured.err)
+    return lines[0]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(option=_BAD_OPTION)
+def test_bad_magic_option_is_one_clear_line_and_sends_nothing(
+    shared_box: Sandbox,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    option: tuple[str, str],
+) -> None:
+    ip = _shell(shared_box, _out(tmp_path_factory), monkeypatch)
+    before = shared_box.stats()["total"]["api_requests"]
+    name, value = option
+    extra = "" if name in ("--size", "--aspect") else " --size 256x256"
+    _bad_magic_outcome(ip, f"{name} {_quote(value)}{extra}", capsys)
+    assert shared_box.stats()["total"]["api_requests"] == before
+
+
+def test_seed_overflowing_with_a_count_is_one_line_and_sends_nothing(
+    shared_box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip = _shell(shared_box, tmp_path / "out", monkeypatch)
+    before = shared_box.stats()["total"]["api_requests"]
+    line = _bad_magic_outcome(ip, f"--seed {MAX_SEED} -n 3 --size 256x256", capsys)
+    assert "seed" in line
+    assert shared_box.stats()["total"]["api_requests"] == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="magics._with_timeout only refuses `timeout <= 0`; NaN passes (nan <= 0 is False), the job is "
+    "submitted and every deadline comparison against NaN is False",
+)
+def test_nan_timeout_is_refused_before_sending(
+    shared_box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip = _shell(shared_box, tmp_path / "out", monkeypatch)
+    before = shared_box.stats()["total"]["api_requests"]
+    line = _bad_magic_outcome(ip, "--timeout nan --size 256x256 --seed 77", capsys)
+    assert "timeout" in line
+    assert shared_box.stats()["total"]["api_requests"] == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an unbalanced quote in the magic line makes IPython's parse_argstring raise ValueError('No closing "
+    "quotation'), which magics.flux does not turn into a UsageError or a 'Flux error:' line: the user gets a traceback",
+)
+def test_unbalanced_quote_in_the_magic_line_is_a_usage_error_not_a_traceback(
+    shared_box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip = _shell(shared_box, tmp_path / "out", monkeypatch)
+    before = shared_box.stats()["total"]["api_requests"]
+    _bad_magic_outcome(ip, '--size "256x256', capsys)
+    assert shared_box.stats()["total"]["api_requests"] == before
