@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from doitong_nb.client import Flux
+from doitong_nb.magics import register
 from doitong_nb.sandbox import Sandbox
-
 
 _OUTPUTS = Path(tempfile.mkdtemp(prefix="doitong-nb-tests-"))
 
@@ -43,3 +44,21 @@ def flux(sandbox: Sandbox, tmp_path: Path) -> Iterator[Flux]:
     """A blocking client talking to `sandbox`, storing results under tmp_path."""
     with Flux(api_key=sandbox.api_key, base_url=sandbox.base_url, output_dir=tmp_path / "out") as client:
         yield client
+
+
+@pytest.fixture
+def shell_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[Sandbox, Path], Any]:
+    """Makes the IPython shell with fresh magics, no `%config Flux` left over, bound to a sandbox by the environment."""
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
+
+    def bind(box: Sandbox, out: Path) -> Any:
+        monkeypatch.setenv("DOITONG_API_KEY", box.api_key)
+        monkeypatch.setenv("DOITONG_BASE_URL", box.base_url)
+        monkeypatch.setenv("DOITONG_OUTPUT_DIR", str(out))
+        shell = TerminalInteractiveShell.instance()  # the one singleton every test module can share
+        shell.config.pop("Flux", None)
+        shell.configurables[:] = [c for c in shell.configurables if type(c).__name__ != "Flux"]
+        register(shell)
+        return shell
+
+    return bind

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 from . import contract
 
-_MARGIN_FRACTION = 0.02  # a little slack at the window's edge: the server counts arrivals, we count sends
+_MARGIN_FRACTION = 0.05  # slack at the window's edge: the server counts arrivals, we count sends
 _MARGIN_SECONDS = 0.005
 
 
@@ -43,7 +43,7 @@ class RateBudget:
             while self._sends and self._sends[0] <= now - self.window - margin:
                 self._sends.popleft()
             at = max(now, self._blocked_until, self._sends[-1] if self._sends else now)
-            if self.limit is not None:
+            if self.limit is not None and self.window > 0:
                 capacity = max(1, self.limit - self._foreign)
                 in_window = [t for t in self._sends if t > at - self.window - margin]
                 if len(in_window) >= capacity:
@@ -59,7 +59,7 @@ class RateBudget:
         window = _number(headers.get(contract.HEADER_RATE_WINDOW))
         with self._lock:
             now = self._clock()
-            if window:
+            if window is not None:
                 self.window = window
             if limit:
                 self.limit = int(limit)

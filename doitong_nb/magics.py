@@ -7,11 +7,13 @@ traceback is for bugs, not for a wrong option.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
 from typing import Any
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Enum, Float, Int, Unicode, default
@@ -105,7 +107,7 @@ class Flux(Magics):
 
         The prompt expands `{expr}` and `$name` from the notebook (`$$` and `{{ }}` for literals).
         """
-        args = parse_argstring(self.flux, line)
+        args = _parse(self.flux, line)
         try:
             keep_item = {"item": "{item}"} if args.each else {}  # filled per item by _run
             prompt = _expand(cell, {**self.shell.user_ns, **(local_ns or {}), **keep_item})
@@ -120,7 +122,7 @@ class Flux(Magics):
     def flux_line(self, line: str, local_ns: Any = None) -> None:
         """Generate on one line: `%flux A lighthouse at dawn --seed 3`."""
         prompt, rest = _split_line(line)
-        args = parse_argstring(self.flux_line, rest)
+        args = _parse(self.flux_line, rest)
         self._run(prompt, args, local_ns)
 
     @line_magic
@@ -282,6 +284,14 @@ class _Bundle:
         return self.bundle
 
 
+def _parse(magic: Any, line: str) -> Any:
+    """magic_arguments' parsing, with a shell-quoting slip reported as a usage line, not a traceback."""
+    try:
+        return parse_argstring(magic, line)
+    except ValueError as exc:
+        raise UsageError(f"%flux: {exc}; check the quotes in the options") from None
+
+
 def _each_prompts(template: str, args: Any, user_ns: dict[str, Any], local_ns: Any) -> list[str]:
     """`--each NAME`: the prompt with `{item}` replaced by each item of the notebook's list NAME."""
     namespace = {**user_ns, **(local_ns or {})}
@@ -314,7 +324,7 @@ def _expand(cell: str, namespace: dict[str, Any]) -> str:
 def _with_timeout(settings: Any, timeout: float) -> Any:
     from dataclasses import replace
 
-    if timeout <= 0:
+    if not math.isfinite(timeout) or timeout <= 0:
         raise InvalidRequestError(f"timeout {timeout} must be a positive number of seconds", field="timeout")
     return replace(settings, timeout=timeout)
 

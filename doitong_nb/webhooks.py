@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import secrets
 import threading
 import time
@@ -51,6 +52,8 @@ def verify_signature(
     else:
         try:
             sent_at = float(timestamp)
+            if not math.isfinite(sent_at):
+                raise ValueError(timestamp)
         except ValueError:
             raise WebhookVerificationError(f"the timestamp {timestamp[:40]!r} is not Unix seconds") from None
         age = (time.time() if now is None else now) - sent_at

@@ -9,29 +9,15 @@ from pathlib import Path
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.terminal.interactiveshell import TerminalInteractiveShell
 
-from doitong_nb.magics import register
 from doitong_nb.sandbox import Sandbox
 
 PROMPT = "A futuristic city with flying cars and neon lights"
 
 
-def shell_for(box: Sandbox, out: Path, monkeypatch: pytest.MonkeyPatch) -> InteractiveShell:
-    """The IPython shell with fresh magics and no `%config Flux` left over, bound to `box` by the environment."""
-    monkeypatch.setenv("DOITONG_API_KEY", box.api_key)
-    monkeypatch.setenv("DOITONG_BASE_URL", box.base_url)
-    monkeypatch.setenv("DOITONG_OUTPUT_DIR", str(out))
-    shell = TerminalInteractiveShell.instance()  # the one singleton every test module can share
-    shell.config.pop("Flux", None)
-    shell.configurables[:] = [c for c in shell.configurables if type(c).__name__ != "Flux"]
-    register(shell)
-    return shell
-
-
 @pytest.fixture
-def ip(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
-    yield shell_for(sandbox, tmp_path / "out", monkeypatch)
+def ip(sandbox: Sandbox, tmp_path: Path, shell_for) -> Iterator[InteractiveShell]:
+    yield shell_for(sandbox, tmp_path / "out")
 
 
 def submissions(box: Sandbox) -> int:
@@ -52,7 +38,7 @@ def test_prompt_expands_names_and_expressions(ip: InteractiveShell) -> None:
 
 
 def test_line_magic_keeps_quotes_in_the_prompt(ip: InteractiveShell) -> None:
-    ip.run_line_magic("flux", "Monet's \"garden\" at noon --size 256x256 --seed 2 -o img")
+    ip.run_line_magic("flux", 'Monet\'s "garden" at noon --size 256x256 --seed 2 -o img')
     assert ip.user_ns["img"].request.prompt == 'Monet\'s "garden" at noon'
 
 
@@ -105,11 +91,9 @@ def test_dry_run_shows_the_request_without_the_key(
     assert sandbox.stats()["total"]["api_requests"] == 0
 
 
-def test_insufficient_credits_is_one_clear_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_insufficient_credits_is_one_clear_line(tmp_path: Path, shell_for, capsys: pytest.CaptureFixture[str]) -> None:
     with Sandbox(credits=12, speed=1000) as box:
-        shell_for(box, tmp_path, monkeypatch).run_cell_magic("flux", "--size 2048x2048", PROMPT)
+        shell_for(box, tmp_path).run_cell_magic("flux", "--size 2048x2048", PROMPT)
     err = capsys.readouterr().err.strip()
     assert err == "Flux error: needs 30 credits, 12 left: top up or use a smaller size"
 
@@ -151,7 +135,8 @@ def test_interrupt_stops_waiting_and_rerun_resumes_the_same_job(tmp_path: Path) 
             second: list[str] = []
             _collect(kc, kc.execute(cell), second)
             assert any("<ImageResult" in text for text in second), second
-            assert submissions(box) == 1
+            # a submission in flight at the interrupt is re-sent with its idempotency key: one job, charged once
+            assert box.stats()["total"]["jobs_created"] == 1
             assert box.stats()["total"]["credits_charged"] == 10
         finally:
             kc.stop_channels()

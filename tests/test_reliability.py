@@ -7,6 +7,7 @@ no transport to inject): it answers with job ids, URLs and bodies no honest serv
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import signal
@@ -134,10 +135,8 @@ class Hostile:
                 self.send_header("Content-Length", str(len(data) if length is None else length))
                 self.send_header("Connection", "close")
                 self.end_headers()
-                try:
+                with contextlib.suppress(OSError):  # the client may hang up on a refused body
                     self.wfile.write(data)
-                except OSError:
-                    pass
                 self.close_connection = True
 
             def log_message(self, format: str, *args: Any) -> None:
@@ -242,7 +241,7 @@ def test_body_longer_than_announced_is_cut_there_and_refused_as_a_broken_image(
 def test_announced_size_over_the_limit_is_refused(hostile: Callable[..., Hostile], tmp_path: Path) -> None:
     server = hostile({}, Cdn(body=_jpeg(), content_length=10**12))
     server.job = completed("job_huge", f"{server.url}/outputs/job_huge.jpg")
-    with pytest.raises(DownloadError, match="more than the .* allowed"):
+    with pytest.raises(DownloadError, match=r"more than the \d+ allowed"):
         generate_against(server, tmp_path)
     assert _images(tmp_path / "out") == []
 

@@ -106,7 +106,7 @@ async def _read_body(request: Request) -> bytes:
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser allows
         raise ApiError(400, "BAD_REQUEST", f"the request body is not valid JSON: {exc}") from None
 
 
