@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,8 @@ def test_async_client_generates_concurrently(sandbox: Sandbox, tmp_path: Path) -
         async with AsyncFlux(api_key=sandbox.api_key, base_url=sandbox.base_url, output_dir=tmp_path) as flux:
             return await asyncio.gather(*(flux.generate(PROMPT, seed=s, size="512x512") for s in range(3)))
 
-    results = asyncio.run(main())
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own, whatever another test left on this thread
+        results = pool.submit(asyncio.run, main()).result()
     assert [r.seed for r in results] == [0, 1, 2]
     assert len({r.sha256 for r in results}) == 3
 
