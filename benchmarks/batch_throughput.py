@@ -36,7 +36,7 @@ from doitong_nb import contract
 from doitong_nb.client import AsyncFlux, Flux
 from doitong_nb.request import GenerationRequest
 from doitong_nb.sandbox.engine import generation_seconds
-from doitong_nb.transport.graphql import GENERATE, JOB_QUERY
+from doitong_nb.transport.graphql import JOB_QUERY, GraphQLTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _sandbox_proc import CliSandbox
@@ -45,6 +45,8 @@ from _sandbox_proc import CliSandbox
 # speed does not scale, and which is paid on each download) cheap
 SIZE = 256
 CASES = (("free", 20, 24.0), ("pro", 100, 16.0))  # plan, jobs, speed
+
+WIRE = GraphQLTransport()  # the doc's `generate` mutation body; the loops around it stay raw httpx
 
 
 @dataclass
@@ -108,15 +110,7 @@ def run_naive(plan: str, n: int, speed: float) -> Run:
             with httpx.Client(base_url=box.base_url, headers=headers, timeout=30) as client:
                 while queue:
                     request = queue.popleft()
-                    variables = {
-                        "input": {
-                            "type": "IMAGE",
-                            "provider": contract.SERVICE,
-                            "input": {"text": request.prompt},
-                            "options": request.options(),
-                        }
-                    }
-                    job = call(client, {"query": GENERATE, "variables": variables})["generate"]
+                    job = call(client, WIRE.submit(request).json)["generate"]
                     while job["status"] not in contract.FINAL_STATUSES:
                         time.sleep(2.0 / speed)
                         job = call(client, {"query": JOB_QUERY, "variables": {"id": job["id"]}})["job"]

@@ -26,7 +26,7 @@ import httpx
 from doitong_nb import contract
 from doitong_nb.client import Flux
 from doitong_nb.request import GenerationRequest
-from doitong_nb.transport.graphql import GENERATE, JOB_QUERY
+from doitong_nb.transport.graphql import JOB_QUERY, GraphQLTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _sandbox_proc import CliSandbox
@@ -38,6 +38,8 @@ REALISTIC_SPEED = 20.0
 HUGE_SPEED = "1000000"
 REALISTIC_N = 8
 DOC_POLL_SECONDS = 2.0
+
+WIRE = GraphQLTransport()  # the doc's `generate` mutation body; the loops around it stay raw httpx
 
 
 def _doitong(box: CliSandbox, seeds: range, out: str) -> None:
@@ -52,15 +54,7 @@ def _raw(box: CliSandbox, seeds: range, out: str, poll_every: float = 0.0) -> No
         with httpx.Client(timeout=60) as cdn:
             for i in seeds:
                 request = GenerationRequest.build(PROMPT.format(i=i), size=SIZE, seed=i)
-                variables = {
-                    "input": {
-                        "type": "IMAGE",
-                        "provider": contract.SERVICE,
-                        "input": {"text": request.prompt},
-                        "options": request.options(),
-                    }
-                }
-                response = api.post(contract.GRAPHQL_PATH, json={"query": GENERATE, "variables": variables})
+                response = api.post(contract.GRAPHQL_PATH, json=WIRE.submit(request).json)
                 job = response.raise_for_status().json()["data"]["generate"]
                 while job["status"] != contract.STATUS_COMPLETED:
                     if job["status"] == contract.STATUS_FAILED:

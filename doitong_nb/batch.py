@@ -36,10 +36,11 @@ from .errors import (
     GenerationFailedError,
     InvalidRequestError,
     RateLimitError,
+    error_code,
     from_response,
 )
 from .polling import expected_seconds
-from .request import GenerationRequest
+from .request import GenerationRequest, as_request
 from .result import ImageResult
 from .webhooks import WebhookReceiver
 
@@ -242,7 +243,7 @@ class _Batch:
         self.committed += item.cost
 
     def _observe(self, step: Send, reply: Reply, item: _Item) -> None:
-        code = _error_code(reply.body)
+        code = error_code(reply.body)
         if step.call.kind == "submit" and reply.status < 400 and not code:
             item.submitted = True
             self.stats.submitted += 1
@@ -288,14 +289,6 @@ def _api_requests(engine: Engine) -> int:
     return sum(engine.requests[kind] for kind in ("submit", "status", "account"))
 
 
-def _error_code(body: Any) -> str | None:
-    errors = body.get("errors") if isinstance(body, dict) else None
-    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        extensions = errors[0].get("extensions")
-        return extensions.get("code") if isinstance(extensions, dict) else None
-    return None
-
-
 def _stored(engine: Engine, key: str) -> bool:
     """True when `generate` will replay `key` (an unreadable stored result counts: it fails in its place)."""
     try:
@@ -313,15 +306,7 @@ def _bar(total: int) -> Any:
 def _requests(prompts: Sequence[str | GenerationRequest], options: dict[str, Any]) -> list[GenerationRequest]:
     if isinstance(prompts, (str, GenerationRequest)):
         raise InvalidRequestError("batch takes a list of prompts; for one image use generate()", field="prompts")
-    requests = []
-    for prompt in prompts:
-        if isinstance(prompt, GenerationRequest):
-            if options:
-                raise TypeError("pass options either in the GenerationRequests or as keywords, not both")
-            requests.append(prompt)
-        else:
-            requests.append(GenerationRequest.build(prompt, **options))
-    return requests
+    return [as_request(prompt, options) for prompt in prompts]
 
 
 def _webhook_secret(engine: Engine, given: str | None) -> str:

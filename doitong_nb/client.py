@@ -21,7 +21,7 @@ import httpx
 from .config import HTTP_TIMEOUT, resolve
 from .engine import Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step
 from .errors import DownloadError
-from .request import GenerationRequest
+from .request import GenerationRequest, as_request
 from .result import ImageResult, Job
 from .transport import Account
 
@@ -54,14 +54,6 @@ def _write_chunk(handle: Any, chunk: bytes, written: int, max_bytes: int) -> int
         raise DownloadError(f"the output is larger than the {max_bytes} bytes allowed")
     handle.write(chunk)
     return written
-
-
-def _as_request(prompt: str | GenerationRequest, options: dict[str, Any]) -> GenerationRequest:
-    if isinstance(prompt, GenerationRequest):
-        if options:
-            raise TypeError("pass options either in the GenerationRequest or as keywords, not both")
-        return prompt
-    return GenerationRequest.build(prompt, **options)
 
 
 class _Base:
@@ -182,7 +174,7 @@ class Flux(_Base):
         **options: Any,
     ) -> ImageResult:
         """One image: replayed from the store when this exact request was made before, else generated."""
-        request = _as_request(prompt, options)
+        request = as_request(prompt, options)
         return self.run(self.engine.generate(request, refresh=refresh, progress=progress))
 
     def batch(
@@ -219,7 +211,7 @@ class Flux(_Base):
 
     def submit(self, prompt: str | GenerationRequest, *, idempotency_key: str | None = None, **options: Any) -> Job:
         """Submit without waiting (no store, no journal): the low-level call."""
-        request = _as_request(prompt, options)
+        request = as_request(prompt, options)
         self.engine.check_budget(request)
         return self.run(self.engine.submit(request, idempotency_key or str(uuid.uuid4()), self._deadline()))
 
@@ -297,7 +289,7 @@ class AsyncFlux(_Base):
         **options: Any,
     ) -> ImageResult:
         """One image: replayed from the store when this exact request was made before, else generated."""
-        request = _as_request(prompt, options)
+        request = as_request(prompt, options)
         return await self.run(self.engine.generate(request, refresh=refresh, progress=progress))
 
     async def batch(
@@ -335,7 +327,7 @@ class AsyncFlux(_Base):
     async def submit(
         self, prompt: str | GenerationRequest, *, idempotency_key: str | None = None, **options: Any
     ) -> Job:
-        request = _as_request(prompt, options)
+        request = as_request(prompt, options)
         self.engine.check_budget(request)
         return await self.run(self.engine.submit(request, idempotency_key or str(uuid.uuid4()), self._deadline()))
 

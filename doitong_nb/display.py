@@ -136,7 +136,8 @@ def _date(value: str | None) -> str:
     return parsed.date().isoformat() if parsed else (value or "an earlier run")
 
 
-def _credits(n: int) -> str:
+def credits_text(n: int) -> str:
+    """'1 credit', '30 credits'."""
     return f"{n} credit" if n == 1 else f"{n} credits"
 
 
@@ -173,7 +174,7 @@ def result_text(result: ImageResult) -> str:
     if result.replayed:
         parts.append(f"replayed from {_date(result.created_at)}, 0 credits")
     else:
-        parts.append(_credits(result.credits))
+        parts.append(credits_text(result.credits))
     if account := _account(result):
         parts.append(f"({account})")
     if result.metadata.get("sandbox"):
@@ -239,7 +240,7 @@ def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: i
     facts.append(esc(result.version))
     if result.duration is not None:
         facts.append(_seconds(result.duration))
-    money = [f"<b>{_credits(0 if result.replayed else result.credits)}</b>"]
+    money = [f"<b>{credits_text(0 if result.replayed else result.credits)}</b>"]
     if result.session_credits is not None:
         money.append(f"session {result.session_credits}")
     if result.balance is not None:
@@ -367,7 +368,7 @@ class AccountView:
     """`%flux_account`: plan, balance, the plan's limits and this session's spend."""
 
     def __init__(self, account: Any, plan: Any, session_credits: int) -> None:
-        self.rows = [("plan", account.plan), ("balance", _credits(account.credits))]
+        self.rows = [("plan", account.plan), ("balance", credits_text(account.credits))]
         if plan is not None:
             daily = "unlimited" if plan.daily_limit is None else f"{plan.daily_limit:,} jobs"
             self.rows += [
@@ -375,7 +376,7 @@ class AccountView:
                 ("concurrent jobs", str(plan.concurrent_jobs)),
                 ("daily limit", daily),
             ]
-        self.rows.append(("spent this session", _credits(session_credits)))
+        self.rows.append(("spent this session", credits_text(session_credits)))
 
     def __repr__(self) -> str:
         return "\n".join(f"{k}: {v}" for k, v in self.rows)
@@ -450,7 +451,7 @@ def dry_run_bundle(base_url: str, calls: list[Any], auth: dict[str, str], total:
         if call.json is not None:
             lines += ["", json.dumps(call.json, indent=2, ensure_ascii=False)]
         blocks.append("\n".join(lines))
-    summary = f"dry run: {len(calls)} request(s), estimated {_credits(total)}; nothing was sent"
+    summary = f"dry run: {len(calls)} request(s), estimated {credits_text(total)}; nothing was sent"
     text = summary + "\n\n" + "\n\n".join(blocks)
     pre = "".join(
         f'<pre style="{_MONO};font-size:12px;margin:6px 0;white-space:pre-wrap">{html.escape(b)}</pre>' for b in blocks

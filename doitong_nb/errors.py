@@ -167,12 +167,23 @@ _BY_STATUS: dict[int, type[DoitongError]] = {
 }
 
 
-def from_response(status: int, body: Any, retry_after: float | None = None) -> DoitongError:
-    """The typed error for an API answer, with a message that says what to do next."""
-    first = {}
+def _first_error(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(errors[0], its extensions) of an error body, empty dicts where the body has none."""
+    first: dict[str, Any] = {}
     if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
         first = body["errors"][0] if isinstance(body["errors"][0], dict) else {}
     ext = first.get("extensions") if isinstance(first.get("extensions"), dict) else {}
+    return first, ext
+
+
+def error_code(body: Any) -> str | None:
+    """`errors[0].extensions.code` of an answer, if it has one."""
+    return _first_error(body)[1].get("code")
+
+
+def from_response(status: int, body: Any, retry_after: float | None = None) -> DoitongError:
+    """The typed error for an API answer, with a message that says what to do next."""
+    first, ext = _first_error(body)
     code = str(ext.get("code") or "")
     text = str(first.get("message") or f"HTTP {status}")
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or (ServerError if status >= 500 else DoitongError)

@@ -153,7 +153,7 @@ class Flux(Magics):
     # --- the work -------------------------------------------------------------------------------
     def _requests(self, prompt: str, args: Any) -> list[tuple[Any, int]]:
         """(request, variant) pairs for -n images: seeds N.. when a seed is given, else variants."""
-        from .request import GenerationRequest
+        from .request import GenerationRequest, per_image
 
         if args.count < 1 or args.count > 64:
             raise InvalidRequestError(f"count {args.count} must be from 1 to 64", field="count", value=args.count)
@@ -165,10 +165,7 @@ class Flux(Magics):
             options["aspect_ratio"] = args.aspect
         else:
             options["size"] = args.size or self.size
-        base = GenerationRequest.build(prompt, seed=args.seed, **options)
-        if args.seed is None:
-            return [(base, i) for i in range(args.count)]
-        return [(base.with_seed(args.seed + i), 0) for i in range(args.count)]
+        return per_image(GenerationRequest.build(prompt, seed=args.seed, **options), args.count)
 
     def _run(self, prompt: str, args: Any, local_ns: Any) -> None:
         try:

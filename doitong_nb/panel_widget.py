@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Union
 import ipywidgets as widgets
 
 from . import contract
-from .display import error_text, make_preview, result_bundle
+from .display import credits_text, error_text, make_preview, result_bundle
 from .errors import BudgetExceededError, DoitongError, InvalidRequestError, RateLimitError
-from .request import MAX_SEED, GenerationRequest
+from .request import MAX_SEED, GenerationRequest, per_image
 
 if TYPE_CHECKING:
     from .client import Flux
@@ -108,10 +108,6 @@ def _client_source(client: ClientSource) -> Callable[[], Flux]:
 
     own = Flux()
     return lambda: own
-
-
-def _credits(n: int) -> str:
-    return f"{n} credit" if n == 1 else f"{n} credits"
 
 
 def _banner_text(exc: BaseException) -> str:
@@ -266,11 +262,8 @@ class FluxPanel:
             options["aspect_ratio"] = self.aspect.value
         else:
             options["size"] = self.size.value or self.custom_size.value
-        seed = self._seed()
-        base = GenerationRequest.build(self.prompt.value if prompt is None else prompt, seed=seed, **options)
-        if seed is None:
-            return [(base, i) for i in range(self.count.value)]
-        return [(base.with_seed(seed + i), 0) for i in range(self.count.value)]
+        base = GenerationRequest.build(self.prompt.value if prompt is None else prompt, seed=self._seed(), **options)
+        return per_image(base, self.count.value)
 
     def _on_settings(self, _change: Any = None) -> None:
         self.custom_size.layout.display = "" if self.size.value == "" and not self.aspect.value else "none"
@@ -287,11 +280,11 @@ class FluxPanel:
         each = pairs[0][0].estimated_credits
         total = each * len(pairs)
         split = f" ({len(pairs)} × {each})" if len(pairs) > 1 else ""
-        self.estimate.value = f"≈ <b>{_credits(total)}</b>{split} · {html.escape(pairs[0][0].size)}"
+        self.estimate.value = f"≈ <b>{credits_text(total)}</b>{split} · {html.escape(pairs[0][0].size)}"
 
     def _refresh_account(self) -> None:
         client = self._client()
-        parts = [f"session <b>{_credits(client.session_credits)}</b>"]
+        parts = [f"session <b>{credits_text(client.session_credits)}</b>"]
         if client.engine.balance is not None:
             parts.append(f"balance <b>{client.engine.balance}</b>")
         if self.budget.value:
@@ -326,7 +319,7 @@ class FluxPanel:
         spent = client.session_credits + pending
         if spent + cost > self.budget.value:
             raise BudgetExceededError(
-                f"this costs {_credits(cost)} and the session has spent or committed {spent} of its "
+                f"this costs {credits_text(cost)} and the session has spent or committed {spent} of its "
                 f"{self.budget.value}-credit budget: raise the budget or use a smaller size"
             )
 
@@ -425,7 +418,7 @@ class FluxPanel:
         )
         badge = '<span class="flux-badge">replayed</span> ' if result.replayed else ""
         seed = f"seed {result.seed}" if result.seed is not None else "random seed"
-        spent = _credits(0 if result.replayed else result.credits)
+        spent = credits_text(0 if result.replayed else result.credits)
         caption = _classed(
             widgets.HTML(f"{badge}{spent} · {seed}", tooltip=f"{result.width}×{result.height}"), "flux-caption"
         )

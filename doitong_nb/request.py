@@ -197,3 +197,19 @@ class GenerationRequest:
         if self.output_format != "jpeg":
             out["outputFormat"] = self.output_format
         return out
+
+
+def as_request(prompt: str | GenerationRequest, options: dict[str, Any]) -> GenerationRequest:
+    """A prompt with keyword options, or a ready GenerationRequest (then without options)."""
+    if isinstance(prompt, GenerationRequest):
+        if options:
+            raise TypeError("pass options either in the GenerationRequest or as keywords, not both")
+        return prompt
+    return GenerationRequest.build(prompt, **options)
+
+
+def per_image(base: GenerationRequest, count: int) -> list[tuple[GenerationRequest, int]]:
+    """(request, variant) for `count` images: seeds N, N+1, ... when seeded, else unseeded variants 0, 1, ..."""
+    if base.seed is None:
+        return [(base, i) for i in range(count)]
+    return [(base.with_seed(base.seed + i), 0) for i in range(count)]
