@@ -300,8 +300,12 @@ class Engine:
         progress: Progress | None = None,
         via: Transport | None = None,
         completion: Completion | None = None,
+        timeout: float | None = None,
     ) -> Flow[ImageResult]:
-        """Replay from the store, resume a journaled job, or submit anew; then wait, fetch and store."""
+        """Replay from the store, resume a journaled job, or submit anew; then wait, fetch and store.
+
+        `timeout` overrides the settings' wait for this one call (`%%flux --timeout`).
+        """
         key = request.key(variant)
         journal = self.store.journal
         entry = journal.unfinished(key)
@@ -311,7 +315,7 @@ class Engine:
                 if entry is not None:  # stored, but the process died before the journal heard of it
                     journal.mark_done(entry.idempotency_key)
                 return self._annotate(stored)
-        deadline = time.monotonic() + self.settings.timeout
+        deadline = time.monotonic() + (self.settings.timeout if timeout is None else timeout)
         job: Job | None = None
         if entry is not None and entry.job_id is not None:
             try:

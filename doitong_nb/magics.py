@@ -202,8 +202,7 @@ class Flux(Magics):
         from .display import ProgressLine, error_text, result_bundle
 
         client = self.client
-        if args.timeout is not None:
-            client.engine.settings = _with_timeout(client.settings, args.timeout)
+        timeout = None if args.timeout is None else _checked_timeout(args.timeout)
         via = client.engine.transport_named(args.transport)
         line = ProgressLine(f"{pairs[0][0].size} × {len(pairs)}" if len(pairs) > 1 else pairs[0][0].size)
         started, states = time.monotonic(), {}
@@ -218,7 +217,9 @@ class Flux(Magics):
             return report
 
         flows = [
-            client.engine.generate(r, variant=v, refresh=args.refresh, progress=progress_for(i), via=via)
+            client.engine.generate(
+                r, variant=v, refresh=args.refresh, progress=progress_for(i), via=via, timeout=timeout
+            )
             for i, (r, v) in enumerate(pairs)
         ]
         try:
@@ -227,9 +228,6 @@ class Flux(Magics):
             line.close()
             self._interrupted(pairs)
             return []
-        finally:
-            if args.timeout is not None:
-                client.engine.settings = _with_timeout(client.settings, self.timeout)
         results = [o for o in outcomes if not isinstance(o, BaseException)]
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         for result in results:  # the latest session total and balance on every card
@@ -318,12 +316,10 @@ def _expand(cell: str, namespace: dict[str, Any]) -> str:
         ) from None
 
 
-def _with_timeout(settings: Any, timeout: float) -> Any:
-    from dataclasses import replace
-
+def _checked_timeout(timeout: float) -> float:
     if not math.isfinite(timeout) or timeout <= 0:
         raise InvalidRequestError(f"timeout {timeout} must be a positive number of seconds", field="timeout")
-    return replace(settings, timeout=timeout)
+    return timeout
 
 
 def register(ipython: Any) -> None:
