@@ -335,6 +335,8 @@ def test_body_over_one_mib_is_413_and_the_server_keeps_serving(sandbox: Sandbox,
         b'{"query": "query Job($id: ID!) { job(id: $id) { id } }", "variables": {"id": [1]}}',
         b'{"query": "query Job($id: ID!) { job(id: $id) { id } }"}',
         b'{"query": "{ account { credits } }", "variables": "x"}',
+        b'{"query": "{}"}',  # graphql-core parses an empty selection set; the spec does not allow it
+        b'{"query": "{ account {} }"}',
         b"\xff\xfe",
     ],
 )
@@ -353,6 +355,7 @@ def test_malformed_requests_are_400_and_the_server_keeps_serving(
 def test_unknown_paths_and_methods_answer_json_errors(shared: Sandbox, http: httpx.Client) -> None:
     assert error_of(http.get(f"{shared.base_url}/v2/nothing"))["extensions"]["code"] == "NOT_FOUND"
     assert http.get(f"{shared.base_url}/graphql").status_code == 405
+    assert http.get(f"{shared.base_url}/v1/jobs/abc/").status_code == 404  # no slash redirect
 
 
 # --- credits, idempotency, headers -------------------------------------------------------------------

@@ -176,6 +176,13 @@ def _rest_account(engine: Engine, account: Account, request: Request, body: byte
     return 200, {"data": {"account": engine.account(account)}}, {}
 
 
+def _app(routes: list[Route]) -> Starlette:
+    """JSON errors for unrouted requests, and no slash redirects: an API answers, it does not bounce."""
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _not_routed})
+    app.router.redirect_slashes = False
+    return app
+
+
 def api_app(engine: Engine) -> ASGIApp:
     """GraphQL, REST and the unauthenticated /_sandbox admin endpoints."""
 
@@ -200,7 +207,7 @@ def api_app(engine: Engine) -> ASGIApp:
         Route("/_sandbox/stats", stats, methods=["GET"]),
         Route("/_sandbox/keys", keys, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _not_routed})
+    app = _app(routes)
 
     def record(scope: Scope) -> None:
         names = list(_headers(scope))
@@ -240,5 +247,5 @@ def cdn_app(engine: Engine) -> ASGIApp:
         return _Cut(response) if engine.faults.fire("truncate_cdn") else response
 
     routes = [Route(c.CDN_OUTPUT_PATH, output, methods=["GET"])]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _not_routed})
+    app = _app(routes)
     return _recording(app, lambda scope: engine.cdn_requests.append(_headers(scope)))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSchema, build_schema, execute_sync, parse, validate
+from graphql.language import SelectionSetNode, Visitor, visit
 
 from doitong_nb import contract as c
 from doitong_nb.sandbox import validation
@@ -61,6 +62,7 @@ def run(
         document = parse(query)
     except GraphQLError as exc:
         raise ApiError(400, "GRAPHQL_PARSE_FAILED", exc.message) from None
+    visit(document, _NoEmptySelections())
     problems = validate(schema(), document)
     if problems:
         return 400, {"errors": [_formatted(e, "GRAPHQL_VALIDATION_FAILED") for e in problems]}, {}
@@ -69,6 +71,18 @@ def run(
     if not result.errors:
         return 200, {"data": result.data}, {}
     return _error_result(result.errors, result.data)
+
+
+class _NoEmptySelections(Visitor):
+    """The spec's `SelectionSet : { Selection+ }`: graphql-core parses `{}` (selects nothing); we refuse it."""
+
+    def enter_selection_set(self, node: SelectionSetNode, *_: Any) -> None:
+        if not node.selections:
+            raise ApiError(
+                400,
+                "GRAPHQL_PARSE_FAILED",
+                "a selection set must select at least one field, e.g. { account { credits } }",
+            )
 
 
 def _error_result(
