@@ -137,9 +137,10 @@ class Engine:
         if idempotency_key:
             headers[contract.HEADER_IDEMPOTENCY] = idempotency_key
         for attempt in range(MAX_ATTEMPTS):
-            wait = self.budget.reserve()
-            if wait > 0:
-                yield Sleep(wait)
+            slot = self.budget.reserve()
+            if slot.wait > 0:
+                yield Sleep(slot.wait)
+            self.budget.sent(slot)
             self.requests[call.kind] += 1
             try:
                 reply: Reply = yield Send(call, headers)

@@ -7,15 +7,22 @@ long to wait for it, so concurrent callers never collide.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from . import contract
 
 _MARGIN_FRACTION = 0.05  # slack at the window's edge: the server counts arrivals, we count sends
 _MARGIN_SECONDS = 0.005
+_LATENESS_DECAY = 0.9  # each send forgets a tenth of the lateness seen before
+
+
+class Slot(NamedTuple):
+    at: float  # the booked send time (the budget's clock)
+    wait: float  # seconds from booking to `at`
 
 
 class RateBudget:
@@ -30,18 +37,19 @@ class RateBudget:
         self.limit = limit
         self.window = window
         self._clock = clock
-        self._sends: deque[float] = deque()
+        self._sends: list[float] = []  # booked or actual send times, sorted
+        self._lateness = 0.0  # how much later than booked our requests recently left (see sent())
         self._blocked_until = 0.0
         self._foreign = 0  # requests in the window that were not ours (another process, same key)
         self._lock = threading.Lock()
 
-    def reserve(self) -> float:
-        """Book a slot for one request; returns the seconds to wait before sending it."""
+    def reserve(self) -> Slot:
+        """Book a slot for one request: wait `slot.wait` seconds, send, then call `sent(slot)`."""
         with self._lock:
             now = self._clock()
-            margin = self.window * _MARGIN_FRACTION + _MARGIN_SECONDS
+            margin = self.window * _MARGIN_FRACTION + _MARGIN_SECONDS + self._lateness
             while self._sends and self._sends[0] <= now - self.window - margin:
-                self._sends.popleft()
+                self._sends.pop(0)
             at = max(now, self._blocked_until, self._sends[-1] if self._sends else now)
             if self.limit is not None and self.window > 0:
                 capacity = max(1, self.limit - self._foreign)
@@ -49,7 +57,18 @@ class RateBudget:
                 if len(in_window) >= capacity:
                     at = in_window[-capacity] + self.window + margin
             self._sends.append(at)
-            return at - now
+            return Slot(at, at - now)
+
+    def sent(self, slot: Slot) -> None:
+        """The request booked at `slot` leaves now. A send later than booked (its flow was held up by
+        other work in the same thread) counts from now, and widens the margin of later bookings."""
+        with self._lock:
+            now = self._clock()
+            late = now - slot.at
+            self._lateness = max(late, self._lateness * _LATENESS_DECAY)
+            if late > 0 and slot.at in self._sends:
+                self._sends.remove(slot.at)
+                bisect.insort(self._sends, now)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn the limit, the window and any foreign use of the key from a response's headers."""
