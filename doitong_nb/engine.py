@@ -140,11 +140,12 @@ class Engine:
             slot = self.budget.reserve()
             if slot.wait > 0:
                 yield Sleep(slot.wait)
-            self.budget.sent(slot)
+            slot = self.budget.sent(slot)
             self.requests[call.kind] += 1
             try:
                 reply: Reply = yield Send(call, headers)
             except Exception as exc:  # the driver throws transport failures (httpx.TransportError) in here
+                self.budget.answered(slot)
                 error: DoitongError = NetworkError(
                     redact(
                         f"could not reach {self.settings.base_url} ({type(exc).__name__}: {exc})", self.settings.api_key
@@ -152,6 +153,7 @@ class Engine:
                 )
                 delay = backoff(attempt)
             else:
+                self.budget.answered(slot)
                 self.budget.observe(reply.headers)
                 body = reply.body if isinstance(reply.body, dict) else {}
                 if reply.status < 400 and not body.get("errors") and reply.body is not None:

@@ -1,8 +1,13 @@
 """The plan's request budget, kept on the client so that normal operation never meets a 429.
 
-A sliding-window log of our own sends, corrected by what the server says in its X-RateLimit-*
+A sliding-window log of our own requests, corrected by what the server says in its X-RateLimit-*
 headers (the same key may be busy elsewhere). `reserve()` books the next free slot and says how
 long to wait for it, so concurrent callers never collide.
+
+The server counts a request when it arrives, which we cannot see; but it arrived after we sent
+it and before its reply came. So each answered request is logged at its reply time, and one still
+in flight at its send time plus the slowest recent round trip: a request booked a window after
+that can never be counted with it, and the edge needs no wider margin than that.
 """
 
 from __future__ import annotations
@@ -15,14 +20,15 @@ from typing import NamedTuple
 
 from . import contract
 
-_MARGIN_FRACTION = 0.05  # slack at the window's edge: the server counts arrivals, we count sends
-_MARGIN_SECONDS = 0.005
-_LATENESS_DECAY = 0.9  # each send forgets a tenth of the lateness seen before
+_MARGIN_SECONDS = 0.005  # at the window's edge, on top of the logged times
+_FIRST_ROUND_TRIP = 0.25  # assumed for requests in flight before any reply was timed
+_DECAY = 0.9  # each new sample forgets a tenth of the worst seen before
 
 
 class Slot(NamedTuple):
-    at: float  # the booked send time (the budget's clock)
+    at: float  # when to send (the budget's clock)
     wait: float  # seconds from booking to `at`
+    counted: float  # where the request stands in the log: the latest it can have reached the server
 
 
 class RateBudget:
@@ -37,38 +43,47 @@ class RateBudget:
         self.limit = limit
         self.window = window
         self._clock = clock
-        self._sends: list[float] = []  # booked or actual send times, sorted
+        self._log: list[float] = []  # each request's `counted` time, sorted
         self._lateness = 0.0  # how much later than booked our requests recently left (see sent())
+        self._round_trip: float | None = None  # the slowest recent send-to-reply time (see answered())
         self._blocked_until = 0.0
         self._foreign = 0  # requests in the window that were not ours (another process, same key)
         self._lock = threading.Lock()
 
     def reserve(self) -> Slot:
-        """Book a slot for one request: wait `slot.wait` seconds, send, then call `sent(slot)`."""
+        """Book a slot for one request: wait `slot.wait` seconds, then `sent(slot)`, send, `answered(...)`."""
         with self._lock:
             now = self._clock()
-            margin = self.window * _MARGIN_FRACTION + _MARGIN_SECONDS + self._lateness
-            while self._sends and self._sends[0] <= now - self.window - margin:
-                self._sends.pop(0)
-            at = max(now, self._blocked_until, self._sends[-1] if self._sends else now)
+            margin = _MARGIN_SECONDS + self._lateness
+            while self._log and self._log[0] <= now - self.window - margin:
+                self._log.pop(0)
+            at = max(now, self._blocked_until)
             if self.limit is not None and self.window > 0:
                 capacity = max(1, self.limit - self._foreign)
-                in_window = [t for t in self._sends if t > at - self.window - margin]
+                in_window = [t for t in self._log if t > at - self.window - margin]
                 if len(in_window) >= capacity:
-                    at = in_window[-capacity] + self.window + margin
-            self._sends.append(at)
-            return Slot(at, at - now)
+                    at = max(at, in_window[-capacity] + self.window + margin)
+            return self._log_at(Slot(at, at - now, at + self._trip()))
 
-    def sent(self, slot: Slot) -> None:
-        """The request booked at `slot` leaves now. A send later than booked (its flow was held up by
-        other work in the same thread) counts from now, and widens the margin of later bookings."""
+    def sent(self, slot: Slot) -> Slot:
+        """The request booked as `slot` leaves now. One later than booked (its flow was held up by
+        other work in the same thread) is logged from now, and widens later bookings' margin."""
         with self._lock:
             now = self._clock()
             late = now - slot.at
-            self._lateness = max(late, self._lateness * _LATENESS_DECAY)
-            if late > 0 and slot.at in self._sends:
-                self._sends.remove(slot.at)
-                bisect.insort(self._sends, now)
+            self._lateness = max(late, self._lateness * _DECAY)
+            self._unlog(slot.counted)
+            return self._log_at(Slot(now, 0.0, now + self._trip()))
+
+    def answered(self, slot: Slot) -> None:
+        """The request `sent()` returned `slot` for has its reply (or failed) now: log it here, time the trip."""
+        with self._lock:
+            now = self._clock()
+            trip = now - slot.at
+            if trip >= 0:
+                self._round_trip = trip if self._round_trip is None else max(trip, self._round_trip * _DECAY)
+            self._unlog(slot.counted)
+            self._log_at(slot._replace(counted=now))
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn the limit, the window and any foreign use of the key from a response's headers."""
@@ -83,7 +98,7 @@ class RateBudget:
             if limit:
                 self.limit = int(limit)
             if limit and remaining is not None:
-                ours = sum(1 for t in self._sends if now - self.window < t <= now)
+                ours = sum(1 for t in self._log if now - self.window < t <= now + self._trip())  # sent ones
                 self._foreign = max(0, int(limit - remaining) - ours)
                 if remaining <= 0 and reset is not None:
                     self._blocked_until = max(self._blocked_until, now + max(0.0, reset - time.time()))
@@ -92,6 +107,18 @@ class RateBudget:
         """A 429 said to wait: nobody sends before then."""
         with self._lock:
             self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+    def _trip(self) -> float:
+        return _FIRST_ROUND_TRIP if self._round_trip is None else self._round_trip
+
+    def _log_at(self, slot: Slot) -> Slot:
+        bisect.insort(self._log, slot.counted)
+        return slot
+
+    def _unlog(self, counted: float) -> None:
+        index = bisect.bisect_left(self._log, counted)
+        if index < len(self._log) and self._log[index] == counted:
+            del self._log[index]
 
 
 def _number(value: str | None) -> float | None:

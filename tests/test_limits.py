@@ -25,6 +25,16 @@ def headers(limit: int, remaining: int, window: float) -> dict[str, str]:
     }
 
 
+def send(budget: RateBudget, clock: Clock, round_trip: float) -> float:
+    """Book a request, let the clock reach its slot, send it and answer it after `round_trip`."""
+    slot = budget.reserve()
+    clock.now = max(clock.now, slot.at)
+    sent = budget.sent(slot)
+    clock.now += round_trip
+    budget.answered(sent)
+    return sent.at
+
+
 def test_the_limit_plus_one_request_waits_a_whole_window() -> None:
     clock = Clock()
     budget = RateBudget(limit=3, window=10.0, clock=clock)
@@ -38,8 +48,9 @@ def test_headers_teach_the_limit_and_the_window() -> None:
     budget = RateBudget(clock=clock)
     budget.observe(headers(limit=2, remaining=2, window=0.6))
     assert (budget.limit, budget.window) == (2, 0.6)
-    waits = [budget.reserve().wait for _ in range(3)]
-    assert waits[2] == pytest.approx(0.6, abs=0.05)
+    send(budget, clock, round_trip=0.01)
+    waits = [budget.reserve().wait for _ in range(2)]
+    assert waits[1] == pytest.approx(0.6, abs=0.03)  # a window after the first reply
 
 
 def test_foreign_use_of_the_key_leaves_fewer_slots() -> None:
@@ -65,6 +76,22 @@ def test_a_late_send_counts_from_when_it_left_and_widens_the_margin() -> None:
     budget.sent(first)
     second = budget.reserve()
     assert second.at >= first.at + 2.0 + 10.0 + 2.0  # counted from the real send, plus the lateness seen
+
+
+def test_an_answered_request_frees_its_slot_a_window_after_its_reply() -> None:
+    clock = Clock()
+    budget = RateBudget(limit=1, window=60.0, clock=clock)
+    sent = send(budget, clock, round_trip=0.4)  # the server saw it at some moment of those 0.4 s
+    assert budget.reserve().at == pytest.approx(sent + 0.4 + 60.0, abs=0.01)
+
+
+def test_a_request_in_flight_counts_until_the_slowest_recent_round_trip() -> None:
+    clock = Clock()
+    budget = RateBudget(limit=1, window=60.0, clock=clock)
+    send(budget, clock, round_trip=0.3)
+    in_flight = budget.sent(budget.reserve())
+    assert in_flight.counted == pytest.approx(in_flight.at + 0.3)
+    assert budget.reserve().at == pytest.approx(in_flight.at + 0.3 + 60.0, abs=0.01)
 
 
 def test_a_429_blocks_every_caller_until_its_wait_is_over() -> None:

@@ -120,6 +120,28 @@ def test_generate_answers_a_processing_job_with_the_documented_fields(sandbox: S
     assert 0 <= meta["seed"] < 2**31
 
 
+def test_the_image_is_rendered_while_its_job_runs_not_when_it_is_downloaded(http: httpx.Client) -> None:
+    with Sandbox(speed=1) as sb:  # a job of about 8 s
+        job = gql(sb, http, GENERATE, generate_input(width=512, height=512)).json()["data"]["generate"]
+        deadline = time.monotonic() + 6
+        while sb.stats(sb.api_key)["outputs_rendered"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sb.stats(sb.api_key)["outputs_rendered"] == 1
+        assert gql(sb, http, JOB, {"id": job["id"]}).json()["data"]["job"]["status"] == "processing"
+        assert sb.stats(sb.api_key)["cdn_requests"] == 0
+
+
+def test_the_same_query_text_gets_the_same_answer_every_time(sandbox: Sandbox, http: httpx.Client) -> None:
+    """Parsed and validated queries are cached by text: a cached refusal must still be a refusal."""
+    for query, code in (("{ account { nope } }", "GRAPHQL_VALIDATION_FAILED"), ("{ account {", "GRAPHQL_PARSE_FAILED")):
+        answers = [gql(sandbox, http, query) for _ in range(3)]
+        assert {a.status_code for a in answers} == {400}
+        assert [error_of(a)["extensions"]["code"] for a in answers] == [code] * 3
+        assert len({json.dumps(a.json(), sort_keys=True) for a in answers}) == 1
+    credits = [gql(sandbox, http, "{ account { credits } }").json()["data"]["account"]["credits"] for _ in range(2)]
+    assert credits[0] == credits[1] > 0
+
+
 def test_generate_image_completes_with_a_cdn_url_and_the_job_query_follows_it(
     sandbox: Sandbox, http: httpx.Client
 ) -> None:
@@ -273,7 +295,7 @@ def test_unknown_job_and_another_keys_job_are_both_404(sandbox: Sandbox, http: h
         assert response.status_code == 404 and response.json()["data"] == {"job": None}
 
 
-def test_rate_limit_is_429_with_retry_after_and_refused_requests_do_not_count(http: httpx.Client) -> None:
+def test_rate_limit_is_429_with_retry_after(http: httpx.Client) -> None:
     with Sandbox(plan="free", speed=1) as sb:
         remaining = [int(gql(sb, http, ACCOUNT).headers[contract.HEADER_RATE_REMAINING]) for _ in range(10)]
         assert remaining == list(range(9, -1, -1))
@@ -288,6 +310,19 @@ def test_rate_limit_is_429_with_retry_after_and_refused_requests_do_not_count(ht
             )
             assert refused.headers[contract.HEADER_RATE_REMAINING] == "0"
         assert sb.stats(sb.api_key)["rate_limited"] == 2
+
+
+def test_refused_requests_count_toward_the_window_too(http: httpx.Client) -> None:
+    """The contract counts every authenticated request: a client that keeps knocking stays refused."""
+    with Sandbox(plan="free", speed=30) as sb:  # 10 requests per 2 s window
+        started = time.monotonic()
+        assert all(gql(sb, http, ACCOUNT).status_code == 200 for _ in range(10))
+        time.sleep(1.0)
+        assert [gql(sb, http, ACCOUNT).status_code for _ in range(5)] == [429] * 5
+        time.sleep(max(0.0, started + 2.2 - time.monotonic()))  # the accepted ten have left, the refused five not
+        answer = gql(sb, http, ACCOUNT)
+        assert answer.status_code == 200
+        assert answer.headers[contract.HEADER_RATE_REMAINING] == "4"  # 10 - the 5 refused - this one
 
 
 def test_concurrency_limit_is_429_until_the_running_job_ends(http: httpx.Client) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 from starlette.applications import Starlette
@@ -112,14 +111,15 @@ def _json(body: bytes) -> Any:
 
 async def _answer(engine: Engine, account: Account | None, request: Request, handler: Handler) -> Response:
     try:
+        if account is not None:
+            account.stats["api_requests"] += 1
+            engine.admit(account, engine.clock())
         body = await _read_body(request)
         if account is None:
             given = _credential(request) is not None
             raise ApiError(
                 401, c.UNAUTHENTICATED, "invalid API key" if given else "missing API key (Authorization: Bearer <key>)"
             )
-        account.stats["api_requests"] += 1
-        engine.check_rate(account)
         status, payload, headers = handler(engine, account, request, body)
     except ApiError as exc:
         status, payload, headers = exc.status, exc.body(), exc.headers
@@ -131,8 +131,6 @@ async def _answer(engine: Engine, account: Account | None, request: Request, han
         return JSONResponse(payload, status, headers)
     if status == 429:
         account.stats["rate_limited"] += 1
-    else:
-        engine.record_request(account)
     return JSONResponse(payload, status, {**headers, **engine.rate_headers(account)})
 
 
@@ -185,6 +183,7 @@ def _app(routes: list[Route]) -> Starlette:
 
 def api_app(engine: Engine) -> ASGIApp:
     """GraphQL, REST and the unauthenticated /_sandbox admin endpoints."""
+    gql.schema()
 
     async def stats(request: Request) -> Response:
         return JSONResponse(engine.stats())
@@ -220,26 +219,16 @@ def api_app(engine: Engine) -> ASGIApp:
 
 
 # --- CDN host ------------------------------------------------------------------------------------
-@lru_cache(maxsize=8)
-def _render(prompt: str, width: int, height: int, seed: int, raw: bool, output_format: str) -> bytes:
-    from doitong_nb.sandbox.render import render  # lazy: a separate module, and the slow part
-
-    return render(prompt, width, height, seed, raw=raw, output_format=output_format)
-
-
 def cdn_app(engine: Engine) -> ASGIApp:
-    """Serves `/outputs/{id}.{ext}` without auth, rendering each image on first request."""
+    """Serves `/outputs/{id}.{ext}` without auth; the image was rendered while its job ran (see outputs.py)."""
 
     async def output(request: Request) -> Response | _Cut:
         job = engine.output(request.path_params["id"], request.path_params["ext"])
         if job is None:
             path = request.url.path
             return JSONResponse(ApiError(404, c.NOT_FOUND, f"{path} not found (unknown or unfinished job)").body(), 404)
-        spec = job.spec
         try:
-            data = await asyncio.to_thread(
-                _render, spec.prompt, spec.width, spec.height, job.seed, spec.raw, spec.output_format
-            )
+            data = await engine.outputs.get(job)
         except Exception:
             logger.exception("rendering %s failed", job.id)
             return JSONResponse(ApiError(500, c.INTERNAL, "rendering failed").body(), 500)

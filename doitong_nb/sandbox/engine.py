@@ -20,6 +20,7 @@ from typing import Any
 from doitong_nb import contract as c
 from doitong_nb.sandbox.errors import ApiError
 from doitong_nb.sandbox.faults import Faults
+from doitong_nb.sandbox.outputs import Outputs
 from doitong_nb.sandbox.validation import Spec
 from doitong_nb.sandbox.webhooks import WebhookSender
 
@@ -37,6 +38,7 @@ STAT_NAMES = (
     "credits_charged",
     "credits_refunded",
     "cdn_requests",
+    "outputs_rendered",
     "webhook_attempts",
 )
 
@@ -64,9 +66,10 @@ class _Window:
             self.times.popleft()
         return len(self.times)
 
-    def reset_at(self, now: float) -> float:
-        """When the oldest event leaves the window (now, if it is empty)."""
-        return self.times[0] + self.length if self.count(now) else now
+    def reset_at(self, now: float, limit: int) -> float:
+        """When one more event would fit under `limit`: when the oldest leaves, or as many as it takes."""
+        over = self.count(now) - limit
+        return self.times[max(0, over)] + self.length if self.times else now
 
 
 @dataclass
@@ -123,6 +126,7 @@ class Engine:
         self.api_request_log: deque[dict[str, Any]] = deque(maxlen=_LOG_LIMIT)
         self.cdn_requests: deque[dict[str, str]] = deque(maxlen=_LOG_LIMIT)
         self.webhooks = WebhookSender(scaled=self.scaled, clock=clock, log=deque(maxlen=_LOG_LIMIT))
+        self.outputs = Outputs()
 
     def scaled(self, seconds: float) -> float:
         """A duration at this sandbox's speed."""
@@ -152,17 +156,18 @@ class Engine:
         return self.accounts.get(key) if key else None
 
     # --- request budget ---------------------------------------------------------------------------
-    def check_rate(self, account: Account) -> None:
-        """Refuse with RATE_LIMITED when the key's window is full."""
-        now = self.clock()
-        if account.requests.count(now) >= account.plan.requests_per_minute:
-            reset = account.requests.reset_at(now)
-            raise _limited(
-                c.RATE_LIMITED, f"more than {account.plan.requests_per_minute} requests a minute", reset - now, reset
-            )
+    def admit(self, account: Account, arrived: float) -> None:
+        """Count a request from when it arrived, and refuse it with RATE_LIMITED past the plan's rate.
 
-    def record_request(self, account: Account) -> None:
-        account.requests.times.append(self.clock())
+        A refused request counts too (the contract counts every authenticated request), so a client
+        that keeps knocking stays refused; Retry-After says when one request will be let in.
+        """
+        limit = account.plan.requests_per_minute
+        used = account.requests.count(arrived)
+        account.requests.times.append(arrived)
+        if used >= limit:
+            reset = account.requests.reset_at(arrived, limit)
+            raise _limited(c.RATE_LIMITED, f"more than {limit} requests a minute", reset - arrived, reset)
 
     def fake_rate_limit(self) -> ApiError:
         """The 429 the rate_limit_429 fault answers with."""
@@ -175,7 +180,7 @@ class Engine:
         return {
             c.HEADER_RATE_LIMIT: str(account.plan.requests_per_minute),
             c.HEADER_RATE_REMAINING: str(max(0, account.plan.requests_per_minute - used)),
-            c.HEADER_RATE_RESET: f"{account.requests.reset_at(now):.3f}",
+            c.HEADER_RATE_RESET: f"{account.requests.reset_at(now, account.plan.requests_per_minute):.3f}",
             c.HEADER_RATE_WINDOW: f"{account.requests.length:g}",
         }
 
@@ -191,7 +196,7 @@ class Engine:
         self._settle(account)
         limit = account.plan.daily_limit
         if limit is not None and account.submissions.count(now) >= limit:
-            reset = account.submissions.reset_at(now)
+            reset = account.submissions.reset_at(now, limit)
             raise _limited(c.DAILY_LIMIT_REACHED, f"the daily limit of {limit} jobs is reached", reset - now, reset)
         if len(account.pending) >= account.plan.concurrent_jobs:
             free_at = min(job.done_at for job in account.pending.values())
@@ -229,6 +234,10 @@ class Engine:
         if idempotency_key:
             account.idempotency[idempotency_key] = (job.id, now)
         asyncio.get_running_loop().call_later(job.duration, self._finish, job)
+        if not job.fails:
+            self.outputs.start(job, lambda: account.stats.update(outputs_rendered=1))
+        if spec.webhook_url:
+            self.webhooks.prepare()
         return self.view(job, status=c.STATUS_PROCESSING)
 
     def job(self, account: Account, job_id: str) -> dict[str, Any]:
@@ -330,6 +339,11 @@ class Engine:
             self.webhooks.send(
                 job.spec.webhook_url, account.webhook_secret, payload, lambda: account.stats.update(webhook_attempts=1)
             )
+
+    async def aclose(self) -> None:
+        """Stop webhook deliveries and pending renders."""
+        self.outputs.close()
+        await self.webhooks.aclose()
 
     def _idempotency_ttl(self) -> float:
         return math.inf if math.isinf(self.speed) else self.scaled(c.IDEMPOTENCY_TTL_SECONDS)

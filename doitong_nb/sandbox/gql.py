@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSchema, build_schema, execute_sync, parse, validate
-from graphql.language import SelectionSetNode, Visitor, visit
+from graphql.language import DocumentNode, SelectionSetNode, Visitor, visit
 
 from doitong_nb import contract as c
 from doitong_nb.sandbox import validation
@@ -22,7 +22,7 @@ _FIELD_PATTERNS = (re.compile(r"(?:required|unknown) field '(\w+)'"), re.compile
 
 @cache
 def schema() -> GraphQLSchema:
-    """The schema, built once per process."""
+    """The schema, built once per process (api_app builds it, so the first request is not the slow one)."""
     return build_schema((Path(__file__).parent / "schema.graphql").read_text())
 
 
@@ -58,12 +58,7 @@ def run(
         raise ApiError(400, "BAD_REQUEST", "'variables' must be a JSON object")
     if operation is not None and not isinstance(operation, str):
         raise ApiError(400, "BAD_REQUEST", "'operationName' must be a string")
-    try:
-        document = parse(query)
-    except GraphQLError as exc:
-        raise ApiError(400, "GRAPHQL_PARSE_FAILED", exc.message) from None
-    visit(document, _NoEmptySelections())
-    problems = validate(schema(), document)
+    document, problems = _checked(query) if len(query) <= _CACHED_QUERY_CHARS else _check(query)
     if problems:
         return 400, {"errors": [_formatted(e, "GRAPHQL_VALIDATION_FAILED") for e in problems]}, {}
     root = _Root(engine, account, idempotency_key)
@@ -71,6 +66,22 @@ def run(
     if not result.errors:
         return 200, {"data": result.data}, {}
     return _error_result(result.errors, result.data)
+
+
+def _check(query: str) -> tuple[DocumentNode, list[GraphQLError]]:
+    """Parse and validate; a query that does not parse raises ApiError."""
+    try:
+        document = parse(query)
+    except GraphQLError as exc:
+        raise ApiError(400, "GRAPHQL_PARSE_FAILED", exc.message) from None
+    visit(document, _NoEmptySelections())
+    return document, validate(schema(), document)
+
+
+# Clients send the same few queries again and again: parsing and validating is most of a request's
+# CPU, so the outcome is kept per query text (documents are never changed by execution).
+_checked = lru_cache(maxsize=256)(_check)
+_CACHED_QUERY_CHARS = 10_000
 
 
 class _NoEmptySelections(Visitor):

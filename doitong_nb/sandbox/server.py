@@ -104,7 +104,7 @@ class Sandbox:
                 await asyncio.gather(*tasks)
             finally:
                 assert self._engine is not None
-                await self._engine.webhooks.aclose()
+                await self._engine.aclose()
 
         try:
             asyncio.run(main())
@@ -188,7 +188,9 @@ class Sandbox:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not the default 0: asyncio turns Nagle's algorithm off only on sockets that
+    # say they are TCP, and with it on every keep-alive answer waits ~40 ms for a delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

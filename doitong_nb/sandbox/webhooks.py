@@ -56,9 +56,13 @@ class WebhookSender:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, url: str, secret: str, payload: dict[str, Any], on_attempt: Callable[[], None]) -> None:
+    def prepare(self) -> None:
+        """Make the HTTP client now (a job with a webhook was accepted), not in its delivery's way."""
         if self._client is None:
             self._client = httpx.AsyncClient(trust_env=False, timeout=_TIMEOUT_SECONDS)
+
+    async def _deliver(self, url: str, secret: str, payload: dict[str, Any], on_attempt: Callable[[], None]) -> None:
+        self.prepare()
         body = json.dumps(payload, separators=(",", ":")).encode()
         for attempt in range(1, c.WEBHOOK_MAX_ATTEMPTS + 1):
             timestamp = str(int(self._clock()))
