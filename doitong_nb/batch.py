@@ -39,7 +39,6 @@ from .errors import (
     error_code,
     from_response,
 )
-from .polling import expected_seconds
 from .request import GenerationRequest, as_request
 from .result import ImageResult
 from .webhooks import WebhookReceiver
@@ -49,6 +48,7 @@ if TYPE_CHECKING:
 
 Outcome = ImageResult | DoitongError
 _TICK = 0.01  # a waiting worker looks again after 1% of a typical job's predicted duration
+_FIRST_TICK = 0.01  # seconds, before anything is known: the first reply comes soon and sets the pace
 _WORKERS_PER_SLOT = 2  # so one item downloads while the next one's job already runs
 
 
@@ -114,8 +114,11 @@ class _Batch:
         self.outcomes: list[Outcome | None] = [None] * len(requests)
         self.items = self._plan(requests)
         self.queue = deque(self.items)
-        self.cap = self.plan_cap = 1
-        self.daily_left: int | None = None
+        self.cap = self.plan_cap = 1  # until the plan is known (see prepare)
+        self.plan_known = False
+        self.ask_account = False  # the first reply did not name a plan: one worker asks the account
+        self.daily_limit: int | None = None
+        self.charged = 0  # items admitted that may charge (the daily cap counts them)
         self.active = self.committed = 0
         self.closed: DoitongError | None = None  # the daily cap was reached: submit nothing more
         self._callback = progress if callable(progress) else None
@@ -146,19 +149,17 @@ class _Batch:
         return items
 
     # --- driven by Flux / AsyncFlux ----------------------------------------------------------------
-    def prepare(self) -> Flow[None]:
-        """Learn the plan (one account request) unless every item is a replay."""
-        if all(item.replay for item in self.items):
-            return
-        account = yield from self.engine.account()
-        plan = contract.PLANS.get(account.plan)
-        self.cap = self.plan_cap = plan.concurrent_jobs if plan else 1
-        self.daily_left = plan.daily_limit if plan else None
-        # a speed-scaled service says so in its rate window; the real one's is the documented minute
-        self.engine.durations.assume(self.engine.budget.window / contract.RATE_WINDOW_SECONDS)
+    def prepare(self) -> None:
+        """Use the plan this session already knows; else the first item goes alone and its reply's
+        X-RateLimit-Limit names the plan, so a batch spends none of its plan's requests on asking."""
+        plan = contract.PLANS.get(self.engine.plan or "") or contract.plan_with_rate(self.engine.budget.limit)
+        if plan is not None:
+            self._use_plan(plan)
 
     def workers(self) -> list[Flow[None]]:
-        return [self._worker() for _ in range(min(len(self.queue), _WORKERS_PER_SLOT * self.plan_cap))]
+        """Enough for any plan; those beyond what the plan needs end once it is known."""
+        most = max(p.concurrent_jobs for p in contract.PLANS.values()) if not self.plan_known else self.plan_cap
+        return [self._worker(n) for n in range(min(len(self.queue), _WORKERS_PER_SLOT * most))]
 
     def result(self) -> BatchResult:
         self._refresh_stats()
@@ -176,8 +177,10 @@ class _Batch:
         )
 
     # --- the worker flows --------------------------------------------------------------------------
-    def _worker(self) -> Flow[None]:
+    def _worker(self, number: int) -> Flow[None]:
         while self.queue:
+            if self.plan_known and number >= _WORKERS_PER_SLOT * self.plan_cap:
+                return
             item = self.queue.popleft()
             try:
                 outcome: Outcome = yield from self._run(item)
@@ -190,6 +193,10 @@ class _Batch:
             return (yield from self.engine.generate(item.request, variant=item.variant))
         self._admit(item)
         while self.active >= self.cap:
+            if self.ask_account:
+                self.ask_account = False
+                account = yield from self.engine.account()
+                self._use_plan(contract.PLANS.get(account.plan))
             yield Sleep(self._tick())
         self.active += 1
         holding = True
@@ -228,21 +235,33 @@ class _Batch:
         """Refuse, before sending, an item past the daily cap or the credit budget."""
         if self.closed is not None:
             raise self.closed
-        if item.cost and self.daily_left is not None:
-            if self.daily_left <= 0:
-                raise RateLimitError(
-                    "the plan's daily limit of jobs is reached by this batch; nothing was sent for this item",
-                    code=contract.DAILY_LIMIT_REACHED,
-                )
-            self.daily_left -= 1
+        if item.cost and self.daily_limit is not None and self.charged >= self.daily_limit:
+            raise RateLimitError(
+                "the plan's daily limit of jobs is reached by this batch; nothing was sent for this item",
+                code=contract.DAILY_LIMIT_REACHED,
+            )
         if self.max_credits is not None and self.committed + item.cost > self.max_credits:
             raise BudgetExceededError(
                 f"item {item.index} ({item.request.size}) costs {item.cost} credits and the batch has committed "
                 f"{self.committed} of its max_credits={self.max_credits}; nothing was sent for it"
             )
         self.committed += item.cost
+        self.charged += 1 if item.cost else 0
+
+    def _use_plan(self, plan: contract.Plan | None) -> None:
+        """Job slots and the daily cap from the plan (one slot for a plan we do not know)."""
+        self.plan_known = True
+        self.cap = self.plan_cap = plan.concurrent_jobs if plan else 1
+        self.daily_limit = plan.daily_limit if plan else None
+        self.engine.plan = self.engine.plan or (plan.name if plan else None)
 
     def _observe(self, step: Send, reply: Reply, item: _Item) -> None:
+        if not self.plan_known and not self.ask_account:
+            plan = contract.plan_with_rate(self.engine.budget.limit)  # the engine read the reply's headers
+            if plan is not None:
+                self._use_plan(plan)
+            else:
+                self.ask_account = True
         code = error_code(reply.body)
         if step.call.kind == "submit" and reply.status < 400 and not code:
             item.submitted = True
@@ -281,8 +300,8 @@ class _Batch:
         self.stats.elapsed = time.monotonic() - self._start
 
     def _tick(self) -> float:
-        predicted = self.engine.durations.predict(1024 * 1024) or expected_seconds(1024 * 1024)
-        return max(0.002, _TICK * predicted)
+        predicted = self.engine.durations.predict(1024 * 1024)
+        return _FIRST_TICK if predicted is None else max(0.002, _TICK * predicted)
 
 
 def _api_requests(engine: Engine) -> int:
@@ -427,7 +446,7 @@ async def run_async(
     """AsyncFlux.batch: the same worker flows as tasks on the running loop."""
     with _batch(client, prompts, options, **settings) as batch:
         try:
-            await client.run(batch.prepare())
+            batch.prepare()
             await asyncio.gather(*(client.run(worker) for worker in batch.workers()))
         except (KeyboardInterrupt, asyncio.CancelledError):
             batch.interrupted()

@@ -89,6 +89,11 @@ PLANS: dict[str, Plan] = {
     "enterprise": Plan("enterprise", 600, 50, None),
 }
 
+
+def plan_with_rate(requests_per_minute: float | None) -> Plan | None:
+    """The plan an X-RateLimit-Limit names (each plan's rate is its own), or None for a custom one."""
+    return next((p for p in PLANS.values() if p.requests_per_minute == requests_per_minute), None)
+
 # [assumed] cost = round(linear interpolation by pixel count between these points)
 _PRICE_POINTS = ((512 * 512, 10), (1024 * 1024, 20), (2048 * 2048, 30), (4096 * 4096, 50))
 

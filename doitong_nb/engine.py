@@ -155,6 +155,8 @@ class Engine:
             else:
                 self.budget.answered(slot)
                 self.budget.observe(reply.headers)
+                if self.budget.window_told:  # a speed-scaled service is as much faster as its window is shorter
+                    self.durations.assume(self.budget.window / contract.RATE_WINDOW_SECONDS)
                 body = reply.body if isinstance(reply.body, dict) else {}
                 if reply.status < 400 and not body.get("errors") and reply.body is not None:
                     return body

@@ -42,6 +42,7 @@ class RateBudget:
     ) -> None:
         self.limit = limit
         self.window = window
+        self.window_told = False  # the server said its window (a speed-scaled sandbox's is short)
         self._clock = clock
         self._log: list[float] = []  # each request's `counted` time, sorted
         self._lateness = 0.0  # how much later than booked our requests recently left (see sent())
@@ -94,7 +95,7 @@ class RateBudget:
         with self._lock:
             now = self._clock()
             if window is not None:
-                self.window = window
+                self.window, self.window_told = window, True
             if limit:
                 self.limit = int(limit)
             if limit and remaining is not None:

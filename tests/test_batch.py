@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from doitong_nb import contract
 from doitong_nb.batch import BatchStats
 from doitong_nb.client import AsyncFlux, Flux
 from doitong_nb.errors import BudgetExceededError, GenerationFailedError
@@ -121,7 +122,21 @@ def test_webhook_mode_reads_no_job_status(pro_box: Sandbox, tmp_path: Path) -> N
     assert [r.request.prompt for r in results.images] == [
         p for i, p in enumerate(prompts(6)) if i not in results.errors
     ]
-    assert results.stats.webhooks and results.stats.requests == 1 + 6
+    # one request a job: the plan came from the first reply's X-RateLimit-Limit, not from an account query
+    assert results.stats.webhooks and results.stats.requests == 6 and total["account_requests"] == 0
+    assert flux.engine.plan == "pro"
+
+
+def test_a_plan_the_rate_header_does_not_name_is_asked_for_once(
+    pro_box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(contract, "plan_with_rate", lambda rate: None)  # as for a custom enterprise rate
+    before = pro_box.stats()["total"]
+    with client(pro_box, tmp_path) as flux:
+        results = flux.batch(prompts(4), size="256x256", seed=11, progress=False)
+    total = pro_box.stats()["total"]
+    assert len(results.images) == 4 and total["rate_limited"] == before["rate_limited"]
+    assert total["account_requests"] - before["account_requests"] == 1
 
 
 def test_async_batch_gives_the_same_ordered_results(free_box: Sandbox, tmp_path: Path) -> None:

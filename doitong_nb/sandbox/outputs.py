@@ -10,6 +10,7 @@ bounded number of results is kept; an evicted one is rendered again on request.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ class Outputs:
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(_RENDER_THREADS, thread_name_prefix="sandbox-render")
+        self._pool.submit(importlib.import_module, "doitong_nb.sandbox.render")  # now, not in the first job's way
         self._renders: OrderedDict[str, asyncio.Future[bytes]] = OrderedDict()
 
     def start(self, job: Job, on_rendered: Callable[[], None] | None = None) -> None:
