@@ -9,12 +9,13 @@ pro plan (100 jobs) it prints the makespan, the API requests and the 429s of:
   (a) doitong_nb polling    Flux.batch (or AsyncFlux.batch with --driver async)
   (b) doitong_nb webhooks   the same, with webhook_url=True
   (c) naive                 the doc's advice: as many workers as concurrent jobs, poll every 2 s,
-                            retry 429/5xx with exponential backoff
+                            retry 429/5xx with exponential backoff (its refused requests count
+                            toward the plan's minute too: the contract counts every request)
   (d) bound                 the fastest schedule the plan's limits allow: a greedy schedule that knows
                             every job's duration, with no network latency and no downloads
 
 Makespans are printed in sandbox seconds (wall x speed), i.e. what the real service would take.
-Run: `python benchmarks/batch_throughput.py` (about 2 minutes on a 2-core machine).
+Run: `python benchmarks/batch_throughput.py` (about 2.5 minutes on a 2-core machine).
 """
 
 from __future__ import annotations

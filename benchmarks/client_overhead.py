@@ -4,8 +4,8 @@
    generation time, no rate window), and again with `--speed 1000000` (all but the same), once
    through `Flux.generate` in a loop (output_dir a temp dir) and once through a minimal raw-httpx
    loop (GraphQL `generate`, `job` until completed, download the url to a file). Both include the
-   sandbox rendering each image on download, the same for both. Printed as time per job and the
-   ratio (target <= 1.2x).
+   sandbox rendering each image (begun at submission; with no generation time the download waits
+   for it), the same for both. Printed as time per job and the ratio (target <= 1.2x).
 2. Status reads: a few jobs at a realistic speed (20x), through `Flux.generate` and through the
    doc's fixed loop (a read every 2 s, i.e. every 2/20 s here); status reads per job for each.
 
