@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from doitong_nb import contract
@@ -137,6 +138,20 @@ def test_a_plan_the_rate_header_does_not_name_is_asked_for_once(
     total = pro_box.stats()["total"]
     assert len(results.images) == 4 and total["rate_limited"] == before["rate_limited"]
     assert total["account_requests"] - before["account_requests"] == 1
+
+
+def test_a_batch_yields_to_requests_the_same_key_made_elsewhere(tmp_path: Path) -> None:
+    """Another program spent 55 of the pro plan's 60 requests a window: the reply headers say so and the
+    batch paces itself into the 5 left, instead of sending 10 submissions and meeting 5 refusals."""
+    with Sandbox(plan="pro", credits=1000, speed=40) as box:  # a 1.5 s window
+        with httpx.Client(base_url=box.base_url, headers={"Authorization": f"Bearer {box.api_key}"}) as other:
+            for _ in range(55):
+                assert other.post("/graphql", json={"query": "{ account { credits } }"}).status_code == 200
+        with client(box, tmp_path) as flux:
+            results = flux.batch(prompts(10), size="256x256", seed=12, progress=False)
+        total = box.stats()["total"]
+    assert len(results.images) == 10 and total["submissions"] == 10
+    assert total["rate_limited"] == 0 and results.stats.rate_limited == 0
 
 
 def test_async_batch_gives_the_same_ordered_results(free_box: Sandbox, tmp_path: Path) -> None:

@@ -48,6 +48,39 @@ def test_count_with_a_seed_makes_consecutive_seeds(ip: InteractiveShell, sandbox
     assert submissions(sandbox) == 3
 
 
+def test_each_makes_one_image_per_item_in_order_and_replays_on_rerun(ip: InteractiveShell, sandbox: Sandbox) -> None:
+    ip.user_ns["animals"] = ["fox", "owl", "hare"]
+    before = submissions(sandbox)
+    ip.user_ns["style"] = "ink"
+    ip.run_cell_magic("flux", "--each animals --size 256x256 --seed 5 -o imgs", "a {item} in the snow, {style}")
+    imgs = ip.user_ns["imgs"]
+    assert [r.request.prompt for r in imgs] == [f"a {a} in the snow, ink" for a in ("fox", "owl", "hare")]
+    assert {r.seed for r in imgs} == {5} and len({r.job_id for r in imgs}) == 3
+    assert submissions(sandbox) - before == 3
+    ip.run_cell_magic("flux", "--each animals --size 256x256 --seed 5 -o again", "a {item} in the snow, {style}")
+    assert all(r.replayed for r in ip.user_ns["again"]) and submissions(sandbox) - before == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "prompt", "message"),
+    [
+        ("--each nowhere", "a {item}", "there is no variable 'nowhere'"),
+        ("--each animals", "a fox", "write {item} in the prompt"),
+        ("--each animals -n 2", "a {item}", "-n cannot be combined with --each"),
+        ("--each word", "a {item}", "expected a list of items"),
+    ],
+)
+def test_each_misuse_is_one_line_and_nothing_is_sent(
+    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], line: str, prompt: str, message: str
+) -> None:
+    ip.user_ns.update(animals=["fox", "owl"], word="fox")
+    before = sandbox.stats()["total"]["api_requests"]
+    ip.run_cell_magic("flux", line + " --size 256x256", prompt)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Flux error:") and message in err and "\n" not in err
+    assert sandbox.stats()["total"]["api_requests"] == before
+
+
 def test_rerun_replays_and_refresh_generates_again(ip: InteractiveShell, sandbox: Sandbox) -> None:
     ip.run_cell_magic("flux", "--size 256x256 --seed 1 -o a", PROMPT)
     ip.run_cell_magic("flux", "--size 256x256 --seed 1 -o b", PROMPT)
