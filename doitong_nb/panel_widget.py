@@ -410,7 +410,11 @@ class FluxPanel:
     # --- results ----------------------------------------------------------------------------------
     def _add_to_gallery(self, result: ImageResult) -> None:
         data, mime = make_preview(result.path, THUMB_PX)
-        fill = widgets.Layout(width="100%", height="150px", object_fit="cover", flex="none", margin="0")
+        # overflow hidden: lumino styles widgets `overflow: visible`, and Chromium then paints the part that
+        # object-fit: cover crops off a replaced element, over the caption below it
+        fill = widgets.Layout(
+            width="100%", height="150px", object_fit="cover", flex="none", margin="0", overflow="hidden"
+        )
         image = widgets.Image(value=data, format=mime.split("/")[1], layout=fill)
         opener = _classed(
             widgets.Button(description="open", tooltip=result.request.prompt, layout=widgets.Layout(height="auto")),

@@ -55,8 +55,8 @@ class Outputs:
         return await asyncio.shield(self._renders[job.id])
 
     def close(self) -> None:
-        """Drop pending renders; running ones end with the process."""
+        """Drop pending renders and wait for running ones, so a stopped sandbox leaves no thread behind."""
         for render in self._renders.values():
             render.cancel()
         self._renders.clear()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)

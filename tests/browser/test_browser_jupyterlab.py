@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any
 
 import nbformat
 import pytest
+from PIL import Image
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -48,6 +50,9 @@ def test_the_panel_generates_into_its_gallery_while_the_kernel_stays_free(lab: A
     assert thumbnail.evaluate("img => img.complete && img.naturalWidth > 0")
     assert panel.locator(".flux-job").count() == 0
     assert "20 credits" in panel.locator(".flux-account").inner_text()
+    caption = Image.open(io.BytesIO(panel.locator(".flux-gallery .flux-caption").first.screenshot())).convert("L")
+    dark = sum(1 for v in caption.getdata() if v < 80) / (caption.width * caption.height)
+    assert dark < 0.1, f"{dark:.0%} of the thumbnail's caption is dark: the picture is painted over it"
 
     panel.locator(".flux-gallery .flux-thumb").first.click()  # the thumbnail's open button covers the picture
     detail = panel.locator(".flux-detail")
