@@ -124,6 +124,7 @@ class Engine:
         self.budget = RateBudget()
         self.durations = DurationModel()
         self.session_credits = 0
+        self._charged: set[str] = set()  # job ids counted in session_credits (a resent submission is one job)
         self.balance: int | None = None
         self.plan: str | None = None
         self.requests: Counter[str] = Counter()
@@ -188,7 +189,9 @@ class Engine:
         via = via or self.transport
         body = yield from self.call(via.submit(request), deadline=deadline, idempotency_key=idempotency_key, via=via)
         job = via.parse_job(body)
-        self._charge(job.credit_cost if job.credit_cost is not None else request.estimated_credits)
+        if job.id not in self._charged:  # the same Idempotency-Key sent again is answered with the first job
+            self._charged.add(job.id)
+            self._charge(job.credit_cost if job.credit_cost is not None else request.estimated_credits)
         return job
 
     def status(self, job_id: str, deadline: float, via: Transport | None = None) -> Flow[Job]:
@@ -339,8 +342,9 @@ class Engine:
         job = yield from self.wait(job, pixels, deadline, accepted_at, progress, via, completion)
         if job.status == contract.STATUS_FAILED:
             journal.mark_failed(entry.idempotency_key, job.error_code or contract.GENERATION_FAILED)
-            refund = job.credit_cost if job.credit_cost is not None else request.estimated_credits
-            self._charge(-refund)
+            if job.id in self._charged:  # a job resumed from an earlier session was not counted in this one
+                self._charged.discard(job.id)
+                self._charge(-(job.credit_cost if job.credit_cost is not None else request.estimated_credits))
             raise GenerationFailedError(
                 f"job {job.id} failed ({job.error_code}: {job.error_message}); its credits are refunded: "
                 "try again, perhaps with another seed or prompt",

@@ -15,10 +15,12 @@ from doitong_nb import (
     GenerationFailedError,
     InsufficientCreditsError,
     InvalidRequestError,
+    JobTimeoutError,
     NotFoundError,
     RateLimitError,
 )
 from doitong_nb.client import AsyncFlux, Flux
+from doitong_nb.request import GenerationRequest
 from doitong_nb.sandbox import Faults, Sandbox
 
 PROMPT = "A futuristic city with flying cars and neon lights"
@@ -108,6 +110,18 @@ def test_failed_job_is_refunded_and_reported(tmp_path: Path) -> None:
         assert caught.value.job_id and "refunded" in str(caught.value)
         assert flux.session_credits == 0
         assert box.stats()["total"]["credits"] == 1000
+
+
+def test_a_failed_job_resumed_from_an_earlier_session_is_not_refunded_to_this_one(tmp_path: Path) -> None:
+    """Session one paid for the job and stopped waiting; session two finds it failed: its own spend stays 0."""
+    with Sandbox(speed=20, faults=Faults(fail_job=1)) as box:
+        with client_for(box, tmp_path) as first:
+            with pytest.raises(JobTimeoutError):
+                first.run(first.engine.generate(GenerationRequest.build(PROMPT, seed=8), timeout=0.05))
+            assert first.session_credits == 20
+        with client_for(box, tmp_path) as second, pytest.raises(GenerationFailedError):
+            second.generate(PROMPT, seed=8)
+        assert second.session_credits == 0 and box.stats()["total"]["submissions"] == 1
 
 
 def test_server_errors_and_429s_are_retried(tmp_path: Path) -> None:
