@@ -345,9 +345,13 @@ class Engine:
             if job.id in self._charged:  # a job resumed from an earlier session was not counted in this one
                 self._charged.discard(job.id)
                 self._charge(-(job.credit_cost if job.credit_cost is not None else request.estimated_credits))
+            advice = (
+                "rephrase the prompt"
+                if job.error_code == contract.CONTENT_MODERATED
+                else "try again, perhaps with another seed or prompt"
+            )
             raise GenerationFailedError(
-                f"job {job.id} failed ({job.error_code}: {job.error_message}); its credits are refunded: "
-                "try again, perhaps with another seed or prompt",
+                f"job {job.id} failed ({job.error_code}: {job.error_message}); its credits are refunded: {advice}",
                 code=job.error_code or contract.GENERATION_FAILED,
                 job_id=job.id,
             )

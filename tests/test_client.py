@@ -124,6 +124,18 @@ def test_a_failed_job_resumed_from_an_earlier_session_is_not_refunded_to_this_on
         assert second.session_credits == 0 and box.stats()["total"]["submissions"] == 1
 
 
+def test_a_moderated_prompt_says_to_rephrase_and_a_queued_job_is_waited_for(tmp_path: Path) -> None:
+    with Sandbox(speed=200, faults=Faults(moderate_job=1)) as box, client_for(box, tmp_path) as flux:
+        with pytest.raises(GenerationFailedError) as caught:
+            flux.generate(PROMPT, seed=1)
+        assert caught.value.code == "CONTENT_MODERATED" and "rephrase the prompt" in str(caught.value)
+        box.faults = Faults(queue_job=1)
+        statuses: list[str] = []
+        img = flux.generate(PROMPT, seed=2, progress=lambda status, elapsed, detail: statuses.append(status))
+        assert img.path.exists() and flux.session_credits == img.credit_cost
+        assert statuses[0] == "queued" and "downloading" in statuses
+
+
 def test_server_errors_and_429s_are_retried(tmp_path: Path) -> None:
     with Sandbox(speed=1000, faults=Faults(error_5xx=2, rate_limit_429=2)) as box, client_for(box, tmp_path) as flux:
         img = flux.generate(PROMPT, seed=5)

@@ -407,6 +407,27 @@ def test_the_same_idempotency_key_returns_the_first_job_and_charges_once(sandbox
     assert other["id"] != first["id"]  # idempotency keys are per API key
 
 
+def test_a_moderated_job_fails_with_content_moderated_and_is_refunded(http: httpx.Client) -> None:
+    with Sandbox(speed=1000, faults=Faults(moderate_job=1)) as sb:
+        job = wait_final(sb, http, gql(sb, http, GENERATE, generate_input()).json()["data"]["generate"]["id"])
+        assert job["status"] == "failed" and job["error"]["code"] == "CONTENT_MODERATED"
+        assert "moderation" in job["error"]["message"]
+        assert sb.stats(sb.api_key)["credits"] == 1000 and sb.stats(sb.api_key)["outputs_rendered"] == 0
+
+
+def test_a_queued_job_is_queued_then_processing_and_holds_a_job_slot(http: httpx.Client) -> None:
+    with Sandbox(plan="free", speed=10, faults=Faults(queue_job=1, queue_seconds=3.0)) as sb:  # 0.3 s queued
+        submitted = gql(sb, http, GENERATE, generate_input()).json()["data"]["generate"]
+        assert submitted["status"] == "queued"
+        assert gql(sb, http, JOB, {"id": submitted["id"]}).json()["data"]["job"]["status"] == "queued"
+        refused = gql(sb, http, GENERATE, generate_input())  # the free plan's one job slot is taken
+        assert refused.status_code == 429 and error_of(refused)["extensions"]["code"] == "CONCURRENCY_LIMITED"
+        time.sleep(0.4)
+        assert gql(sb, http, JOB, {"id": submitted["id"]}).json()["data"]["job"]["status"] == "processing"
+        time.sleep(1.0)  # about 0.8 s of processing at this speed (a polling loop would meet the plan's limit)
+        assert gql(sb, http, JOB, {"id": submitted["id"]}).json()["data"]["job"]["status"] == "completed"
+
+
 def test_a_failed_job_carries_its_error_and_is_refunded(http: httpx.Client) -> None:
     with Sandbox(speed=1000, faults=Faults(fail_job=1)) as sb:
         job_id = gql(sb, http, GENERATE, generate_input()).json()["data"]["generate"]["id"]

@@ -25,7 +25,17 @@ TIME_LIMIT = 90.0
 @pytest.mark.soak
 @pytest.mark.timeout(180)
 def test_faulty_service_charges_once_and_stores_only_whole_verified_images(tmp_path: Path) -> None:
-    faults = Faults(error_5xx=0.2, drop=0.05, truncate_cdn=0.05, fail_job=0.05, slow=0.05, slow_seconds=2.0, seed=1234)
+    faults = Faults(
+        error_5xx=0.2,
+        drop=0.05,
+        truncate_cdn=0.05,
+        fail_job=0.05,
+        moderate_job=0.04,
+        queue_job=0.1,
+        slow=0.05,
+        slow_seconds=2.0,
+        seed=1234,
+    )
     out = tmp_path / "out"
     prompts = [f"a paper boat on a pond, soak study {i}" for i in range(JOBS)]
     with Sandbox(plan="pro", credits=100_000, speed=200, faults=faults) as box:
@@ -38,6 +48,8 @@ def test_faulty_service_charges_once_and_stores_only_whole_verified_images(tmp_p
     assert elapsed < TIME_LIMIT, f"the soak took {elapsed:.1f} s"
     assert len(results) == JOBS
     assert total["jobs_failed"] >= 1 and total["credits_refunded"] > 0  # the faults really fired
+    codes = {getattr(error, "code", None) for error in results.errors.values()}
+    assert {"GENERATION_FAILED", "CONTENT_MODERATED"} <= codes, codes
     # every item ends as an image or a clear, typed error with a message
     for outcome in results:
         assert isinstance(outcome, (ImageResult, DoitongError)), repr(outcome)

@@ -83,12 +83,13 @@ class Job:
     created: float
     duration: float
     cost: int
-    fails: bool
+    failure: str | None  # the error code it will fail with, or None
+    queued: float = 0.0  # seconds it waits in `queued` before processing
     final: str | None = None
 
     @property
     def done_at(self) -> float:
-        return self.created + self.duration
+        return self.created + self.queued + self.duration
 
     @property
     def ext(self) -> str:
@@ -224,7 +225,8 @@ class Engine:
             created=now,
             duration=self.scaled(generation_seconds(spec.width, spec.height, seed)),
             cost=cost,
-            fails=self.faults.fire("fail_job"),
+            failure=_failure(self.faults),
+            queued=self.scaled(self.faults.queue_seconds) if self.faults.fire("queue_job") else 0.0,
         )
         account.credits -= cost
         account.stats.update(jobs_created=1, credits_charged=cost)
@@ -234,11 +236,11 @@ class Engine:
         if idempotency_key:
             account.idempotency[idempotency_key] = (job.id, now)
         asyncio.get_running_loop().call_later(job.duration, self._finish, job)
-        if not job.fails:
+        if job.failure is None:
             self.outputs.start(job, lambda: account.stats.update(outputs_rendered=1))
         if spec.webhook_url:
             self.webhooks.prepare()
-        return self.view(job, status=c.STATUS_PROCESSING)
+        return self.view(job, status=c.STATUS_QUEUED if job.queued else c.STATUS_PROCESSING)
 
     def job(self, account: Account, job_id: str) -> dict[str, Any]:
         """The view of one of this key's jobs; anyone else's is NOT_FOUND, exactly like a missing one."""
@@ -263,8 +265,12 @@ class Engine:
         }
 
     def status(self, job: Job) -> str:
-        if job.final is None and self.clock() >= job.done_at:
-            self._finish(job)
+        if job.final is None:
+            now = self.clock()
+            if now >= job.done_at:
+                self._finish(job)
+            elif now < job.created + job.queued:
+                return c.STATUS_QUEUED
         return job.final or c.STATUS_PROCESSING
 
     def view(self, job: Job, status: str | None = None) -> dict[str, Any]:
@@ -298,8 +304,8 @@ class Engine:
             "creditCost": job.cost,
             "createdAt": iso(job.created),
             "completedAt": iso(job.done_at) if status in c.FINAL_STATUSES else None,
-            "error": {"code": c.GENERATION_FAILED, "message": "generation failed (injected fault); credits refunded"}
-            if status == c.STATUS_FAILED
+            "error": {"code": job.failure, "message": _FAILURE_MESSAGES[job.failure]}
+            if status == c.STATUS_FAILED and job.failure
             else None,
         }
 
@@ -320,9 +326,9 @@ class Engine:
         if job.final is not None:
             return
         account = self.accounts[job.key]
-        job.final = c.STATUS_FAILED if job.fails else c.STATUS_COMPLETED
+        job.final = c.STATUS_FAILED if job.failure else c.STATUS_COMPLETED
         account.pending.pop(job.id, None)
-        if job.fails:
+        if job.failure:
             account.credits += job.cost
             account.stats.update(jobs_failed=1, credits_refunded=job.cost)
         if job.spec.webhook_url:
@@ -358,6 +364,19 @@ class Engine:
         total = {name: sum(k[name] for k in keys.values()) + self.unattributed[name] for name in STAT_NAMES}
         total["credits"] = sum(k["credits"] for k in keys.values())
         return {"total": total, "keys": keys}
+
+
+_FAILURE_MESSAGES = {
+    c.GENERATION_FAILED: "generation failed (injected fault); credits refunded",
+    c.CONTENT_MODERATED: "the prompt was refused by content moderation (injected fault); credits refunded",
+}
+
+
+def _failure(faults: Faults) -> str | None:
+    """The error code a new job will fail with, if a fault says it fails."""
+    if faults.fire("moderate_job"):
+        return c.CONTENT_MODERATED
+    return c.GENERATION_FAILED if faults.fire("fail_job") else None
 
 
 def _limited(code: str, reason: str, retry_after: float, reset_at: float) -> ApiError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, fields
 
-KINDS = ("error_5xx", "rate_limit_429", "drop", "slow", "truncate_cdn", "fail_job")
+KINDS = ("error_5xx", "rate_limit_429", "drop", "slow", "truncate_cdn", "fail_job", "moderate_job", "queue_job")
 
 
 @dataclass
@@ -23,6 +23,9 @@ class Faults:
     slow_seconds: float = 2.0
     truncate_cdn: float | int = 0
     fail_job: float | int = 0
+    moderate_job: float | int = 0  # the job fails with CONTENT_MODERATED (refunded), as a refused prompt does
+    queue_job: float | int = 0  # the job waits `queue_seconds` in `queued` before it is processed
+    queue_seconds: float = 3.0
     seed: int = 0
     _rng: random.Random = field(init=False, repr=False, compare=False)
     _left: dict[str, int] = field(init=False, repr=False, compare=False)
@@ -31,8 +34,9 @@ class Faults:
         for f in fields(self):
             if f.name in KINDS:
                 _check(f.name, getattr(self, f.name))
-        if self.slow_seconds < 0:
-            raise ValueError(f"slow_seconds must be >= 0, got {self.slow_seconds!r}")
+        for name in ("slow_seconds", "queue_seconds"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         self._rng = random.Random(self.seed)
         self._left = {k: v for k in KINDS if _is_count(v := getattr(self, k))}
 
