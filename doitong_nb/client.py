@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .config import HTTP_TIMEOUT, resolve
-from .engine import Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step
+from .engine import Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, Work
 from .errors import DownloadError
 from .request import GenerationRequest, as_request
 from .result import ImageResult, Job
@@ -102,6 +102,10 @@ class _Base:
         return time.monotonic() + self.settings.timeout
 
 
+# what an HTTP step may fail with and its flow handles (retry, or a clear error); anything else is a bug
+_IO_ERRORS = (httpx.TransportError, DownloadError, OSError)
+
+
 @functools.cache
 def _tls() -> ssl.SSLContext:
     """One TLS context per process: making one reads the CA bundle (~40 ms), and every client needs it."""
@@ -164,8 +168,10 @@ class Flux(_Base):
                     heapq.heappush(ready, (time.monotonic() + step.seconds, order, index, None, None))
                     continue
                 try:
-                    outcome, failure = self._execute(step), None
-                except (httpx.TransportError, DownloadError, OSError) as exc:
+                    outcome, failure = (step.fn() if isinstance(step, Work) else self._execute(step)), None
+                except Exception as exc:
+                    if not isinstance(step, Work) and not isinstance(exc, _IO_ERRORS):
+                        raise
                     outcome, failure = None, exc
                 heapq.heappush(ready, (0.0, order, index, outcome, failure))
         finally:
@@ -283,8 +289,10 @@ class AsyncFlux(_Base):
                     await asyncio.sleep(step.seconds)
                     continue
                 try:
-                    value = await self._execute(step)
-                except (httpx.TransportError, DownloadError, OSError) as exc:
+                    value = await (asyncio.to_thread(step.fn) if isinstance(step, Work) else self._execute(step))
+                except Exception as exc:
+                    if not isinstance(step, Work) and not isinstance(exc, _IO_ERRORS):
+                        raise
                     error = exc
         finally:
             flow.close()

@@ -1,7 +1,7 @@
 """The engine: every operation written once, as a generator of I/O steps.
 
-A flow yields `Send`, `Fetch` and `Sleep` steps and receives their outcomes; `client.Flux` runs
-flows with a blocking httpx.Client and `client.AsyncFlux` with an httpx.AsyncClient. So retries,
+A flow yields `Send`, `Fetch`, `Sleep` and `Work` steps and receives their outcomes; `client.Flux`
+runs flows with a blocking httpx.Client and `client.AsyncFlux` with an httpx.AsyncClient. So retries,
 polling, the journal and replay are the same code in sync and async use, and can be tested once.
 """
 
@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -89,7 +90,15 @@ class Sleep:
     seconds: float
 
 
-Step = Send | Fetch | Sleep
+@dataclass(frozen=True)
+class Work:
+    """Run `fn()`: disk and CPU work (checking, then storing an image). The async driver runs it in a
+    thread, so the event loop keeps serving the other flows; an exception is thrown into the flow."""
+
+    fn: Callable[[], Any]
+
+
+Step = Send | Fetch | Sleep | Work
 
 
 def backoff(attempt: int) -> float:
@@ -272,7 +281,7 @@ class Engine:
                     raise DownloadError(f"the CDN answered HTTP {fetched.status}")
                 if fetched.content_length is not None and fetched.written != fetched.content_length:
                     raise DownloadError(f"got {fetched.written} of {fetched.content_length} bytes")
-                _check_image(dest, job)
+                yield Work(partial(_check_image, dest, job))
                 return dest
             except UnsafeResponseError:
                 dest.unlink(missing_ok=True)
@@ -358,7 +367,7 @@ class Engine:
         if progress:
             progress("downloading", time.monotonic() - accepted_at, "")
         path = yield from self.download(job, request, deadline)
-        result = self.store.put(key, request, job, path)
+        result: ImageResult = yield Work(partial(self.store.put, key, request, job, path))
         journal.mark_done(entry.idempotency_key)
         return self._annotate(result)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -22,6 +24,7 @@ from doitong_nb import (
 from doitong_nb.client import AsyncFlux, Flux
 from doitong_nb.request import GenerationRequest
 from doitong_nb.sandbox import Faults, Sandbox
+from doitong_nb.store import Store
 
 PROMPT = "A futuristic city with flying cars and neon lights"
 
@@ -59,6 +62,30 @@ def test_async_client_generates_concurrently(sandbox: Sandbox, tmp_path: Path) -
         results = pool.submit(asyncio.run, main()).result()
     assert [r.seed for r in results] == [0, 1, 2]
     assert len({r.sha256 for r in results}) == 3
+
+
+def test_the_async_client_checks_and_stores_images_off_the_event_loop(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding a big PNG and writing it with its provenance takes long enough to stall the other flows."""
+    stored_on: list[threading.Thread] = []
+    put = Store.put
+
+    def recording_put(self: Store, *args: Any) -> Any:
+        stored_on.append(threading.current_thread())
+        return put(self, *args)
+
+    monkeypatch.setattr(Store, "put", recording_put)
+
+    async def main() -> threading.Thread:
+        async with AsyncFlux(api_key=sandbox.api_key, base_url=sandbox.base_url, output_dir=tmp_path) as flux:
+            image = await flux.generate(PROMPT, seed=21, size="512x512", output_format="png")
+            assert image.path.suffix == ".png" and image.path.exists()
+        return threading.current_thread()
+
+    with ThreadPoolExecutor(1) as pool:
+        loop_thread = pool.submit(asyncio.run, main()).result()
+    assert len(stored_on) == 1 and stored_on[0] is not loop_thread
 
 
 def test_identical_request_replays_at_zero_credits(flux: Flux, sandbox: Sandbox) -> None:
