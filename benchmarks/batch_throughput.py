@@ -15,7 +15,7 @@ pro plan (100 jobs) it prints the makespan, the API requests and the 429s of:
                             every job's duration, with no network latency and no downloads
 
 Makespans are printed in sandbox seconds (wall x speed), i.e. what the real service would take.
-Run: `python benchmarks/batch_throughput.py` (about 2.5 minutes on a 2-core machine).
+Run: `python benchmarks/batch_throughput.py` (about 2 minutes on a 2-core machine).
 """
 
 from __future__ import annotations
