@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from . import contract
 from .engine import Completion, Engine, Fetch, Flow, Reply, Send, Sleep
 from .errors import (
+    AuthenticationError,
     BudgetExceededError,
     DoitongError,
     GenerationFailedError,
@@ -178,25 +179,39 @@ class _Batch:
 
     # --- the worker flows --------------------------------------------------------------------------
     def _worker(self, number: int) -> Flow[None]:
+        """Worker 0 alone while the plan is unknown; then as many as the plan's slots need, the rest end."""
         while self.queue:
-            if self.plan_known and number >= _WORKERS_PER_SLOT * self.plan_cap:
+            if self.ask_account:
+                yield from self._ask_plan()
+            if not self.plan_known and number > 0:
+                yield Sleep(self._tick())
+                continue
+            if number >= _WORKERS_PER_SLOT * self.plan_cap:
                 return
             item = self.queue.popleft()
             try:
                 outcome: Outcome = yield from self._run(item)
             except DoitongError as exc:
                 outcome = exc
+                if isinstance(exc, AuthenticationError):  # every other item would meet it too: send no more
+                    self.closed = exc
             self._finish(item, outcome)
+
+    def _ask_plan(self) -> Flow[None]:
+        """The first reply named no plan we know: ask the account, once (one slot if that fails too)."""
+        self.ask_account = False
+        try:
+            account = yield from self.engine.account()
+        except DoitongError:
+            self._use_plan(None)
+            return
+        self._use_plan(contract.PLANS.get(account.plan))
 
     def _run(self, item: _Item) -> Flow[ImageResult]:
         if item.replay:
             return (yield from self.engine.generate(item.request, variant=item.variant))
         self._admit(item)
         while self.active >= self.cap:
-            if self.ask_account:
-                self.ask_account = False
-                account = yield from self.engine.account()
-                self._use_plan(contract.PLANS.get(account.plan))
             yield Sleep(self._tick())
         self.active += 1
         holding = True
@@ -256,8 +271,9 @@ class _Batch:
         self.engine.plan = self.engine.plan or (plan.name if plan else None)
 
     def _observe(self, step: Send, reply: Reply, item: _Item) -> None:
-        if not self.plan_known and not self.ask_account:
-            plan = contract.plan_with_rate(self.engine.budget.limit)  # the engine read the reply's headers
+        limit = self.engine.budget.limit  # the engine has read the reply's X-RateLimit-Limit, if it had one
+        if not self.plan_known and not self.ask_account and (limit is not None or reply.status < 400):
+            plan = contract.plan_with_rate(limit)
             if plan is not None:
                 self._use_plan(plan)
             else:

@@ -13,7 +13,7 @@ import pytest
 from doitong_nb import contract
 from doitong_nb.batch import BatchStats
 from doitong_nb.client import AsyncFlux, Flux
-from doitong_nb.errors import BudgetExceededError, GenerationFailedError
+from doitong_nb.errors import AuthenticationError, BudgetExceededError, GenerationFailedError
 from doitong_nb.request import GenerationRequest
 from doitong_nb.result import ImageResult
 from doitong_nb.sandbox import Faults, Sandbox
@@ -138,6 +138,15 @@ def test_a_plan_the_rate_header_does_not_name_is_asked_for_once(
     total = pro_box.stats()["total"]
     assert len(results.images) == 4 and total["rate_limited"] == before["rate_limited"]
     assert total["account_requests"] - before["account_requests"] == 1
+
+
+def test_a_wrong_key_fails_every_item_after_one_request(pro_box: Sandbox, tmp_path: Path) -> None:
+    before = pro_box.stats()["total"]["api_requests"]
+    with Flux(api_key="sbx_wrong", base_url=pro_box.base_url, output_dir=tmp_path) as flux:
+        results = flux.batch(prompts(5), size="256x256", seed=13, progress=False)
+    assert len(results.errors) == 5 and all(isinstance(e, AuthenticationError) for e in results.errors.values())
+    assert "sbx_wrong" not in str(results.errors[0])
+    assert pro_box.stats()["total"]["api_requests"] - before == 1
 
 
 def test_a_batch_yields_to_requests_the_same_key_made_elsewhere(tmp_path: Path) -> None:
