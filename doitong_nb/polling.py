@@ -58,6 +58,9 @@ class DurationModel:
         predicted = self.predict(pixels)
         if predicted is None:
             return min(_MAX_GAP, _FIRST_LOOK * _GROWTH**reads)
-        if elapsed < predicted:
-            return min(predicted - elapsed + max(_MIN_STEP, _ON_TIME_MARGIN * predicted), _MAX_GAP)
+        on_time = predicted + (max(_MIN_STEP, _ON_TIME_MARGIN * predicted) if predicted > 0 else 0.0)
+        if elapsed < on_time:
+            return min(on_time - elapsed, _MAX_GAP)
+        if reads == 0:  # its predicted end has passed already (an instant service): look now
+            return 0.0
         return min(max(_MIN_STEP, _LATE_STEP * predicted), _MAX_GAP)

@@ -117,5 +117,12 @@ def test_polling_reads_once_just_after_the_predicted_end() -> None:
     assert model.next_delay(1024 * 1024, elapsed=1.0, reads=1) < 0.1  # late: short steps
 
 
+def test_a_job_predicted_done_already_is_read_at_once_then_in_short_steps() -> None:
+    model = DurationModel()
+    model.observe(1024 * 1024, 0.0)  # an instant service (a sandbox at infinite speed)
+    assert model.next_delay(1024 * 1024, elapsed=0.001, reads=0) == 0.0
+    assert model.next_delay(1024 * 1024, elapsed=0.01, reads=1) > 0
+
+
 def test_a_server_hint_wins_over_the_prediction() -> None:
     assert DurationModel().next_delay(1024 * 1024, elapsed=0.0, reads=0, hint=1.5) == 1.5
