@@ -121,7 +121,7 @@ class _Batch:
         self.daily_limit: int | None = None
         self.charged = 0  # items admitted that may charge (the daily cap counts them)
         self.active = self.committed = 0
-        self.closed: DoitongError | None = None  # the daily cap was reached: submit nothing more
+        self.closed: DoitongError | None = None  # the daily cap was reached, or the key is refused: send no more
         self._callback = progress if callable(progress) else None
         self._bar = _bar(len(requests)) if progress is True else None
         self._start = time.monotonic()
