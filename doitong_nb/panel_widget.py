@@ -411,9 +411,16 @@ class FluxPanel:
     def _add_to_gallery(self, result: ImageResult) -> None:
         data, mime = make_preview(result.path, THUMB_PX)
         # overflow hidden: lumino styles widgets `overflow: visible`, and Chromium then paints the part that
-        # object-fit: cover crops off a replaced element, over the caption below it
+        # object-fit: cover crops off a replaced element, over the caption below it. Cropped from the
+        # top, so that a sandbox image keeps its SANDBOX banner (at the bottom) in view.
         fill = widgets.Layout(
-            width="100%", height="150px", object_fit="cover", flex="none", margin="0", overflow="hidden"
+            width="100%",
+            height="150px",
+            object_fit="cover",
+            object_position="50% 100%",
+            flex="none",
+            margin="0",
+            overflow="hidden",
         )
         image = widgets.Image(value=data, format=mime.split("/")[1], layout=fill)
         opener = _classed(
