@@ -174,7 +174,8 @@ class Engine:
                 if isinstance(error, RateLimitError):
                     self.requests["429"] += 1
                     delay = error.retry_after if error.retry_after is not None else backoff(attempt)
-                    self.budget.block_for(delay)
+                    if error.code != contract.CONCURRENCY_LIMITED:  # no free job slot: status reads may go on
+                        self.budget.block_for(delay)
                 elif isinstance(error, ServerError) or (reply.status < 400 and reply.body is None):
                     delay = backoff(attempt)
                 else:

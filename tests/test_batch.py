@@ -17,6 +17,7 @@ from doitong_nb.errors import AuthenticationError, BudgetExceededError, Generati
 from doitong_nb.request import GenerationRequest
 from doitong_nb.result import ImageResult
 from doitong_nb.sandbox import Faults, Sandbox
+from doitong_nb.transport.graphql import GraphQLTransport
 
 SPEED = 200
 
@@ -161,6 +162,22 @@ def test_a_batch_yields_to_requests_the_same_key_made_elsewhere(tmp_path: Path) 
         total = box.stats()["total"]
     assert len(results.images) == 10 and total["submissions"] == 10
     assert total["rate_limited"] == 0 and results.stats.rate_limited == 0
+
+
+def test_a_batch_shares_the_plans_job_slots_with_jobs_running_elsewhere(tmp_path: Path) -> None:
+    """8 of the pro plan's 10 job slots are taken by another program, which no header tells: the items
+    that find no slot are refused with CONCURRENCY_LIMITED, wait as its Retry-After says, and go then."""
+    with Sandbox(plan="pro", credits=1000, speed=8) as box:  # jobs of about 1 s
+        with httpx.Client(base_url=box.base_url, headers={"Authorization": f"Bearer {box.api_key}"}) as other:
+            for i in range(8):
+                body = GraphQLTransport().submit(GenerationRequest.build(f"elsewhere {i}", size="256x256")).json
+                assert other.post("/graphql", json=body).status_code == 200
+        with client(box, tmp_path) as flux:
+            results = flux.batch(prompts(6), size="256x256", seed=14, progress=False)
+        total = box.stats()["total"]
+    assert len(results.images) == 6 and not results.errors
+    assert total["jobs_created"] == 8 + 6  # a refused submission is sent again, and accepted once
+    assert 1 <= results.stats.rate_limited == total["rate_limited"] <= 2 * 4  # 4 items find no slot at first
 
 
 def test_async_batch_gives_the_same_ordered_results(free_box: Sandbox, tmp_path: Path) -> None:
