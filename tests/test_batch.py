@@ -177,7 +177,9 @@ def test_a_batch_shares_the_plans_job_slots_with_jobs_running_elsewhere(tmp_path
         total = box.stats()["total"]
     assert len(results.images) == 6 and not results.errors
     assert total["jobs_created"] == 8 + 6  # a refused submission is sent again, and accepted once
-    assert 1 <= results.stats.rate_limited == total["rate_limited"] <= 2 * 4  # 4 items find no slot at first
+    # 4 items find no slot at first; each retries when Retry-After says the first slot frees, so at worst
+    # 4 + 3 + 2 + 1 refusals as the other program's jobs end one by one
+    assert 1 <= results.stats.rate_limited == total["rate_limited"] <= 10
 
 
 def test_async_batch_gives_the_same_ordered_results(free_box: Sandbox, tmp_path: Path) -> None:
