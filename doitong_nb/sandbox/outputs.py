@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from doitong_nb.sandbox.engine import Job
 
 _KEPT = 32  # rendered (or rendering) outputs kept; a pro plan runs 10 jobs at once
+_KEPT_BYTES = 256 * 1024 * 1024  # and no more bytes than this (a 4096x4096 PNG is tens of MB)
 _RENDER_THREADS = 2
 
 
@@ -44,9 +45,13 @@ class Outputs:
             render = self._renders[job.id] = asyncio.get_running_loop().run_in_executor(self._pool, _render, job)
             if on_rendered is not None:
                 render.add_done_callback(lambda f: f.cancelled() or f.exception() or on_rendered())
-            while len(self._renders) > _KEPT:
+            while len(self._renders) > 1 and (len(self._renders) > _KEPT or self._kept_bytes() > _KEPT_BYTES):
                 _, oldest = self._renders.popitem(last=False)
                 oldest.cancel()  # a render not yet begun is dropped; a running one finishes unheard
+
+    def _kept_bytes(self) -> int:
+        done = (r for r in self._renders.values() if r.done() and not r.cancelled() and r.exception() is None)
+        return sum(len(r.result()) for r in done)
 
     async def get(self, job: Job) -> bytes:
         """The image's bytes, rendering it now if it was never started or has been evicted."""
