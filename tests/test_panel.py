@@ -17,15 +17,11 @@ PROMPT = "A lighthouse on a basalt cliff at dawn"
 
 
 @pytest.fixture
-def box() -> Iterator[Sandbox]:
+def sandbox() -> Iterator[Sandbox]:
+    """Slower than conftest's (whose `flux` fixture uses this one): a panel's job is still in flight
+    when its click returns."""
     with Sandbox(speed=200) as sb:
         yield sb
-
-
-@pytest.fixture
-def client(box: Sandbox, tmp_path: Path) -> Iterator[Flux]:
-    with Flux(api_key=box.api_key, base_url=box.base_url, output_dir=tmp_path) as flux:
-        yield flux
 
 
 def _settle(panel: FluxPanel, timeout: float = 30.0) -> None:
@@ -41,8 +37,8 @@ def _generate(panel: FluxPanel, prompt: str = PROMPT) -> None:
     _settle(panel)
 
 
-def test_the_estimate_follows_the_size(client: Flux) -> None:
-    panel = FluxPanel(client)
+def test_the_estimate_follows_the_size(flux: Flux) -> None:
+    panel = FluxPanel(flux)
     assert "20 credits" in panel.estimate.value
     panel.size.value = "2048x2048"
     assert "30 credits" in panel.estimate.value
@@ -50,8 +46,8 @@ def test_the_estimate_follows_the_size(client: Flux) -> None:
     assert "90 credits" in panel.estimate.value
 
 
-def test_a_custom_size_is_validated_live(client: Flux) -> None:
-    panel = FluxPanel(client)
+def test_a_custom_size_is_validated_live(flux: Flux) -> None:
+    panel = FluxPanel(flux)
     panel.size.value = ""
     assert panel.custom_size.layout.display == ""
     panel.custom_size.value = "1000x1000"
@@ -60,8 +56,8 @@ def test_a_custom_size_is_validated_live(client: Flux) -> None:
     assert "1536x1024" in panel.estimate.value
 
 
-def test_generate_returns_at_once_and_the_job_lands_in_the_gallery(client: Flux) -> None:
-    panel = FluxPanel(client)
+def test_generate_returns_at_once_and_the_job_lands_in_the_gallery(flux: Flux) -> None:
+    panel = FluxPanel(flux)
     panel.prompt.value = PROMPT
     started = time.monotonic()
     panel.generate.click()
@@ -78,7 +74,7 @@ def test_generate_returns_at_once_and_the_job_lands_in_the_gallery(client: Flux)
     assert panel.errors == []
 
 
-def test_each_job_reports_its_status_while_it_runs(box: Sandbox, tmp_path: Path) -> None:
+def test_each_job_reports_its_status_while_it_runs(tmp_path: Path) -> None:
     with Sandbox(speed=20) as slow, Flux(api_key=slow.api_key, base_url=slow.base_url, output_dir=tmp_path) as flux:
         panel = FluxPanel(flux)
         panel.prompt.value = PROMPT
@@ -93,33 +89,33 @@ def test_each_job_reports_its_status_while_it_runs(box: Sandbox, tmp_path: Path)
     assert len(panel.gallery.children) == 2
 
 
-def test_the_same_request_again_is_replayed_and_marked(client: Flux) -> None:
-    panel = FluxPanel(client)
+def test_the_same_request_again_is_replayed_and_marked(flux: Flux) -> None:
+    panel = FluxPanel(flux)
     panel.seed.value = "7"
     _generate(panel)
-    spent = client.session_credits
+    spent = flux.session_credits
     _generate(panel)
     newest = panel.results[0]
-    assert newest.replayed and client.session_credits == spent
+    assert newest.replayed and flux.session_credits == spent
     assert "replayed" in panel.gallery.children[0].children[1].value
     assert "flux-replayed" in panel.gallery.children[0]._dom_classes
 
 
-def test_the_budget_refuses_before_sending(box: Sandbox, client: Flux) -> None:
-    panel = FluxPanel(client)
+def test_the_budget_refuses_before_sending(sandbox: Sandbox, flux: Flux) -> None:
+    panel = FluxPanel(flux)
     _settle(panel)
-    submissions = box.stats()["total"]["submissions"]
+    submissions = sandbox.stats()["total"]["submissions"]
     panel.budget.value = 25
     panel.size.value = "2048x2048"  # 30 credits
     panel.prompt.value = PROMPT
     panel.generate.click()
     assert panel.running == 0
     assert "budget" in panel.banner.value and panel.banner.layout.display == ""
-    assert box.stats()["total"]["submissions"] == submissions
+    assert sandbox.stats()["total"]["submissions"] == submissions
 
 
-def test_the_budget_counts_jobs_not_yet_charged(box: Sandbox, client: Flux) -> None:
-    panel = FluxPanel(client)
+def test_the_budget_counts_jobs_not_yet_charged(sandbox: Sandbox, flux: Flux) -> None:
+    panel = FluxPanel(flux)
     panel.budget.value = 30
     panel.prompt.value = PROMPT
     panel.generate.click()  # 20 credits
@@ -145,20 +141,20 @@ def test_insufficient_credits_show_in_the_banner(tmp_path: Path) -> None:
     assert panel.banner.layout.display == "none" and panel.errors == []
 
 
-def test_bad_input_shows_in_the_banner_and_sends_nothing(box: Sandbox, client: Flux) -> None:
-    panel = FluxPanel(client)
+def test_bad_input_shows_in_the_banner_and_sends_nothing(sandbox: Sandbox, flux: Flux) -> None:
+    panel = FluxPanel(flux)
     _settle(panel)
-    submissions = box.stats()["total"]["submissions"]
+    submissions = sandbox.stats()["total"]["submissions"]
     panel.seed.value = "seven"
     panel.generate.click()
     panel.seed.value = ""
     panel.generate.click()  # the prompt is empty
     assert panel.errors == ["Flux error: prompt is empty; describe the image you want"]
-    assert box.stats()["total"]["submissions"] == submissions
+    assert sandbox.stats()["total"]["submissions"] == submissions
 
 
-def test_two_panels_keep_their_own_jobs(client: Flux) -> None:
-    first, second = FluxPanel(client), FluxPanel(client)
+def test_two_panels_keep_their_own_jobs(flux: Flux) -> None:
+    first, second = FluxPanel(flux), FluxPanel(flux)
     _generate(first, "a red fox in snow")
     assert len(first.results) == 1 and second.results == [] and not second.gallery.children
     _generate(second, "a blue heron at dusk")
@@ -166,8 +162,8 @@ def test_two_panels_keep_their_own_jobs(client: Flux) -> None:
     assert [r.request.prompt for r in second.results] == ["a blue heron at dusk"]
 
 
-def test_the_dice_rolls_a_seed(client: Flux) -> None:
-    panel = FluxPanel(client)
+def test_the_dice_rolls_a_seed(flux: Flux) -> None:
+    panel = FluxPanel(flux)
     panel.dice.click()
     assert panel.seed.value.isdigit()
 
