@@ -102,8 +102,10 @@ class _Base:
         return time.monotonic() + self.settings.timeout
 
 
-# what an HTTP step may fail with and its flow handles (retry, or a clear error); anything else is a bug
-_IO_ERRORS = (httpx.TransportError, DownloadError, OSError)
+def _for_the_flow(step: Step, exc: Exception) -> bool:
+    """Whether a step's failure is thrown into its flow, which handles it (a retry, or a clear error):
+    any failure of a Work step, and the I/O failures of an HTTP step; anything else is a bug."""
+    return isinstance(step, Work) or isinstance(exc, (httpx.TransportError, DownloadError, OSError))
 
 
 @functools.cache
@@ -170,7 +172,7 @@ class Flux(_Base):
                 try:
                     outcome, failure = (step.fn() if isinstance(step, Work) else self._execute(step)), None
                 except Exception as exc:
-                    if not isinstance(step, Work) and not isinstance(exc, _IO_ERRORS):
+                    if not _for_the_flow(step, exc):
                         raise
                     outcome, failure = None, exc
                 heapq.heappush(ready, (0.0, order, index, outcome, failure))
@@ -291,7 +293,7 @@ class AsyncFlux(_Base):
                 try:
                     value = await (asyncio.to_thread(step.fn) if isinstance(step, Work) else self._execute(step))
                 except Exception as exc:
-                    if not isinstance(step, Work) and not isinstance(exc, _IO_ERRORS):
+                    if not _for_the_flow(step, exc):
                         raise
                     error = exc
         finally:
