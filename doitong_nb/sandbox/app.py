@@ -113,7 +113,7 @@ async def _answer(engine: Engine, account: Account | None, request: Request, han
     try:
         if account is not None:
             account.stats["api_requests"] += 1
-            engine.admit(account, engine.clock())
+            engine.admit(account)
         body = await _read_body(request)
         if account is None:
             given = _credential(request) is not None

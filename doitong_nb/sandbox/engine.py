@@ -157,13 +157,13 @@ class Engine:
         return self.accounts.get(key) if key else None
 
     # --- request budget ---------------------------------------------------------------------------
-    def admit(self, account: Account, arrived: float) -> None:
-        """Count a request from when it arrived, and refuse it with RATE_LIMITED past the plan's rate.
+    def admit(self, account: Account) -> None:
+        """Count a request as it arrives, and refuse it with RATE_LIMITED past the plan's rate.
 
         A refused request counts too (the contract counts every authenticated request), so a client
         that keeps knocking stays refused; Retry-After says when one request will be let in.
         """
-        limit = account.plan.requests_per_minute
+        limit, arrived = account.plan.requests_per_minute, self.clock()
         used = account.requests.count(arrived)
         account.requests.times.append(arrived)
         if used >= limit:
