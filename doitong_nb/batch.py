@@ -134,7 +134,6 @@ class _Batch:
         items: list[_Item] = []
         firsts: dict[str, _Item] = {}
         variants: dict[str, int] = {}
-        journal = self.engine.store.journal
         for index, request in enumerate(requests):
             base = request.key()
             if base in firsts and request.seed is not None:
@@ -143,7 +142,7 @@ class _Batch:
             variant = variants[base] = variants.get(base, -1) + 1
             key = request.key(variant)
             replay = self.engine.replay and not self.refresh and _stored(self.engine, key)
-            entry = None if replay else journal.unfinished(key)
+            entry = None if replay else self.engine.unfinished(key)
             cost = 0 if replay or (entry is not None and entry.job_id) else request.estimated_credits
             items.append(_Item(index, request, variant, cost, replay))
             firsts.setdefault(base, items[-1])
@@ -327,7 +326,7 @@ def _api_requests(engine: Engine) -> int:
 def _stored(engine: Engine, key: str) -> bool:
     """True when `generate` will replay `key` (an unreadable stored result counts: it fails in its place)."""
     try:
-        return engine.store.find(key) is not None
+        return engine.stored(key) is not None
     except DoitongError:
         return True
 

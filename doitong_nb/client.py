@@ -12,6 +12,7 @@ import functools
 import heapq
 import json
 import os
+import re
 import socket
 import ssl
 import time
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .config import HTTP_TIMEOUT, resolve
-from .engine import Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, Work
+from .engine import ConnectFailed, Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, Work
 from .errors import DownloadError
 from .request import GenerationRequest, as_request
 from .result import ImageResult, Job
@@ -100,6 +101,12 @@ class _Base:
 
     def _deadline(self) -> float:
         return time.monotonic() + self.settings.timeout
+
+
+def _connect_failed(exc: httpx.ConnectError) -> ConnectFailed:
+    """The driver's word for "no connection": the reason without the library's wording around it."""
+    reason = re.sub(r"^\[Errno -?\d+\] ", "", str(exc)) or type(exc).__name__
+    return ConnectFailed(reason[:1].lower() + reason[1:])
 
 
 def _for_the_flow(step: Step, exc: Exception) -> bool:
@@ -183,7 +190,12 @@ class Flux(_Base):
 
     def _execute(self, step: Step) -> Any:
         if isinstance(step, Send):
-            response = self._api.request(step.call.method, step.call.path, json=step.call.json, headers=step.headers)
+            try:
+                response = self._api.request(
+                    step.call.method, step.call.path, json=step.call.json, headers=step.headers
+                )
+            except httpx.ConnectError as exc:
+                raise _connect_failed(exc) from exc
             return _reply(response)
         with self._cdn.stream("GET", step.url, headers={"Accept-Encoding": "identity"}) as response:
             length = _content_length(response, step.max_bytes)
@@ -252,8 +264,10 @@ class Flux(_Base):
         return self.run(self.engine.account())
 
     def close(self) -> None:
+        """Close the connections and the journal's files (a long-lived kernel must not collect descriptors)."""
         self._api.close()
         self._cdn.close()
+        self.store.close()
 
     def __enter__(self) -> Flux:
         return self
@@ -301,9 +315,12 @@ class AsyncFlux(_Base):
 
     async def _execute(self, step: Step) -> Any:
         if isinstance(step, Send):
-            response = await self._api.request(
-                step.call.method, step.call.path, json=step.call.json, headers=step.headers
-            )
+            try:
+                response = await self._api.request(
+                    step.call.method, step.call.path, json=step.call.json, headers=step.headers
+                )
+            except httpx.ConnectError as exc:
+                raise _connect_failed(exc) from exc
             return _reply(response)
         assert isinstance(step, Fetch)
         async with self._cdn.stream("GET", step.url, headers={"Accept-Encoding": "identity"}) as response:
@@ -375,6 +392,7 @@ class AsyncFlux(_Base):
     async def aclose(self) -> None:
         await self._api.aclose()
         await self._cdn.aclose()
+        self.store.close()
 
     async def __aenter__(self) -> AsyncFlux:
         return self

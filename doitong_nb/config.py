@@ -12,9 +12,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from . import contract
-from .errors import AuthenticationError, InvalidRequestError
+from .errors import AuthenticationError, InvalidRequestError, remember_secret
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
@@ -30,6 +31,7 @@ DEFAULT_SANDBOX_SPEED = 4.0  # brisk demos; DOITONG_SANDBOX_SPEED=1 gives the re
 DEFAULT_SANDBOX_PLAN = "pro"
 DEFAULT_SANDBOX_CREDITS = 5000
 HTTP_TIMEOUT = 30.0  # one HTTP exchange
+SANDBOX_ORIGIN = "sandbox"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,17 @@ class Settings:
     output_dir: Path
     timeout: float
     sandbox: bool
+
+    @property
+    def origin(self) -> str:
+        """Which service makes this client's images: "sandbox" for the bundled one (whatever its port), else
+        the API's scheme://host[:port]. A stored result replays only for the origin that made it."""
+        return SANDBOX_ORIGIN if self.sandbox else origin_of(self.base_url)
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 _sandbox: Sandbox | None = None
@@ -70,6 +83,34 @@ def shared_sandbox() -> Sandbox:
         return _sandbox
 
 
+def checked_api_key(key: str | None) -> str | None:
+    """The key without surrounding whitespace (a pasted `.env` line ends in a newline), None when empty.
+
+    A key with a character an HTTP header cannot carry is refused before any request, by position, never
+    by showing it: httpx would put the whole key, escaped, into its error message.
+    """
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise AuthenticationError(f"the API key must be text, not {type(key).__name__}")
+    key = key.strip()
+    for position, char in enumerate(key, start=1):
+        if not "\x21" <= char <= "\x7e":
+            remember_secret(key)
+            raise AuthenticationError(
+                f"the API key has a character an HTTP header cannot carry ({_describe(char)}) at position "
+                f"{position} of {len(key)}; copy the key again, without spaces or line breaks, into "
+                f"{contract.ENV_API_KEY} or api_key=..."
+            )
+    if key:
+        remember_secret(key)
+    return key or None
+
+
+def _describe(char: str) -> str:
+    return "a space" if char == " " else f"U+{ord(char):04X}"
+
+
 def resolve(
     *,
     api_key: str | None = None,
@@ -79,7 +120,7 @@ def resolve(
     timeout: float | None = None,
 ) -> Settings:
     """Explicit arguments win over the environment; no key anywhere means the sandbox."""
-    key = api_key or os.environ.get(contract.ENV_API_KEY) or None
+    key = checked_api_key(api_key) or checked_api_key(os.environ.get(contract.ENV_API_KEY))
     url = base_url or os.environ.get(contract.ENV_BASE_URL) or None
     use_sandbox = key is None and url is None
     if use_sandbox:

@@ -38,6 +38,7 @@ MAX_PIXELS = 4096 * 4096  # [assumed]
 MAX_PROMPT_CHARS = 10_000  # [assumed]
 SAFETY_TOLERANCE_RANGE = (0, 6)  # [assumed]
 ASPECT_RATIO_PIXELS = 1024 * 1024  # [assumed] an aspectRatio alone asks for about one megapixel
+ASPECT_RATIO_RANGE = ((21, 9), (9, 21))  # [doc] Ultra: from 21:9 (widest) to 9:21 (tallest)
 
 # --- jobs [assumed] ----------------------------------------------------------------------------
 STATUS_QUEUED, STATUS_PROCESSING = "queued", "processing"
@@ -110,11 +111,17 @@ def credit_cost(width: int, height: int) -> int:
 
 
 def parse_aspect_ratio(text: str) -> tuple[int, int]:
-    """'16:9' -> (16, 9); raises ValueError with the accepted form."""
+    """'16:9' -> (16, 9); raises ValueError with the accepted form and range."""
     parts = str(text).split(":")
     if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
         raise ValueError(f"aspect ratio {text!r} is not of the form W:H with positive integers, e.g. 16:9")
-    return int(parts[0]), int(parts[1])
+    w, h = int(parts[0]), int(parts[1])
+    (wide_w, wide_h), (tall_w, tall_h) = ASPECT_RATIO_RANGE
+    if not tall_w * h <= w * tall_h or not w * wide_h <= wide_w * h:  # exact: no float rounding at the edges
+        raise ValueError(
+            f"aspect ratio {text!r} is outside the supported range {wide_w}:{wide_h} (wide) to {tall_w}:{tall_h} (tall)"
+        )
+    return w, h
 
 
 def size_for_aspect_ratio(text: str, pixels: int = ASPECT_RATIO_PIXELS) -> tuple[int, int]:

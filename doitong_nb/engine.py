@@ -101,6 +101,11 @@ class Work:
 Step = Send | Fetch | Sleep | Work
 
 
+class ConnectFailed(OSError):
+    """What a driver throws into a flow when no connection could be opened (the name does not resolve, the
+    port refuses): before the service has ever answered, that is a wrong host, not a blip worth retrying."""
+
+
 def backoff(attempt: int) -> float:
     """Exponential backoff with full jitter (the doc's advice, without synchronised retries)."""
     return random.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
@@ -137,6 +142,7 @@ class Engine:
         self.balance: int | None = None
         self.plan: str | None = None
         self.requests: Counter[str] = Counter()
+        self.reached = False  # the service has answered once: from then on a failed connection is retried
 
     # --- one API call, with retries -------------------------------------------------------------
     def call(
@@ -156,6 +162,11 @@ class Engine:
                 reply: Reply = yield Send(call, headers)
             except Exception as exc:  # the driver throws transport failures (httpx.TransportError) in here
                 self.budget.answered(slot)
+                if isinstance(exc, ConnectFailed) and not self.reached:
+                    raise NetworkError(
+                        f"cannot connect to {urlsplit(self.settings.base_url).netloc} ({exc}): check the network, "
+                        f"or set {contract.ENV_BASE_URL} to the API's address; nothing was sent or charged"
+                    ) from None
                 error: DoitongError = NetworkError(
                     redact(
                         f"could not reach {self.settings.base_url} ({type(exc).__name__}: {exc})", self.settings.api_key
@@ -163,6 +174,7 @@ class Engine:
                 )
                 delay = backoff(attempt)
             else:
+                self.reached = True
                 self.budget.answered(slot)
                 self.budget.observe(reply.headers)
                 if self.budget.window_told:  # a speed-scaled service is as much faster as its window is shorter
@@ -326,9 +338,10 @@ class Engine:
         """
         key = request.key(variant)
         journal = self.store.journal
-        entry = journal.unfinished(key)
+        origin = self.settings.origin
+        entry = journal.unfinished(key, origin)
         if self.replay and not refresh:
-            stored = self.store.find(key)
+            stored = self.store.find(key, origin)
             if stored is not None:
                 if entry is not None:  # stored, but the process died before the journal heard of it
                     journal.mark_done(entry.idempotency_key)
@@ -343,7 +356,7 @@ class Engine:
                 entry = None
         if entry is None:
             self.check_budget(request)
-            entry = journal.begin(key, request)
+            entry = journal.begin(key, request, origin)
         if job is None:
             job = yield from self.submit(request, entry.idempotency_key, deadline, via)
             journal.mark_submitted(entry.idempotency_key, job.id)
@@ -368,9 +381,17 @@ class Engine:
         if progress:
             progress("downloading", time.monotonic() - accepted_at, "")
         path = yield from self.download(job, request, deadline)
-        result: ImageResult = yield Work(partial(self.store.put, key, request, job, path))
+        result: ImageResult = yield Work(partial(self.store.put, key, request, job, path, origin))
         journal.mark_done(entry.idempotency_key)
         return self._annotate(result)
+
+    def stored(self, key: str) -> ImageResult | None:
+        """The result `generate` would replay for `key` (made by this engine's service), if any."""
+        return self.store.find(key, self.settings.origin)
+
+    def unfinished(self, key: str) -> Any:
+        """The journal's unfinished submission of `key` to this engine's service, if any."""
+        return self.store.journal.unfinished(key, self.settings.origin)
 
     def _charge(self, credits: int) -> None:
         self.session_credits += credits

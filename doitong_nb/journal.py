@@ -24,6 +24,7 @@ from .request import GenerationRequest
 SUBMITTING, SUBMITTED, DONE, FAILED = "submitting", "submitted", "done", "failed"
 UNFINISHED = (SUBMITTING, SUBMITTED)
 BUSY_TIMEOUT_MS = 30_000
+ORIGIN = "origin"  # the service a submission went to, kept beside its request
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -103,11 +104,13 @@ class Journal:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
-    def begin(self, key: str, request: GenerationRequest) -> JournalEntry:
-        """Record a submission about to be sent, under a fresh idempotency key."""
+    def begin(self, key: str, request: GenerationRequest, origin: str | None = None) -> JournalEntry:
+        """Record a submission about to be sent to `origin`, under a fresh idempotency key."""
         data = request.canonical()
         if request.webhook_url is not None:
             data["webhook_url"] = request.webhook_url
+        if origin is not None:
+            data[ORIGIN] = origin
         now = time.time()
         entry = JournalEntry(key, str(uuid.uuid4()), None, SUBMITTING, data, now, now, None)
         with self._write() as db:
@@ -117,13 +120,17 @@ class Journal:
             )
         return entry
 
-    def unfinished(self, key: str) -> JournalEntry | None:
-        """The newest submission of `key` that was sent (or may have been) but not finished."""
+    def unfinished(self, key: str, origin: str | None = None) -> JournalEntry | None:
+        """The newest submission of `key` to `origin` that was sent (or may have been) but not finished.
+
+        Entries written before origins were recorded match any origin, as they did then.
+        """
         rows = self._read(
-            f"SELECT {_COLUMNS} FROM jobs WHERE key = ? AND state IN (?, ?) ORDER BY created_at DESC LIMIT 1",
+            f"SELECT {_COLUMNS} FROM jobs WHERE key = ? AND state IN (?, ?) ORDER BY created_at DESC",
             (key, *UNFINISHED),
         )
-        return _entry(rows[0]) if rows else None
+        entries = (_entry(row) for row in rows)
+        return next((e for e in entries if origin is None or e.request.get(ORIGIN, origin) == origin), None)
 
     def mark_submitted(self, idempotency_key: str, job_id: str) -> None:
         self._set_state(idempotency_key, SUBMITTED, job_id=job_id)

@@ -82,16 +82,20 @@ class Flux(Magics):
     # --- the shared client --------------------------------------------------------------------
     @property
     def client(self) -> Any:
-        """One client per settings; a `%config` change gives a new one that keeps the session's spend."""
+        """One client per settings, read again at every use: a `%config` change, or a key or base URL set with
+        `%env` while the kernel runs, gives a new client at the next cell (said once, in one line)."""
         from .client import Flux as FluxClient
 
-        key = (self.output_dir, self.transport, self.timeout)
+        key = (self.output_dir, self.transport, self.timeout, *_service_fingerprint())
         if self._client is None or key != self._client_key:
             previous = self._client
             self._client = FluxClient(transport=self.transport, output_dir=self.output_dir, timeout=self.timeout)
             if previous is not None:
-                self._client.engine.session_credits = previous.session_credits
-                self._client.engine.balance = previous.engine.balance
+                if previous.settings.origin == self._client.settings.origin:  # the same account: keep its tally
+                    self._client.engine.session_credits = previous.session_credits
+                    self._client.engine.balance = previous.engine.balance
+                else:
+                    print(f"doitong_nb: the service changed; images now come from {_where(self._client.settings)}.")
                 previous.close()
             self._client_key = key
         self._client.engine.replay = self.replay
@@ -163,7 +167,7 @@ class Flux(Magics):
                 options[name] = getattr(args, name)
         if args.aspect:
             options["aspect_ratio"] = args.aspect
-        else:
+        if args.size or not args.aspect:  # both given: refused by the request, as in the Python API
             options["size"] = args.size or self.size
         return per_image(GenerationRequest.build(prompt, seed=args.seed, **options), args.count)
 
@@ -243,8 +247,8 @@ class Flux(Magics):
         return results
 
     def _interrupted(self, pairs: list[tuple[Any, int]]) -> None:
-        journal = self.client.store.journal
-        ids = [e.job_id for r, v in pairs if (e := journal.unfinished(r.key(v))) is not None and e.job_id]
+        engine = self.client.engine
+        ids = [e.job_id for r, v in pairs if (e := engine.unfinished(r.key(v))) is not None and e.job_id]
         which = f"job {', '.join(ids)} goes" if ids else "any submitted job goes"
         print(
             f"Stopped waiting; {which} on at Doitong and is paid for. Re-run this cell to pick it up: "
@@ -277,6 +281,18 @@ class _Bundle:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return self.bundle
+
+
+def _service_fingerprint() -> tuple[str, str]:
+    """What in the environment chooses the service: the key (as a digest, never kept in the clear) and the URL."""
+    import hashlib
+
+    key = os.environ.get(contract.ENV_API_KEY, "").strip()
+    return hashlib.sha256(key.encode()).hexdigest(), os.environ.get(contract.ENV_BASE_URL, "").strip()
+
+
+def _where(settings: Any) -> str:
+    return "the bundled offline sandbox" if settings.sandbox else settings.base_url
 
 
 def _parse(magic: Any, line: str) -> Any:

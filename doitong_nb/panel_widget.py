@@ -306,7 +306,7 @@ class FluxPanel:
     # --- jobs -------------------------------------------------------------------------------------
     def _cost(self, client: Flux, request: GenerationRequest, variant: int) -> int:
         """What this image would be charged: 0 when the engine will replay it from the store."""
-        if client.engine.replay and client.store.find(request.key(variant)) is not None:
+        if client.engine.replay and client.engine.stored(request.key(variant)) is not None:
             return 0
         return request.estimated_credits
 

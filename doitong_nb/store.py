@@ -27,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from .config import SANDBOX_ORIGIN, origin_of
+from .contract import PRODUCTION_BASE_URL
 from .errors import DownloadError, StoreIntegrityError, UnsafeResponseError
 from .journal import Journal
 from .request import GenerationRequest
@@ -218,6 +220,14 @@ class _Stored(NamedTuple):
     result: ImageResult
     replay_key: str
     saved_at: str
+    origin: str
+
+
+def _legacy_origin(data: dict[str, Any]) -> str:
+    """The origin of a sidecar written before origins were recorded: the sandbox marks its images, so an
+    unmarked one came from the real service (a sandbox image is never taken for a real one)."""
+    metadata = data.get("metadata")
+    return SANDBOX_ORIGIN if isinstance(metadata, dict) and metadata.get("sandbox") else origin_of(PRODUCTION_BASE_URL)
 
 
 class Store:
@@ -257,8 +267,9 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def put(self, key: str, request: GenerationRequest, job: Job, download: Path) -> ImageResult:
-        """Move a checked download into place with its provenance embedded, write the sidecar, index it."""
+    def put(self, key: str, request: GenerationRequest, job: Job, download: Path, origin: str) -> ImageResult:
+        """Move a checked download made by `origin` into place with its provenance embedded, write the
+        sidecar, index it."""
         job_id = _check_job_id(job.id)
         kind = _image_format(Path(download))
         if kind is None:
@@ -293,15 +304,18 @@ class Store:
             writer = _HashingWriter(out)
             (_copy_jpeg_with if kind == "jpg" else _copy_png_with)(src, writer, payload)
         result.sha256 = writer.digest.hexdigest()
-        sidecar = {**result.provenance(), "replay_key": key, "saved_at": saved_at}
+        sidecar = {**result.provenance(), "replay_key": key, "origin": origin, "saved_at": saved_at}
         with _atomic_write(sidecar_path) as out:
             out.write(json.dumps(sidecar, ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
         os.unlink(download)
         self.journal.record_replay(job_id, key, saved_at)
         return result
 
-    def find(self, key: str) -> ImageResult | None:
-        """The stored result of `key`, checked against its sha256; None if it was never stored."""
+    def find(self, key: str, origin: str) -> ImageResult | None:
+        """The stored result of `key` made by `origin`, checked against its sha256; None if it was never stored.
+
+        Results of another origin are never returned: a real key is never shown a sandbox image.
+        """
         if not self.root.is_dir():
             return None
         self._check_index()
@@ -316,7 +330,7 @@ class Store:
                     "refresh=True to generate again",
                     job_id=job_id,
                 )
-            if sidecar.replay_key == key:
+            if sidecar.replay_key == key and sidecar.origin == origin:
                 self._verify(sidecar.result, sidecar_path)
                 return sidecar.result
         return None
@@ -365,7 +379,8 @@ class Store:
                 credits=0,
                 metadata=data["metadata"],
             )
-            return _Stored(result, data["replay_key"], data["saved_at"])
+            origin = data.get("origin") or _legacy_origin(data)
+            return _Stored(result, data["replay_key"], data["saved_at"], str(origin))
         except (OSError, ValueError, KeyError, TypeError, UnsafeResponseError):
             return None
 

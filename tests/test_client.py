@@ -18,6 +18,7 @@ from doitong_nb import (
     InsufficientCreditsError,
     InvalidRequestError,
     JobTimeoutError,
+    NetworkError,
     NotFoundError,
     RateLimitError,
 )
@@ -219,3 +220,21 @@ def test_status_reads_are_fewer_than_the_docs_two_second_loop(tmp_path: Path) ->
         reads = box.stats()["total"]["status_requests"]
     # a job takes ~0.4 s here; the doc's loop (2 s scaled by 20 = 0.1 s) needs ~4 reads a job
     assert reads / 4 < 2.5
+
+
+@pytest.mark.parametrize("base_url", ["https://api.doitong.invalid", "http://127.0.0.1:9"])
+def test_a_host_that_cannot_be_reached_at_first_contact_fails_at_once(tmp_path: Path, base_url: str) -> None:
+    """A name that does not resolve or a refused port is a wrong address, not a blip: one attempt, no retries."""
+    with Flux(api_key="sk-unreachable-0123", base_url=base_url, output_dir=tmp_path / "out") as flux:
+        with pytest.raises(NetworkError) as caught:
+            flux.generate(PROMPT, size="256x256")
+        assert flux.engine.requests["submit"] == 1 and flux.engine.requests["retries"] == 0
+    message = str(caught.value)
+    assert base_url.split("//")[1] in message and "DOITONG_BASE_URL" in message and "nothing was" in message
+
+
+def test_a_dropped_connection_after_first_contact_is_still_retried(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, faults=Faults(drop=2)) as box, client_for(box, tmp_path) as flux:
+        flux.account()  # first contact made
+        img = flux.generate(PROMPT, size="256x256", seed=1)
+        assert img.path.exists() and flux.engine.requests["retries"] >= 2

@@ -178,3 +178,11 @@ def test_committed_entries_survive_a_kill_in_the_middle_of_a_write(tmp_path: Pat
     printed = [line.split() for line in lines if line]
     assert {key for _, key in printed} <= set(states)
     assert all(states[key] == "submitted" for step, key in printed if step == "submitted")
+
+
+def test_an_unfinished_submission_is_resumed_only_by_the_origin_it_went_to(journal: Journal) -> None:
+    sandbox_job = journal.begin("k", REQUEST, "sandbox")
+    assert journal.unfinished("k", "https://api.doitong.com") is None
+    assert journal.unfinished("k", "sandbox").idempotency_key == sandbox_job.idempotency_key
+    legacy = journal.begin("k", REQUEST)  # written before origins were recorded: any origin resumes it
+    assert journal.unfinished("k", "https://api.doitong.com").idempotency_key == legacy.idempotency_key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
+from doitong_nb.errors import InvalidRequestError
+from doitong_nb.request import GenerationRequest
 from doitong_nb.sandbox import Sandbox
 
 PROMPT = "A futuristic city with flying cars and neon lights"
@@ -191,3 +194,28 @@ def _collect(kc, msg_id: str, sink: list[str]) -> None:
             sink.append(content["ename"])
         elif msg["msg_type"] == "status" and content["execution_state"] == "idle":
             return
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("--aspect 30:1", "aspect ratio '30:1' is outside the supported range 21:9 (wide) to 9:21 (tall)"),
+        ("--aspect 1:22", "aspect ratio '1:22' is outside the supported range 21:9 (wide) to 9:21 (tall)"),
+        ("--size 512x512 --aspect 16:9", "give either an aspect ratio or a size, not both"),
+    ],
+)
+def test_aspect_out_of_range_or_with_a_size_is_refused_as_in_python(
+    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], options: str, message: str
+) -> None:
+    before = sandbox.stats()["total"]["api_requests"]
+    ip.run_cell_magic("flux", options, PROMPT)
+    assert message in capsys.readouterr().err
+    assert sandbox.stats()["total"]["api_requests"] == before
+    with pytest.raises(InvalidRequestError, match=re.escape(message)):
+        GenerationRequest.build(PROMPT, **_python_options(options))
+
+
+def _python_options(options: str) -> dict[str, str]:
+    words = options.split()
+    names = {"--aspect": "aspect_ratio", "--size": "size"}
+    return {names[flag]: value for flag, value in zip(words[::2], words[1::2], strict=True)}

@@ -17,6 +17,7 @@ from doitong_nb.store import Store, read_embedded_provenance
 
 REQUEST = GenerationRequest("a lighthouse at dusk, 35mm film", width=1024, height=768, seed=7)
 KEY = REQUEST.key()
+ORIGIN = "https://api.doitong.com"
 
 
 def make_image(path: Path, fmt: str = "JPEG") -> bytes:
@@ -41,7 +42,7 @@ def job(job_id: str = "job_1", **overrides: object) -> Job:
 def put(store: Store, job_id: str = "job_1", fmt: str = "JPEG", request: GenerationRequest = REQUEST, **job_fields):
     download = store.partial_path(job_id, "png" if fmt == "PNG" else "jpg")
     make_image(download, fmt)
-    return store.put(request.key(), request, job(job_id, **job_fields), download)
+    return store.put(request.key(), request, job(job_id, **job_fields), download, ORIGIN)
 
 
 def sidecar(store: Store, job_id: str = "job_1") -> dict:
@@ -61,7 +62,7 @@ def store(tmp_path: Path) -> Store:
 
 def test_nothing_is_created_until_the_first_write(tmp_path: Path) -> None:
     store = Store(tmp_path / "out")
-    assert store.find(KEY) is None
+    assert store.find(KEY, ORIGIN) is None
     assert store.history() == []
     assert not (tmp_path / "out").exists()
 
@@ -102,7 +103,7 @@ def test_put_falls_back_to_the_request_when_metadata_is_missing(store: Store) ->
 def test_extension_follows_the_actual_format_not_the_download_name(store: Store) -> None:
     download = store.partial_path("job_1", "jpg")
     make_image(download, "PNG")
-    result = store.put(KEY, REQUEST, job(), download)
+    result = store.put(KEY, REQUEST, job(), download, ORIGIN)
     assert result.path.name == "job_1.png"
 
 
@@ -110,29 +111,29 @@ def test_a_download_that_is_neither_jpeg_nor_png_is_refused(store: Store) -> Non
     download = store.partial_path("job_1", "jpg")
     Image.new("RGB", (8, 8)).save(download, "GIF")
     with pytest.raises(DownloadError):
-        store.put(KEY, REQUEST, job(), download)
+        store.put(KEY, REQUEST, job(), download, ORIGIN)
 
 
 def test_find_replays_at_zero_credits(store: Store) -> None:
     stored = put(store)
-    found = store.find(KEY)
+    found = store.find(KEY, ORIGIN)
     assert (found.replayed, found.credits) == (True, 0)
     assert (found.path, found.sha256, found.job_id, found.credit_cost) == (stored.path, stored.sha256, "job_1", 20)
 
 
 def test_replay_keeps_the_original_creation_date(store: Store) -> None:
     put(store)
-    assert store.find(KEY).created_at == "2025-01-02T03:04:05Z"
+    assert store.find(KEY, ORIGIN).created_at == "2025-01-02T03:04:05Z"
 
 
 def test_replay_rebuilds_the_same_request(store: Store) -> None:
     put(store)
-    assert store.find(KEY).request == REQUEST
+    assert store.find(KEY, ORIGIN).request == REQUEST
 
 
 def test_find_of_an_unknown_key_is_none(store: Store) -> None:
     put(store)
-    assert store.find(GenerationRequest("something else").key()) is None
+    assert store.find(GenerationRequest("something else").key(), ORIGIN) is None
 
 
 def test_sidecar_sha256_is_the_files_sha256(store: Store) -> None:
@@ -154,7 +155,7 @@ def test_a_modified_file_is_reported_with_what_to_do(store: Store) -> None:
     with result.path.open("ab") as f:
         f.write(b"edited")
     with pytest.raises(StoreIntegrityError) as info:
-        store.find(KEY)
+        store.find(KEY, ORIGIN)
     message = str(info.value)
     assert "job_1.jpg" in message
     assert "sha256 mismatch" in message
@@ -164,14 +165,14 @@ def test_a_modified_file_is_reported_with_what_to_do(store: Store) -> None:
 def test_a_missing_file_is_reported_with_what_to_do(store: Store) -> None:
     put(store).path.unlink()
     with pytest.raises(StoreIntegrityError, match=r"job_1\.jpg is missing.*refresh=True"):
-        store.find(KEY)
+        store.find(KEY, ORIGIN)
 
 
 def test_an_unreadable_sidecar_is_reported_with_what_to_do(store: Store) -> None:
     put(store)
     (store.root / "job_1.json").write_text("{not json")
     with pytest.raises(StoreIntegrityError, match=r"job_1\.json is not a readable sidecar.*refresh=True"):
-        store.find(KEY)
+        store.find(KEY, ORIGIN)
 
 
 def test_history_leaves_out_unreadable_sidecars(store: Store) -> None:
@@ -184,7 +185,7 @@ def test_history_leaves_out_unreadable_sidecars(store: Store) -> None:
 def test_deleting_the_sidecar_forgets_the_result(store: Store) -> None:
     put(store)
     (store.root / "job_1.json").unlink()
-    assert store.find(KEY) is None
+    assert store.find(KEY, ORIGIN) is None
 
 
 def test_replay_survives_a_deleted_database(store: Store) -> None:
@@ -193,7 +194,7 @@ def test_replay_survives_a_deleted_database(store: Store) -> None:
     for path in store.root.glob("journal.sqlite*"):
         path.unlink()
     reopened = Store(store.root)
-    found = reopened.find(KEY)
+    found = reopened.find(KEY, ORIGIN)
     reopened.close()
     assert found is not None and found.job_id == "job_1" and found.replayed
 
@@ -209,7 +210,7 @@ def test_putting_the_same_job_twice_leaves_one_copy(store: Store) -> None:
 def test_a_newer_job_for_the_same_key_replays_instead_of_the_older(store: Store) -> None:
     put(store, "job_1")
     put(store, "job_2")
-    assert store.find(KEY).job_id == "job_2"
+    assert store.find(KEY, ORIGIN).job_id == "job_2"
 
 
 def test_history_lists_newest_first(store: Store) -> None:
@@ -224,7 +225,7 @@ def test_hostile_job_ids_are_refused_before_anything_is_written(tmp_path: Path, 
     download = tmp_path / "incoming.jpg"
     make_image(download)
     with pytest.raises(UnsafeResponseError):
-        store.put(KEY, REQUEST, job(job_id), download)
+        store.put(KEY, REQUEST, job(job_id), download, ORIGIN)
     assert files_under(tmp_path) == {"incoming.jpg"}
 
 
@@ -246,14 +247,14 @@ def test_a_file_that_resolves_outside_the_root_is_refused(tmp_path: Path) -> Non
     download = tmp_path / "incoming.jpg"
     make_image(download)
     with pytest.raises(UnsafeResponseError):
-        store.put(KEY, REQUEST, job(), download)
+        store.put(KEY, REQUEST, job(), download, ORIGIN)
     assert not (tmp_path / "elsewhere.jpg").exists()
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_embedded_provenance_matches_the_sidecar(store: Store, fmt: str) -> None:
     result = put(store, fmt=fmt)
-    expected = {k: v for k, v in sidecar(store).items() if k not in ("sha256", "replay_key", "saved_at")}
+    expected = {k: v for k, v in sidecar(store).items() if k not in ("sha256", "replay_key", "origin", "saved_at")}
     assert read_embedded_provenance(result.path) == expected
 
 
@@ -261,7 +262,7 @@ def test_embedded_provenance_matches_the_sidecar(store: Store, fmt: str) -> None
 def test_embedding_provenance_keeps_pixels_identical(store: Store, fmt: str) -> None:
     download = store.partial_path("job_1", "img")
     pixels = make_image(download, fmt)
-    result = store.put(KEY, REQUEST, job(), download)
+    result = store.put(KEY, REQUEST, job(), download, ORIGIN)
     assert Image.open(result.path).convert("RGB").tobytes() == pixels
 
 
@@ -295,3 +296,32 @@ def test_a_plain_image_has_no_embedded_provenance(tmp_path: Path) -> None:
     make_image(tmp_path / "plain.png", "PNG")
     assert read_embedded_provenance(tmp_path / "plain.jpg") is None
     assert read_embedded_provenance(tmp_path / "plain.png") is None
+
+
+# --- a result replays only for the service that made it --------------------------------------
+
+
+def test_a_result_is_found_only_for_the_origin_that_made_it(store: Store) -> None:
+    put(store)
+    assert store.find(KEY, ORIGIN) is not None
+    assert store.find(KEY, "sandbox") is None
+    assert store.find(KEY, "https://staging.doitong.com") is None
+
+
+def test_a_legacy_sidecar_of_a_sandbox_image_replays_only_in_the_sandbox(store: Store) -> None:
+    """Sidecars written before origins were recorded need no migration: the sandbox marks its images."""
+    put(store, metadata={"width": 1024, "height": 768, "seed": 7, "sandbox": True})
+    data = sidecar(store)
+    del data["origin"]
+    (store.root / "job_1.json").write_text(json.dumps(data))
+    assert store.find(KEY, "sandbox") is not None
+    assert store.find(KEY, ORIGIN) is None
+
+
+def test_a_legacy_sidecar_of_a_real_image_replays_for_the_real_service(store: Store) -> None:
+    put(store)
+    data = sidecar(store)
+    del data["origin"]
+    (store.root / "job_1.json").write_text(json.dumps(data))
+    assert store.find(KEY, ORIGIN) is not None
+    assert store.find(KEY, "sandbox") is None

@@ -349,7 +349,7 @@ def _jitter(colour: _RGB, hue_shift: float, value_scale: float) -> np.ndarray:
 
 
 def _rng(key: bytes, name: str) -> np.random.Generator:
-    return np.random.default_rng(int.from_bytes(hashlib.sha256(key + name.encode()).digest()[:16]))
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(key + name.encode()).digest()[:16], "big"))
 
 
 def _resize(a: np.ndarray, w: int, h: int) -> np.ndarray:
