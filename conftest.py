@@ -24,6 +24,27 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("DOITONG_SANDBOX_SPEED", "50")
 
 
+_SERVER_FIXTURES = {"sandbox", "flux", "shell_for", "ip"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the engine's unit tests: no server, no kernel, no browser, so `make unit` runs them in seconds on
+    every edit. A test is end-to-end when it is a notebook cell, uses a server fixture, or its module starts a
+    Sandbox or a kernel itself."""
+    for item in items:
+        module = getattr(item, "module", None)
+        namespace = vars(module) if module is not None else {}
+        end_to_end = (
+            str(item.fspath).endswith(".ipynb")
+            or _SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or any(name in namespace for name in ("Sandbox", "kernel", "start_new_kernel", "NotebookClient"))
+            or item.get_closest_marker("browser")
+            or item.get_closest_marker("soak")
+        )
+        if not end_to_end:
+            item.add_marker(pytest.mark.unit)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Each notebook's kernel (started with its first cell) gets a fresh output folder of its own."""
