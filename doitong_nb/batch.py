@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import threading
 import time
 import warnings
 from collections import deque
@@ -406,53 +405,6 @@ def _local_receiver(webhook_url: str | bool, secret: str) -> WebhookReceiver:
             field="webhook_url",
         )
     return WebhookReceiver(secret, host=parts.hostname, port=parts.port or 80, path=parts.path or "/").start()
-
-
-def run_sync(
-    client: Flux, prompts: Sequence[str | GenerationRequest], options: dict[str, Any], **settings: Any
-) -> BatchResult:
-    """Flux.batch: `run_async` on a private event loop in a helper thread, sharing the client's engine.
-
-    Downloads then overlap the next jobs (a blocking driver would hold every slot up while one
-    image streams in), a running Jupyter loop is never touched, and Ctrl-C cancels the batch cleanly.
-    """
-    from .client import AsyncFlux
-
-    s = client.settings
-    state: dict[str, Any] = {}
-    started = threading.Event()
-
-    async def main() -> BatchResult:
-        state["loop"], state["task"] = asyncio.get_running_loop(), asyncio.current_task()
-        started.set()
-        async with AsyncFlux(
-            api_key=s.api_key, base_url=s.base_url, transport=s.transport, output_dir=s.output_dir, timeout=s.timeout
-        ) as driver:
-            driver.engine = client.engine  # one session: the same rate budget, journal and credit count
-            return await run_async(driver, prompts, options, **settings)
-
-    def target() -> None:
-        try:
-            state["result"] = asyncio.run(main())
-        except BaseException as exc:  # handed to the caller's thread below
-            state["error"] = exc
-        finally:
-            started.set()
-
-    thread = threading.Thread(target=target, name="doitong-batch", daemon=True)
-    thread.start()
-    try:
-        while thread.is_alive():
-            thread.join(0.1)
-    except KeyboardInterrupt:
-        started.wait()
-        if "loop" in state:
-            state["loop"].call_soon_threadsafe(state["task"].cancel)
-        thread.join()
-        raise
-    if "error" in state:
-        raise state["error"]
-    return state["result"]
 
 
 async def run_async(

@@ -1,27 +1,30 @@
 """Flux and AsyncFlux: the Python face of the engine, over httpx.
 
-Both run the engine's flows (engine.py); they differ only in how a step is carried out. API calls
-never follow redirects (a custom auth header would follow them to another host); downloads go
-through a second client that holds no credentials at all.
+One driver carries out the engine's flows (engine.py): AsyncFlux, on the caller's event loop. Flux is the
+same driver on a loop thread of its own, so sync and async users, batches, grids and the panel all run on
+one runtime. API calls never follow redirects (a custom auth header would follow them to another host);
+downloads go through a second client that holds no credentials at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import functools
-import heapq
 import json
 import os
 import re
-import socket
 import ssl
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from . import __version__
 from .config import HTTP_TIMEOUT, resolve
 from .engine import ConnectFailed, Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, Work
 from .errors import DownloadError
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from .webhooks import WebhookReceiver
 
 _CHUNK = 1 << 16
+T = TypeVar("T")
 
 
 def _reply(response: httpx.Response) -> Reply:
@@ -74,12 +78,20 @@ class _Base:
         mutation: str = "generate",
         replay: bool = True,
         max_credits: int | None = None,
+        http_transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`transport` is the wire format ("graphql" or "rest"); `http_transport` an httpx transport for both
+        the API and the CDN (e.g. `httpx.MockTransport(handler)` in your own tests)."""
         settings = resolve(
             api_key=api_key, base_url=base_url, transport=transport, output_dir=output_dir, timeout=timeout
         )
         self.engine = Engine(settings, mutation=mutation, replay=replay, max_credits=max_credits)
-        self._headers = {"User-Agent": "doitong-nb/0.1"}
+        self._headers = {"User-Agent": f"doitong-nb/{__version__}"}
+        self._api, self._cdn = self._clients(http_transport)
+
+    def _clients(self, http_transport: Any) -> tuple[Any, Any]:
+        """The API's client and the CDN's; the CDN's carries no credentials, ever (the output host is not the API's)."""
+        raise NotImplementedError
 
     @property
     def settings(self) -> Any:
@@ -121,90 +133,95 @@ def _tls() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _blocking_transport() -> httpx.HTTPTransport:
-    """Nagle's algorithm off, as asyncio does by itself: a POST leaves in two writes, and with Nagle
-    the second waits a round trip (or a 40 ms delayed ACK) for the first to be acknowledged."""
-    return httpx.HTTPTransport(verify=_tls(), socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """Run `loop` until it is stopped. A KeyboardInterrupt raised inside a flow (a progress callback's way
+    to stop a batch) escapes asyncio's run_forever after its task has recorded it: keep serving, so that
+    the task's caller receives it and the other flows wind down."""
+    while True:
+        try:
+            loop.run_forever()
+            return
+        except (KeyboardInterrupt, SystemExit):
+            continue
+
+
+class _LoopThread:
+    """The sync face's runtime: one asyncio loop in a daemon thread, started on first use.
+
+    Every blocking call (generate, batch, -n grids, the panel's jobs) runs its flows as coroutines on this
+    loop, so sleeps and downloads overlap whatever thread asked, a running Jupyter loop is never touched
+    (no nest_asyncio), and Ctrl-C in the caller cancels the waiting, never a paid job (it stays journaled).
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _running(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._thread is None or not self._thread.is_alive():
+                loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=_serve, args=(loop,), name="doitong-nb-loop", daemon=True)
+                self._thread.start()
+                self._loop = loop
+            return self._loop
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start `coroutine` on the loop; the future can be waited on (or cancelled) from any thread."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._running())
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run `coroutine` to its end; Ctrl-C cancels it and waits until it has cleaned up, then re-raises."""
+        ended = threading.Event()
+
+        async def tracked() -> T:
+            try:
+                return await coroutine
+            finally:
+                ended.set()
+
+        future = self.submit(tracked())
+        try:
+            while True:  # short waits: the caller's thread stays responsive to Ctrl-C everywhere
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    return future.result(timeout=0.1)
+        except KeyboardInterrupt:  # Ctrl-C here, or raised by a flow's callback on the loop
+            future.cancel()
+            ended.wait(5)
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            loop.close()
 
 
 class Flux(_Base):
-    """Blocking client: `Flux().generate("a prompt", size="2048x2048", seed=7)`."""
+    """Blocking client: `Flux().generate("a prompt", size="2048x2048", seed=7)`.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._api = httpx.Client(
-            base_url=self.settings.base_url,
-            timeout=HTTP_TIMEOUT,
-            follow_redirects=False,
-            headers=self._headers,
-            transport=_blocking_transport(),
-        )
-        self._cdn = httpx.Client(
-            timeout=HTTP_TIMEOUT, follow_redirects=True, headers=self._headers, transport=_blocking_transport()
-        )
+    A facade over AsyncFlux: the same engine, run on the client's own loop thread (see `_LoopThread`).
+    """
+
+    def _clients(self, http_transport: Any) -> tuple[Any, Any]:
+        self._runtime = _LoopThread()
+        self._async = AsyncFlux._sharing(self.engine, self._headers, http_transport)
+        return self._async._api, self._async._cdn
 
     def run(self, flow: Flow[Any]) -> Any:
         """Carry out one flow to its end."""
-        return self.run_many([flow])[0]
+        return self._runtime.run(self._async.run(flow))
 
     def run_many(self, flows: Iterable[Flow[Any]], *, return_exceptions: bool = False) -> list[Any]:
-        """Interleave several flows in this thread: HTTP steps run as they come, sleeps overlap."""
-        flows = list(flows)
-        results: list[Any] = [None] * len(flows)
-        ready: list[tuple[float, int, int, Any, BaseException | None]] = [
-            (0.0, i, i, None, None) for i in range(len(flows))
-        ]
-        order = len(flows)
-        try:
-            while ready:
-                wake, _, index, value, error = heapq.heappop(ready)
-                pause = wake - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                flow = flows[index]
-                try:
-                    step = flow.throw(error) if error is not None else flow.send(value)
-                except StopIteration as stop:
-                    results[index] = stop.value
-                    continue
-                except Exception as exc:
-                    if not return_exceptions:
-                        raise
-                    results[index] = exc
-                    continue
-                order += 1
-                if isinstance(step, Sleep):
-                    heapq.heappush(ready, (time.monotonic() + step.seconds, order, index, None, None))
-                    continue
-                try:
-                    outcome, failure = (step.fn() if isinstance(step, Work) else self._execute(step)), None
-                except Exception as exc:
-                    if not _for_the_flow(step, exc):
-                        raise
-                    outcome, failure = None, exc
-                heapq.heappush(ready, (0.0, order, index, outcome, failure))
-        finally:
-            for flow in flows:
-                flow.close()
-        return results
+        """Carry out several flows at once: their sleeps, requests and downloads overlap."""
+        return self._runtime.run(self._async.run_many(flows, return_exceptions=return_exceptions))
 
-    def _execute(self, step: Step) -> Any:
-        if isinstance(step, Send):
-            try:
-                response = self._api.request(
-                    step.call.method, step.call.path, json=step.call.json, headers=step.headers
-                )
-            except httpx.ConnectError as exc:
-                raise _connect_failed(exc) from exc
-            return _reply(response)
-        with self._cdn.stream("GET", step.url, headers={"Accept-Encoding": "identity"}) as response:
-            length = _content_length(response, step.max_bytes)
-            written = 0
-            if response.status_code == 200:
-                with open(step.dest, "wb") as handle:
-                    for chunk in response.iter_raw(_CHUNK):
-                        written = _write_chunk(handle, chunk, written, step.max_bytes)
-            return Fetched(response.status_code, length, written)
+    def start(self, flow: Flow[T]) -> concurrent.futures.Future[T]:
+        """Start a flow and return at once: the panel's and background cells' way (same runtime, same budget)."""
+        return self._runtime.submit(self._async.run(flow))
 
     def generate(
         self,
@@ -236,18 +253,17 @@ class Flux(_Base):
         a re-run resumes submitted jobs and skips finished ones, `webhook_url=True` (or a URL with its
         `receiver=`) waits for signed webhooks instead of reading job status.
         """
-        from .batch import run_sync
-
-        return run_sync(
-            self,
-            prompts,
-            options,
-            max_credits=max_credits,
-            refresh=refresh,
-            progress=progress,
-            webhook_url=webhook_url,
-            webhook_secret=webhook_secret,
-            receiver=receiver,
+        return self._runtime.run(
+            self._async.batch(
+                prompts,
+                max_credits=max_credits,
+                refresh=refresh,
+                progress=progress,
+                webhook_url=webhook_url,
+                webhook_secret=webhook_secret,
+                receiver=receiver,
+                **options,
+            )
         )
 
     def submit(self, prompt: str | GenerationRequest, *, idempotency_key: str | None = None, **options: Any) -> Job:
@@ -264,10 +280,10 @@ class Flux(_Base):
         return self.run(self.engine.account())
 
     def close(self) -> None:
-        """Close the connections and the journal's files (a long-lived kernel must not collect descriptors)."""
-        self._api.close()
-        self._cdn.close()
-        self.store.close()
+        """Close the connections, the loop thread and the journal's files (a long-lived kernel must not
+        collect descriptors or threads)."""
+        self._runtime.run(self._async.aclose())
+        self._runtime.close()
 
     def __enter__(self) -> Flux:
         return self
@@ -279,16 +295,31 @@ class Flux(_Base):
 class AsyncFlux(_Base):
     """The same client as coroutines: `await AsyncFlux().generate(...)`."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._api = httpx.AsyncClient(
+    def _clients(self, http_transport: Any) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+        api = httpx.AsyncClient(
             base_url=self.settings.base_url,
             timeout=HTTP_TIMEOUT,
             follow_redirects=False,
             headers=self._headers,
             verify=_tls(),
+            transport=http_transport,
         )
-        self._cdn = httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=True, headers=self._headers, verify=_tls())
+        cdn = httpx.AsyncClient(
+            timeout=HTTP_TIMEOUT, follow_redirects=True, headers=self._headers, verify=_tls(), transport=http_transport
+        )
+        return api, cdn
+
+    @classmethod
+    def _sharing(cls, engine: Engine, headers: dict[str, str], http_transport: Any) -> AsyncFlux:
+        """The driver behind a Flux: the Flux's own engine (one budget, journal and credit count)."""
+        driver = cls.__new__(cls)
+        driver.engine, driver._headers = engine, headers
+        driver._api, driver._cdn = driver._clients(http_transport)
+        return driver
+
+    async def run_many(self, flows: Iterable[Flow[Any]], *, return_exceptions: bool = False) -> list[Any]:
+        """Carry out several flows at once on the running event loop, results in their order."""
+        return list(await asyncio.gather(*(self.run(f) for f in flows), return_exceptions=return_exceptions))
 
     async def run(self, flow: Flow[Any]) -> Any:
         """Carry out one flow to its end on the running event loop."""
