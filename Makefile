@@ -14,13 +14,14 @@ BUILD ?= build
 DEMO_NAME := $(basename $(notdir $(DEMO)))
 
 .PHONY: demo test
-# The notebook runs inside $(BUILD), so its images land beside the HTML and its links work from there.
+# The notebook runs inside $(BUILD), so its images land beside the HTML and its links work from there;
+# the kernel logs errors only: its warning about loopback TCP without encryption is noise in a demo.
 demo: $(VENV)/.installed  ## run the quickstart notebook against the bundled sandbox (no key needed)
 	@mkdir -p $(BUILD)
 	@cp $(DEMO) $(BUILD)/$(DEMO_NAME).ipynb
 	@echo "Running $(DEMO) against the bundled sandbox..."
-	@DOITONG_OUTPUT_DIR=flux_outputs $(PY) -m jupyter nbconvert --log-level WARN --to html --execute \
-		$(BUILD)/$(DEMO_NAME).ipynb
+	@DOITONG_OUTPUT_DIR=flux_outputs $(PY) -m jupyter nbconvert --to html --execute --log-level WARN \
+		--ExecutePreprocessor.extra_arguments=--IPKernelApp.log_level=ERROR $(BUILD)/$(DEMO_NAME).ipynb
 	@echo "Open $(BUILD)/$(DEMO_NAME).html; full-resolution images are in $(BUILD)/flux_outputs/"
 
 test: $(VENV)/.installed  ## the whole test suite, notebooks (nbval) and browser tests included
