@@ -8,21 +8,33 @@ TEST_PYTHONS ?= 3.10 3.13
 PIP_QUIET := -q --disable-pip-version-check
 
 $(VENV)/.installed: pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_QUIET) --upgrade pip
-	$(PY) -m pip install $(PIP_QUIET) -c constraints.txt -e ".[test]"
-	touch $@
+	@echo "Installing doitong-nb and its test tools into $(VENV) (first run only)..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install $(PIP_QUIET) --upgrade pip
+	@$(PY) -m pip install $(PIP_QUIET) -c constraints.txt -e ".[test]"
+	@touch $@
 
 .venv-%/.installed: pyproject.toml constraints.txt
-	$$(.ci/python-for $*) -m venv .venv-$*
-	.venv-$*/bin/python -m pip install $(PIP_QUIET) --upgrade pip
-	.venv-$*/bin/python -m pip install $(PIP_QUIET) -c constraints.txt -e ".[test]"
-	touch $@
+	@echo "Installing doitong-nb and its test tools into .venv-$* for Python $* (first run only)..."
+	@$$(.ci/python-for $*) -m venv .venv-$*
+	@.venv-$*/bin/python -m pip install $(PIP_QUIET) --upgrade pip
+	@.venv-$*/bin/python -m pip install $(PIP_QUIET) -c constraints.txt -e ".[test]"
+	@touch $@
+
+DEMO ?= notebooks/quickstart.ipynb
+BUILD ?= build
+DEMO_NAME := $(basename $(notdir $(DEMO)))
 
 .PHONY: demo test
+# The notebook runs inside $(BUILD), so its images land beside the HTML and its links work from there;
+# the kernel logs errors only: its warning about loopback TCP without encryption is noise in a demo.
 demo: $(VENV)/.installed  ## run the quickstart notebook against the bundled sandbox (no key needed)
-	$(PY) -m jupyter nbconvert --to html --execute notebooks/quickstart.ipynb --output-dir build
-	@echo "Open build/quickstart.html; full-resolution images are in notebooks/flux_outputs/"
+	@mkdir -p $(BUILD)
+	@cp $(DEMO) $(BUILD)/$(DEMO_NAME).ipynb
+	@echo "Running $(DEMO) against the bundled sandbox..."
+	@DOITONG_OUTPUT_DIR=flux_outputs $(PY) -m jupyter nbconvert --to html --execute --log-level WARN \
+		--ExecutePreprocessor.extra_arguments=--IPKernelApp.log_level=ERROR $(BUILD)/$(DEMO_NAME).ipynb
+	@echo "Open $(BUILD)/$(DEMO_NAME).html; full-resolution images are in $(BUILD)/flux_outputs/"
 
 test: $(foreach v,$(TEST_PYTHONS),.venv-$(v)/.installed)  ## the whole suite (notebooks and browser included) on each Python
 	@for v in $(TEST_PYTHONS); do \

@@ -8,17 +8,20 @@ notebook's diff, and everything rendered here is escaped: prompts are user text 
 from __future__ import annotations
 
 import base64
+import contextvars
 import functools
 import html
 import io
 import math
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat
 
@@ -141,13 +144,25 @@ def credits_text(n: int) -> str:
     return f"{n} credit" if n == 1 else f"{n} credits"
 
 
-def _account(result: ImageResult) -> str:
-    parts = []
-    if result.session_credits is not None:
-        parts.append(f"session {result.session_credits}")
-    if result.balance is not None:
-        parts.append(f"balance {result.balance}")
-    return ", ".join(parts)
+def cost_text(result: ImageResult) -> str:
+    """What the result cost in this session: a job picked up from the journal was paid when it was submitted."""
+    if result.resumed:
+        return "picked up, already paid"
+    return credits_text(0 if result.replayed else result.credits)
+
+
+def _new_one_hint(result: ImageResult) -> str:
+    """How to get another image instead of this replay: a seeded request makes the same pixels again."""
+    return "re-run with --refresh for a new one" if result.request.seed is None else "change --seed for a new one"
+
+
+def _account_figures(session_credits: int | None, balance: int | None) -> list[str]:
+    figures = []
+    if session_credits is not None:
+        figures.append(f"session {session_credits}")
+    if balance is not None:
+        figures.append(f"balance {balance}")
+    return figures
 
 
 def _link(path: Path) -> tuple[str, str]:
@@ -163,8 +178,8 @@ def _link(path: Path) -> tuple[str, str]:
     return quote(posix), posix
 
 
-def result_text(result: ImageResult) -> str:
-    """One line for terminals and text exports."""
+def result_text(result: ImageResult, account: bool = True) -> str:
+    """One line for terminals and text exports; a grid leaves the account figures to its last line."""
     parts = [f"<ImageResult {_short_id(result.job_id)} {result.width}x{result.height}"]
     if result.seed is not None:
         parts.append(f"seed={result.seed}")
@@ -172,11 +187,11 @@ def result_text(result: ImageResult) -> str:
     if result.duration is not None:
         parts.append(_seconds(result.duration))
     if result.replayed:
-        parts.append(f"replayed from {_date(result.created_at)}, 0 credits")
+        parts.append(f"replayed from {_date(result.created_at)}, 0 credits ({_new_one_hint(result)})")
     else:
-        parts.append(credits_text(result.credits))
-    if account := _account(result):
-        parts.append(f"({account})")
+        parts.append(cost_text(result))
+    if account and (figures := _account_figures(result.session_credits, result.balance)):
+        parts.append(f"({', '.join(figures)})")
     if result.metadata.get("sandbox"):
         parts.append("[sandbox]")
     return " ".join(parts) + f" -> {_link(result.path)[1]}>"
@@ -204,10 +219,11 @@ _SANDBOX = _BADGE + "background:rgba(210,153,34,.16);border:1px solid rgba(210,1
 _MUTED = "opacity:.72"
 _SINGLE_BOX = 640  # px: a lone card fits its image in this square
 _GRID_MIN, _GRID_MAX = 220, 300  # px: grid columns are at least MIN wide; a few images spread to about MAX
+_GRID_PREVIEW_PX = 384  # a grid's previews: its columns' width with room for a 1.3x screen, ~50 KB each
 _TALLEST_BOX = 4 / 3  # grid image boxes are at most this tall for their width; taller images are letterboxed
 
 
-def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: int) -> str:
+def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: int, account: bool) -> str:
     esc = html.escape
     prompt = esc(result.request.prompt)
     href, label = _link(result.path)
@@ -224,6 +240,7 @@ def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: i
         badges += (
             f'<span style="{_REPLAYED}" title="identical request found in the store; nothing was charged">'
             f"replayed · {esc(_date(result.created_at))} · 0 credits</span>"
+            f'<span style="{_MUTED};font-size:11px">{esc(_new_one_hint(result))}</span>'
         )
     if result.metadata.get("sandbox"):
         badges += (
@@ -240,11 +257,9 @@ def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: i
     facts.append(esc(result.version))
     if result.duration is not None:
         facts.append(_seconds(result.duration))
-    money = [f"<b>{credits_text(0 if result.replayed else result.credits)}</b>"]
-    if result.session_credits is not None:
-        money.append(f"session {result.session_credits}")
-    if result.balance is not None:
-        money.append(f"balance {result.balance}")
+    money = [f"<b>{esc(cost_text(result))}</b>"]
+    if account:
+        money += _account_figures(result.session_credits, result.balance)
     clamp = f"display:-webkit-box;-webkit-line-clamp:{clamp_lines};-webkit-box-orient:vertical;overflow:hidden"
     return (
         f'<figure style="{_CARD}"><a href="{esc(href)}" target="_blank" title="open full resolution">{image}</a>'
@@ -258,10 +273,25 @@ def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: i
     )
 
 
-def result_bundle(results: list[ImageResult], preview_px: int = 1024) -> dict[str, str]:
-    """text/plain and text/html for one result (a card) or several (a responsive grid of cards)."""
-    text = "\n".join(result_text(r) for r in results) or "<no images>"
-    if len(results) == 1:
+def result_bundle(
+    results: list[ImageResult],
+    preview_px: int = 1024,
+    *,
+    session_credits: int | None = None,
+    balance: int | None = None,
+) -> dict[str, str]:
+    """text/plain and text/html for one result (a card) or several (a responsive grid of cards).
+
+    A lone card shows its result's account figures. A grid's cards show what each one cost, and the
+    session total and balance given here come once, below the grid: cards finish in any order, so
+    figures taken as each one finished would read out of order.
+    """
+    single = len(results) == 1
+    lines = [result_text(r, account=single) for r in results] or ["<no images>"]
+    footer = [] if single else _account_figures(session_credits, balance)
+    if footer:
+        lines.append(", ".join(footer))
+    if single:
         width, _ = _fit(results[0].width, results[0].height, _SINGLE_BOX)
         grid, image_style, clamp = f"grid-template-columns:minmax(0,{max(width, 320)}px)", "", 4
     else:
@@ -272,9 +302,12 @@ def result_bundle(results: list[ImageResult], preview_px: int = 1024) -> dict[st
         )
         image_style = f"aspect-ratio:{1 / tallest:.4f};object-fit:contain;background:rgba(127,127,127,.1)"
         clamp = 3
-    cards = "".join(_card(r, preview_px, image_style, clamp) for r in results)
+        preview_px = min(preview_px, _GRID_PREVIEW_PX)
+    cards = "".join(_card(r, preview_px, image_style, clamp, single) for r in results)
     page = f'<div style="display:grid;{grid};gap:12px;{_FONT};color:inherit">{cards}</div>'
-    return {"text/plain": text, "text/html": page}
+    if footer:
+        page += f'<div style="{_FONT};font-size:12px;margin-top:6px;{_MUTED}">{" · ".join(footer)}</div>'
+    return {"text/plain": "\n".join(lines), "text/html": page}
 
 
 # --- progress --------------------------------------------------------------------------------------
@@ -295,30 +328,58 @@ def _frontend() -> str | None:
 
 
 class ProgressLine:
-    """A status line updated in place while a job runs, throttled to keep notebooks small."""
+    """A status line updated in place while a job runs, its clock ticking between status reports.
+
+    Repaints are throttled to keep notebooks small; a light thread repaints the elapsed time every `tick`
+    seconds (the engine reports only around its requests, which may be seconds apart).
+    """
 
     min_interval = 0.25  # seconds between repaints, unless the status itself changes
+    tick = 0.5  # seconds between repaints of the clock alone
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
+        self._clock = clock
+        self._started = clock()
         self._mode = _frontend()
         self._handle: Any = None
         self._last_paint = -math.inf
-        self._last_status: str | None = None
+        self._status: str | None = None
+        self._detail = ""
         self._width = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._ticker: threading.Thread | None = None
 
-    def _line(self, status: str, elapsed: float, detail: str) -> str:
-        return " · ".join(p for p in (self.label, status, _seconds(elapsed), detail) if p)
+    def _line(self) -> str:
+        elapsed = _seconds(self._clock() - self._started)
+        return " · ".join(p for p in (self.label, self._status, elapsed, self._detail) if p)
 
-    def update(self, status: str, elapsed: float, detail: str = "") -> None:
-        """Show the job's status; repaints closer than min_interval are dropped."""
-        now = time.monotonic()
-        if status == self._last_status and now - self._last_paint < self.min_interval:
-            return
-        self._last_paint, self._last_status = now, status
-        self._paint(self._line(status, elapsed, detail))
+    def update(self, status: str, detail: str = "") -> None:
+        """Show the job's status; repaints closer than min_interval are dropped (the ticker shows them)."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            changed = status != self._status
+            self._status, self._detail = status, detail
+            if changed or self._clock() - self._last_paint >= self.min_interval:
+                self._repaint()
+        if self._mode is not None and self._ticker is None:
+            # a copy of the context: ipykernel keeps the cell's parent header in a context variable
+            run = contextvars.copy_context().run
+            self._ticker = threading.Thread(target=run, args=(self._tick,), name="flux-progress", daemon=True)
+            self._ticker.start()
 
-    def _paint(self, text: str) -> None:
+    def _tick(self) -> None:
+        while not self._closed.wait(self.tick):
+            with self._lock:
+                if not self._closed.is_set():
+                    self._repaint()
+
+    def _repaint(self) -> None:
+        """Paint the current status with the current elapsed time; the caller holds the lock."""
+        self._last_paint = self._clock()
+        text = self._line()
         if self._mode == "kernel":
             from IPython.display import display
 
@@ -332,14 +393,21 @@ class ProgressLine:
             self._width = len(text)
 
     def close(self) -> None:
-        """Blank the line. A saved notebook keeps it blank, the state it was first shown in, so a tool that
-        ignores display updates (nbval) and one that applies them (nbclient, JupyterLab) record the same."""
-        if self._mode == "kernel" and self._handle is not None:
-            self._handle.update(_BLANK, raw=True)
-        elif self._mode == "terminal" and self._width:
-            sys.stderr.write("\r" + " " * self._width + "\r")
-            sys.stderr.flush()
-        self._width = 0
+        """Stop the clock and blank the line. A saved notebook keeps it blank, the state it was first shown in,
+        so a tool that ignores display updates (nbval) and one that applies them (nbclient, JupyterLab) record
+        the same; nothing repaints it afterwards."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            if self._mode == "kernel" and self._handle is not None:
+                self._handle.update(_BLANK, raw=True)
+            elif self._mode == "terminal" and self._width:
+                sys.stderr.write("\r" + " " * self._width + "\r")
+                sys.stderr.flush()
+            self._width = 0
+        if self._ticker is not None:
+            self._ticker.join()
 
     def replace_with(self, obj: Any) -> None:
         """Blank the line and show obj (e.g. the ImageResult) right below it."""
@@ -365,10 +433,16 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 
 class AccountView:
-    """`%flux_account`: plan, balance, the plan's limits and this session's spend."""
+    """`%flux_account`: where the account lives, plan, balance, the plan's limits and this session's spend.
 
-    def __init__(self, account: Any, plan: Any, session_credits: int) -> None:
-        self.rows = [("plan", account.plan), ("balance", credits_text(account.credits))]
+    The host comes first and the bundled sandbox says so: its account reads like a real one otherwise.
+    """
+
+    def __init__(self, account: Any, plan: Any, session_credits: int, base_url: str, sandbox: bool) -> None:
+        host = urlsplit(base_url).netloc or base_url
+        self.sandbox = sandbox
+        self.rows = [("service", f"{host} (sandbox: no real credits)" if sandbox else host)]
+        self.rows += [("plan", account.plan), ("balance", credits_text(account.credits))]
         if plan is not None:
             daily = "unlimited" if plan.daily_limit is None else f"{plan.daily_limit:,} jobs"
             self.rows += [
@@ -382,7 +456,13 @@ class AccountView:
         return "\n".join(f"{k}: {v}" for k, v in self.rows)
 
     def _repr_html_(self) -> str:
-        return _table(self.rows)
+        badge = (
+            f'<div style="{_FONT};margin-bottom:4px"><span style="{_SANDBOX}" '
+            'title="the bundled local sandbox, not the real service">sandbox</span></div>'
+            if self.sandbox
+            else ""
+        )
+        return badge + _table(self.rows)
 
 
 def history_table(results: list[ImageResult]) -> Any:

@@ -45,6 +45,9 @@ T = TypeVar("T")
 Flow = Generator["Step", Any, T]
 Progress = Callable[[str, float, str], None]
 Completion = Callable[[str], "dict[str, Any] | None"]  # job id -> its (verified) webhook payload, once it came
+Waiting = Callable[[str], None]  # told why a request waits, before the wait
+WAITING_FOR_RATE = "waiting for the plan's rate limit"
+WAITING_FOR_SLOT = "waiting for a free job slot"
 
 MAX_ATTEMPTS = 8
 BACKOFF_BASE, BACKOFF_CAP = 0.25, 20.0
@@ -146,15 +149,26 @@ class Engine:
 
     # --- one API call, with retries -------------------------------------------------------------
     def call(
-        self, call: HttpCall, *, deadline: float, idempotency_key: str | None = None, via: Transport | None = None
+        self,
+        call: HttpCall,
+        *,
+        deadline: float,
+        idempotency_key: str | None = None,
+        via: Transport | None = None,
+        waiting: Waiting | None = None,
     ) -> Flow[dict[str, Any]]:
-        """Send `call`, retrying 429, 5xx and network errors with backoff until `deadline`."""
+        """Send `call`, retrying 429, 5xx and network errors with backoff until `deadline`.
+
+        `waiting(why)` hears of each wait for the plan's limits, so a progress line can say what it waits for.
+        """
         headers = {"Accept": "application/json", **(via or self.transport).auth_headers(self.settings.api_key)}
         if idempotency_key:
             headers[contract.HEADER_IDEMPOTENCY] = idempotency_key
         for attempt in range(MAX_ATTEMPTS):
             slot = self.budget.reserve()
             if slot.wait > 0:
+                if waiting:
+                    waiting(WAITING_FOR_RATE)
                 yield Sleep(slot.wait)
             slot = self.budget.sent(slot)
             self.requests[call.kind] += 1
@@ -195,6 +209,8 @@ class Engine:
             if time.monotonic() + delay > deadline or attempt == MAX_ATTEMPTS - 1:
                 raise error
             self.requests["retries"] += 1
+            if waiting and isinstance(error, RateLimitError):
+                waiting(WAITING_FOR_SLOT if error.code == contract.CONCURRENCY_LIMITED else WAITING_FOR_RATE)
             yield Sleep(delay)
         raise AssertionError("unreachable")
 
@@ -205,20 +221,29 @@ class Engine:
         return make_transport(name)
 
     def submit(
-        self, request: GenerationRequest, idempotency_key: str, deadline: float, via: Transport | None = None
+        self,
+        request: GenerationRequest,
+        idempotency_key: str,
+        deadline: float,
+        via: Transport | None = None,
+        waiting: Waiting | None = None,
     ) -> Flow[Job]:
         """Submit once (retries reuse the idempotency key, so they are charged once) and count its cost."""
         via = via or self.transport
-        body = yield from self.call(via.submit(request), deadline=deadline, idempotency_key=idempotency_key, via=via)
+        body = yield from self.call(
+            via.submit(request), deadline=deadline, idempotency_key=idempotency_key, via=via, waiting=waiting
+        )
         job = via.parse_job(body)
         if job.id not in self._charged:  # the same Idempotency-Key sent again is answered with the first job
             self._charged.add(job.id)
             self._charge(job.credit_cost if job.credit_cost is not None else request.estimated_credits)
         return job
 
-    def status(self, job_id: str, deadline: float, via: Transport | None = None) -> Flow[Job]:
+    def status(
+        self, job_id: str, deadline: float, via: Transport | None = None, waiting: Waiting | None = None
+    ) -> Flow[Job]:
         via = via or self.transport
-        body = yield from self.call(via.status(job_id), deadline=deadline, via=via)
+        body = yield from self.call(via.status(job_id), deadline=deadline, via=via, waiting=waiting)
         return via.parse_job(body)
 
     def account(self) -> Flow[Account]:
@@ -246,6 +271,7 @@ class Engine:
         if completion is not None and not job.done:
             job = yield from self._await_webhook(job, pixels, deadline, accepted_at, completion)
         reads = 0
+        waiting = None if progress is None else (lambda why: progress(why, time.monotonic() - accepted_at, ""))
         while not job.done:
             elapsed = time.monotonic() - accepted_at
             if progress:
@@ -258,7 +284,7 @@ class Engine:
                     job_id=job.id,
                 )
             yield Sleep(delay)
-            job = yield from self.status(job.id, deadline, via)
+            job = yield from self.status(job.id, deadline, via, waiting)
             reads += 1
         if job.status == contract.STATUS_COMPLETED and job.duration is not None:
             self.durations.observe(pixels, job.duration)
@@ -314,12 +340,21 @@ class Engine:
     # --- the whole thing ------------------------------------------------------------------------
     def check_budget(self, request: GenerationRequest) -> None:
         """Refuse, before sending, a job that would cross the session's credit budget."""
-        cost = request.estimated_credits
-        if self.max_credits is not None and self.session_credits + cost > self.max_credits:
-            raise BudgetExceededError(
-                f"this {request.size} image costs {cost} credits and the session has spent {self.session_credits} "
-                f"of its {self.max_credits}-credit budget: raise max_credits or use a smaller size"
-            )
+        self.check_costs([request.estimated_credits])
+
+    def check_costs(self, costs: list[int]) -> None:
+        """Refuse, before sending, jobs that together would cross the session's budget: one verdict for a cell."""
+        refusal = budget_refusal(costs, self.session_credits, self.max_credits)
+        if refusal is not None:
+            raise refusal
+
+    def charge_for(self, request: GenerationRequest, variant: int = 0, refresh: bool = False) -> int:
+        """What `generate` would charge now: nothing for a replay, or for a journaled job it picks up."""
+        key = request.key(variant)
+        if self.replay and not refresh and self.stored(key) is not None:
+            return 0
+        entry = self.unfinished(key)
+        return 0 if entry is not None and entry.job_id is not None else request.estimated_credits
 
     def generate(
         self,
@@ -357,8 +392,10 @@ class Engine:
         if entry is None:
             self.check_budget(request)
             entry = journal.begin(key, request, origin)
+        resumed = job is not None  # submitted, and paid for, before an interrupt or in an earlier session
         if job is None:
-            job = yield from self.submit(request, entry.idempotency_key, deadline, via)
+            waiting = None if progress is None else (lambda why: progress(why, 0.0, ""))  # 0 s: not accepted yet
+            job = yield from self.submit(request, entry.idempotency_key, deadline, via, waiting)
             journal.mark_submitted(entry.idempotency_key, job.id)
         accepted_at = time.monotonic()
         pixels = request.width * request.height
@@ -382,6 +419,8 @@ class Engine:
             progress("downloading", time.monotonic() - accepted_at, "")
         path = yield from self.download(job, request, deadline)
         result: ImageResult = yield Work(partial(self.store.put, key, request, job, path, origin))
+        if resumed:
+            result.resumed, result.credits = True, 0
         journal.mark_done(entry.idempotency_key)
         return self._annotate(result)
 
@@ -402,6 +441,28 @@ class Engine:
         result.session_credits = self.session_credits
         result.balance = self.balance
         return result
+
+
+def budget_refusal(
+    costs: list[int], spent: int, budget: int | None, name: str = "max_credits"
+) -> BudgetExceededError | None:
+    """The refusal of images that would cross a session budget, with the advice its numbers allow, or None."""
+    total = sum(costs)
+    if budget is None or spent + total <= budget:
+        return None
+    left = max(0, budget - spent)
+    what = f"this image costs {total} credits" if len(costs) == 1 else f"these {len(costs)} images cost {total} credits"
+    fit = max(k for k in range(len(costs) + 1) if sum(costs[:k]) <= left)
+    cheapest = contract.credit_cost(contract.MIN_SIDE, contract.MIN_SIDE)
+    if fit:
+        advice = f"{fit} of them fit: ask for fewer or raise {name}"
+    elif left >= cheapest:
+        advice = f"a smaller size fits (from {cheapest} credits an image) or raise {name}"
+    else:
+        advice = f"raise {name}"
+    return BudgetExceededError(
+        f"{what} and the session has spent {spent} of its {budget}-credit budget, {left} left: {advice}"
+    )
 
 
 def _retry_after(headers: Any) -> float | None:

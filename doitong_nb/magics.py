@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -22,11 +22,17 @@ from . import contract
 from .config import DEFAULT_OUTPUT_DIR, ENV_OUTPUT_DIR
 from .errors import DoitongError, InvalidRequestError
 
-_OPTIONS_HELP = "Options come first in %%flux (the cell is the prompt); in %flux they follow the prompt."
+
+def _options(usage_name: str) -> Callable[[Any], Any]:
+    """The options shared by %%flux and %flux (one list, so the two never drift apart).
+
+    `usage_name` heads the usage line after its "%": "%flux" for the cell magic, "flux PROMPT" for the line
+    magic, whose prompt comes before the options and is split off before they are parsed.
+    """
+    return lambda func: _with_options(func, usage_name)
 
 
-def _options(func: Any) -> Any:
-    """The options shared by %%flux and %flux (one list, so the two never drift apart)."""
+def _with_options(func: Any, usage_name: str) -> Any:
     decorators = [
         argument("--size", help="WIDTHxHEIGHT, each 256..4096 and a multiple of 16 (default: Flux.size)"),
         argument("--aspect", help="aspect ratio such as 16:9, instead of --size (about one megapixel)"),
@@ -46,7 +52,7 @@ def _options(func: Any) -> Any:
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
-    return magic_arguments()(func)
+    return magic_arguments(usage_name)(func)
 
 
 def _split_line(line: str) -> tuple[str, str]:
@@ -103,7 +109,7 @@ class Flux(Magics):
         return self._client
 
     # --- magics ---------------------------------------------------------------------------------
-    @_options
+    @_options("%flux")
     @needs_local_scope
     @cell_magic
     def flux(self, line: str, cell: str, local_ns: Any = None) -> None:
@@ -120,7 +126,7 @@ class Flux(Magics):
             return
         self._run(prompt, args, local_ns)
 
-    @_options
+    @_options("flux PROMPT")
     @needs_local_scope
     @line_magic("flux")
     def flux_line(self, line: str, local_ns: Any = None) -> None:
@@ -138,7 +144,10 @@ class Flux(Magics):
             account = self.client.account()
         except DoitongError as exc:
             return self._fail(exc)
-        return AccountView(account, contract.PLANS.get(account.plan), self.client.session_credits)
+        settings = self.client.settings
+        return AccountView(
+            account, contract.PLANS.get(account.plan), self.client.session_credits, settings.base_url, settings.sandbox
+        )
 
     @line_magic
     def flux_panel(self, line: str = "") -> Any:
@@ -180,6 +189,8 @@ class Flux(Magics):
             if args.dry_run:
                 self._show_dry_run([r for r, _ in pairs], args.transport)
                 return
+            engine = self.client.engine  # one verdict on the budget for the whole cell, not one line an image
+            engine.check_costs([engine.charge_for(r, v, args.refresh) for r, v in pairs])
             results = self._batch(pairs, args) if args.each else self._generate(pairs, args)
         except DoitongError as exc:
             self._fail(exc)
@@ -191,7 +202,7 @@ class Flux(Magics):
         """`--each`: the batch scheduler paces the items at the plan's limits; failures print in place."""
         from IPython.display import display
 
-        from .display import error_text, result_bundle
+        from .display import error_text
 
         if args.transport not in (None, self.transport):
             raise InvalidRequestError("--transport cannot be combined with --each; use %config Flux.transport")
@@ -199,24 +210,24 @@ class Flux(Magics):
         for index, error in outcomes.errors.items():
             print(f"item {index}: {error_text(error)}", file=sys.stderr)
         if outcomes.images:
-            display(_Bundle(result_bundle(outcomes.images, min(self.preview_px, 384))))
+            display(_Bundle(self._bundle(outcomes.images)))
         return list(outcomes)
 
     def _generate(self, pairs: list[tuple[Any, int]], args: Any) -> list[Any]:
-        from .display import ProgressLine, error_text, result_bundle
+        from .display import ProgressLine, error_text
 
         client = self.client
         timeout = None if args.timeout is None else _checked_timeout(args.timeout)
         via = client.engine.transport_named(args.transport)
         line = ProgressLine(f"{pairs[0][0].size} × {len(pairs)}" if len(pairs) > 1 else pairs[0][0].size)
-        started, states = time.monotonic(), {}
+        states: dict[int, str] = {}
 
         def progress_for(index: int) -> Any:
             def report(status: str, elapsed: float, detail: str) -> None:
                 states[index] = status
                 done = sum(1 for s in states.values() if s in ("downloading", "completed"))
                 summary = status if len(pairs) == 1 else f"{done}/{len(pairs)} done, {status}"
-                line.update(summary, time.monotonic() - started, detail)
+                line.update(summary, detail)
 
             return report
 
@@ -226,35 +237,49 @@ class Flux(Magics):
             )
             for i, (r, v) in enumerate(pairs)
         ]
+        outcomes: list[Any] | None = None
         try:
             outcomes = client.run_many(flows, return_exceptions=True)
         except KeyboardInterrupt:
+            pass
+        finally:  # the line's clock stops whatever happened
             line.close()
+        if outcomes is None:
             self._interrupted(pairs)
             return []
         results = [o for o in outcomes if not isinstance(o, BaseException)]
         failures = [o for o in outcomes if isinstance(o, BaseException)]
-        for result in results:  # the latest session total and balance on every card
-            result.session_credits, result.balance = client.session_credits, client.engine.balance
         if results:
-            line.replace_with(_Bundle(result_bundle(results, self.preview_px)))
-        else:
-            line.close()
+            line.replace_with(_Bundle(self._bundle(results)))
         for failure in failures:
             if not isinstance(failure, DoitongError):
                 raise failure
             print(error_text(failure), file=sys.stderr)
         return results
 
+    def _bundle(self, results: list[Any]) -> dict[str, str]:
+        """The cards of a cell, with the session's total and balance as they are now."""
+        from .display import result_bundle
+
+        client = self.client
+        for result in results:  # a lone card shows them; a grid shows them once, below it
+            result.session_credits, result.balance = client.session_credits, client.engine.balance
+        return result_bundle(
+            results, self.preview_px, session_credits=client.session_credits, balance=client.engine.balance
+        )
+
     def _interrupted(self, pairs: list[tuple[Any, int]]) -> None:
         engine = self.client.engine
         ids = [e.job_id for r, v in pairs if (e := engine.unfinished(r.key(v))) is not None and e.job_id]
-        which = f"job {', '.join(ids)} goes" if ids else "any submitted job goes"
-        print(
-            f"Stopped waiting; {which} on at Doitong and is paid for. Re-run this cell to pick it up: "
-            "it will not be charged again.",
-            file=sys.stderr,
-        )
+        service = "the sandbox" if self.client.settings.sandbox else "Doitong"
+        if len(ids) > 1:
+            told = f"jobs {', '.join(ids)} go on at {service} and are paid for. Re-run this cell to pick them up: "
+            told += "they will not be charged again."
+        else:
+            which = f"job {ids[0]}" if ids else "any submitted job"
+            told = f"{which} goes on at {service} and is paid for. Re-run this cell to pick it up: "
+            told += "it will not be charged again."
+        print(f"Stopped waiting; {told}", file=sys.stderr)
 
     def _show_dry_run(self, requests: list[Any], transport: str | None) -> None:
         from .display import dry_run_bundle

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Union
 import ipywidgets as widgets
 
 from . import contract
-from .display import credits_text, error_text, make_preview, result_bundle
-from .errors import BudgetExceededError, DoitongError, InvalidRequestError, RateLimitError
+from .display import cost_text, credits_text, error_text, make_preview, result_bundle
+from .engine import budget_refusal
+from .errors import DoitongError, InvalidRequestError, RateLimitError
 from .request import MAX_SEED, GenerationRequest, per_image
 
 if TYPE_CHECKING:
@@ -67,8 +68,8 @@ _CSS = """<style>
 .flux-thumb.flux-selected{outline:2px solid rgba(47,129,247,.9);outline-offset:1px}
 .flux-thumb .flux-open{position:absolute;inset:0;width:100%;height:100%;margin:0;opacity:0;cursor:zoom-in}
 .flux-thumb .flux-caption{display:block;height:auto;margin:0;padding:5px 8px 6px;opacity:.85}
-.flux-thumb .flux-caption .widget-html-content{display:block;height:auto;line-height:16px;font-size:11px;
-  white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.flux-thumb .flux-caption .widget-html-content{display:block;height:auto;line-height:16px;font-size:11px}
+.flux-thumb .flux-caption .widget-html-content>div{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .flux-badge{display:inline-block;padding:0 6px;border-radius:999px;font-size:10px;font-weight:600;
   background:rgba(46,160,67,.16);border:1px solid rgba(46,160,67,.55)}
 .flux-detail{gap:6px}
@@ -304,24 +305,17 @@ class FluxPanel:
         self._refresh_account()
 
     # --- jobs -------------------------------------------------------------------------------------
-    def _cost(self, client: Flux, request: GenerationRequest, variant: int) -> int:
-        """What this image would be charged: 0 when the engine will replay it from the store."""
-        if client.engine.replay and client.engine.stored(request.key(variant)) is not None:
-            return 0
-        return request.estimated_credits
-
-    def _check_budget(self, client: Flux, cost: int) -> None:
+    def _check_budget(self, client: Flux, costs: list[int]) -> None:
         """Refuse before sending: spent + not yet charged jobs of this panel + this click > budget."""
         if not self.budget.value:
             return
         with self._lock:
             pending = sum(j.cost for j in self._jobs if not j.charged)
-        spent = client.session_credits + pending
-        if spent + cost > self.budget.value:
-            raise BudgetExceededError(
-                f"this costs {credits_text(cost)} and the session has spent or committed {spent} of its "
-                f"{self.budget.value}-credit budget: raise the budget or use a smaller size"
-            )
+        refusal = budget_refusal(
+            [c for c in costs if c], client.session_credits + pending, self.budget.value, "the budget"
+        )
+        if refusal is not None:
+            raise refusal
 
     def _on_generate(self, _button: Any = None) -> list[_Job]:
         """Queue the images of the current settings; returns at once, the work runs in a worker thread."""
@@ -330,8 +324,8 @@ class FluxPanel:
             client = self._client()
             pairs = self.requests()
             via = client.engine.transport_named(self.transport.value)
-            costs = [self._cost(client, r, v) for r, v in pairs]
-            self._check_budget(client, sum(costs))
+            costs = [client.engine.charge_for(r, v) for r, v in pairs]
+            self._check_budget(client, costs)
         except DoitongError as exc:
             self._show_error(exc)
             return []
@@ -429,9 +423,13 @@ class FluxPanel:
         )
         badge = '<span class="flux-badge">replayed</span> ' if result.replayed else ""
         seed = f"seed {result.seed}" if result.seed is not None else "random seed"
-        spent = credits_text(0 if result.replayed else result.credits)
+        # two lines, the seed first: a 10-digit seed after the badge and the cost was cut off by the ellipsis
         caption = _classed(
-            widgets.HTML(f"{badge}{spent} · {seed}", tooltip=f"{result.width}×{result.height}"), "flux-caption"
+            widgets.HTML(
+                f"<div>{seed}</div><div>{badge}{html.escape(cost_text(result))}</div>",
+                tooltip=f"{result.width}×{result.height}",
+            ),
+            "flux-caption",
         )
         thumb = _classed(widgets.VBox([image, caption, opener]), "flux-thumb")
         if result.replayed:

@@ -77,7 +77,8 @@ class Job:
 class ImageResult:
     """A finished image: the full-resolution file on disk and its provenance.
 
-    `credits` is what this call spent: the job's cost when generated now, 0 when replayed from the store.
+    `credits` is what this call spent: the job's cost when generated now, 0 when replayed from the store
+    or `resumed` (a job submitted, and paid for, before an interrupt or in an earlier session).
     """
 
     request: GenerationRequest
@@ -93,6 +94,7 @@ class ImageResult:
     created_at: str | None
     replayed: bool = False
     credits: int = 0
+    resumed: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     session_credits: int | None = None
     balance: int | None = None

@@ -7,6 +7,7 @@ import io
 import os
 import random
 import sys
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -211,6 +212,24 @@ def test_html_replayed_badge_says_date_and_zero_credits(big_jpeg: Path) -> None:
     assert "<b>0 credits</b>" in page and "30 credits" not in page
 
 
+def test_replayed_card_says_how_to_get_a_new_image(big_jpeg: Path) -> None:
+    """Without a seed a re-run replays the same image by design; the card says how to get another one."""
+    unseeded = GenerationRequest.build("a red fox in snow", size="4096x4096")
+    result = make_result(big_jpeg, request=unseeded, replayed=True, credits=0)
+    assert "re-run with --refresh for a new one" in display.result_bundle([result])["text/html"]
+    assert "re-run with --refresh for a new one" in display.result_text(result)
+    seeded = display.result_bundle([make_result(big_jpeg, replayed=True, credits=0)])["text/html"]
+    assert "change --seed for a new one" in seeded  # a seeded request makes the same pixels again
+
+
+def test_picked_up_card_says_already_paid_not_its_cost(big_jpeg: Path) -> None:
+    """A job resumed from the journal was charged when it was submitted; "50 credits" read like a second charge."""
+    result = make_result(big_jpeg, resumed=True, credits=0)
+    page = display.result_bundle([result])["text/html"]
+    assert "<b>picked up, already paid</b>" in page and "30 credits" not in page and "0 credits" not in page
+    assert "picked up, already paid" in display.result_text(result)
+
+
 def test_html_sandbox_badge_only_for_sandbox_results(big_jpeg: Path) -> None:
     sandboxed = display.result_bundle([make_result(big_jpeg, metadata={"sandbox": True})])["text/html"]
     real = display.result_bundle([make_result(big_jpeg, metadata={"sandbox": False})])["text/html"]
@@ -228,6 +247,34 @@ def test_html_grid_of_three_has_three_images(tmp_path: Path) -> None:
     assert bundle["text/html"].count("<img ") == 3
     assert "repeat(auto-fill" in bundle["text/html"]
     assert len(bundle["text/plain"].splitlines()) == 3
+
+
+def test_html_grid_of_four_1024px_images_stays_under_300kb(tmp_path: Path) -> None:
+    """Shown at about 220-300 px, a grid's previews need not be 1024 px (issue 15: 790 KB for `-n 4`)."""
+    results = []
+    for i in range(4):
+        path = tmp_path / f"job_{i}.jpg"
+        grain = Image.effect_noise((1024, 1024), 64).convert("RGB")  # as detailed as the sandbox's images
+        Image.blend(picture(1024, 1024, seed=i), grain, 0.3).save(path, quality=92)
+        results.append(make_result(path, job_id=f"job_{i}"))
+    page = display.result_bundle(results, preview_px=1024)["text/html"]
+    assert page.count("<img ") == 4 and len(page.encode()) < 300_000
+    lone = display.result_bundle(results[:1], preview_px=1024)["text/html"]
+    assert 'width="1024"' in lone  # a lone card keeps its large preview
+
+
+def test_html_grid_cards_show_their_own_cost_and_the_session_total_once(tmp_path: Path) -> None:
+    """Cards finish in any order: totals taken as each finished read 10, 80, 20 (issue 15)."""
+    results = []
+    for i, (cost, session) in enumerate(((10, 10), (30, 80), (20, 20))):
+        path = tmp_path / f"job_{i}.jpg"
+        picture(512, 512, seed=i).save(path)
+        results.append(make_result(path, job_id=f"job_{i}", credits=cost, session_credits=session, balance=1000))
+    bundle = display.result_bundle(results, session_credits=60, balance=940)
+    page, text = bundle["text/html"], bundle["text/plain"]
+    assert [f"<b>{n} credits</b>" in page for n in (10, 30, 20)] == [True, True, True]
+    assert page.count("session ") == 1 and "session 60 · balance 940" in page and "session 80" not in page
+    assert text.splitlines()[-1] == "session 60, balance 940" and text.count("session") == 1
 
 
 def test_html_survives_a_missing_file(tmp_path: Path, big_jpeg: Path) -> None:
@@ -298,12 +345,27 @@ def test_error_text_is_one_line_for_doitong_errors() -> None:
 # --- progress ------------------------------------------------------------------------------------
 
 
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ticker_running() -> bool:
+    return any(t.name == "flux-progress" for t in threading.enumerate())
+
+
 def test_progress_line_without_kernel_or_terminal_is_silent(capsys: pytest.CaptureFixture[str]) -> None:
     line = display.ProgressLine("flux job_abc")
-    line.update("queued", 0.0)
-    line.update("processing", 1.2, "step 3/10")
+    line.update("queued")
+    line.update("processing", "step 3/10")
     line.close()
     assert capsys.readouterr() == ("", "")
+    assert not ticker_running()
 
 
 class FakeTty(io.StringIO):
@@ -314,14 +376,41 @@ class FakeTty(io.StringIO):
 def test_progress_line_in_a_terminal_rewrites_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     tty = FakeTty()
     monkeypatch.setattr(sys, "stderr", tty)
-    line = display.ProgressLine("flux")
-    line.update("processing", 1.0)
-    line.update("processing", 1.1)  # within the throttle interval: dropped
-    line.update("completed", 1.2)  # a new status always shows
+    clock = Clock()
+    line = display.ProgressLine("flux", clock=clock)
+    line.tick = 3600.0  # this test is about updates; the clock's own repaints are tested below
+    clock.now += 1.0
+    line.update("processing")
+    clock.now += 0.1
+    line.update("processing")  # within the throttle interval: dropped
+    clock.now += 0.1
+    line.update("completed")  # a new status always shows
     line.close()
     out = tty.getvalue()
     assert out.endswith("\r") and "\n" not in out
     assert out.count("\r") == 4 and "1.1 s" not in out and "completed · 1.2 s" in out
+
+
+def test_progress_line_clock_ticks_between_updates_and_stops_at_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine reports only around its requests; the elapsed time must move anyway (issue 15)."""
+    tty = FakeTty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    clock = Clock()
+    line = display.ProgressLine("flux", clock=clock)
+    line.tick = 0.01
+    line.update("waiting for the plan's rate limit")
+    clock.now += 3.0  # no update from the engine: only the ticker can show this
+    for _ in range(5000):
+        if "waiting for the plan's rate limit · 3.0 s" in tty.getvalue():
+            break
+        threading.Event().wait(0.002)
+    assert "waiting for the plan's rate limit · 3.0 s" in tty.getvalue()
+    line.close()
+    assert not ticker_running()
+    painted = tty.getvalue()
+    assert painted.endswith("\r")
+    line.update("processing")  # a closed line paints nothing more
+    assert tty.getvalue() == painted
 
 
 class FakeHandle:
@@ -343,13 +432,35 @@ def test_progress_line_in_a_kernel_updates_one_display(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(IPython.display, "display", fake_display)
     monkeypatch.setattr(display, "_frontend", lambda: "kernel")
-    line = display.ProgressLine("flux <job>")
-    line.update("queued", 0.0)
-    line.update("queued", 0.1)
-    line.update("processing", 2.0)
+    clock = Clock()
+    line = display.ProgressLine("flux <job>", clock=clock)
+    line.tick = 3600.0
+    line.update("queued")
+    clock.now += 0.1
+    line.update("queued")
+    clock.now += 1.9
+    line.update("processing")
     result = make_result(big_jpeg)
     line.replace_with(result)
     assert shown[0] == {"text/plain": ""} and shown[-1] is result  # the line starts and ends blank (nbval)
     assert "&lt;job&gt;" in handle.updates[0]["text/html"]
     assert handle.updates[1]["text/plain"] == "flux <job> · processing · 2.0 s"
     assert handle.updates[-1] == {"text/plain": ""}
+
+
+# --- account ---------------------------------------------------------------------------------------
+
+
+class _Account:
+    plan, credits = "pro", 940
+
+
+def test_account_names_its_host_and_says_sandbox() -> None:
+    """`%flux_account` on the bundled sandbox read like a real account (issue 15)."""
+    from doitong_nb import contract
+
+    view = display.AccountView(_Account(), contract.PLANS["pro"], 60, "http://127.0.0.1:8787", sandbox=True)
+    assert repr(view).splitlines()[0] == "service: 127.0.0.1:8787 (sandbox: no real credits)"
+    assert ">sandbox</span>" in view._repr_html_()
+    real = display.AccountView(_Account(), None, 0, "https://api.doitong.com", sandbox=False)
+    assert repr(real).splitlines()[0] == "service: api.doitong.com" and "sandbox" not in real._repr_html_()

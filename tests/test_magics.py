@@ -117,6 +117,71 @@ def test_budget_refuses_before_sending(
     assert submissions(sandbox) == 0
 
 
+def test_budget_refuses_a_whole_cell_in_one_line_that_fits_the_numbers(
+    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-n 4` past the budget printed four identical lines advising a smaller size (issue 15)."""
+    ip.run_line_magic("config", "Flux.max_credits = 20")
+    ip.run_cell_magic("flux", "-n 4 --size 256x256", PROMPT)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "Flux error: these 4 images cost 40 credits and the session has spent 0 of its 20-credit budget, 20 left: "
+        "2 of them fit: ask for fewer or raise max_credits"
+    ]
+    ip.run_cell_magic("flux", "-n 2 --size 256x256", PROMPT)  # spends the whole budget
+    capsys.readouterr()
+    ip.run_cell_magic("flux", "-n 4 --size 256x256 --seed 9", PROMPT)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "0 left: raise max_credits" in err[0] and "smaller size" not in err[0]
+    assert submissions(sandbox) == 2
+
+
+def test_grid_of_four_adds_under_300kb_to_the_notebook(ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Previews sized to the grid's columns, not 1024 px each (issue 15: 790 KB for `-n 4`)."""
+    import IPython.display
+
+    shown: list = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kwargs: shown.append(obj))
+    ip.run_cell_magic("flux", "-n 4 --size 1024x1024 --seed 3", PROMPT)
+    page = shown[-1]._repr_mimebundle_()["text/html"]
+    assert page.count("<img ") == 4 and len(page.encode()) < 300_000
+    assert page.count("session ") == 1 and "session 80" in page  # the total once, under the grid
+
+
+def test_line_magic_usage_names_the_prompt() -> None:
+    from doitong_nb.magics import Flux
+
+    assert Flux.flux_line.__doc__.lstrip(":\n ").startswith("%flux PROMPT [--size SIZE]")
+    assert Flux.flux.__doc__.lstrip(":\n ").startswith("%%flux [--size SIZE]")
+
+
+def test_interrupt_message_counts_the_jobs_and_names_the_sandbox(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "job job_a, job_b goes on at Doitong" was singular, and wrong about where (issue 15)."""
+    import dataclasses
+
+    magics = ip.magics_manager.registry["Flux"]
+    args = magics.flux.parser.parse_argstring("-n 2 --size 256x256 --seed 1")
+    pairs = magics._requests(PROMPT, args)
+    journal = magics.client.store.journal
+    for (request, variant), job_id in zip(pairs, ("job_a", "job_b"), strict=True):
+        entry = journal.begin(request.key(variant), request)
+        journal.mark_submitted(entry.idempotency_key, job_id)
+    magics._interrupted(pairs)
+    assert capsys.readouterr().err.strip() == (
+        "Stopped waiting; jobs job_a, job_b go on at Doitong and are paid for. Re-run this cell to pick them up: "
+        "they will not be charged again."
+    )
+    engine = magics.client.engine
+    engine.settings = dataclasses.replace(engine.settings, sandbox=True)
+    magics._interrupted(pairs[:1])
+    assert capsys.readouterr().err.strip() == (
+        "Stopped waiting; job job_a goes on at the sandbox and is paid for. Re-run this cell to pick it up: "
+        "it will not be charged again."
+    )
+
+
 def test_dry_run_shows_the_request_without_the_key(
     ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -140,6 +205,14 @@ def test_account_and_history(ip: InteractiveShell) -> None:
     assert "spent this session: 10 credits" in repr(account) and "plan: pro" in repr(account)
     history = ip.run_line_magic("flux_history", "")
     assert len(history) == 1
+
+
+def test_account_on_the_bundled_sandbox_says_so(ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no key the account is the bundled sandbox's, and reads like a real one unless it says so (issue 15)."""
+    monkeypatch.delenv("DOITONG_API_KEY")
+    monkeypatch.delenv("DOITONG_BASE_URL")
+    account = repr(ip.run_line_magic("flux_account", ""))
+    assert account.startswith("service: 127.0.0.1:") and "(sandbox: no real credits)" in account.splitlines()[0]
 
 
 def test_interrupt_stops_waiting_and_rerun_resumes_the_same_job(tmp_path: Path) -> None:

@@ -101,6 +101,30 @@ def test_the_same_request_again_is_replayed_and_marked(flux: Flux) -> None:
     assert "flux-replayed" in panel.gallery.children[0]._dom_classes
 
 
+def test_a_thumbnail_caption_shows_the_seed_on_its_own_line(flux: Flux) -> None:
+    """After the badge and the cost, a 10-digit seed was cut off by the caption's ellipsis (issue 15)."""
+    panel = FluxPanel(flux)
+    panel.seed.value = "2147483000"
+    _generate(panel)
+    _generate(panel)  # replayed: the badge too
+    captions = [thumb.children[1].value for thumb in panel.gallery.children]
+    assert captions[0] == '<div>seed 2147483000</div><div><span class="flux-badge">replayed</span> 0 credits</div>'
+    assert captions[1] == "<div>seed 2147483000</div><div>20 credits</div>"
+
+
+def test_the_budget_refuses_a_click_with_advice_that_fits(sandbox: Sandbox, flux: Flux) -> None:
+    panel = FluxPanel(flux)
+    panel.budget.value = 50
+    panel.count.value = 4  # 4 x 20 credits
+    panel.prompt.value = PROMPT
+    panel.generate.click()
+    assert panel.errors == [
+        "Flux error: these 4 images cost 80 credits and the session has spent 0 of its 50-credit budget, 50 left: "
+        "2 of them fit: ask for fewer or raise the budget"
+    ]
+    assert panel.running == 0
+
+
 def test_the_budget_refuses_before_sending(sandbox: Sandbox, flux: Flux) -> None:
     panel = FluxPanel(flux)
     _settle(panel)

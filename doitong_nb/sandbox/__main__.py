@@ -1,14 +1,21 @@
-"""`doitong-sandbox`: run the sandbox until SIGINT/SIGTERM, printing where it listens and its credentials."""
+"""`doitong-sandbox`: run the sandbox until SIGINT/SIGTERM, printing where it listens and its credentials.
+
+A start-up failure (a busy port, a bad value) ends the program with one line that says what to change.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import signal
 import threading
 
 from doitong_nb import contract as c
 from doitong_nb.sandbox.faults import KINDS, Faults
 from doitong_nb.sandbox.server import Sandbox
+
+_PORTS = range(65536)
 
 
 def _fault_value(text: str) -> float | int:
@@ -38,9 +45,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checked(args: argparse.Namespace) -> None:
+    """Refuse values the sandbox would fail on later, with the option's name."""
+    for flag, port in (("--port", args.port), ("--cdn-port", args.cdn_port)):
+        if port not in _PORTS:
+            raise SystemExit(f"doitong-sandbox: {flag} {port} is not a port; use 1 to 65535, or 0 for any free port")
+    if args.credits < 0:
+        raise SystemExit(f"doitong-sandbox: --credits {args.credits} must be 0 or more")
+    if math.isnan(args.speed) or args.speed <= 0:
+        raise SystemExit(f"doitong-sandbox: --speed {args.speed:g} must be above 0 ('inf' for no waiting)")
+
+
+def _bind_failure(exc: OSError, args: argparse.Namespace) -> str:
+    """One line for a port that cannot be listened on: busy, or not ours to take."""
+    ports = [f"--port {args.port}", *([f"--cdn-port {args.cdn_port}"] if args.cdn_port else [])]
+    if exc.errno == errno.EADDRINUSE:
+        busy = " or ".join(str(p) for p in (args.port, args.cdn_port) if p)
+        fix = "use --port 0" if not args.cdn_port else "use --port 0 --cdn-port 0"
+        return f"doitong-sandbox: port {busy} on {args.host} is busy; {fix} (any free port) or another port"
+    return f"doitong-sandbox: cannot listen on {args.host} with {' and '.join(ports)}: {exc.strerror or exc}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = _parser().parse_args(argv)
+    _checked(args)
     rates = {kind: getattr(args, kind) for kind in KINDS}
     if args.fault_rate is not None:
         rates["error_5xx"] = args.fault_rate
@@ -61,7 +90,13 @@ def main(argv: list[str] | None = None) -> None:
         cdn_port=args.cdn_port,
         api_key=args.api_key,
     )
-    with sandbox:
+    try:
+        sandbox.start()
+    except OSError as exc:
+        raise SystemExit(_bind_failure(exc, args)) from None
+    except RuntimeError as exc:  # a server that bound its port but did not come up
+        raise SystemExit(f"doitong-sandbox: {exc}") from None
+    try:
         for name, value in (
             ("base_url", sandbox.base_url),
             ("cdn_url", sandbox.cdn_url),
@@ -70,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         ):
             print(f"{name}={value}", flush=True)
         stop.wait()
+    finally:
+        sandbox.stop()
 
 
 if __name__ == "__main__":
