@@ -359,13 +359,18 @@ class Engine:
 
     # --- observation ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Counters per key and in total, with each key's credit balance; the faults injected by kind."""
+        """Counters per key and in total, with each key's credit balance and jobs still processing; the faults
+        injected by kind."""
         keys = {}
         for key, account in self.accounts.items():
             self._settle(account)
-            keys[key] = {name: account.stats[name] for name in STAT_NAMES} | {"credits": account.credits}
+            keys[key] = {name: account.stats[name] for name in STAT_NAMES} | {
+                "credits": account.credits,
+                "active_jobs": len(account.pending),
+            }
         total = {name: sum(k[name] for k in keys.values()) + self.unattributed[name] for name in STAT_NAMES}
         total["credits"] = sum(k["credits"] for k in keys.values())
+        total["active_jobs"] = sum(k["active_jobs"] for k in keys.values())
         total["held_submissions"] = self.held_submissions
         return {"total": total, "keys": keys, "faults": dict(self.faults.fired)}
 
