@@ -28,7 +28,7 @@ from PIL import Image
 from doitong_nb import contract
 from doitong_nb.client import Flux
 from doitong_nb.errors import DownloadError, UnsafeResponseError
-from doitong_nb.sandbox import Sandbox
+from doitong_nb.sandbox import Faults, Sandbox
 
 PROMPT = "A futuristic city with flying cars and neon lights"
 
@@ -52,23 +52,29 @@ def _images(folder: Path) -> list[Path]:
 
 @pytest.mark.timeout(120)
 def test_batch_killed_mid_run_resumes_with_each_image_once_and_charged_once(tmp_path: Path) -> None:
+    """The kill lands while a submission is accepted and charged at the service but its answer has not come
+    back (a slow_submit fault holds it), the case only the journaled Idempotency-Key can recover."""
     out = tmp_path / "out"
-    with Sandbox(plan="pro", credits=1000, speed=16) as box:  # ~0.5 s a job: time to kill mid-run
+    held = Faults(slow_submit=1, slow_seconds=600.0)  # the first submission's answer waits 37 s at speed 16
+    with Sandbox(plan="pro", credits=1000, speed=16, faults=held) as box:  # ~0.5 s a job
         argv = [sys.executable, "-c", _BATCH_SCRIPT, box.api_key, box.base_url, str(out)]
         first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
-        while box.stats()["total"]["submissions"] < 2 and first.poll() is None and time.monotonic() < deadline:
+        while box.stats()["total"]["held_submissions"] == 0 and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
         assert first.returncode == -signal.SIGKILL, "the first run ended before it could be killed"
-        assert len(_images(out)) < 8, "the first run finished everything before the kill: nothing was tested"
+        at_kill = box.stats()["total"]
+        assert at_kill["held_submissions"] == 1 and at_kill["jobs_created"] >= 1
 
         second = subprocess.run(argv, capture_output=True, text=True, timeout=90)
         assert second.returncode == 0, second.stderr[-2000:]
         assert second.stdout.split() == ["8", "0"], second.stdout + second.stderr[-2000:]
         total = box.stats()["total"]
 
+    # the submission in flight at the kill was sent again with its Idempotency-Key and answered with its job
+    assert total["idempotent_replays"] >= 1
     images = _images(out)
     assert len(images) == 8
     assert len({p.stem for p in images}) == 8
