@@ -47,3 +47,10 @@ def test_the_budget_allows_spending_exactly_up_to_max_credits(tmp_path: Path, sp
             engine.check_budget(request)
     else:
         engine.check_budget(request)
+
+
+def test_every_variant_has_its_own_replay_key_and_the_key_is_stable_across_releases() -> None:
+    """A changed key would make every stored result unreachable: re-running old notebooks would pay again."""
+    base = GenerationRequest.build("a kite", size="512x512")
+    assert len({base.key(v) for v in range(4)}) == 4
+    assert base.key(1) == "5131db94136c189ec1e5b0fb1305ca8418aa4cd7382f03bf8b76b198efb2ea90"
