@@ -25,7 +25,7 @@ DEMO ?= notebooks/quickstart.ipynb
 BUILD ?= build
 DEMO_NAME := $(basename $(notdir $(DEMO)))
 
-.PHONY: demo test
+.PHONY: demo test unit mutation
 # The notebook runs inside $(BUILD), so its images land beside the HTML and its links work from there;
 # the kernel logs errors only: its warning about loopback TCP without encryption is noise in a demo.
 demo: $(VENV)/.installed  ## run the quickstart notebook against the bundled sandbox (no key needed)
@@ -41,6 +41,9 @@ test: $(foreach v,$(TEST_PYTHONS),.venv-$(v)/.installed)  ## the whole suite (no
 	  echo "== Python $$v"; .venv-$$v/bin/python -m pytest || exit $$?; \
 	done
 
-.PHONY: unit
 unit: $(VENV)/.installed  ## the fast loop for every edit: the engine's unit tests, no server, kernel or browser
 	$(PY) -m pytest -q -m unit tests
+
+mutation: $(VENV)/.installed  ## mutation score of the guarantee-critical modules (slow; see benchmarks/MUTATION.md)
+	$(VENV)/bin/mutmut run
+	$(VENV)/bin/mutmut results

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,6 +79,43 @@ def test_max_credits_refuses_an_item_that_would_cross_it_before_sending_and_lets
     assert all(isinstance(results[i], ImageResult) for i in (0, 1, 3))
     total = pro_box.stats()["total"]
     assert total["submissions"] == 3 and total["credits_charged"] == 50
+
+
+def test_a_batch_spends_exactly_its_max_credits_and_refuses_the_item_one_past_it(
+    pro_box: Sandbox, tmp_path: Path
+) -> None:
+    with client(pro_box, tmp_path) as flux:
+        results = flux.batch(prompts(5), size="256x256", seed=8, max_credits=40, progress=False)  # 10 credits each
+    assert len(results.images) == 4 and [type(e) for e in results.errors.values()] == [BudgetExceededError]
+    total = pro_box.stats()["total"]
+    assert (total["submissions"], total["credits_charged"]) == (4, 40) and results.stats.credits == 40
+
+
+def test_a_batch_that_meets_429s_mid_run_sends_nothing_until_each_retry_after_is_over(tmp_path: Path) -> None:
+    """Three injected 429s hit a running batch; each says wait 2 s, and no flow may send in that time.
+
+    Arrival times are the server's. Requests other flows sent before the 429 reached the client may still
+    arrive after it was answered (the server works through them one by one), so the window is checked from a
+    quarter of the wait on; a client that holds back only the refused flow sends far more than that.
+    """
+    with Sandbox(plan="pro", credits=1000, speed=10) as box:  # jobs of about 0.8 s
+        with client(box, tmp_path) as flux, ThreadPoolExecutor(1) as pool:
+            running = pool.submit(flux.batch, prompts(30), size="256x256", seed=15, progress=False)
+            deadline = time.monotonic() + 60
+            while box.stats()["total"]["jobs_created"] < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            box.faults = Faults(rate_limit_429=3, rate_limit_seconds=20.0)  # Retry-After: 2 s at speed 10
+            results = running.result(timeout=120)
+        log, fired = box.api_request_log, box.stats()["faults"]
+    assert len(results.images) == 30 and fired == {"rate_limit_429": 3}
+    refusals = [e for e in log if e["status"] == 429]
+    assert len(refusals) == 3 and results.stats.rate_limited == 3
+    assert all(r["retry_after"] == pytest.approx(2.0) for r in refusals)
+    for refusal in refusals:
+        start, end = refusal["at"] + refusal["retry_after"] / 4, refusal["at"] + refusal["retry_after"]
+        inside = [round(e["at"] - refusal["at"], 3) for e in log if start < e["at"] < end]
+        assert inside == [], f"requests arrived this many seconds after a 429 that said wait 2 s: {inside}"
+    assert any(e["at"] > refusals[-1]["at"] + 2.0 for e in log)  # the batch ran on after the last window
 
 
 def test_an_interrupted_batch_resumes_without_submitting_anything_twice(free_box: Sandbox, tmp_path: Path) -> None:

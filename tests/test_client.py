@@ -204,6 +204,19 @@ def test_budget_refuses_before_sending(sandbox: Sandbox, tmp_path: Path) -> None
     assert sandbox.stats()["total"]["submissions"] == 1
 
 
+def test_budget_lets_spending_land_exactly_on_max_credits_and_refuses_one_credit_more(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    with client_for(sandbox, tmp_path, max_credits=40) as flux:
+        flux.generate(PROMPT, seed=1)  # 20 credits
+        flux.generate(PROMPT, seed=2)  # 20 more: exactly the budget
+        with pytest.raises(BudgetExceededError, match="budget"):
+            flux.generate(PROMPT, size="256x256", seed=3)  # the cheapest image is one too many
+        assert flux.session_credits == 40
+    total = sandbox.stats()["total"]
+    assert (total["submissions"], total["credits_charged"]) == (2, 40)
+
+
 def test_rate_limit_error_carries_the_wait(tmp_path: Path) -> None:
     with Sandbox(speed=1, faults=Faults(rate_limit_429=100)) as box, client_for(box, tmp_path, timeout=0.5) as flux:
         with pytest.raises(RateLimitError) as caught:

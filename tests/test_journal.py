@@ -53,7 +53,7 @@ def stored_row(path: Path, idempotency_key: str) -> tuple:
 
 
 def writer(path: Path, prefix: str, count: int) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path), prefix, str(count)], stdout=subprocess.PIPE, text=True, env=env
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -216,9 +216,11 @@ def test_account_on_the_bundled_sandbox_says_so(ip: InteractiveShell, monkeypatc
 
 
 def test_interrupt_stops_waiting_and_rerun_resumes_the_same_job(tmp_path: Path) -> None:
-    """In a real kernel: Ctrl-C while waiting, then re-running the cell pays nothing again."""
+    """In a real kernel: Ctrl-C while waiting ends the cell at once, without an image, while the job goes on at
+    the service and completes there; re-running the cell then picks it up and pays nothing again."""
     from jupyter_client.manager import start_new_kernel
 
+    out = tmp_path / "out"
     with Sandbox(speed=2) as box:  # ~4 s a job: time to interrupt
         km, kc = start_new_kernel(
             kernel_name="python3",
@@ -227,7 +229,7 @@ def test_interrupt_stops_waiting_and_rerun_resumes_the_same_job(tmp_path: Path) 
                 **os.environ,
                 "DOITONG_API_KEY": box.api_key,
                 "DOITONG_BASE_URL": box.base_url,
-                "DOITONG_OUTPUT_DIR": str(tmp_path / "out"),
+                "DOITONG_OUTPUT_DIR": str(out),
             },
         )
         try:
@@ -235,21 +237,40 @@ def test_interrupt_stops_waiting_and_rerun_resumes_the_same_job(tmp_path: Path) 
             cell = f"%%flux --size 512x512 --seed 4 -o img\n{PROMPT}"
             first: list[str] = []
             msg_id = kc.execute(cell)
-            deadline = time.monotonic() + 30
-            while submissions(box) == 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            _wait_for(lambda: box.stats()["total"]["jobs_created"] == 1)
             km.interrupt_kernel()
             _collect(kc, msg_id, first)
+            # idle again while the job still runs: the cell stopped waiting instead of finishing the job
+            assert _active_jobs(box) == 1, "the cell went idle only after the job had ended"
             assert any("Re-run this cell" in text for text in first), first
+            assert not any("<ImageResult" in text for text in first), first
+            bound: list[str] = []
+            _collect(kc, kc.execute("'img' in globals()"), bound)
+            assert not list(out.glob("*.jp*g")) and bound == ["False"], bound
+            _wait_for(lambda: _active_jobs(box) == 0)  # the job goes on at the service, and completes there
+            total = box.stats()["total"]
+            assert (total["jobs_created"], total["jobs_failed"]) == (1, 0)
             second: list[str] = []
             _collect(kc, kc.execute(cell), second)
             assert any("<ImageResult" in text for text in second), second
-            # a submission in flight at the interrupt is re-sent with its idempotency key: one job, charged once
-            assert box.stats()["total"]["jobs_created"] == 1
-            assert box.stats()["total"]["credits_charged"] == 10
+            # one job, charged once, and no second submission: the rerun resumed the journaled job
+            total = box.stats()["total"]
+            assert (total["jobs_created"], total["credits_charged"], total["submissions"]) == (1, 10, 1)
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    """Poll a server-side condition (a generous timeout, not a speed assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the sandbox"
+        time.sleep(0.02)
+
+
+def _active_jobs(box: Sandbox) -> int:
+    return box.stats()["total"]["active_jobs"]
 
 
 def _collect(kc, msg_id: str, sink: list[str]) -> None:

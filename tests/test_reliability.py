@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from PIL import Image
 from doitong_nb import contract
 from doitong_nb.client import Flux
 from doitong_nb.errors import DownloadError, UnsafeResponseError
-from doitong_nb.sandbox import Sandbox
+from doitong_nb.sandbox import Faults, Sandbox
 
 PROMPT = "A futuristic city with flying cars and neon lights"
 
@@ -51,23 +52,29 @@ def _images(folder: Path) -> list[Path]:
 
 @pytest.mark.timeout(120)
 def test_batch_killed_mid_run_resumes_with_each_image_once_and_charged_once(tmp_path: Path) -> None:
+    """The kill lands while a submission is accepted and charged at the service but its answer has not come
+    back (a slow_submit fault holds it), the case only the journaled Idempotency-Key can recover."""
     out = tmp_path / "out"
-    with Sandbox(plan="pro", credits=1000, speed=16) as box:  # ~0.5 s a job: time to kill mid-run
+    held = Faults(slow_submit=1, slow_seconds=600.0)  # the first submission's answer waits 37 s at speed 16
+    with Sandbox(plan="pro", credits=1000, speed=16, faults=held) as box:  # ~0.5 s a job
         argv = [sys.executable, "-c", _BATCH_SCRIPT, box.api_key, box.base_url, str(out)]
         first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
-        while box.stats()["total"]["submissions"] < 2 and first.poll() is None and time.monotonic() < deadline:
+        while box.stats()["total"]["held_submissions"] == 0 and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
         assert first.returncode == -signal.SIGKILL, "the first run ended before it could be killed"
-        assert len(_images(out)) < 8, "the first run finished everything before the kill: nothing was tested"
+        at_kill = box.stats()["total"]
+        assert at_kill["held_submissions"] == 1 and at_kill["jobs_created"] >= 1
 
         second = subprocess.run(argv, capture_output=True, text=True, timeout=90)
         assert second.returncode == 0, second.stderr[-2000:]
         assert second.stdout.split() == ["8", "0"], second.stdout + second.stderr[-2000:]
         total = box.stats()["total"]
 
+    # the submission in flight at the kill was sent again with its Idempotency-Key and answered with its job
+    assert total["idempotent_replays"] >= 1
     images = _images(out)
     assert len(images) == 8
     assert len({p.stem for p in images}) == 8
@@ -190,7 +197,7 @@ def outside_files(tmp_path: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("job_id", ["../../x", "..", "a/b", "/etc/passwd", "job\x00id", "x" * 129, ""])
-def test_job_id_that_is_not_a_safe_file_name_is_refused_and_nothing_is_written(
+def test_hostile_job_id_that_is_not_a_safe_file_name_is_refused_and_nothing_is_written(
     hostile: Callable[..., Hostile], tmp_path: Path, job_id: str
 ) -> None:
     server = hostile({}, Cdn(body=_jpeg()))
@@ -214,19 +221,26 @@ def test_job_id_that_is_not_a_safe_file_name_is_refused_and_nothing_is_written(
         "",
     ],
 )
-def test_output_url_off_the_service_is_refused_before_any_connection(
-    hostile: Callable[..., Hostile], tmp_path: Path, url: str
+def test_hostile_output_url_off_the_service_is_refused_before_any_connection(
+    hostile: Callable[..., Hostile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
     server = hostile(completed("job_ok", url), Cdn(body=_jpeg()))
-    started = time.monotonic()
+    looked_up: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def recording_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(str(host))
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", recording_getaddrinfo)  # a connection to any host resolves it first
     with pytest.raises(UnsafeResponseError, match="refusing output URL"):
         generate_against(server, tmp_path)
-    assert time.monotonic() - started < 2.0  # refused up front: no connect attempt, no retries
+    assert "evil.example" not in " ".join(looked_up)  # refused up front: no connect attempt, no retries
     assert server.cdn_gets == []
     assert _images(tmp_path / "out") == []
 
 
-def test_body_longer_than_announced_is_cut_there_and_refused_as_a_broken_image(
+def test_hostile_body_longer_than_announced_is_cut_there_and_refused_as_a_broken_image(
     hostile: Callable[..., Hostile], tmp_path: Path
 ) -> None:
     body = _jpeg()
@@ -238,7 +252,7 @@ def test_body_longer_than_announced_is_cut_there_and_refused_as_a_broken_image(
     assert _images(tmp_path / "out") == [] and outside_files(tmp_path) == []
 
 
-def test_announced_size_over_the_limit_is_refused(hostile: Callable[..., Hostile], tmp_path: Path) -> None:
+def test_hostile_announced_size_over_the_limit_is_refused(hostile: Callable[..., Hostile], tmp_path: Path) -> None:
     server = hostile({}, Cdn(body=_jpeg(), content_length=10**12))
     server.job = completed("job_huge", f"{server.url}/outputs/job_huge.jpg")
     with pytest.raises(DownloadError, match=r"more than the \d+ allowed"):
@@ -246,7 +260,7 @@ def test_announced_size_over_the_limit_is_refused(hostile: Callable[..., Hostile
     assert _images(tmp_path / "out") == []
 
 
-def test_non_image_body_is_refused_and_not_stored(hostile: Callable[..., Hostile], tmp_path: Path) -> None:
+def test_hostile_non_image_body_is_refused_and_not_stored(hostile: Callable[..., Hostile], tmp_path: Path) -> None:
     html = b"<html><body>" + b"not an image " * 200 + b"</body></html>"
     server = hostile({}, Cdn(body=html, content_type="text/html"))
     server.job = completed("job_html", f"{server.url}/outputs/job_html.jpg")
@@ -255,7 +269,9 @@ def test_non_image_body_is_refused_and_not_stored(hostile: Callable[..., Hostile
     assert _images(tmp_path / "out") == [] and not list((tmp_path / "out").glob("job_html*"))
 
 
-def test_image_of_another_size_than_announced_is_refused(hostile: Callable[..., Hostile], tmp_path: Path) -> None:
+def test_hostile_image_of_another_size_than_announced_is_refused(
+    hostile: Callable[..., Hostile], tmp_path: Path
+) -> None:
     server = hostile({}, Cdn(body=_jpeg(512, 256)))
     server.job = completed("job_size", f"{server.url}/outputs/job_size.jpg")
     with pytest.raises(DownloadError, match="512x256"):
@@ -263,7 +279,7 @@ def test_image_of_another_size_than_announced_is_refused(hostile: Callable[..., 
     assert _images(tmp_path / "out") == []
 
 
-def test_api_key_never_reaches_the_download_host(hostile: Callable[..., Hostile], tmp_path: Path) -> None:
+def test_api_key_never_reaches_a_hostile_download_host(hostile: Callable[..., Hostile], tmp_path: Path) -> None:
     server = hostile({}, Cdn(body=_jpeg()))
     server.job = completed("job_fine", f"{server.url}/outputs/job_fine.jpg")
     img = generate_against(server, tmp_path)

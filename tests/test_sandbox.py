@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -622,6 +624,46 @@ def test_a_truncated_download_announces_the_full_length_then_closes(sandbox: San
     with pytest.raises(httpx.RemoteProtocolError):
         http.get(url)
     assert http.get(url).status_code == 200
+
+
+def test_an_injected_429_is_logged_with_its_arrival_time_and_retry_after(http: httpx.Client) -> None:
+    with Sandbox(speed=10, faults=Faults(rate_limit_429=1, rate_limit_seconds=5.0)) as sb:
+        gql(sb, http, ACCOUNT)
+        gql(sb, http, ACCOUNT)
+        refused, answered = sb.api_request_log
+        assert (refused["status"], refused["retry_after"]) == (429, pytest.approx(0.5))
+        assert (answered["status"], answered["retry_after"]) == (200, None)
+        assert refused["at"] <= answered["at"]
+        assert sb.stats()["faults"] == {"rate_limit_429": 1}
+
+
+def test_a_slow_submit_charges_first_and_shows_the_held_answer(http: httpx.Client) -> None:
+    with Sandbox(speed=10, faults=Faults(slow_submit=1, slow_seconds=600.0)) as sb:  # held for a minute
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(rest_submit, sb, http, headers={contract.HEADER_IDEMPOTENCY: "held"})
+            deadline = time.monotonic() + 10
+            while sb.stats()["total"]["held_submissions"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            stats = sb.stats()
+            assert stats["total"]["held_submissions"] == 1 and stats["faults"] == {"slow_submit": 1}
+            assert stats["total"]["jobs_created"] == 1 and not pending.done()
+            with httpx.Client(trust_env=False, timeout=10) as other:  # the held answer keeps `http` busy
+                again = rest_submit(sb, other, headers={contract.HEADER_IDEMPOTENCY: "held"})
+            total = sb.stats()["total"]
+            assert again.status_code == 200 and (total["idempotent_replays"], total["jobs_created"]) == (1, 1)
+            sb.stop()  # ends the held answer
+
+
+def test_the_cdn_reports_the_hash_of_what_it_served_whole(sandbox: Sandbox, http: httpx.Client) -> None:
+    job_id = rest_submit(sandbox, http, width=256, height=256).json()["data"]["generateImage"]["id"]
+    url = wait_final(sandbox, http, job_id)["url"]
+    sandbox.faults = Faults(truncate_cdn=1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.get(url + "?attempt=1")
+    assert sandbox.served_sha256 == {}
+    body = http.get(url).content
+    assert sandbox.served_sha256 == {job_id: hashlib.sha256(body).hexdigest()}
+    assert [r[":path"] for r in sandbox.cdn_requests] == [f"/outputs/{job_id}.jpg?attempt=1", f"/outputs/{job_id}.jpg"]
 
 
 def test_fault_probabilities_are_reproducible_from_the_seed() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 import nbformat
 import pytest
+from _secrets import encoded_forms, files_under, secret_leaks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
@@ -29,14 +32,16 @@ PROMPT = "A futuristic city with flying cars and neon lights"
 # --- secret hygiene in a real kernel ------------------------------------------------------------
 
 _CELLS = [
-    # every log line of httpx, httpcore and doitong_nb at DEBUG, to a file and to the notebook
+    # every log line of httpx, httpcore and doitong_nb at DEBUG, to a file, to the notebook and to the
+    # kernel process's own stderr (a terminal or a server log in real use)
     "import logging, sys\n"
     "_h = logging.FileHandler({log!r})\n"
-    "_h.setLevel(logging.DEBUG)\n"
+    "_e = logging.StreamHandler(sys.__stderr__)\n"
     "logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, force=True)\n"
     "for _name in ('', 'httpx', 'httpcore', 'doitong_nb'):\n"
     "    logging.getLogger(_name).setLevel(logging.DEBUG)\n"
-    "    logging.getLogger(_name).addHandler(_h)",
+    "    logging.getLogger(_name).addHandler(_h)\n"
+    "    logging.getLogger(_name).addHandler(_e)",
     "%load_ext doitong_nb",
     f"%%flux --size 256x256 --seed 1 -o img\n{PROMPT}",
     "img, img.metadata, img.request",
@@ -51,8 +56,14 @@ _CELLS = [
 ]
 
 
-def _hits(data: bytes) -> bool:
-    return SECRET.encode() in data or SECRET.encode("utf-16-le") in data
+def test_the_key_search_finds_every_encoding_of_the_key_inside_other_text() -> None:
+    """The search below is only as good as its forms: each must be found when embedded in a larger blob."""
+    for name, form in encoded_forms(SECRET).items():
+        assert secret_leaks(SECRET, {"blob": b"prefix\x00" + form + b"\x00suffix"}) != [], name
+    for shift in range(3):  # base64 of a longer value (a Basic header, a data: URL) holds the key at any offset
+        blob = base64.b64encode(b"u" * shift + f"user:{SECRET}".encode())
+        assert secret_leaks(SECRET, {"basic": b"Authorization: Basic " + blob}) != [], shift
+    assert secret_leaks(SECRET, {"clean": b"sk-test-SECRET-4f1c9a7e2b6d805 Bearer sk-test"}) == []
 
 
 @pytest.mark.timeout(180)
@@ -61,7 +72,8 @@ def test_api_key_appears_nowhere_a_notebook_session_leaves_a_trace(
 ) -> None:
     from nbclient import NotebookClient
 
-    out, log = tmp_path / "out", tmp_path / "debug.log"
+    out, log, stderr = tmp_path / "out", tmp_path / "debug.log", tmp_path / "kernel-stderr.txt"
+    history_file = tmp_path / "history.sqlite"  # IPython's history database, as a user's Jupyter keeps it
     cost = contract.credit_cost(256, 256)
     with Sandbox(credits=cost + 5, speed=1000, api_key=SECRET) as box:  # enough for one small image only
         assert box.api_key == SECRET
@@ -71,24 +83,39 @@ def test_api_key_appears_nowhere_a_notebook_session_leaves_a_trace(
         nb = nbformat.v4.new_notebook()
         nb.cells = [nbformat.v4.new_code_cell(src.format(log=str(log)) if "{log" in src else src) for src in _CELLS]
         client = NotebookClient(
-            nb, kernel_name="python3", timeout=120, allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}
+            nb,
+            kernel_name="python3",
+            timeout=120,
+            allow_errors=True,
+            resources={"metadata": {"path": str(tmp_path)}},
+            ipython_hist_file=str(history_file),  # nbclient's default keeps it in memory
         )
-        client.execute()
+        with open(stderr, "wb") as kernel_stderr:
+            client.execute(stderr=kernel_stderr)
         saved = tmp_path / "session.ipynb"
         nbformat.write(nb, saved)
         stats = box.stats()["total"]
-        cdn_headers = box.cdn_requests
+        cdn_requests, api_requests = box.cdn_requests, box.api_request_log
 
     text = saved.read_text(encoding="utf-8")
     # the notebook really exercised what it claims: an image, a bad size, an account, a refusal, a traceback
     assert stats["jobs_created"] == 1 and stats["submissions"] == 3  # two refused for credits
-    assert stats["account_requests"] >= 1 and cdn_headers
+    assert stats["account_requests"] >= 1 and cdn_requests
     assert "Flux error: width 1000 is not a multiple of 16" in text
     assert "needs 50 credits" in text and "InsufficientCreditsError" in text
     assert "api_key=<set>" in text and "nothing was sent" in text
     assert b"HTTP Request: POST" in log.read_bytes()  # httpx really logged the API calls
-    leaks = [p for p in [saved, *tmp_path.rglob("*")] if p.is_file() and _hits(p.read_bytes())]
-    assert leaks == []
+    assert b"HTTP Request: POST" in stderr.read_bytes()  # the kernel process's stderr was captured
+    with sqlite3.connect(history_file) as history:
+        sources = [row[0] for row in history.execute("SELECT source_raw FROM history")]
+    assert any("%%flux" in source for source in sources)  # the history database was written, and is searched
+    places = {
+        **files_under(tmp_path),  # the notebook, the debug log, the outputs, the journal, stderr, history
+        **{f"history: {source}": source for source in sources},
+        **{f"CDN request {i}": json.dumps(request) for i, request in enumerate(cdn_requests)},
+        **{f"API request {i}": json.dumps(request) for i, request in enumerate(api_requests)},
+    }
+    assert secret_leaks(SECRET, places) == []
     assert len(list(out.glob("*.json"))) == 1 and (out / "journal.sqlite").exists()
 
 
@@ -109,9 +136,10 @@ def test_api_key_is_never_sent_to_the_cdn_nor_in_webhooks(tmp_path: Path) -> Non
             time.sleep(0.01)
         cdn, hooks, api = box.cdn_requests, box.webhook_log, box.api_request_log
     assert len(cdn) >= 3 and len([e for e in hooks if e["status"] == 200]) == 3
-    assert not any(SECRET in json.dumps(headers) for headers in cdn)
+    assert secret_leaks(SECRET, [(f"CDN request {request[':path']}", json.dumps(request)) for request in cdn]) == []
     assert not any("authorization" in (k.lower() for k in headers) for headers in cdn)
-    assert not any(SECRET in json.dumps(entry["headers"]) + entry["body"] for entry in hooks)
+    deliveries = [(f"webhook {e['url']}", e["url"] + json.dumps(e["headers"]) + e["body"]) for e in hooks]
+    assert secret_leaks(SECRET, deliveries) == []
     assert all(entry["has_auth"] for entry in api if entry["path"] in ("/graphql",))
 
 

@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+from _provenance import served_sha256
 from PIL import Image
 
 from doitong_nb.client import Flux
 from doitong_nb.errors import DoitongError
 from doitong_nb.result import ImageResult
 from doitong_nb.sandbox import Faults, Sandbox
+from doitong_nb.sandbox.faults import KINDS
 
 JOBS = 200
 TIME_LIMIT = 90.0
@@ -43,11 +45,14 @@ def test_faulty_service_charges_once_and_stores_only_whole_verified_images(tmp_p
         with Flux(api_key=box.api_key, base_url=box.base_url, output_dir=out, timeout=60) as flux:
             results = flux.batch(prompts, size="256x256", seed=1, progress=False)
         elapsed = time.monotonic() - start
-        total = box.stats()["total"]
+        stats, served = box.stats(), box.served_sha256
+        total = stats["total"]
 
     assert elapsed < TIME_LIMIT, f"the soak took {elapsed:.1f} s"
     assert len(results) == JOBS
-    assert total["jobs_failed"] >= 1 and total["credits_refunded"] > 0  # the faults really fired
+    injected = {name for name in KINDS if getattr(faults, name)}
+    assert {kind for kind, fired in stats["faults"].items() if fired} == injected  # every fault asked for fired
+    assert total["jobs_failed"] >= 1 and total["credits_refunded"] > 0
     codes = {getattr(error, "code", None) for error in results.errors.values()}
     assert {"GENERATION_FAILED", "CONTENT_MODERATED"} <= codes, codes
     # every item ends as an image or a clear, typed error with a message
@@ -65,8 +70,10 @@ def test_faulty_service_charges_once_and_stores_only_whole_verified_images(tmp_p
     assert len(set(job_ids)) == len(job_ids)
     stored = sorted(p for p in out.iterdir() if p.suffix in (".jpg", ".jpeg", ".png"))
     assert sorted(p.stem for p in stored) == sorted(job_ids)
-    # every file decodes whole and matches its sidecar's sha256
+    # every file holds exactly the bytes the CDN served whole (by the CDN's own hash), matches its sidecar,
+    # and decodes whole
     for path in stored:
+        assert served_sha256(path) == served[path.stem]
         sidecar = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
         assert sidecar["job_id"] == path.stem
         assert hashlib.sha256(path.read_bytes()).hexdigest() == sidecar["sha256"]

@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         flag = "--" + kind.replace("_", "-")
         parser.add_argument(flag, type=_fault_value, default=0, help=f"{kind} fault: probability in [0,1) or a count")
     parser.add_argument("--slow-seconds", type=float, default=2.0)
+    parser.add_argument("--rate-limit-seconds", type=float, default=1.0, help="Retry-After of an injected 429")
     parser.add_argument("--queue-seconds", type=float, default=3.0, help="how long a queue-job fault keeps it queued")
     parser.add_argument("--fault-seed", type=int, default=0)
     return parser
@@ -74,7 +75,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.fault_rate is not None:
         rates["error_5xx"] = args.fault_rate
     try:
-        faults = Faults(**rates, slow_seconds=args.slow_seconds, queue_seconds=args.queue_seconds, seed=args.fault_seed)
+        faults = Faults(
+            **rates,
+            slow_seconds=args.slow_seconds,
+            queue_seconds=args.queue_seconds,
+            rate_limit_seconds=args.rate_limit_seconds,
+            seed=args.fault_seed,
+        )
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"doitong-sandbox: {exc}") from None
     stop = threading.Event()

@@ -7,6 +7,7 @@ slow answers, dropped connections, truncated downloads).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -59,11 +60,22 @@ class _Cut:
         raise _Dropped
 
 
-def _recording(app: ASGIApp, record: Callable[[Scope], None]) -> ASGIApp:
+def _recording(app: ASGIApp, record: Callable[[Scope], dict[str, Any] | None]) -> ASGIApp:
+    """Calls `record` as each request arrives; a dict it returns gets the answer's status and Retry-After."""
+
     async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            record(scope)
-        await app(scope, receive, send)
+        if scope["type"] != "http" or (entry := record(scope)) is None:
+            await app(scope, receive, send)
+            return
+
+        async def answered(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in message.get("headers", [])}
+                retry_after = headers.get("retry-after")
+                entry.update(status=message["status"], retry_after=float(retry_after) if retry_after else None)
+            await send(message)
+
+        await app(scope, receive, answered)
 
     return recorded
 
@@ -109,7 +121,9 @@ def _json(body: bytes) -> Any:
         raise ApiError(400, "BAD_REQUEST", f"the request body is not valid JSON: {exc}") from None
 
 
-async def _answer(engine: Engine, account: Account | None, request: Request, handler: Handler) -> Response:
+async def _answer(engine: Engine, account: Account | None, request: Request, handler: Handler) -> tuple[Response, bool]:
+    """The response, and whether the request reached `Engine.submit` (accepted or not)."""
+    submitted = False
     try:
         if account is not None:
             account.stats["api_requests"] += 1
@@ -120,7 +134,11 @@ async def _answer(engine: Engine, account: Account | None, request: Request, han
             raise ApiError(
                 401, c.UNAUTHENTICATED, "invalid API key" if given else "missing API key (Authorization: Bearer <key>)"
             )
-        status, payload, headers = handler(engine, account, request, body)
+        before = account.stats["submissions"]  # the handler runs without awaiting: no other request interleaves
+        try:
+            status, payload, headers = handler(engine, account, request, body)
+        finally:
+            submitted = account.stats["submissions"] > before
     except ApiError as exc:
         status, payload, headers = exc.status, exc.body(), exc.headers
     except Exception:
@@ -128,10 +146,19 @@ async def _answer(engine: Engine, account: Account | None, request: Request, han
         status, payload, headers = 500, ApiError(500, c.INTERNAL, "internal server error").body(), {}
     if account is None:
         engine.unattributed["api_requests"] += 1
-        return JSONResponse(payload, status, headers)
+        return JSONResponse(payload, status, headers), submitted
     if status == 429:
         account.stats["rate_limited"] += 1
-    return JSONResponse(payload, status, {**headers, **engine.rate_headers(account)})
+    return JSONResponse(payload, status, {**headers, **engine.rate_headers(account)}), submitted
+
+
+async def _hold(engine: Engine, seconds: float) -> None:
+    """Keep an accepted submission's answer back (a slow_submit fault), visible as `held_submissions`."""
+    engine.held_submissions += 1
+    try:
+        await asyncio.sleep(engine.scaled(seconds))
+    finally:
+        engine.held_submissions -= 1
 
 
 def _api(engine: Engine, handler: Handler) -> Callable[[Request], Any]:
@@ -148,7 +175,9 @@ def _api(engine: Engine, handler: Handler) -> Callable[[Request], Any]:
             if account:
                 account.stats["rate_limited"] += 1
             return JSONResponse(error.body(), 429, {**error.headers, **rate})
-        response = await _answer(engine, account, request, handler)
+        response, submitted = await _answer(engine, account, request, handler)
+        if submitted and faults.fire("slow_submit"):
+            await _hold(engine, faults.slow_seconds)
         if faults.fire("slow"):
             await asyncio.sleep(engine.scaled(faults.slow_seconds))
         return _Cut(response) if faults.fire("drop") else response
@@ -208,12 +237,12 @@ def api_app(engine: Engine) -> ASGIApp:
     ]
     app = _app(routes)
 
-    def record(scope: Scope) -> None:
+    def record(scope: Scope) -> dict[str, Any]:
         names = list(_headers(scope))
         has_auth = "authorization" in names or "x-api-key" in names
-        engine.api_request_log.append(
-            {"method": scope["method"], "path": scope["path"], "headers": names, "has_auth": has_auth}
-        )
+        entry = {"method": scope["method"], "path": scope["path"], "headers": names, "has_auth": has_auth}
+        engine.api_request_log.append({**entry, "at": engine.clock(), "status": None, "retry_after": None})
+        return engine.api_request_log[-1]
 
     return _recording(app, record)
 
@@ -233,8 +262,15 @@ def cdn_app(engine: Engine) -> ASGIApp:
             logger.exception("rendering %s failed", job.id)
             return JSONResponse(ApiError(500, c.INTERNAL, "rendering failed").body(), 500)
         response = Response(data, media_type="image/png" if job.ext == "png" else "image/jpeg")
-        return _Cut(response) if engine.faults.fire("truncate_cdn") else response
+        if engine.faults.fire("truncate_cdn"):
+            return _Cut(response)
+        engine.served_sha256[job.id] = hashlib.sha256(data).hexdigest()
+        return response
+
+    def record(scope: Scope) -> None:
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = scope["path"] + (f"?{query}" if query else "")
+        engine.cdn_requests.append({**_headers(scope), ":path": target})
 
     routes = [Route(c.CDN_OUTPUT_PATH, output, methods=["GET"])]
-    app = _app(routes)
-    return _recording(app, lambda scope: engine.cdn_requests.append(_headers(scope)))
+    return _recording(_app(routes), record)

@@ -26,10 +26,10 @@ from doitong_nb.sandbox.webhooks import WebhookSender
 
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 _LOG_LIMIT = 10_000
-_FAKE_RETRY_AFTER = 1.0
 STAT_NAMES = (
     "api_requests",
     "submissions",
+    "idempotent_replays",
     "status_requests",
     "account_requests",
     "rate_limited",
@@ -128,6 +128,8 @@ class Engine:
         self.cdn_requests: deque[dict[str, str]] = deque(maxlen=_LOG_LIMIT)
         self.webhooks = WebhookSender(scaled=self.scaled, clock=clock, log=deque(maxlen=_LOG_LIMIT))
         self.outputs = Outputs()
+        self.held_submissions = 0  # accepted submissions whose answer a slow_submit fault is holding now
+        self.served_sha256: dict[str, str] = {}  # job id -> sha256 of the bytes the CDN last served whole
 
     def scaled(self, seconds: float) -> float:
         """A duration at this sandbox's speed."""
@@ -172,7 +174,7 @@ class Engine:
 
     def fake_rate_limit(self) -> ApiError:
         """The 429 the rate_limit_429 fault answers with."""
-        retry = self.scaled(_FAKE_RETRY_AFTER)
+        retry = self.scaled(self.faults.rate_limit_seconds)
         return _limited(c.RATE_LIMITED, "rate limited (injected fault)", retry, self.clock() + retry)
 
     def rate_headers(self, account: Account) -> dict[str, str]:
@@ -193,6 +195,7 @@ class Engine:
         if idempotency_key:
             seen = account.idempotency.get(idempotency_key)
             if seen and now - seen[1] < self._idempotency_ttl():
+                account.stats["idempotent_replays"] += 1
                 return self.view(self.jobs[seen[0]])
         self._settle(account)
         limit = account.plan.daily_limit
@@ -356,14 +359,20 @@ class Engine:
 
     # --- observation ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Counters per key and in total, with each key's credit balance."""
+        """Counters per key and in total, with each key's credit balance and jobs still processing; the faults
+        injected by kind."""
         keys = {}
         for key, account in self.accounts.items():
             self._settle(account)
-            keys[key] = {name: account.stats[name] for name in STAT_NAMES} | {"credits": account.credits}
+            keys[key] = {name: account.stats[name] for name in STAT_NAMES} | {
+                "credits": account.credits,
+                "active_jobs": len(account.pending),
+            }
         total = {name: sum(k[name] for k in keys.values()) + self.unattributed[name] for name in STAT_NAMES}
         total["credits"] = sum(k["credits"] for k in keys.values())
-        return {"total": total, "keys": keys}
+        total["active_jobs"] = sum(k["active_jobs"] for k in keys.values())
+        total["held_submissions"] = self.held_submissions
+        return {"total": total, "keys": keys, "faults": dict(self.faults.fired)}
 
 
 _FAILURE_MESSAGES = {

@@ -2,14 +2,26 @@
 
 Each fault is a probability (a float in [0, 1)) or a count (an int >= 1: the next N eligible
 occurrences). Decisions come from a seeded RNG, so a run with the same traffic repeats exactly.
+`fired` counts the faults each kind really injected, so a test can prove every kind it asked for happened.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field, fields
 
-KINDS = ("error_5xx", "rate_limit_429", "drop", "slow", "truncate_cdn", "fail_job", "moderate_job", "queue_job")
+KINDS = (
+    "error_5xx",
+    "rate_limit_429",
+    "drop",
+    "slow",
+    "slow_submit",
+    "truncate_cdn",
+    "fail_job",
+    "moderate_job",
+    "queue_job",
+)
 
 
 @dataclass
@@ -18,9 +30,11 @@ class Faults:
 
     error_5xx: float | int = 0
     rate_limit_429: float | int = 0
+    rate_limit_seconds: float = 1.0  # the injected 429's Retry-After
     drop: float | int = 0
     slow: float | int = 0
     slow_seconds: float = 2.0
+    slow_submit: float | int = 0  # a submission is accepted (and charged), then its answer held `slow_seconds`
     truncate_cdn: float | int = 0
     fail_job: float | int = 0
     moderate_job: float | int = 0  # the job fails with CONTENT_MODERATED (refunded), as a refused prompt does
@@ -29,19 +43,27 @@ class Faults:
     seed: int = 0
     _rng: random.Random = field(init=False, repr=False, compare=False)
     _left: dict[str, int] = field(init=False, repr=False, compare=False)
+    fired: Counter[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name in KINDS:
                 _check(f.name, getattr(self, f.name))
-        for name in ("slow_seconds", "queue_seconds"):
+        for name in ("slow_seconds", "queue_seconds", "rate_limit_seconds"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         self._rng = random.Random(self.seed)
         self._left = {k: v for k in KINDS if _is_count(v := getattr(self, k))}
+        self.fired = Counter()
 
     def fire(self, kind: str) -> bool:
         """Decide whether this eligible occurrence of `kind` is broken (consumes a count or a roll)."""
+        if self._decide(kind):
+            self.fired[kind] += 1
+            return True
+        return False
+
+    def _decide(self, kind: str) -> bool:
         value = getattr(self, kind)
         if kind in self._left:
             if self._left[kind] <= 0:

@@ -150,14 +150,19 @@ class Sandbox:
         return self._call(lambda: self._live().accounts[key].webhook_secret)
 
     def stats(self, api_key: str | None = None) -> dict[str, Any]:
-        """`{"total": {...}, "keys": {key: {...}}}`, or one key's counters when `api_key` is given."""
+        """`{"total": {...}, "keys": {key: {...}}, "faults": {kind: fired}}`, or one key's counters given `api_key`."""
         stats = self._call(lambda: self._live().stats())
         return stats if api_key is None else stats["keys"][api_key]
 
     @property
     def cdn_requests(self) -> list[dict[str, str]]:
-        """The headers of every CDN request, verbatim."""
+        """The headers of every CDN request, verbatim, and its request target (path and query) as `:path`."""
         return self._call(lambda: list(self._live().cdn_requests))
+
+    @property
+    def served_sha256(self) -> dict[str, str]:
+        """Job id -> sha256 of the image bytes the CDN last served whole (a truncated answer is not counted)."""
+        return self._call(lambda: dict(self._live().served_sha256))
 
     @property
     def webhook_log(self) -> list[dict[str, Any]]:
@@ -166,7 +171,8 @@ class Sandbox:
 
     @property
     def api_request_log(self) -> list[dict[str, Any]]:
-        """Every API-host request: method, path, header names (no values) and has_auth."""
+        """Every API-host request: method, path, header names (no values), has_auth, and the server's times:
+        `at` (Unix seconds it arrived), `status` and `retry_after` (seconds, or None) of its answer."""
         return self._call(lambda: list(self._live().api_request_log))
 
     def _live(self) -> Engine:
