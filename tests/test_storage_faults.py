@@ -468,3 +468,35 @@ def test_magics_show_a_storage_failure_as_one_line_with_the_recovery(
     lines = [line for line in err.splitlines() if line.startswith("item ")]
     assert "Traceback" not in err and len(lines) == 2
     assert all("re-run the same cell" in line or "not sent" in line for line in lines)
+
+
+def test_a_plain_cell_on_a_full_disk_prints_one_line_with_the_job_and_the_recovery(
+    sandbox: Sandbox, tmp_path: Path, shell_for, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ip = shell_for(sandbox, tmp_path / "out")
+    disk = _FullDisk(monkeypatch)
+    disk.full = True
+    ip.run_cell_magic("flux", "--size 256x256 --seed 2 -o img", "a heron")
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert "paid and waiting" in err and "re-run the same cell" in err and "img" not in ip.user_ns
+    disk.full = False
+    ip.run_cell_magic("flux", "--size 256x256 --seed 2 -o img", "a heron")
+    assert ip.user_ns["img"].path.is_file() and sandbox.stats(sandbox.api_key)["jobs_created"] == 1
+
+
+def test_the_panel_shows_a_storage_failure_in_its_banner(
+    sandbox: Sandbox, flux: Flux, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from doitong_nb.panel_widget import FluxPanel
+
+    _FullDisk(monkeypatch).full = True
+    panel = FluxPanel(flux)
+    panel.prompt.value = "a heron"
+    panel.generate.click()
+    deadline = time.monotonic() + 60  # a bound on waiting, not a timing assertion
+    while panel.running and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (error,) = panel.errors
+    assert error.startswith("Flux error: job ") and "paid and waiting" in error
+    assert "Traceback" not in panel.banner.value and not panel.gallery.children
