@@ -97,7 +97,7 @@ def resize(target: Path, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(target)], check=True)
 
 
-def test_a_batch_on_a_3_mb_filesystem_ends_unstored_items_in_place_and_a_rerun_after_freeing_space_pays_no_more(
+def test_a_full_3_mb_tmpfs_ends_unstored_items_in_place_and_a_rerun_after_freeing_space_pays_no_more(
     sandbox: Sandbox, tiny_fs: Callable[[str], Path]
 ) -> None:
     disk = tiny_fs("size=3m")
