@@ -201,7 +201,9 @@ class _Batch:
             except OSError as exc:  # a disk failure no step turned into a StorageError: still this item's alone
                 if not is_storage_failure(exc):
                     raise
-                outcome = self.closed = StorageError.from_os(exc, self.engine.store.root, f"item {item.index}")
+                outcome = self.closed = StorageError.from_os(
+                    exc, self.engine.store.root, f"working on item {item.index}"
+                )
             self._finish(item, outcome)
 
     def _ask_plan(self) -> Flow[None]:
@@ -323,7 +325,7 @@ class _Batch:
         failed = {id(o): o for o in self.outcomes if isinstance(o, StorageError) and o.paid}
         if not failed:
             return
-        waiting = self.engine.paid_waiting()
+        waiting = self.engine.paid_waiting(e.job_id for e in failed.values() if e.job_id)
         settled = {key: error.with_context(waiting=waiting) for key, error in failed.items()}
         self.outcomes = [settled.get(id(o), o) for o in self.outcomes]
 
@@ -345,7 +347,7 @@ class _Batch:
 
 def _unsent(cause: StorageError) -> StorageError:
     """What an item not sent because of an earlier storage failure holds in its place."""
-    return StorageError(f"{cause.problem}, so this item was not sent", remedy=cause.remedy, kind=cause.kind)
+    return StorageError(cause.problem, remedy=f"{cause.remedy}, then re-run the same cell (or call)", kind=cause.kind)
 
 
 def _api_requests(engine: Engine) -> int:

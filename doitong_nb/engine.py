@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from functools import partial
@@ -306,7 +306,7 @@ class Engine:
             except Exception as exc:
                 _discard(dest)
                 if is_storage_failure(exc):  # the disk, not the network: trying again would not help
-                    raise StorageError.from_os(exc, self.store.root, f"downloading job {job.id}") from None
+                    raise StorageError.from_os(exc, self.store.root, "downloading the image") from None
                 if attempt == DOWNLOAD_ATTEMPTS - 1 or time.monotonic() > deadline:
                     raise DownloadError(
                         f"job {job.id} is done and paid for, but its image could not be downloaded "
@@ -351,7 +351,8 @@ class Engine:
             stored = self.store.find(key, origin)
             if stored is not None:
                 if entry is not None:  # stored, but the process died before the journal heard of it
-                    journal.mark_done(entry.idempotency_key)
+                    with suppress(StorageError):  # the sidecar says it is stored; the journal can learn it later
+                        journal.mark_done(entry.idempotency_key)
                 return self._annotate(stored)
         deadline = time.monotonic() + (self.settings.timeout if timeout is None else timeout)
         job: Job | None = None
@@ -410,12 +411,14 @@ class Engine:
         journaled = exc.kind != "gone"
         if not journaled:
             self.store.rescue(replace(entry, job_id=job_id, state=SUBMITTED))
-        return exc.with_context(job_id=job_id, paid=True, journaled=journaled, waiting=self.paid_waiting())
+        waiting = self.paid_waiting([job_id])
+        return exc.with_context(job_id=job_id, paid=True, journaled=journaled, waiting=waiting)
 
-    def paid_waiting(self) -> int:
-        """Jobs of this service that are paid and not yet stored: unfinished in the journal, or kept in memory."""
+    def paid_waiting(self, also: Iterable[str] = ()) -> int:
+        """Jobs of this service that are paid and not yet stored: unfinished in the journal, kept in memory, or
+        named in `also` (jobs whose id the journal could not record)."""
         origin = self.settings.origin
-        ids = {e.job_id for e in self.store.rescued_entries() if e.job_id}
+        ids = {*also, *(e.job_id for e in self.store.rescued_entries() if e.job_id)}
         with suppress(StorageError):
             pending = self.store.journal.pending()
             ids |= {e.job_id for e in pending if e.job_id and e.request.get(ORIGIN, origin) == origin}

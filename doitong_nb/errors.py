@@ -219,27 +219,31 @@ class StorageError(DoitongError):
         text = str(exc).lower()
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         if number in _FULL or "disk is full" in text:
-            return cls(f"{folder} is full ({doing}: {reason})", remedy=f"free some space in {folder}", kind="full")
+            return cls(
+                f"the output folder {folder} is full ({reason}, while {doing})",
+                remedy=f"free some space in {folder}",
+                kind="full",
+            )
         if "locked" in text or "busy" in text:
             return cls(
-                f"the journal in {folder} is held by another process ({doing}: {reason})",
+                f"the journal in {folder} is held by another process ({reason}, while {doing})",
                 remedy="let the other kernel or process finish (or stop it), then run this again",
                 kind="busy",
             )
         if number in _READ_ONLY or "readonly" in text or "read-only" in text:
             return cls(
-                f"the output folder {folder} is not writable ({doing}: {reason})",
+                f"the output folder {folder} is not writable ({reason}, while {doing})",
                 remedy=f"make it writable, or choose another folder with {SETTING_OUTPUT_DIR}",
                 kind="read-only",
             )
         if number in _GONE or "unable to open" in text or "disk i/o" in text:
             return cls(
-                f"the output folder {folder} is gone or unreachable, deleted or unmounted? ({doing}: {reason})",
+                f"the output folder {folder} is gone or unreachable: deleted or unmounted? ({reason}, while {doing})",
                 remedy=f"make it available again (or choose another folder with {SETTING_OUTPUT_DIR})",
                 kind="gone",
             )
         return cls(
-            f"writing to {folder} failed ({doing}: {reason})",
+            f"writing to {folder} failed ({reason}, while {doing})",
             remedy=f"check the folder, or choose another with {SETTING_OUTPUT_DIR}",
         )
 

@@ -345,7 +345,7 @@ class Store:
             return
         if _identity_or_none(self.root) != self._identity:
             raise StorageError(
-                f"the output folder {self.root} was deleted, replaced or unmounted while in use ({doing})",
+                f"the output folder {self.root} was deleted, replaced or unmounted while in use (found while {doing})",
                 remedy=f"make the folder {self.root} available again",
                 kind="gone",
             )
@@ -376,7 +376,7 @@ class Store:
         try:
             path.parent.mkdir(exist_ok=True)
         except OSError as exc:
-            raise StorageError.from_os(exc, self.root, "making its .partial folder") from None
+            raise StorageError.from_os(exc, self.root, "making the .partial folder") from None
         return path
 
     def _inside(self, name: str) -> Path:
@@ -395,14 +395,14 @@ class Store:
         """
         job_id = _check_job_id(job.id)
         try:
-            self._check_root(f"storing job {job_id}")
+            self._check_root("storing the image")
             result, saved_at = self._put(key, request, job, Path(download), origin, job_id)
         except (OSError, StorageError) as exc:
             with suppress(OSError):
                 os.unlink(download)
             if isinstance(exc, StorageError):
                 raise
-            raise StorageError.from_os(exc, self.root, f"storing job {job_id}") from None
+            raise StorageError.from_os(exc, self.root, "storing the image") from None
         with suppress(OSError):
             os.unlink(download)
         try:
