@@ -20,6 +20,7 @@ from .errors import (
     NotFoundError,
     RateLimitError,
     ServerError,
+    StorageError,
     StoreIntegrityError,
     UnsafeResponseError,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "RateLimitError",
     "Sandbox",
     "ServerError",
+    "StorageError",
     "StoreIntegrityError",
     "UnsafeResponseError",
     "load_ipython_extension",

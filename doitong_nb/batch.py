@@ -36,8 +36,10 @@ from .errors import (
     GenerationFailedError,
     InvalidRequestError,
     RateLimitError,
+    StorageError,
     error_code,
     from_response,
+    is_storage_failure,
 )
 from .request import GenerationRequest, as_request
 from .result import ImageResult
@@ -161,6 +163,7 @@ class _Batch:
         return [self._worker(n) for n in range(min(len(self.queue), _WORKERS_PER_SLOT * most))]
 
     def result(self) -> BatchResult:
+        self._settle_storage_errors()
         self._refresh_stats()
         if self._bar is not None:
             self._bar.close()
@@ -191,8 +194,15 @@ class _Batch:
                 outcome: Outcome = yield from self._run(item)
             except DoitongError as exc:
                 outcome = exc
-                if isinstance(exc, AuthenticationError):  # every other item would meet it too: send no more
+                # every other item would meet it too: send no more (a refused key; a folder with no room)
+                if isinstance(exc, (AuthenticationError, StorageError)):
                     self.closed = exc
+            except OSError as exc:  # a disk failure no step turned into a StorageError: still this item's alone
+                if not is_storage_failure(exc):
+                    raise
+                outcome = self.closed = StorageError.from_os(
+                    exc, self.engine.store.root, f"working on item {item.index}"
+                )
             self._finish(item, outcome)
 
     def _ask_plan(self) -> Flow[None]:
@@ -207,10 +217,15 @@ class _Batch:
 
     def _run(self, item: _Item) -> Flow[ImageResult]:
         if item.replay:
+            if isinstance(self.closed, StorageError) and self.closed.kind == "gone":  # it went with the folder
+                raise _unsent(self.closed)
             return (yield from self.engine.generate(item.request, variant=item.variant))
         self._admit(item)
         while self.active >= self.cap:
             yield Sleep(self._tick())
+        if isinstance(self.closed, StorageError):  # the folder failed while this item waited for a slot
+            self.committed -= item.cost
+            raise _unsent(self.closed)
         self.active += 1
         holding = True
         flow = self.engine.generate(
@@ -246,6 +261,8 @@ class _Batch:
 
     def _admit(self, item: _Item) -> None:
         """Refuse, before sending, an item past the daily cap or the credit budget."""
+        if isinstance(self.closed, StorageError):
+            raise _unsent(self.closed)
         if self.closed is not None:
             raise self.closed
         if item.cost and self.daily_limit is not None and self.charged >= self.daily_limit:
@@ -302,6 +319,15 @@ class _Batch:
             self._bar.update(count)
         self._notify()
 
+    def _settle_storage_errors(self) -> None:
+        """Every paid item the disk failed tells the same, final count of jobs paid and waiting."""
+        failed = {id(o): o for o in self.outcomes if isinstance(o, StorageError) and o.paid}
+        if not failed:
+            return
+        waiting = self.engine.paid_waiting(e.job_id for e in failed.values() if e.job_id)
+        settled = {key: error.with_context(waiting=waiting) for key, error in failed.items()}
+        self.outcomes = [settled.get(id(o), o) for o in self.outcomes]
+
     def _notify(self) -> None:
         if self._callback is not None:
             self._refresh_stats()
@@ -316,6 +342,11 @@ class _Batch:
     def _tick(self) -> float:
         predicted = self.engine.durations.predict(1024 * 1024)
         return _FIRST_TICK if predicted is None else max(0.002, _TICK * predicted)
+
+
+def _unsent(cause: StorageError) -> StorageError:
+    """What an item not sent because of an earlier storage failure holds in its place."""
+    return StorageError(cause.problem, remedy=f"{cause.remedy}, then re-run the same cell (or call)", kind=cause.kind)
 
 
 def _api_requests(engine: Engine) -> int:
@@ -373,6 +404,7 @@ def _batch(
     """Build the batch; in webhook mode run (or use) a receiver for its lifetime."""
     engine = client.engine
     requests = _requests(prompts, options)
+    engine.store.prepare()  # a folder that cannot take the images is refused before anything is sent
     completion: Completion | None = None
     own: WebhookReceiver | None = None
     if webhook_url:

@@ -19,6 +19,7 @@ import ssl
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,7 +28,7 @@ import httpx
 from . import __version__
 from .config import HTTP_TIMEOUT, resolve
 from .engine import ConnectFailed, Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, Work
-from .errors import DownloadError
+from .errors import DoitongError, DownloadError
 from .request import GenerationRequest, as_request
 from .result import ImageResult, Job
 from .transport import Account
@@ -158,18 +159,18 @@ class _LoopThread:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def _running(self) -> asyncio.AbstractEventLoop:
+    def _running(self) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
         with self._lock:
             if self._loop is None or self._thread is None or not self._thread.is_alive():
                 loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(target=_serve, args=(loop,), name="doitong-nb-loop", daemon=True)
                 self._thread.start()
                 self._loop = loop
-            return self._loop
+            return self._loop, self._thread
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Start `coroutine` on the loop; the future can be waited on (or cancelled) from any thread."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._running())
+        return asyncio.run_coroutine_threadsafe(coroutine, self._running()[0])
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run `coroutine` to its end; Ctrl-C cancels it and waits until it has cleaned up, then re-raises."""
@@ -181,23 +182,43 @@ class _LoopThread:
             finally:
                 ended.set()
 
-        future = self.submit(tracked())
+        loop, thread = self._running()
+        future = asyncio.run_coroutine_threadsafe(tracked(), loop)
         try:
             while True:  # short waits: the caller's thread stays responsive to Ctrl-C everywhere
                 with contextlib.suppress(concurrent.futures.TimeoutError):
                     return future.result(timeout=0.1)
+                if not thread.is_alive():  # closed from another thread before this call could finish
+                    future.cancel()
+                    raise DoitongError("the client was closed while this call ran; a paid job stays in the journal")
         except KeyboardInterrupt:  # Ctrl-C here, or raised by a flow's callback on the loop
             future.cancel()
             ended.wait(5)
             raise
 
     def close(self) -> None:
+        """Cancel what still runs on the loop (its callers hear CancelledError, never hang), stop it, end the thread."""
         with self._lock:
             loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=5)
+        if loop is None or thread is None:
+            return
+        if thread is threading.current_thread():  # closed from a flow's own callback: just stop
+            loop.call_soon(loop.stop)
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_cancel_the_rest(), loop).result(timeout=5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        if not thread.is_alive():
             loop.close()
+
+
+async def _cancel_the_rest() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=4)
 
 
 class Flux(_Base):
@@ -208,6 +229,7 @@ class Flux(_Base):
 
     def _clients(self, http_transport: Any) -> tuple[Any, Any]:
         self._runtime = _LoopThread()
+        weakref.finalize(self, self._runtime.close)  # a client dropped without close() ends its thread too
         self._async = AsyncFlux._sharing(self.engine, self._headers, http_transport)
         return self._async._api, self._async._cdn
 

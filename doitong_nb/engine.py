@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -29,10 +30,13 @@ from .errors import (
     NotFoundError,
     RateLimitError,
     ServerError,
+    StorageError,
     UnsafeResponseError,
     from_response,
+    is_storage_failure,
     redact,
 )
+from .journal import ORIGIN, SUBMITTED, JournalEntry
 from .limits import RateBudget
 from .polling import DurationModel, expected_seconds
 from .request import GenerationRequest
@@ -323,10 +327,12 @@ class Engine:
                 yield Work(partial(_check_image, dest, job))
                 return dest
             except UnsafeResponseError:
-                dest.unlink(missing_ok=True)
+                _discard(dest)
                 raise
             except Exception as exc:
-                dest.unlink(missing_ok=True)
+                _discard(dest)
+                if is_storage_failure(exc):  # the disk, not the network: trying again would not help
+                    raise StorageError.from_os(exc, self.store.root, "downloading the image") from None
                 if attempt == DOWNLOAD_ATTEMPTS - 1 or time.monotonic() > deadline:
                     raise DownloadError(
                         f"job {job.id} is done and paid for, but its image could not be downloaded "
@@ -349,7 +355,11 @@ class Engine:
             raise refusal
 
     def charge_for(self, request: GenerationRequest, variant: int = 0, refresh: bool = False) -> int:
-        """What `generate` would charge now: nothing for a replay, or for a journaled job it picks up."""
+        """What `generate` would charge now: nothing for a replay, or for a journaled job it picks up.
+
+        Asked before anything is sent, so a folder that cannot take the image is refused here already.
+        """
+        self.store.prepare()
         key = request.key(variant)
         if self.replay and not refresh and self.stored(key) is not None:
             return 0
@@ -372,14 +382,16 @@ class Engine:
         `timeout` overrides the settings' wait for this one call (`%%flux --timeout`).
         """
         key = request.key(variant)
-        journal = self.store.journal
         origin = self.settings.origin
+        self.store.prepare()  # a folder that cannot take the image is refused before anything is sent
+        journal = self.store.journal
         entry = journal.unfinished(key, origin)
         if self.replay and not refresh:
             stored = self.store.find(key, origin)
             if stored is not None:
                 if entry is not None:  # stored, but the process died before the journal heard of it
-                    journal.mark_done(entry.idempotency_key)
+                    with suppress(StorageError):  # the sidecar says it is stored; the journal can learn it later
+                        journal.mark_done(entry.idempotency_key)
                 return self._annotate(stored)
         deadline = time.monotonic() + (self.settings.timeout if timeout is None else timeout)
         job: Job | None = None
@@ -396,12 +408,16 @@ class Engine:
         if job is None:
             waiting = None if progress is None else (lambda why: progress(why, 0.0, ""))  # 0 s: not accepted yet
             job = yield from self.submit(request, entry.idempotency_key, deadline, via, waiting)
-            journal.mark_submitted(entry.idempotency_key, job.id)
+            try:
+                journal.mark_submitted(entry.idempotency_key, job.id)
+            except StorageError as exc:
+                raise self._not_stored(exc, entry, job.id) from None
         accepted_at = time.monotonic()
         pixels = request.width * request.height
         job = yield from self.wait(job, pixels, deadline, accepted_at, progress, via, completion)
         if job.status == contract.STATUS_FAILED:
-            journal.mark_failed(entry.idempotency_key, job.error_code or contract.GENERATION_FAILED)
+            with suppress(StorageError):  # unrecorded, a re-run reads the same failure again: nothing is lost
+                journal.mark_failed(entry.idempotency_key, job.error_code or contract.GENERATION_FAILED)
             if job.id in self._charged:  # a job resumed from an earlier session was not counted in this one
                 self._charged.discard(job.id)
                 self._charge(-(job.credit_cost if job.credit_cost is not None else request.estimated_credits))
@@ -417,12 +433,39 @@ class Engine:
             )
         if progress:
             progress("downloading", time.monotonic() - accepted_at, "")
-        path = yield from self.download(job, request, deadline)
-        result: ImageResult = yield Work(partial(self.store.put, key, request, job, path, origin))
+        try:
+            path = yield from self.download(job, request, deadline)
+            result: ImageResult = yield Work(partial(self.store.put, key, request, job, path, origin))
+        except StorageError as exc:
+            raise self._not_stored(exc, entry, job.id) from None
         if resumed:
             result.resumed, result.credits = True, 0
-        journal.mark_done(entry.idempotency_key)
+        with suppress(StorageError):  # stored: the sidecar says so, and the next run sets the journal right
+            journal.mark_done(entry.idempotency_key)
         return self._annotate(result)
+
+    def _not_stored(self, exc: StorageError, entry: JournalEntry, job_id: str) -> StorageError:
+        """The storage failure of a paid job, told with its job id and how many paid jobs wait to be fetched.
+
+        While the journal file is there it holds the job (or at least its idempotency key, which the service
+        answers with this same job, charged once). When the folder is gone the session keeps the job in
+        memory, and the store writes it into the folder's new journal once the folder is back.
+        """
+        journaled = exc.kind != "gone"
+        if not journaled:
+            self.store.rescue(replace(entry, job_id=job_id, state=SUBMITTED))
+        waiting = self.paid_waiting([job_id])
+        return exc.with_context(job_id=job_id, paid=True, journaled=journaled, waiting=waiting)
+
+    def paid_waiting(self, also: Iterable[str] = ()) -> int:
+        """Jobs of this service that are paid and not yet stored: unfinished in the journal, kept in memory, or
+        named in `also` (jobs whose id the journal could not record)."""
+        origin = self.settings.origin
+        ids = {*also, *(e.job_id for e in self.store.rescued_entries() if e.job_id)}
+        with suppress(StorageError):
+            pending = self.store.journal.pending()
+            ids |= {e.job_id for e in pending if e.job_id and e.request.get(ORIGIN, origin) == origin}
+        return len(ids)
 
     def stored(self, key: str) -> ImageResult | None:
         """The result `generate` would replay for `key` (made by this engine's service), if any."""
@@ -463,6 +506,11 @@ def budget_refusal(
     return BudgetExceededError(
         f"{what} and the session has spent {spent} of its {budget}-credit budget, {left} left: {advice}"
     )
+
+
+def _discard(path: Path) -> None:
+    with suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def _retry_after(headers: Any) -> float | None:

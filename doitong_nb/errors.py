@@ -7,6 +7,7 @@ fields only, and `redact` scrubs any text that reaches us from elsewhere.
 from __future__ import annotations
 
 import base64
+import errno
 import functools
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -143,6 +144,113 @@ class StoreIntegrityError(DoitongError):
     """A stored result's file is missing or was edited since it was generated."""
 
     code = "STORE_INTEGRITY"
+
+
+SETTING_OUTPUT_DIR = "output_dir=..., %config Flux.output_dir or DOITONG_OUTPUT_DIR"
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+_GONE = (errno.ENOENT, errno.ENOTDIR, getattr(errno, "ESTALE", errno.ENOENT), errno.ENODEV, errno.ENXIO, errno.EIO)
+
+
+class StorageError(DoitongError):
+    """The output folder or its journal could not take a write: full, read-only, missing, gone, or busy.
+
+    Raised per item: `job_id` names a job that is paid for but not stored (None when nothing was sent).
+    `waiting` counts the jobs that are paid and waiting to be fetched, `journaled` says whether this one
+    is in the journal (else only this session remembers it), and the message says what to do.
+    """
+
+    code = "STORAGE"
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        remedy: str = "free some space",
+        job_id: str | None = None,
+        paid: bool = False,
+        journaled: bool = True,
+        waiting: int | None = None,
+        kind: str = "failed",
+    ) -> None:
+        self.problem, self.remedy, self.paid, self.journaled, self.kind = problem, remedy, paid, journaled, kind
+        self.waiting = waiting
+        super().__init__(self._text(job_id), job_id=job_id)
+
+    def _text(self, job_id: str | None) -> str:
+        if not self.paid:
+            return f"{self.problem}; nothing was sent or charged: {self.remedy}"
+        if not self.journaled:
+            return (
+                f"job {job_id} is paid for, but {self.problem}, and the journal could not record it; this session "
+                f"remembers it: {self.remedy}, then re-run the same cell (or call) in this kernel to fetch it at no "
+                "extra cost (a restarted kernel would not know it)"
+            )
+        waiting = max(self.waiting or 1, 1)
+        jobs = "1 job is" if waiting == 1 else f"{waiting} jobs are"
+        return (
+            f"job {job_id} is done and paid for, but {self.problem}. {jobs} paid and waiting: {self.remedy}, then "
+            "re-run the same cell (or call) to fetch them at no extra cost"
+        )
+
+    def with_context(
+        self,
+        *,
+        job_id: str | None = None,
+        paid: bool | None = None,
+        journaled: bool | None = None,
+        waiting: int | None = None,
+    ) -> StorageError:
+        """The same problem, told for one job (a new error: the message is rebuilt)."""
+        return StorageError(
+            self.problem,
+            remedy=self.remedy,
+            job_id=job_id if job_id is not None else self.job_id,
+            paid=self.paid if paid is None else paid,
+            journaled=self.journaled if journaled is None else journaled,
+            waiting=self.waiting if waiting is None else waiting,
+            kind=self.kind,
+        )
+
+    @classmethod
+    def from_os(cls, exc: BaseException, folder: Any, doing: str) -> StorageError:
+        """A filesystem or SQLite failure while `doing` something in `folder`, told in plain words."""
+        number = getattr(exc, "errno", None)
+        text = str(exc).lower()
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if number in _FULL or "disk is full" in text:
+            return cls(
+                f"the output folder {folder} is full ({reason}, while {doing})",
+                remedy=f"free some space in {folder}",
+                kind="full",
+            )
+        if "locked" in text or "busy" in text:
+            return cls(
+                f"the journal in {folder} is held by another process ({reason}, while {doing})",
+                remedy="let the other kernel or process finish (or stop it), then run this again",
+                kind="busy",
+            )
+        if number in _READ_ONLY or "readonly" in text or "read-only" in text:
+            return cls(
+                f"the output folder {folder} is not writable ({reason}, while {doing})",
+                remedy=f"make it writable, or choose another folder with {SETTING_OUTPUT_DIR}",
+                kind="read-only",
+            )
+        if number in _GONE or "unable to open" in text or "disk i/o" in text:
+            return cls(
+                f"the output folder {folder} is gone or unreachable: deleted or unmounted? ({reason}, while {doing})",
+                remedy=f"make it available again (or choose another folder with {SETTING_OUTPUT_DIR})",
+                kind="gone",
+            )
+        return cls(
+            f"writing to {folder} failed ({reason}, while {doing})",
+            remedy=f"check the folder, or choose another with {SETTING_OUTPUT_DIR}",
+        )
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """An OSError from the filesystem (it has an errno), as opposed to a decoder's OSError or a connection's."""
+    return isinstance(exc, OSError) and exc.errno is not None
 
 
 _SECRETS: set[str] = set()  # every key this process has used: no DoitongError message ever carries one

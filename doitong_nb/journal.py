@@ -9,16 +9,18 @@ whenever it disagrees with them.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import StorageError
 from .request import GenerationRequest
 
 SUBMITTING, SUBMITTED, DONE, FAILED = "submitting", "submitted", "done", "failed"
@@ -71,38 +73,83 @@ class Journal:
     """SQLite in WAL mode with synchronous=FULL: a committed write survives a killed process or a power cut.
 
     Each method is one short transaction; a lock makes one connection safe across threads and
-    busy_timeout lets several processes share the file.
+    busy_timeout lets several processes share the file: a write waits at most `busy_timeout` seconds for
+    another process's lock, then fails with a StorageError (the caller has sent nothing yet, or holds an
+    idempotency key that makes a re-send harmless). Every failure of the file (full, read-only, deleted)
+    is a StorageError. Before each write the file is checked to be the one opened: a journal whose folder
+    was deleted or unmounted would otherwise go on "recording" into a file nobody can read again.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-        )
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        with self._write() as db:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
+        self._db: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._identity = _identity(self.path)
+            with self._write() as db:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise StorageError.from_os(exc, self.path.parent, "opening the journal") from None
+            raise
+
+    def _failure(self, exc: BaseException, doing: str) -> StorageError:
+        return StorageError.from_os(exc, self.path.parent, doing)
+
+    def intact(self) -> bool:
+        """The path still names the file this connection writes (not deleted, not under a new mount)."""
+        try:
+            return _identity(self.path) == self._identity
+        except OSError:
+            return False
+
+    def _check_file(self) -> None:
+        if not self.intact():
+            raise StorageError(
+                f"the journal {self.path} was deleted or its folder replaced or unmounted while in use",
+                remedy=f"make the folder {self.path.parent} available again",
+                kind="gone",
+            )
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE takes the write lock up front, so a busy file waits instead of failing mid-way."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._open_db()
+            self._check_file()
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._failure(exc, "waiting to write the journal") from None
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException as exc:
+                if db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                if isinstance(exc, (sqlite3.Error, OSError)):
+                    raise self._failure(exc, "writing the journal") from None
                 raise
-            self._db.execute("COMMIT")
+
+    def _open_db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StorageError(f"the journal {self.path} is closed", remedy="use a client that is not closed")
+        return self._db
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            try:
+                return self._open_db().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._failure(exc, "reading the journal") from None
 
     def begin(self, key: str, request: GenerationRequest, origin: str | None = None) -> JournalEntry:
         """Record a submission about to be sent to `origin`, under a fresh idempotency key."""
@@ -181,6 +228,23 @@ class Journal:
             db.execute("DELETE FROM replays")
             db.executemany("INSERT OR REPLACE INTO replays (job_id, key, saved_at) VALUES (?, ?, ?)", rows)
 
+    def adopt(self, entries: Iterable[JournalEntry]) -> None:
+        """Write down unfinished entries kept elsewhere (a journal that was lost with its folder), as they were."""
+        rows = [
+            (e.key, e.idempotency_key, e.job_id, e.state, json.dumps(e.request), e.created_at, time.time(), e.error)
+            for e in entries
+        ]
+        with self._write() as db:
+            db.executemany(f"INSERT OR IGNORE INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
     def close(self) -> None:
+        """Close the connection (and with it journal.sqlite, -wal and -shm); closing twice is harmless."""
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino

@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -29,8 +30,8 @@ from typing import IO, Any, NamedTuple
 
 from .config import SANDBOX_ORIGIN, origin_of
 from .contract import PRODUCTION_BASE_URL
-from .errors import DownloadError, StoreIntegrityError, UnsafeResponseError
-from .journal import Journal
+from .errors import SETTING_OUTPUT_DIR, DownloadError, StorageError, StoreIntegrityError, UnsafeResponseError
+from .journal import BUSY_TIMEOUT_MS, Journal, JournalEntry
 from .request import GenerationRequest
 from .result import ImageResult, Job
 
@@ -43,6 +44,7 @@ _JPEG_MARKER = b"doitong-provenance:"
 _JPEG_MAX_SEGMENT = 0xFFFF - 2  # a segment's length field counts itself
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_KEYWORD = b"doitong:provenance"
+STALE_SECONDS = 15 * 60  # a partial download untouched this long belongs to no live download (see _clean_partials)
 
 
 def _check_job_id(job_id: str) -> str:
@@ -71,6 +73,18 @@ def _sha256(path: Path) -> str:
         while block := f.read(_CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+def _identity_or_none(path: Path) -> tuple[int, int] | None:
+    try:
+        return _identity(path) if path.is_dir() else None
+    except OSError:
+        return None
 
 
 def _now() -> str:
@@ -231,26 +245,139 @@ def _legacy_origin(data: dict[str, Any]) -> str:
 
 
 class Store:
-    """The output folder: put a paid result once, find it again for free."""
+    """The output folder: put a paid result once, find it again for free.
 
-    def __init__(self, root: str | os.PathLike[str] = "flux_outputs") -> None:
+    `prepare()` runs before anything is sent: it creates the folder if need be, proves it takes a file
+    (a read-only or uncreatable folder is refused while nothing is paid), removes stale partial files and
+    pins the folder's identity. From then on every write checks the folder is still the one pinned: a
+    folder deleted or unmounted mid-batch fails the writes in flight with a StorageError instead of
+    silently writing somewhere nobody will look (or into a deleted journal). The next `prepare()` takes
+    the folder as it is then (creating it again if it was deleted) and carries the unfinished jobs of the
+    lost journal over, so their images are still fetched without paying again.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] = "flux_outputs", *, busy_timeout: float | None = None) -> None:
         self.root = Path(root)
+        self.busy_timeout = BUSY_TIMEOUT_MS / 1000 if busy_timeout is None else busy_timeout
         self._journal: Journal | None = None
         self._journal_lock = threading.Lock()
+        self._prepare_lock = threading.Lock()
         self._index_checked = False
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the root once prepared
+        self._rescued: dict[str, JournalEntry] = {}  # paid jobs the journal could not record, by idempotency key
 
     @property
     def journal(self) -> Journal:
         """Opened on first use, so that merely building a Store creates nothing on disk."""
         with self._journal_lock:
             if self._journal is None:
-                self._journal = Journal(self.root / "journal.sqlite")
+                self._journal = Journal(self.root / "journal.sqlite", busy_timeout=self.busy_timeout)
             return self._journal
 
     def close(self) -> None:
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        """Close the journal's files (journal.sqlite, -wal, -shm); a later use opens them again."""
+        with self._journal_lock:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+
+    # --- the folder itself ---------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Make sure the folder can take the results, before anything is sent (cheap once it has).
+
+        Raises StorageError naming the folder and the settings that choose it when it cannot be created
+        or written: nothing is paid for an image that could not be stored.
+        """
+        with self._prepare_lock:
+            current = _identity_or_none(self.root)
+            if current is not None and current == self._identity and (self._journal is None or self._journal.intact()):
+                return
+            lost = self._identity is not None  # the folder we used was deleted, replaced or unmounted
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                (self.root / ".partial").mkdir(exist_ok=True)
+                fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe-", suffix=".tmp")
+                os.close(fd)
+                os.unlink(probe)
+                identity = _identity(self.root)
+            except OSError as exc:
+                told = StorageError.from_os(exc, self.root, "preparing it")
+                raise StorageError(
+                    f"the output folder {self.root} cannot be used ({exc.strerror or exc})",
+                    remedy=f"create it or make it writable, or choose another folder with {SETTING_OUTPUT_DIR}",
+                    kind=told.kind,
+                ) from None
+            carried = self._detach_journal() if lost else []
+            self._index_checked = False
+            self._clean_partials()
+            if carried:
+                try:
+                    self.journal.adopt(carried)
+                except StorageError:  # kept for the next try; the folder stays unpinned until then
+                    self._rescued.update((e.idempotency_key, e) for e in carried)
+                    raise
+            self._identity = identity
+
+    def _detach_journal(self) -> list[JournalEntry]:
+        """Close the journal of a folder that is gone, keeping what it (and this session) knew unfinished."""
+        carried = dict(self._rescued)
+        with self._journal_lock:
+            old, self._journal = self._journal, None
+        if old is not None:
+            with suppress(StorageError):  # a deleted file stays readable through its open descriptor
+                carried.update((e.idempotency_key, e) for e in old.pending())
+            old.close()
+        self._rescued.clear()
+        return list(carried.values())
+
+    def rescue(self, entry: JournalEntry) -> None:
+        """Keep in memory a paid job the journal could not record; the next prepare() writes it down."""
+        self._rescued[entry.idempotency_key] = entry
+
+    def rescued_entries(self) -> list[JournalEntry]:
+        return list(self._rescued.values())
+
+    def _check_root(self, doing: str) -> None:
+        """The folder is still the one prepared (prepared now if it never was)."""
+        if self._identity is None:
+            self.prepare()
+            return
+        if _identity_or_none(self.root) != self._identity:
+            raise StorageError(
+                f"the output folder {self.root} was deleted, replaced or unmounted while in use (found while {doing})",
+                remedy=f"make the folder {self.root} available again",
+                kind="gone",
+            )
+
+    def _clean_partials(self) -> None:
+        """Remove partial downloads and unfinished atomic writes nobody has touched for STALE_SECONDS.
+
+        Another kernel may be downloading into this same folder right now, so a partial file is removed
+        only when it is clearly dead: a live download writes at least every HTTP_TIMEOUT seconds (a
+        stalled one is abandoned after that) and is moved into place a moment after its last byte, so a
+        file untouched for minutes belongs to no one. (The journal cannot tell: a "submitted" job of
+        another kernel may be downloading, and a finished job's partial is already gone.)
+        """
+        cutoff = time.time() - STALE_SECONDS
+        candidates = [*self.root.glob(".partial/*"), *self.root.glob(".*.tmp")]
+        for path in candidates:
+            with suppress(OSError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+
+    def partial_path(self, job_id: str, ext: str) -> Path:
+        """Where a download streams before `put` moves it into place."""
+        _check_job_id(job_id)
+        if not _EXT_RE.fullmatch(ext):
+            raise UnsafeResponseError(f"file extension {ext!r} is not accepted")
+        path = self._inside(f".partial/{job_id}.{ext}")
+        self._check_root("starting a download")
+        try:
+            path.parent.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StorageError.from_os(exc, self.root, "making the .partial folder") from None
+        return path
 
     def _inside(self, name: str) -> Path:
         path = self.root / name
@@ -258,20 +385,36 @@ class Store:
             raise UnsafeResponseError(f"{path} resolves outside the output folder {self.root}; refusing to use it")
         return path
 
-    def partial_path(self, job_id: str, ext: str) -> Path:
-        """Where a download streams before `put` moves it into place (the folder is created for the writer)."""
-        _check_job_id(job_id)
-        if not _EXT_RE.fullmatch(ext):
-            raise UnsafeResponseError(f"file extension {ext!r} is not accepted")
-        path = self._inside(f".partial/{job_id}.{ext}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
-
     def put(self, key: str, request: GenerationRequest, job: Job, download: Path, origin: str) -> ImageResult:
         """Move a checked download made by `origin` into place with its provenance embedded, write the
-        sidecar, index it."""
+        sidecar, index it.
+
+        A failing disk raises StorageError and leaves nothing that looks stored: the image is only moved
+        into place once whole, is removed again if its sidecar cannot be written, and the download is
+        removed (to give the space back; a re-run fetches it again at no cost).
+        """
         job_id = _check_job_id(job.id)
-        kind = _image_format(Path(download))
+        try:
+            self._check_root("storing the image")
+            result, saved_at = self._put(key, request, job, Path(download), origin, job_id)
+        except (OSError, StorageError) as exc:
+            with suppress(OSError):
+                os.unlink(download)
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError.from_os(exc, self.root, "storing the image") from None
+        with suppress(OSError):
+            os.unlink(download)
+        try:
+            self.journal.record_replay(job_id, key, saved_at)
+        except StorageError:  # the sidecar is the truth: the index is rebuilt from it when it can be written
+            self._index_checked = False
+        return result
+
+    def _put(
+        self, key: str, request: GenerationRequest, job: Job, download: Path, origin: str, job_id: str
+    ) -> tuple[ImageResult, str]:
+        kind = _image_format(download)
         if kind is None:
             raise DownloadError("the downloaded output is neither JPEG nor PNG", job_id=job_id)
         path = self._inside(f"{job_id}.{kind}")
@@ -299,17 +442,19 @@ class Store:
         provenance = result.provenance()
         del provenance["sha256"]
         payload = json.dumps(provenance, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self.root.mkdir(parents=True, exist_ok=True)
         with open(download, "rb") as src, _atomic_write(path) as out:
             writer = _HashingWriter(out)
             (_copy_jpeg_with if kind == "jpg" else _copy_png_with)(src, writer, payload)
-        result.sha256 = writer.digest.hexdigest()
-        sidecar = {**result.provenance(), "replay_key": key, "origin": origin, "saved_at": saved_at}
-        with _atomic_write(sidecar_path) as out:
-            out.write(json.dumps(sidecar, ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
-        os.unlink(download)
-        self.journal.record_replay(job_id, key, saved_at)
-        return result
+        try:
+            result.sha256 = writer.digest.hexdigest()
+            sidecar = {**result.provenance(), "replay_key": key, "origin": origin, "saved_at": saved_at}
+            with _atomic_write(sidecar_path) as out:
+                out.write(json.dumps(sidecar, ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
+        except OSError:  # an image without its sidecar is not stored: take it away again
+            with suppress(OSError):
+                path.unlink()
+            raise
+        return result, saved_at
 
     def find(self, key: str, origin: str) -> ImageResult | None:
         """The stored result of `key` made by `origin`, checked against its sha256; None if it was never stored.
@@ -318,8 +463,7 @@ class Store:
         """
         if not self.root.is_dir():
             return None
-        self._check_index()
-        for job_id in self.journal.replay_job_ids(key):
+        for job_id in self._replay_job_ids(key):
             sidecar_path = self._inside(f"{_check_job_id(job_id)}.json")
             if not sidecar_path.exists():
                 continue  # its sidecar was deleted: the user asked to forget this result
@@ -345,6 +489,16 @@ class Store:
         if not self.root.is_dir():
             return []
         return [p for p in self.root.glob("*.json") if _JOB_ID_RE.fullmatch(p.stem)]
+
+    def _replay_job_ids(self, key: str) -> list[str]:
+        """Job ids stored under `key`, newest first: from the index, or from the sidecars themselves when the
+        index cannot be read or rebuilt right now (a full disk, a busy journal)."""
+        try:
+            self._check_index()
+            return self.journal.replay_job_ids(key)
+        except StorageError:
+            loaded = [s for s in map(self._load, self._sidecars()) if s is not None and s.replay_key == key]
+            return [s.result.job_id for s in sorted(loaded, key=lambda s: s.saved_at, reverse=True)]
 
     def _check_index(self) -> None:
         """Once per Store: rebuild the index from the sidecars (the truth) when the counts disagree."""
