@@ -18,13 +18,15 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .config import HTTP_TIMEOUT, resolve
 from .engine import ConnectFailed, Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, Work
-from .errors import DownloadError
+from .errors import DoitongError, DownloadError
 from .request import GenerationRequest, as_request
 from .result import ImageResult, Job
 from .transport import Account
@@ -101,6 +103,38 @@ class _Base:
 
     def _deadline(self) -> float:
         return time.monotonic() + self.settings.timeout
+
+    def jobs(self) -> list[PendingJob]:
+        """Paid jobs this client's service has not delivered yet (stopped waiting, crash, Ctrl-C, a status or
+        URL the client could not read): the journal keeps them; `resume(job_id)` fetches one at no new cost."""
+        return [PendingJob.of(entry) for entry in self.engine.pending()]
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    """One journal entry still waiting for its image."""
+
+    job_id: str | None  # None: the submission may not have reached the service (resuming resends it, same key)
+    prompt: str
+    size: str
+    seed: int | None
+    submitted_at: str
+    state: str
+    idempotency_key: str
+
+    @classmethod
+    def of(cls, entry: Any) -> PendingJob:
+        request = entry.request
+        when = datetime.fromtimestamp(entry.created_at, timezone.utc).isoformat(timespec="seconds")
+        size = f"{request.get('width')}x{request.get('height')}"
+        return cls(
+            entry.job_id, str(request.get("prompt", "")), size, request.get("seed"), when, entry.state,
+            entry.idempotency_key,
+        )
+
+    def __str__(self) -> str:
+        prompt = self.prompt if len(self.prompt) <= 48 else self.prompt[:47] + "…"
+        return f"{self.job_id or '(not confirmed)'}  {self.submitted_at}  {self.size}  {prompt!r}"
 
 
 def _connect_failed(exc: httpx.ConnectError) -> ConnectFailed:
@@ -263,6 +297,15 @@ class Flux(_Base):
         """Plan and credit balance (one API request)."""
         return self.run(self.engine.account())
 
+    def resume(self, job_id: str, *, progress: Progress | None = None) -> ImageResult:
+        """Fetch a pending job (`jobs()` lists them) and store it under its original request: no new charge."""
+        return self.run(self.engine.resume(job_id, progress=progress))
+
+    def resume_all(self) -> list[ImageResult | DoitongError]:
+        """Every pending job, each outcome in its place (an error where one still cannot be finished)."""
+        ids = [p.job_id or p.idempotency_key for p in self.jobs()]
+        return self.run_many([self.engine.resume(i) for i in ids], return_exceptions=True)
+
     def close(self) -> None:
         """Close the connections and the journal's files (a long-lived kernel must not collect descriptors)."""
         self._api.close()
@@ -389,6 +432,14 @@ class AsyncFlux(_Base):
     async def account(self) -> Account:
         return await self.run(self.engine.account())
 
+    async def resume(self, job_id: str, *, progress: Progress | None = None) -> ImageResult:
+        """Fetch a pending job (`jobs()` lists them) and store it under its original request: no new charge."""
+        return await self.run(self.engine.resume(job_id, progress=progress))
+
+    async def resume_all(self) -> list[ImageResult | BaseException]:
+        ids = [p.job_id or p.idempotency_key for p in self.jobs()]
+        return await asyncio.gather(*(self.resume(i) for i in ids), return_exceptions=True)
+
     async def aclose(self) -> None:
         await self._api.aclose()
         await self._cdn.aclose()
@@ -401,4 +452,4 @@ class AsyncFlux(_Base):
         await self.aclose()
 
 
-__all__ = ["AsyncFlux", "Flux"]
+__all__ = ["AsyncFlux", "Flux", "PendingJob"]

@@ -45,6 +45,33 @@ STATUS_QUEUED, STATUS_PROCESSING = "queued", "processing"
 STATUS_COMPLETED, STATUS_FAILED = "completed", "failed"
 PENDING_STATUSES = (STATUS_QUEUED, STATUS_PROCESSING)
 FINAL_STATUSES = (STATUS_COMPLETED, STATUS_FAILED)
+# [assumed] Statuses are read by meaning, whatever their case, spaces or dashes: the spellings a resold
+# service plausibly passes through (Black Forest Labs' own are Pending, Ready, Request/Content Moderated, Error).
+STATUS_SPELLINGS: dict[str, tuple[str, ...]] = {
+    STATUS_QUEUED: ("queued", "pending", "waiting", "submitted", "created", "starting", "in_queue", "scheduled"),
+    STATUS_PROCESSING: ("processing", "running", "in_progress", "started", "generating", "active"),
+    STATUS_COMPLETED: ("completed", "succeeded", "success", "successful", "done", "ready", "finished", "complete"),
+    STATUS_FAILED: (
+        "failed", "failure", "error", "errored", "moderated", "request_moderated", "content_moderated",
+        "canceled", "cancelled", "rejected", "expired", "task_not_found",
+    ),
+}
+MODERATED_STATUSES = ("moderated", "request_moderated", "content_moderated")  # failed with CONTENT_MODERATED
+_STATUS_MEANING = {spelling: meaning for meaning, spellings in STATUS_SPELLINGS.items() for spelling in spellings}
+# An unknown status counts as "still running" this long (at least, and this many predicted durations), then
+# the wait stops with a message naming it; the job stays in the journal, resumable.
+UNKNOWN_STATUS_PATIENCE_SECONDS = 120.0
+UNKNOWN_STATUS_PATIENCE_DURATIONS = 10.0
+
+
+def status_key(raw: object) -> str:
+    """'Request Moderated' -> 'request_moderated': the form the spellings above are written in."""
+    return "_".join(str(raw or "").strip().lower().replace("-", " ").split())
+
+
+def status_meaning(raw: object) -> str | None:
+    """The contract's status a service's spelling means, or None for a status nobody listed."""
+    return _STATUS_MEANING.get(status_key(raw))
 
 # --- errors ------------------------------------------------------------------------------------
 BAD_USER_INPUT = "BAD_USER_INPUT"

@@ -29,9 +29,11 @@ from .errors import (
     NotFoundError,
     RateLimitError,
     ServerError,
+    UnknownStatusError,
     UnsafeResponseError,
     from_response,
     redact,
+    resume_hint,
 )
 from .limits import RateBudget
 from .polling import DurationModel, expected_seconds
@@ -138,7 +140,7 @@ class Engine:
         self.budget = RateBudget()
         self.durations = DurationModel()
         self.session_credits = 0
-        self._charged: set[str] = set()  # job ids counted in session_credits (a resent submission is one job)
+        self._charged: dict[str, int] = {}  # job id -> credits in session_credits (a resent submission: one job)
         self.balance: int | None = None
         self.plan: str | None = None
         self.requests: Counter[str] = Counter()
@@ -212,8 +214,9 @@ class Engine:
         body = yield from self.call(via.submit(request), deadline=deadline, idempotency_key=idempotency_key, via=via)
         job = via.parse_job(body)
         if job.id not in self._charged:  # the same Idempotency-Key sent again is answered with the first job
-            self._charged.add(job.id)
-            self._charge(job.credit_cost if job.credit_cost is not None else request.estimated_credits)
+            cost = job.credit_cost if job.credit_cost is not None else request.estimated_credits  # cost-late: a quote
+            self._charged[job.id] = cost
+            self._charge(cost)
         return job
 
     def status(self, job_id: str, deadline: float, via: Transport | None = None) -> Flow[Job]:
@@ -246,15 +249,31 @@ class Engine:
         if completion is not None and not job.done:
             job = yield from self._await_webhook(job, pixels, deadline, accepted_at, completion)
         reads = 0
+        unknown_since: float | None = None
         while not job.done:
             elapsed = time.monotonic() - accepted_at
             if progress:
                 progress(job.status, elapsed, f"{reads} status reads")
+            if job.known:
+                unknown_since = None
+            else:  # a status nobody listed: still running, for a while (see contract.UNKNOWN_STATUS_PATIENCE_*)
+                unknown_since = time.monotonic() if unknown_since is None else unknown_since
+                expected = self.durations.predict(pixels) or expected_seconds(pixels)
+                patience = max(
+                    contract.UNKNOWN_STATUS_PATIENCE_DURATIONS * expected,
+                    min(contract.UNKNOWN_STATUS_PATIENCE_SECONDS, self.settings.timeout / 2),
+                )
+                if time.monotonic() - unknown_since > patience:
+                    raise UnknownStatusError(
+                        f"the service reports job {job.id} as {job.raw_status!r}, a status this client does not "
+                        f"know, for {time.monotonic() - unknown_since:.0f} s; {resume_hint(job.id)}",
+                        job_id=job.id,
+                    )
             delay = self.durations.next_delay(pixels, elapsed, reads)
             if time.monotonic() + delay > deadline:
                 raise JobTimeoutError(
-                    f"stopped waiting for job {job.id} after {elapsed:.0f} s; it is still running and paid for: "
-                    "run the same request again to pick it up (nothing is charged twice)",
+                    f"stopped waiting for job {job.id} after {elapsed:.0f} s ({job.raw_status or job.status}); "
+                    f"it goes on at Doitong: {resume_hint(job.id)}",
                     job_id=job.id,
                 )
             yield Sleep(delay)
@@ -303,9 +322,8 @@ class Engine:
                 dest.unlink(missing_ok=True)
                 if attempt == DOWNLOAD_ATTEMPTS - 1 or time.monotonic() > deadline:
                     raise DownloadError(
-                        f"job {job.id} is done and paid for, but its image could not be downloaded "
-                        f"({redact(str(exc), self.settings.api_key)}); run the same request again to retry the "
-                        "download (nothing is charged twice)",
+                        f"job {job.id} is done, but its image could not be downloaded "
+                        f"({redact(str(exc), self.settings.api_key)}); {resume_hint(job.id)}",
                         job_id=job.id,
                     ) from None
                 yield Sleep(backoff(attempt))
@@ -347,12 +365,55 @@ class Engine:
                     journal.mark_done(entry.idempotency_key)
                 return self._annotate(stored)
         deadline = time.monotonic() + (self.settings.timeout if timeout is None else timeout)
+        return (yield from self._carry(key, request, entry, deadline, progress, via, completion))
+
+    def resume(
+        self, job_id: str, *, progress: Progress | None = None, timeout: float | None = None
+    ) -> Flow[ImageResult]:
+        """Fetch a paid job the journal keeps as pending (`jobs()` lists them) and store it under its
+        original request: a status read, the download, no new submission and no new charge."""
+        entry = next((e for e in self.pending() if job_id in (e.job_id, e.idempotency_key)), None)
+        if entry is None:
+            stored = next((r for r in self.store.history() if r.job_id == job_id), None)
+            if stored is not None:
+                return self._annotate(stored)
+            raise NotFoundError(
+                f"job {job_id} is not among this client's pending jobs (for {self.settings.origin}); "
+                "`%flux_jobs` or `Flux().jobs()` lists them"
+            )
+        request = _request_of(entry.request)
+        deadline = time.monotonic() + (self.settings.timeout if timeout is None else timeout)
+        return (yield from self._carry(entry.key, request, entry, deadline, progress, None, None, resuming=True))
+
+    def pending(self) -> list[Any]:
+        """The journal's unfinished submissions to this engine's service, oldest first."""
+        origin = self.settings.origin
+        return [e for e in self.store.journal.pending() if e.request.get("origin", origin) == origin]
+
+    def _carry(
+        self,
+        key: str,
+        request: GenerationRequest,
+        entry: Any,
+        deadline: float,
+        progress: Progress | None,
+        via: Transport | None,
+        completion: Completion | None,
+        resuming: bool = False,
+    ) -> Flow[ImageResult]:
+        """From a journal entry (or none) to a stored result: resume or submit, wait, fetch, store."""
+        journal, origin = self.store.journal, self.settings.origin
         job: Job | None = None
         if entry is not None and entry.job_id is not None:
             try:
                 job = yield from self.status(entry.job_id, deadline, via)
             except NotFoundError:  # the service no longer knows it (expired, or another sandbox): start over
                 journal.mark_failed(entry.idempotency_key, "job unknown to the service on resume")
+                if resuming:
+                    raise NotFoundError(
+                        f"the service no longer knows job {entry.job_id}; it is dropped from the pending jobs",
+                        job_id=entry.job_id,
+                    ) from None
                 entry = None
         if entry is None:
             self.check_budget(request)
@@ -366,8 +427,7 @@ class Engine:
         if job.status == contract.STATUS_FAILED:
             journal.mark_failed(entry.idempotency_key, job.error_code or contract.GENERATION_FAILED)
             if job.id in self._charged:  # a job resumed from an earlier session was not counted in this one
-                self._charged.discard(job.id)
-                self._charge(-(job.credit_cost if job.credit_cost is not None else request.estimated_credits))
+                self._charge(-self._charged.pop(job.id))
             advice = (
                 "rephrase the prompt"
                 if job.error_code == contract.CONTENT_MODERATED
@@ -378,6 +438,10 @@ class Engine:
                 code=job.error_code or contract.GENERATION_FAILED,
                 job_id=job.id,
             )
+        charged = self._charged.get(job.id)
+        if charged is not None and job.credit_cost is not None and job.credit_cost != charged:  # the cost came late
+            self._charged[job.id] = job.credit_cost
+            self._charge(job.credit_cost - charged)
         if progress:
             progress("downloading", time.monotonic() - accepted_at, "")
         path = yield from self.download(job, request, deadline)
@@ -402,6 +466,14 @@ class Engine:
         result.session_credits = self.session_credits
         result.balance = self.balance
         return result
+
+
+def _request_of(data: dict[str, Any]) -> GenerationRequest:
+    """The request a journal entry recorded (its canonical form, plus the webhook URL)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(GenerationRequest)}
+    return GenerationRequest(**{k: v for k, v in data.items() if k in names})
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -115,6 +115,29 @@ class JobTimeoutError(DoitongError):
     code = "TIMEOUT"
 
 
+class UnknownStatusError(JobTimeoutError):
+    """The service kept reporting a status nobody listed; the job is kept, resumable by its id."""
+
+    code = "UNKNOWN_STATUS"
+
+
+class SchemaMismatchError(DoitongError):
+    """The service does not have the query (or REST path) the client reads a job's status with, and the
+    client could not discover it: the user names it (`Flux(status_query=...)`); the job is kept."""
+
+    code = "SCHEMA_MISMATCH"
+
+
+def resume_hint(job_id: str | None) -> str:
+    """What every "could not finish" message ends with: the job is kept, and the command that fetches it."""
+    if not job_id:
+        return "the submission is kept in the journal: `%flux_jobs` (or `Flux().jobs()`) lists it"
+    return (
+        f"job {job_id} is paid for and kept in the journal: run `%flux_resume {job_id}` "
+        f"(or `Flux().resume({job_id!r})`) to fetch it later, at no new cost"
+    )
+
+
 class DownloadError(DoitongError):
     """The output could not be fetched or did not decode; the job itself is paid and kept."""
 

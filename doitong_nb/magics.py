@@ -272,6 +272,47 @@ class Flux(Magics):
 
         print(error_text(exc), file=sys.stderr)
 
+    # --- first contact: pending jobs, resume, doctor (issue 11) ----------------------------------------
+    @line_magic
+    def flux_jobs(self, line: str = "") -> Any:
+        """Paid jobs not delivered yet (kept in the journal): `%flux_resume ID` or `%flux_resume --all` fetches them."""
+        jobs = self.client.jobs()
+        if not jobs:
+            print("No pending jobs: every paid job has been delivered.")
+            return None
+        print(f"{len(jobs)} pending job(s), paid for; `%flux_resume ID` or `%flux_resume --all` fetches them:")
+        for job in jobs:
+            print(f"  {job}")
+        return None
+
+    @line_magic
+    def flux_resume(self, line: str = "") -> Any:
+        """`%flux_resume JOB_ID` or `%flux_resume --all`: fetch pending jobs at no new cost and show them."""
+        from IPython.display import display
+
+        from .display import error_text, result_bundle
+
+        words = line.split()
+        if words == ["--all"]:
+            outcomes = self.client.resume_all()
+        elif len(words) == 1 and not words[0].startswith("-"):
+            try:
+                outcomes = [self.client.resume(words[0])]
+            except DoitongError as exc:
+                outcomes = [exc]
+        else:
+            raise UsageError("usage: %flux_resume JOB_ID  or  %flux_resume --all  (`%flux_jobs` lists the ids)")
+        results = [o for o in outcomes if not isinstance(o, BaseException)]
+        for failure in (o for o in outcomes if isinstance(o, BaseException)):
+            if not isinstance(failure, DoitongError):
+                raise failure
+            print(error_text(failure), file=sys.stderr)
+        if results:
+            display(_Bundle(result_bundle(results, self.preview_px)))
+        elif not outcomes:
+            print("No pending jobs to resume.")
+        return None
+
 
 class _Bundle:
     """A ready mimebundle shown by IPython's display()."""
