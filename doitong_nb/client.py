@@ -76,11 +76,17 @@ class _Base:
         mutation: str = "generate",
         replay: bool = True,
         max_credits: int | None = None,
+        plan: str | None = None,
+        status_query: str | None = None,
     ) -> None:
         settings = resolve(
             api_key=api_key, base_url=base_url, transport=transport, output_dir=output_dir, timeout=timeout
         )
         self.engine = Engine(settings, mutation=mutation, replay=replay, max_credits=max_credits)
+        if plan is not None:  # a service that sends no X-RateLimit-* headers is paced at the plan the user names
+            self.engine.use_plan(plan)
+        if status_query is not None:  # a service whose status query is not `job(id:)` and cannot be discovered
+            self.engine.use_status_query(status_query)
         self._headers = {"User-Agent": "doitong-nb/0.1"}
 
     @property

@@ -19,6 +19,24 @@ GRAPHQL_PATH = "/graphql"
 REST_SUBMIT_PATH = "/v1/text_to_image"
 REST_JOB_PATH = "/v1/jobs/{id}"  # [assumed]
 REST_ACCOUNT_PATH = "/v1/account"  # [assumed]
+# [assumed] Where else a REST service plausibly reads a job, tried in turn when REST_JOB_PATH answers 404 for a job
+# the service itself just named; the one that answers is remembered per host (see DISCOVERY_TTL_SECONDS).
+REST_JOB_PATHS = (
+    REST_JOB_PATH,
+    "/v1/generations/{id}",
+    "/v1/text_to_image/{id}",
+    "/v1/images/{id}",
+    "/v1/tasks/{id}",
+    "/v1/predictions/{id}",
+    "/v1/get_result?id={id}",
+)
+# [assumed] GraphQL: the query that reads a job is `job(id:)`; when the schema has no such field, one
+# introspection query finds the field of Query that returns the mutation's job type and takes one id argument
+# (these names first, in this order). What was found is kept on disk per host for this long.
+STATUS_QUERY = "job"
+STATUS_QUERY_ARG = "id"
+STATUS_QUERY_NAMES = ("job", "generation", "getJob", "getGeneration", "jobStatus", "task", "getTask", "prediction")
+DISCOVERY_TTL_SECONDS = 86_400.0
 CDN_OUTPUT_PATH = "/outputs/{id}.{ext}"
 
 # --- environment [assumed] -------------------------------------------------------------------
@@ -89,6 +107,8 @@ GENERATION_FAILED = "GENERATION_FAILED"
 HEADER_RATE_LIMIT = "X-RateLimit-Limit"  # [doc]
 HEADER_RATE_REMAINING = "X-RateLimit-Remaining"  # [doc]
 HEADER_RATE_RESET = "X-RateLimit-Reset"  # [doc]; [assumed] Unix seconds, may carry a fraction
+RESET_IS_UNIX_TIME_ABOVE = 1e9  # [assumed] a smaller X-RateLimit-Reset is seconds from now (another common form)
+# [assumed] Retry-After is seconds; an HTTP date (RFC 9110's other form) is read too
 HEADER_RATE_WINDOW = "X-RateLimit-Window"  # [assumed] optional: window length in seconds
 HEADER_IDEMPOTENCY = "Idempotency-Key"  # [assumed]
 HEADER_SIGNATURE = "X-Doitong-Signature"  # [doc]

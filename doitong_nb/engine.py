@@ -19,28 +19,32 @@ from urllib.parse import urlsplit
 
 from . import contract
 from .config import Settings
+from .discovery import INTROSPECTION, DiscoveryCache, query_names, status_query_from
 from .errors import (
     BudgetExceededError,
     DoitongError,
     DownloadError,
     GenerationFailedError,
+    InvalidRequestError,
     JobTimeoutError,
     NetworkError,
     NotFoundError,
     RateLimitError,
+    SchemaMismatchError,
     ServerError,
     UnknownStatusError,
     UnsafeResponseError,
     from_response,
     redact,
     resume_hint,
+    schema_mismatch,
 )
 from .limits import RateBudget
 from .polling import DurationModel, expected_seconds
 from .request import GenerationRequest
 from .result import ImageResult, Job
 from .store import Store
-from .transport import Account, HttpCall, Transport, make_transport
+from .transport import Account, HttpCall, StatusQuery, Transport, make_transport
 from .transport.base import account_from
 
 T = TypeVar("T")
@@ -133,7 +137,13 @@ class Engine:
         self, settings: Settings, *, mutation: str = "generate", replay: bool = True, max_credits: int | None = None
     ) -> None:
         self.settings = settings
-        self.transport = make_transport(settings.transport, mutation=mutation)
+        self._mutation = mutation
+        self.discovery = DiscoveryCache(settings.output_dir)
+        found = self.discovery.get(settings.origin)  # what an earlier session found this service calls things
+        self.status_query: StatusQuery | None = _status_query_or_none(found.get("status_query"))
+        self.status_query_named = False  # the user named it (then it is never replaced by a discovery)
+        self.rest_job_path: str | None = found.get("rest_job_path")
+        self.transport = self._make(settings.transport)
         self.store = Store(settings.output_dir)
         self.replay = replay
         self.max_credits = max_credits
@@ -145,6 +155,25 @@ class Engine:
         self.plan: str | None = None
         self.requests: Counter[str] = Counter()
         self.reached = False  # the service has answered once: from then on a failed connection is retried
+
+    def use_plan(self, name: str) -> None:
+        """Pace at a named plan's limits until the service's headers say otherwise."""
+        plan = contract.PLANS.get(str(name).lower())
+        if plan is None:
+            raise InvalidRequestError(
+                f"plan {name!r} is unknown; use one of: {', '.join(contract.PLANS)}", field="plan", value=name
+            )
+        self.plan, self.budget.limit = plan.name, plan.requests_per_minute
+
+    def use_status_query(self, text: str) -> None:
+        """`getJob(jobId)` or `generation`: the GraphQL query (and argument) that reads a job."""
+        self.status_query, self.status_query_named = StatusQuery.parse(text), True
+        self.transport = self._make(self.transport.name)
+
+    def _make(self, name: str) -> Transport:
+        return make_transport(
+            name, mutation=self._mutation, status_query=self.status_query, rest_job_path=self.rest_job_path
+        )
 
     # --- one API call, with retries -------------------------------------------------------------
     def call(
@@ -184,6 +213,9 @@ class Engine:
                 body = reply.body if isinstance(reply.body, dict) else {}
                 if reply.status < 400 and not body.get("errors") and reply.body is not None:
                     return body
+                mismatch = schema_mismatch(reply.body) if call.kind in ("status", "discover") else None
+                if mismatch:  # the service has no such query: discovered (or named) once, never retried
+                    raise SchemaMismatchError(mismatch)
                 error = from_response(reply.status, reply.body, _retry_after(reply.headers))
                 if isinstance(error, RateLimitError):
                     self.requests["429"] += 1
@@ -204,7 +236,7 @@ class Engine:
         """The engine's transport, or another one for a single call (`%%flux --transport rest`)."""
         if name is None or name == self.transport.name:
             return self.transport
-        return make_transport(name)
+        return self._make(name)
 
     def submit(
         self, request: GenerationRequest, idempotency_key: str, deadline: float, via: Transport | None = None
@@ -221,8 +253,78 @@ class Engine:
 
     def status(self, job_id: str, deadline: float, via: Transport | None = None) -> Flow[Job]:
         via = via or self.transport
-        body = yield from self.call(via.status(job_id), deadline=deadline, via=via)
+        try:
+            body = yield from self.call(via.status(job_id), deadline=deadline, via=via)
+        except SchemaMismatchError as exc:
+            if via.name != "graphql":
+                raise
+            via = yield from self._discover_status_query(str(exc), job_id, deadline)
+            body = yield from self.call(via.status(job_id), deadline=deadline, via=via)
+        except NotFoundError:
+            if via.name != "rest" or self.rest_job_path is not None:
+                raise
+            via, body = yield from self._find_rest_job_path(job_id, deadline)
+        if via.name == "rest" and self.rest_job_path is None:
+            self.rest_job_path = getattr(via, "job_path", None)
         return via.parse_job(body)
+
+    def discover(self, deadline: float) -> Flow[tuple[StatusQuery | None, str]]:
+        """One introspection request: the schema's status query (None if it has none we recognise), and what
+        the service said ("" when it answered, else its refusal, e.g. introspection disabled)."""
+        call = HttpCall("POST", contract.GRAPHQL_PATH, {"query": INTROSPECTION}, kind="discover")
+        try:
+            body = yield from self.call(call, deadline=deadline, via=self._make("graphql"))
+        except (SchemaMismatchError, InvalidRequestError, NotFoundError) as exc:
+            return None, str(exc)
+        except DoitongError as exc:
+            if exc.status is not None and exc.status < 500 and exc.status != 429:
+                return None, str(exc)
+            raise
+        schema = (body.get("data") or {}).get("__schema") or {}
+        found = status_query_from(schema)
+        return found, "" if found else f"its queries are: {', '.join(query_names(schema)) or 'none'}"
+
+    def _discover_status_query(self, refusal: str, job_id: str, deadline: float) -> Flow[Transport]:
+        """The contract's (or the named) status query is refused: find the service's own, once per host."""
+        asked = self.status_query or StatusQuery()
+        advice = (
+            f"name it with `%config Flux.status_query = \"getJob(jobId)\"` or `Flux(status_query=\"getJob(jobId)\")` "
+            f"(its name and argument); {resume_hint(job_id)}"
+        )
+        if self.status_query_named:
+            raise SchemaMismatchError(
+                f"the service refuses the status query you named, {asked} ({refusal}); {advice}", job_id=job_id
+            )
+        found, said = yield from self.discover(deadline)
+        if found is None or (found.name == asked.name and found.arg == asked.arg):
+            why = "does not answer introspection" if "introspection" in said.lower() else "did not tell which one"
+            raise SchemaMismatchError(
+                f"the service has no `{asked}` query to read a job's status ({refusal}), and {why} ({said}); "
+                + advice,
+                job_id=job_id,
+            )
+        self.status_query = found
+        self.discovery.put(self.settings.origin, status_query=f"{found.name}({found.arg}: {found.arg_type})")
+        self.transport = self._make(self.transport.name)
+        return self._make("graphql")
+
+    def _find_rest_job_path(self, job_id: str, deadline: float) -> Flow[tuple[Transport, dict[str, Any]]]:
+        """REST_JOB_PATH does not know a job the service just named: try the other plausible paths, once."""
+        for path in contract.REST_JOB_PATHS[1:]:
+            via = make_transport("rest", rest_job_path=path)
+            try:
+                body = yield from self.call(via.status(job_id), deadline=deadline, via=via)
+            except NotFoundError:
+                continue
+            self.rest_job_path = path
+            self.discovery.put(self.settings.origin, rest_job_path=path)
+            self.transport = self._make(self.transport.name)
+            return via, body
+        raise NotFoundError(
+            f"no REST path of the service knows job {job_id} (tried {', '.join(contract.REST_JOB_PATHS)}); "
+            f"try the GraphQL transport, or {resume_hint(job_id)}",
+            job_id=job_id,
+        )
 
     def account(self) -> Flow[Account]:
         body = yield from self.call(self.transport.account(), deadline=time.monotonic() + self.settings.timeout)
@@ -468,6 +570,13 @@ class Engine:
         return result
 
 
+def _status_query_or_none(text: Any) -> StatusQuery | None:
+    try:
+        return StatusQuery.parse(text) if isinstance(text, str) else None
+    except DoitongError:
+        return None
+
+
 def _request_of(data: dict[str, Any]) -> GenerationRequest:
     """The request a journal entry recorded (its canonical form, plus the webhook URL)."""
     from dataclasses import fields
@@ -477,11 +586,9 @@ def _request_of(data: dict[str, Any]) -> GenerationRequest:
 
 
 def _retry_after(headers: Any) -> float | None:
-    try:
-        value = headers.get("Retry-After")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    from .limits import retry_after_seconds
+
+    return retry_after_seconds(headers.get("Retry-After"))
 
 
 def _check_image(path: Path, job: Job) -> None:

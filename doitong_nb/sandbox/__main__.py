@@ -7,6 +7,7 @@ import signal
 import threading
 
 from doitong_nb import contract as c
+from doitong_nb.sandbox.dialects import DIALECTS
 from doitong_nb.sandbox.faults import KINDS, Faults
 from doitong_nb.sandbox.server import Sandbox
 
@@ -35,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--slow-seconds", type=float, default=2.0)
     parser.add_argument("--queue-seconds", type=float, default=3.0, help="how long a queue-job fault keeps it queued")
     parser.add_argument("--fault-seed", type=int, default=0)
+    parser.add_argument(
+        "--dialect",
+        default="default",
+        choices=list(DIALECTS),
+        help="speak a service that differs from CONTRACT.md in one area: "
+        + "; ".join(f"{d.name}: {d.summary}" for d in DIALECTS.values()),
+    )
     return parser
 
 
@@ -60,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         cdn_port=args.cdn_port,
         api_key=args.api_key,
+        dialect=args.dialect,
     )
     with sandbox:
         for name, value in (
