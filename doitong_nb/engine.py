@@ -7,6 +7,7 @@ polling, the journal and replay are the same code in sync and async use, and can
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import time
 from collections import Counter
@@ -56,7 +57,7 @@ MAX_ATTEMPTS = 8
 BACKOFF_BASE, BACKOFF_CAP = 0.25, 20.0
 DOWNLOAD_ATTEMPTS = 4
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # a 4096x4096 PNG is at most ~50 MB
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+EXPIRED_URL_STATUSES = (401, 403, 410)  # [assumed] what object storage answers for an expired signed URL
 WEBHOOK_GRACE = 4.0  # no webhook after this many predicted durations, plus the slack below: read the status
 WEBHOOK_SLACK = 5.0  # seconds a delivery may take on top (network, the sender's queue)
 _EVENT_TICK = 0.01  # look for a job's webhook every 1% of its predicted duration
@@ -117,16 +118,53 @@ def backoff(attempt: int) -> float:
     return random.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
 
 
+def _local(host: str) -> bool:
+    """A name or address that is not on the public internet: loopback, private, link-local, reserved."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal", ".lan", ".home.arpa")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "." not in host  # a bare intranet name
+    return not address.is_global or address.is_multicast
+
+
+def _loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_output_url(url: Any, base_url: str) -> str:
-    """Refuse output URLs that are not http(s) on the service's own hosts (the API's, its CDN's)."""
+    """The output URL policy [assumed]: https on any public host (outputs may live on another domain, e.g.
+    signed object-storage URLs); the API's own scheme and host; loopback only when the API itself is on
+    loopback (a sandbox). Refused: other schemes, credentials in the URL, private, loopback and link-local
+    addresses. The download client never carries the API key, whatever the host."""
     parts = urlsplit(str(url or ""))
     api = urlsplit(base_url)
     host, api_host = (parts.hostname or ""), (api.hostname or "")
     if parts.scheme not in ("https", "http") or (api.scheme == "https" and parts.scheme != "https"):
         raise UnsafeResponseError(f"refusing output URL with scheme {parts.scheme!r}; expected {api.scheme}")
-    same_service = host == api_host or host.endswith(".doitong.com") or (host in _LOOPBACK and api_host in _LOOPBACK)
-    if not same_service:
-        raise UnsafeResponseError(f"refusing output URL on host {host!r}, which is not the service's")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeResponseError("refusing output URL that carries credentials (user:password@host)")
+    if not host:
+        raise UnsafeResponseError("refusing output URL without a host")
+    if _loopback(host):
+        ok = _loopback(api_host)
+    elif _local(host):
+        ok = host == api_host
+    else:
+        ok = parts.scheme == "https" or host == api_host or host.endswith(".doitong.com")
+    if not ok:
+        raise UnsafeResponseError(
+            f"refusing output URL on host {host!r}: outputs are fetched over https from public hosts, or from the "
+            "service's own host"
+        )
     return str(url)
 
 
@@ -408,9 +446,16 @@ class Engine:
         suffix = Path(urlsplit(url).path).suffix.lower().lstrip(".")
         ext = suffix if suffix in ("jpg", "jpeg", "png") else ("png" if request.output_format == "png" else "jpg")
         dest = self.store.partial_path(job.id, ext)
+        refreshed = False
         for attempt in range(DOWNLOAD_ATTEMPTS):
             try:
                 fetched: Fetched = yield Fetch(url, dest, MAX_DOWNLOAD_BYTES)
+                if fetched.status in EXPIRED_URL_STATUSES and not refreshed:  # a signed URL expired: ask again
+                    refreshed = True
+                    fresh = yield from self.status(job.id, deadline)
+                    if fresh.url and fresh.url != url:
+                        url = check_output_url(fresh.url, self.settings.base_url)
+                        fetched = yield Fetch(url, dest, MAX_DOWNLOAD_BYTES)
                 if fetched.status != 200:
                     raise DownloadError(f"the CDN answered HTTP {fetched.status}")
                 if fetched.content_length is not None and fetched.written != fetched.content_length:

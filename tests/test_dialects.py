@@ -6,18 +6,30 @@ each one changes one [assumed] part of CONTRACT.md the way a real (resold) servi
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+from email.utils import formatdate
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from doitong_nb import contract
 from doitong_nb.client import Flux
-from doitong_nb.engine import Sleep
-from doitong_nb.errors import JobTimeoutError, SchemaMismatchError
+from doitong_nb.engine import Sleep, check_output_url
+from doitong_nb.errors import (
+    JobTimeoutError,
+    SchemaMismatchError,
+    UnknownStatusError,
+    UnsafeResponseError,
+    WebhookVerificationError,
+)
+from doitong_nb.limits import reset_seconds, retry_after_seconds
 from doitong_nb.request import GenerationRequest
 from doitong_nb.result import ImageResult, Job
 from doitong_nb.sandbox import Sandbox
 from doitong_nb.sandbox.dialects import DIALECTS
+from doitong_nb.webhooks import verify_signature
 
 PROMPT = "A lighthouse on a cliff at dawn"
 
@@ -190,3 +202,118 @@ def test_every_dialect_delivers_the_images_or_keeps_the_job_and_says_what_to_set
         assert charged(box) == sum(i.credit_cost for i in delivered)
         assert box.stats()["total"]["jobs_created"] == len(delivered) == 6
     assert all(i.path.exists() for i in delivered)
+
+
+# --- what each difference needs from the client -----------------------------------------------------------
+
+
+def test_a_status_that_never_resolves_is_named_after_a_bounded_wait_and_the_job_kept(tmp_path: Path) -> None:
+    forever = replace(DIALECTS["statuses"], unknown_forever=True)
+    with Sandbox(speed=1000, dialect=forever) as box, client_for(box, tmp_path, timeout=2) as flux:
+        with pytest.raises(UnknownStatusError, match=r"'upscaling'.*flux_resume") as caught:
+            flux.generate(PROMPT, size="256x256", seed=1)
+        assert [j.job_id for j in flux.jobs()] == [caught.value.job_id]
+        assert charged(box) == pending_credits(flux)
+
+
+def test_the_status_query_is_discovered_once_per_host_and_kept_on_disk(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, dialect="status-query") as box:
+        with client_for(box, tmp_path) as flux:
+            flux.generate(PROMPT, size="256x256", seed=1)
+            flux.generate(PROMPT, size="256x256", seed=2)
+            assert flux.engine.requests["discover"] == 1
+        assert "generation(id: ID!)" in (tmp_path / "out" / "service.discovery").read_text()
+        with client_for(box, tmp_path) as later:  # a new session reads what the first one found
+            later.generate(PROMPT, size="256x256", seed=3)
+            assert later.engine.requests["discover"] == 0
+
+
+def test_a_named_status_query_is_used_and_a_wrong_one_is_said_so(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, dialect="no-introspection") as box:
+        with client_for(box, tmp_path, status_query="getJob(jobId)") as flux:
+            assert flux.generate(PROMPT, size="256x256", seed=1).path.exists()
+        with client_for(box, tmp_path, status_query="fetchJob(id)") as flux:
+            with pytest.raises(SchemaMismatchError, match="you named, fetchJob"):
+                flux.generate(PROMPT, size="256x256", seed=2)
+            assert len(flux.jobs()) == 1
+
+
+def test_an_expired_signed_url_gets_one_fresh_status_read(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, dialect="signed-urls") as box, client_for(box, tmp_path) as flux:
+        request = GenerationRequest.build(PROMPT, size="256x256", seed=1)
+        job = flux.submit(request)
+        while not (job := flux.status(job.id)).done:
+            time.sleep(0.01)
+        assert urlsplit(job.url).hostname == "localhost" and "signature=" in job.url  # another host, signed
+        time.sleep(box.dialect.url_ttl / box.speed + 0.2)  # the URL expires (10 minutes at speed 1)
+        reads = box.stats()["total"]["status_requests"]
+        path = flux.run(flux.engine.download(job, request, time.monotonic() + 30))
+        assert path.exists() and box.stats()["total"]["status_requests"] == reads + 1
+
+
+def test_errors_answered_with_http_200_and_no_code_are_still_typed(tmp_path: Path) -> None:
+    from doitong_nb.errors import NotFoundError
+
+    with Sandbox(speed=1000, dialect="errors-200") as box, client_for(box, tmp_path) as flux:
+        with pytest.raises(NotFoundError):
+            flux.status("job_unknown")
+
+
+@pytest.mark.parametrize(
+    ("url", "api", "ok"),
+    [
+        ("https://storage.example-cdn.net/b/job_1.jpg?X-Amz-Signature=ab", "https://api.doitong.com", True),
+        ("https://cdn.doitong.com/outputs/job_1.jpg", "https://api.doitong.com", True),
+        ("http://storage.example-cdn.net/job_1.jpg", "https://api.doitong.com", False),
+        ("https://user:pw@storage.example-cdn.net/job_1.jpg", "https://api.doitong.com", False),
+        ("https://127.0.0.1/job_1.jpg", "https://api.doitong.com", False),
+        ("https://localhost/job_1.jpg", "https://api.doitong.com", False),
+        ("https://10.1.2.3/job_1.jpg", "https://api.doitong.com", False),
+        ("https://169.254.169.254/latest/meta-data", "https://api.doitong.com", False),
+        ("https://[fe80::1]/job_1.jpg", "https://api.doitong.com", False),
+        ("https://printer.local/job_1.jpg", "https://api.doitong.com", False),
+        ("ftp://storage.example-cdn.net/job_1.jpg", "https://api.doitong.com", False),
+        ("http://localhost:9000/storage/job_1.jpg", "http://127.0.0.1:8787", True),
+    ],
+)
+def test_output_urls_https_on_public_hosts_only_loopback_for_a_loopback_api(url: str, api: str, ok: bool) -> None:
+    if ok:
+        assert check_output_url(url, api) == url
+    else:
+        with pytest.raises(UnsafeResponseError):
+            check_output_url(url, api)
+
+
+def test_header_forms_retry_after_as_a_date_and_reset_as_seconds_left() -> None:
+    now = 1_800_000_000.0
+    assert retry_after_seconds("2.5", now) == 2.5
+    assert retry_after_seconds(formatdate(now + 30, usegmt=True), now) == pytest.approx(30.0)
+    assert retry_after_seconds(formatdate(now - 30, usegmt=True), now) == 0.0
+    assert retry_after_seconds("soon", now) is None
+    assert reset_seconds(42, now) == 42  # seconds left
+    assert reset_seconds(now + 12, now) == pytest.approx(12)  # a Unix time
+
+
+def test_without_rate_headers_the_named_plan_paces(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, dialect="headers") as box, client_for(box, tmp_path, plan="free") as flux:
+        assert flux.engine.budget.limit == contract.PLANS["free"].requests_per_minute
+        flux.account()
+        assert flux.engine.budget.limit == contract.PLANS["free"].requests_per_minute  # no header changed it
+
+
+def test_a_cost_known_only_at_completion_is_what_the_image_records(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, dialect="cost-late") as box, client_for(box, tmp_path) as flux:
+        job = flux.submit(PROMPT, size="256x256", seed=1)
+        assert job.credit_cost is None
+        img = flux.generate(PROMPT, size="2048x2048", seed=1)
+        assert img.credit_cost == contract.credit_cost(2048, 2048) and charged(box) == flux.session_credits
+
+
+def test_webhook_signatures_over_the_raw_body_in_hex_or_base64_verify() -> None:
+    body, secret = b'{"id":"job_1"}', "whsec_test"
+    for name in ("webhook-body-only", "webhook-base64", "default"):
+        headers = DIALECTS[name].webhook_headers(secret, body, str(int(time.time())))
+        signature, timestamp = headers[contract.HEADER_SIGNATURE], headers.get(contract.HEADER_TIMESTAMP)
+        verify_signature(body, signature, secret, timestamp=timestamp)
+        with pytest.raises(WebhookVerificationError):
+            verify_signature(body + b" ", headers[contract.HEADER_SIGNATURE], secret)
