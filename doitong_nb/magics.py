@@ -69,6 +69,10 @@ class Flux(Magics):
     replay = Bool(True, help="return stored results for identical requests at 0 credits").tag(config=True)
     max_credits = Int(None, allow_none=True, help="session budget: refuse a job that would cross it").tag(config=True)
     timeout = Float(600.0, help="seconds to wait for a job before handing back its id").tag(config=True)
+    status_query = Unicode(None, allow_none=True, help="the service's job query, e.g. getJob(jobId)").tag(config=True)
+    plan = Unicode(None, allow_none=True, help="your plan, to pace by when the service sends no rate headers").tag(
+        config=True
+    )
 
     @default("output_dir")
     def _default_output_dir(self) -> str:
@@ -86,10 +90,16 @@ class Flux(Magics):
         `%env` while the kernel runs, gives a new client at the next cell (said once, in one line)."""
         from .client import Flux as FluxClient
 
-        key = (self.output_dir, self.transport, self.timeout, *_service_fingerprint())
+        key = (self.output_dir, self.transport, self.timeout, self.status_query, self.plan, *_service_fingerprint())
         if self._client is None or key != self._client_key:
             previous = self._client
-            self._client = FluxClient(transport=self.transport, output_dir=self.output_dir, timeout=self.timeout)
+            self._client = FluxClient(
+                transport=self.transport,
+                output_dir=self.output_dir,
+                timeout=self.timeout,
+                status_query=self.status_query or None,
+                plan=self.plan or None,
+            )
             if previous is not None:
                 if previous.settings.origin == self._client.settings.origin:  # the same account: keep its tally
                     self._client.engine.session_credits = previous.session_credits
@@ -311,6 +321,15 @@ class Flux(Magics):
             display(_Bundle(result_bundle(results, self.preview_px)))
         elif not outcomes:
             print("No pending jobs to resume.")
+        return None
+
+    @line_magic
+    def flux_doctor(self, line: str = "") -> Any:
+        """Check the configured service against the contract, one line per assumption; spends no credit."""
+        from .doctor import run
+
+        text, failed = run(self.client)
+        print(text, file=sys.stderr if failed else sys.stdout)
         return None
 
 

@@ -6,6 +6,8 @@ each one changes one [assumed] part of CONTRACT.md the way a real (resold) servi
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from dataclasses import replace
 from email.utils import formatdate
@@ -317,3 +319,51 @@ def test_webhook_signatures_over_the_raw_body_in_hex_or_base64_verify() -> None:
         verify_signature(body, signature, secret, timestamp=timestamp)
         with pytest.raises(WebhookVerificationError):
             verify_signature(body + b" ", headers[contract.HEADER_SIGNATURE], secret)
+
+
+# --- doctor: one line per assumption, naming each dialect's difference -----------------------------------
+
+DOCTOR_NAMES = {
+    "status-query": r"status query +differs: jobs are read with generation\(id: ID!\)",
+    "no-introspection": r"FAIL status query .*introspection is disabled.*Flux.status_query",
+    "statuses": r"statuses +differs: .*'(SUCCEEDED|success|done)', read as 'completed'",
+    "rest-shape": r"rest job path +differs: jobs are read at GET /v1/generations/\{id\}",
+    "signed-urls": r"cdn +differs: outputs on localhost \(another host\), signed and expiring",
+    "headers": r"plan and limits +no X-RateLimit-Limit headers.*Flux\(plan=",
+    "errors-200": r"errors +differs: GraphQL errors answered with HTTP 200, without extensions.code",
+}
+
+
+@pytest.mark.parametrize("name", ["default", *DOCTOR_NAMES])
+def test_doctor_names_each_dialects_difference(name: str, tmp_path: Path) -> None:
+    from doitong_nb.doctor import run
+
+    with Sandbox(speed=1000, dialect=name) as box, client_for(box, tmp_path) as flux:
+        if name != "no-introspection":
+            flux.generate(PROMPT, size="256x256", seed=1)  # a job of this service for doctor to read again (free)
+        spent = charged(box)
+        text, failed = run(flux)
+        assert charged(box) == spent  # doctor spends no credit
+    assert failed == (name == "no-introspection"), text
+    if name == "default":
+        assert "differs" not in text and "FAIL" not in text, text
+    else:
+        assert re.search(DOCTOR_NAMES[name], text), text
+
+
+def test_doctor_cli_exits_non_zero_when_something_essential_fails(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with Sandbox(speed=1000, dialect="no-introspection") as box:
+        env = {**os.environ, "DOITONG_API_KEY": box.api_key, "PYTHONPATH": str(Path(__file__).parents[1])}
+        argv = [sys.executable, "-m", "doitong_nb.cli", "doctor", "--base-url", box.base_url]
+        done = subprocess.run(
+            [*argv, "--output-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert done.returncode == 1 and "Flux.status_query" in done.stdout, done.stdout + done.stderr
+        named = subprocess.run(
+            [*argv, "--output-dir", str(tmp_path), "--status-query", "getJob(jobId)"],
+            capture_output=True, text=True, env=env, timeout=60,
+        )
+        assert named.returncode == 0 and box.api_key not in named.stdout, named.stdout + named.stderr
