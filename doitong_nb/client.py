@@ -21,6 +21,8 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -80,6 +82,8 @@ class _Base:
         replay: bool = True,
         max_credits: int | None = None,
         http_transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+        plan: str | None = None,
+        status_query: str | None = None,
     ) -> None:
         """`transport` is the wire format ("graphql" or "rest"); `http_transport` an httpx transport for both
         the API and the CDN (e.g. `httpx.MockTransport(handler)` in your own tests)."""
@@ -87,6 +91,10 @@ class _Base:
             api_key=api_key, base_url=base_url, transport=transport, output_dir=output_dir, timeout=timeout
         )
         self.engine = Engine(settings, mutation=mutation, replay=replay, max_credits=max_credits)
+        if plan is not None:  # a service that sends no X-RateLimit-* headers is paced at the plan the user names
+            self.engine.use_plan(plan)
+        if status_query is not None:  # a service whose status query is not `job(id:)` and cannot be discovered
+            self.engine.use_status_query(status_query)
         self._headers = {"User-Agent": f"doitong-nb/{__version__}"}
         self._api, self._cdn = self._clients(http_transport)
 
@@ -114,6 +122,43 @@ class _Base:
 
     def _deadline(self) -> float:
         return time.monotonic() + self.settings.timeout
+
+    def jobs(self) -> list[PendingJob]:
+        """Paid jobs this client's service has not delivered yet (stopped waiting, crash, Ctrl-C, a status or
+        URL the client could not read): the journal keeps them; `resume(job_id)` fetches one at no new cost."""
+        return [PendingJob.of(entry) for entry in self.engine.pending()]
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    """One journal entry still waiting for its image."""
+
+    job_id: str | None  # None: the submission may not have reached the service (resuming resends it, same key)
+    prompt: str
+    size: str
+    seed: int | None
+    submitted_at: str
+    state: str
+    idempotency_key: str
+
+    @classmethod
+    def of(cls, entry: Any) -> PendingJob:
+        request = entry.request
+        when = datetime.fromtimestamp(entry.created_at, timezone.utc).isoformat(timespec="seconds")
+        size = f"{request.get('width')}x{request.get('height')}"
+        return cls(
+            entry.job_id,
+            str(request.get("prompt", "")),
+            size,
+            request.get("seed"),
+            when,
+            entry.state,
+            entry.idempotency_key,
+        )
+
+    def __str__(self) -> str:
+        prompt = self.prompt if len(self.prompt) <= 48 else self.prompt[:47] + "…"
+        return f"{self.job_id or '(not confirmed)'}  {self.submitted_at}  {self.size}  {prompt!r}"
 
 
 def _connect_failed(exc: httpx.ConnectError) -> ConnectFailed:
@@ -301,6 +346,15 @@ class Flux(_Base):
         """Plan and credit balance (one API request)."""
         return self.run(self.engine.account())
 
+    def resume(self, job_id: str, *, progress: Progress | None = None) -> ImageResult:
+        """Fetch a pending job (`jobs()` lists them) and store it under its original request: no new charge."""
+        return self.run(self.engine.resume(job_id, progress=progress))
+
+    def resume_all(self) -> list[ImageResult | DoitongError]:
+        """Every pending job, each outcome in its place (an error where one still cannot be finished)."""
+        ids = [p.job_id or p.idempotency_key for p in self.jobs()]
+        return self.run_many([self.engine.resume(i) for i in ids], return_exceptions=True)
+
     def close(self) -> None:
         """Close the connections, the loop thread and the journal's files (a long-lived kernel must not
         collect descriptors or threads)."""
@@ -442,6 +496,14 @@ class AsyncFlux(_Base):
     async def account(self) -> Account:
         return await self.run(self.engine.account())
 
+    async def resume(self, job_id: str, *, progress: Progress | None = None) -> ImageResult:
+        """Fetch a pending job (`jobs()` lists them) and store it under its original request: no new charge."""
+        return await self.run(self.engine.resume(job_id, progress=progress))
+
+    async def resume_all(self) -> list[ImageResult | BaseException]:
+        ids = [p.job_id or p.idempotency_key for p in self.jobs()]
+        return await asyncio.gather(*(self.resume(i) for i in ids), return_exceptions=True)
+
     async def aclose(self) -> None:
         await self._api.aclose()
         await self._cdn.aclose()
@@ -454,4 +516,4 @@ class AsyncFlux(_Base):
         await self.aclose()
 
 
-__all__ = ["AsyncFlux", "Flux"]
+__all__ = ["AsyncFlux", "Flux", "PendingJob"]

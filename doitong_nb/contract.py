@@ -19,6 +19,24 @@ GRAPHQL_PATH = "/graphql"
 REST_SUBMIT_PATH = "/v1/text_to_image"
 REST_JOB_PATH = "/v1/jobs/{id}"  # [assumed]
 REST_ACCOUNT_PATH = "/v1/account"  # [assumed]
+# [assumed] Where else a REST service plausibly reads a job, tried in turn when REST_JOB_PATH answers 404 for a job
+# the service itself just named; the one that answers is remembered per host (see DISCOVERY_TTL_SECONDS).
+REST_JOB_PATHS = (
+    REST_JOB_PATH,
+    "/v1/generations/{id}",
+    "/v1/text_to_image/{id}",
+    "/v1/images/{id}",
+    "/v1/tasks/{id}",
+    "/v1/predictions/{id}",
+    "/v1/get_result?id={id}",
+)
+# [assumed] GraphQL: the query that reads a job is `job(id:)`; when the schema has no such field, one
+# introspection query finds the field of Query that returns the mutation's job type and takes one id argument
+# (these names first, in this order). What was found is kept on disk per host for this long.
+STATUS_QUERY = "job"
+STATUS_QUERY_ARG = "id"
+STATUS_QUERY_NAMES = ("job", "generation", "getJob", "getGeneration", "jobStatus", "task", "getTask", "prediction")
+DISCOVERY_TTL_SECONDS = 86_400.0
 CDN_OUTPUT_PATH = "/outputs/{id}.{ext}"
 
 # --- environment [assumed] -------------------------------------------------------------------
@@ -45,6 +63,33 @@ STATUS_QUEUED, STATUS_PROCESSING = "queued", "processing"
 STATUS_COMPLETED, STATUS_FAILED = "completed", "failed"
 PENDING_STATUSES = (STATUS_QUEUED, STATUS_PROCESSING)
 FINAL_STATUSES = (STATUS_COMPLETED, STATUS_FAILED)
+# [assumed] Statuses are read by meaning, whatever their case, spaces or dashes: the spellings a resold
+# service plausibly passes through (Black Forest Labs' own are Pending, Ready, Request/Content Moderated, Error).
+STATUS_SPELLINGS: dict[str, tuple[str, ...]] = {
+    STATUS_QUEUED: ("queued", "pending", "waiting", "submitted", "created", "starting", "in_queue", "scheduled"),
+    STATUS_PROCESSING: ("processing", "running", "in_progress", "started", "generating", "active"),
+    STATUS_COMPLETED: ("completed", "succeeded", "success", "successful", "done", "ready", "finished", "complete"),
+    STATUS_FAILED: (
+        "failed", "failure", "error", "errored", "moderated", "request_moderated", "content_moderated",
+        "canceled", "cancelled", "rejected", "expired", "task_not_found",
+    ),
+}
+MODERATED_STATUSES = ("moderated", "request_moderated", "content_moderated")  # failed with CONTENT_MODERATED
+_STATUS_MEANING = {spelling: meaning for meaning, spellings in STATUS_SPELLINGS.items() for spelling in spellings}
+# An unknown status counts as "still running" this long (at least, and this many predicted durations), then
+# the wait stops with a message naming it; the job stays in the journal, resumable.
+UNKNOWN_STATUS_PATIENCE_SECONDS = 120.0
+UNKNOWN_STATUS_PATIENCE_DURATIONS = 10.0
+
+
+def status_key(raw: object) -> str:
+    """'Request Moderated' -> 'request_moderated': the form the spellings above are written in."""
+    return "_".join(str(raw or "").strip().lower().replace("-", " ").split())
+
+
+def status_meaning(raw: object) -> str | None:
+    """The contract's status a service's spelling means, or None for a status nobody listed."""
+    return _STATUS_MEANING.get(status_key(raw))
 
 # --- errors ------------------------------------------------------------------------------------
 BAD_USER_INPUT = "BAD_USER_INPUT"
@@ -62,6 +107,8 @@ GENERATION_FAILED = "GENERATION_FAILED"
 HEADER_RATE_LIMIT = "X-RateLimit-Limit"  # [doc]
 HEADER_RATE_REMAINING = "X-RateLimit-Remaining"  # [doc]
 HEADER_RATE_RESET = "X-RateLimit-Reset"  # [doc]; [assumed] Unix seconds, may carry a fraction
+RESET_IS_UNIX_TIME_ABOVE = 1e9  # [assumed] a smaller X-RateLimit-Reset is seconds from now (another common form)
+# [assumed] Retry-After is seconds; an HTTP date (RFC 9110's other form) is read too
 HEADER_RATE_WINDOW = "X-RateLimit-Window"  # [assumed] optional: window length in seconds
 HEADER_IDEMPOTENCY = "Idempotency-Key"  # [assumed]
 HEADER_SIGNATURE = "X-Doitong-Signature"  # [doc]

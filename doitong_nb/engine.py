@@ -7,6 +7,7 @@ polling, the journal and replay are the same code in sync and async use, and can
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import time
 from collections import Counter
@@ -20,21 +21,27 @@ from urllib.parse import urlsplit
 
 from . import contract
 from .config import Settings
+from .discovery import INTROSPECTION, DiscoveryCache, query_names, status_query_from
 from .errors import (
     BudgetExceededError,
     DoitongError,
     DownloadError,
     GenerationFailedError,
+    InvalidRequestError,
     JobTimeoutError,
     NetworkError,
     NotFoundError,
     RateLimitError,
+    SchemaMismatchError,
     ServerError,
     StorageError,
+    UnknownStatusError,
     UnsafeResponseError,
     from_response,
     is_storage_failure,
     redact,
+    resume_hint,
+    schema_mismatch,
 )
 from .journal import ORIGIN, SUBMITTED, JournalEntry
 from .limits import RateBudget
@@ -42,7 +49,7 @@ from .polling import DurationModel, expected_seconds
 from .request import GenerationRequest
 from .result import ImageResult, Job
 from .store import Store
-from .transport import Account, HttpCall, Transport, make_transport
+from .transport import Account, HttpCall, StatusQuery, Transport, make_transport
 from .transport.base import account_from
 
 T = TypeVar("T")
@@ -57,7 +64,7 @@ MAX_ATTEMPTS = 8
 BACKOFF_BASE, BACKOFF_CAP = 0.25, 20.0
 DOWNLOAD_ATTEMPTS = 4
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # a 4096x4096 PNG is at most ~50 MB
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+EXPIRED_URL_STATUSES = (401, 403, 410)  # [assumed] what object storage answers for an expired signed URL
 WEBHOOK_GRACE = 4.0  # no webhook after this many predicted durations, plus the slack below: read the status
 WEBHOOK_SLACK = 5.0  # seconds a delivery may take on top (network, the sender's queue)
 _EVENT_TICK = 0.01  # look for a job's webhook every 1% of its predicted duration
@@ -118,16 +125,53 @@ def backoff(attempt: int) -> float:
     return random.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
 
 
+def _local(host: str) -> bool:
+    """A name or address that is not on the public internet: loopback, private, link-local, reserved."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal", ".lan", ".home.arpa")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "." not in host  # a bare intranet name
+    return not address.is_global or address.is_multicast
+
+
+def _loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_output_url(url: Any, base_url: str) -> str:
-    """Refuse output URLs that are not http(s) on the service's own hosts (the API's, its CDN's)."""
+    """The output URL policy [assumed]: https on any public host (outputs may live on another domain, e.g.
+    signed object-storage URLs); the API's own scheme and host; loopback only when the API itself is on
+    loopback (a sandbox). Refused: other schemes, credentials in the URL, private, loopback and link-local
+    addresses. The download client never carries the API key, whatever the host."""
     parts = urlsplit(str(url or ""))
     api = urlsplit(base_url)
     host, api_host = (parts.hostname or ""), (api.hostname or "")
     if parts.scheme not in ("https", "http") or (api.scheme == "https" and parts.scheme != "https"):
         raise UnsafeResponseError(f"refusing output URL with scheme {parts.scheme!r}; expected {api.scheme}")
-    same_service = host == api_host or host.endswith(".doitong.com") or (host in _LOOPBACK and api_host in _LOOPBACK)
-    if not same_service:
-        raise UnsafeResponseError(f"refusing output URL on host {host!r}, which is not the service's")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeResponseError("refusing output URL that carries credentials (user:password@host)")
+    if not host:
+        raise UnsafeResponseError("refusing output URL without a host")
+    if _loopback(host):
+        ok = _loopback(api_host)
+    elif _local(host):
+        ok = host == api_host
+    else:
+        ok = parts.scheme == "https" or host == api_host or host.endswith(".doitong.com")
+    if not ok:
+        raise UnsafeResponseError(
+            f"refusing output URL on host {host!r}: outputs are fetched over https from public hosts, or from the "
+            "service's own host"
+        )
     return str(url)
 
 
@@ -138,18 +182,43 @@ class Engine:
         self, settings: Settings, *, mutation: str = "generate", replay: bool = True, max_credits: int | None = None
     ) -> None:
         self.settings = settings
-        self.transport = make_transport(settings.transport, mutation=mutation)
+        self._mutation = mutation
+        self.discovery = DiscoveryCache(settings.output_dir)
+        found = self.discovery.get(settings.origin)  # what an earlier session found this service calls things
+        self.status_query: StatusQuery | None = _status_query_or_none(found.get("status_query"))
+        self.status_query_named = False  # the user named it (then it is never replaced by a discovery)
+        self.rest_job_path: str | None = found.get("rest_job_path")
+        self.transport = self._make(settings.transport)
         self.store = Store(settings.output_dir)
         self.replay = replay
         self.max_credits = max_credits
         self.budget = RateBudget()
         self.durations = DurationModel()
         self.session_credits = 0
-        self._charged: set[str] = set()  # job ids counted in session_credits (a resent submission is one job)
+        self._charged: dict[str, int] = {}  # job id -> credits in session_credits (a resent submission: one job)
         self.balance: int | None = None
         self.plan: str | None = None
         self.requests: Counter[str] = Counter()
         self.reached = False  # the service has answered once: from then on a failed connection is retried
+
+    def use_plan(self, name: str) -> None:
+        """Pace at a named plan's limits until the service's headers say otherwise."""
+        plan = contract.PLANS.get(str(name).lower())
+        if plan is None:
+            raise InvalidRequestError(
+                f"plan {name!r} is unknown; use one of: {', '.join(contract.PLANS)}", field="plan", value=name
+            )
+        self.plan, self.budget.limit = plan.name, plan.requests_per_minute
+
+    def use_status_query(self, text: str) -> None:
+        """`getJob(jobId)` or `generation`: the GraphQL query (and argument) that reads a job."""
+        self.status_query, self.status_query_named = StatusQuery.parse(text), True
+        self.transport = self._make(self.transport.name)
+
+    def _make(self, name: str) -> Transport:
+        return make_transport(
+            name, mutation=self._mutation, status_query=self.status_query, rest_job_path=self.rest_job_path
+        )
 
     # --- one API call, with retries -------------------------------------------------------------
     def call(
@@ -200,6 +269,9 @@ class Engine:
                 body = reply.body if isinstance(reply.body, dict) else {}
                 if reply.status < 400 and not body.get("errors") and reply.body is not None:
                     return body
+                mismatch = schema_mismatch(reply.body) if call.kind in ("status", "discover") else None
+                if mismatch:  # the service has no such query: discovered (or named) once, never retried
+                    raise SchemaMismatchError(mismatch)
                 error = from_response(reply.status, reply.body, _retry_after(reply.headers))
                 if isinstance(error, RateLimitError):
                     self.requests["429"] += 1
@@ -222,7 +294,7 @@ class Engine:
         """The engine's transport, or another one for a single call (`%%flux --transport rest`)."""
         if name is None or name == self.transport.name:
             return self.transport
-        return make_transport(name)
+        return self._make(name)
 
     def submit(
         self,
@@ -239,16 +311,86 @@ class Engine:
         )
         job = via.parse_job(body)
         if job.id not in self._charged:  # the same Idempotency-Key sent again is answered with the first job
-            self._charged.add(job.id)
-            self._charge(job.credit_cost if job.credit_cost is not None else request.estimated_credits)
+            cost = job.credit_cost if job.credit_cost is not None else request.estimated_credits  # cost-late: a quote
+            self._charged[job.id] = cost
+            self._charge(cost)
         return job
 
     def status(
         self, job_id: str, deadline: float, via: Transport | None = None, waiting: Waiting | None = None
     ) -> Flow[Job]:
         via = via or self.transport
-        body = yield from self.call(via.status(job_id), deadline=deadline, via=via, waiting=waiting)
+        try:
+            body = yield from self.call(via.status(job_id), deadline=deadline, via=via, waiting=waiting)
+        except SchemaMismatchError as exc:
+            if via.name != "graphql":
+                raise
+            via = yield from self._discover_status_query(str(exc), job_id, deadline)
+            body = yield from self.call(via.status(job_id), deadline=deadline, via=via, waiting=waiting)
+        except NotFoundError:
+            if via.name != "rest" or self.rest_job_path is not None:
+                raise
+            via, body = yield from self._find_rest_job_path(job_id, deadline)
+        if via.name == "rest" and self.rest_job_path is None:
+            self.rest_job_path = getattr(via, "job_path", None)
         return via.parse_job(body)
+
+    def discover(self, deadline: float) -> Flow[tuple[StatusQuery | None, str]]:
+        """One introspection request: the schema's status query (None if it has none we recognise), and what
+        the service said ("" when it answered, else its refusal, e.g. introspection disabled)."""
+        call = HttpCall("POST", contract.GRAPHQL_PATH, {"query": INTROSPECTION}, kind="discover")
+        try:
+            body = yield from self.call(call, deadline=deadline, via=self._make("graphql"))
+        except (SchemaMismatchError, InvalidRequestError, NotFoundError) as exc:
+            return None, str(exc)
+        except DoitongError as exc:
+            if exc.status is not None and exc.status < 500 and exc.status != 429:
+                return None, str(exc)
+            raise
+        schema = (body.get("data") or {}).get("__schema") or {}
+        found = status_query_from(schema)
+        return found, "" if found else f"its queries are: {', '.join(query_names(schema)) or 'none'}"
+
+    def _discover_status_query(self, refusal: str, job_id: str, deadline: float) -> Flow[Transport]:
+        """The contract's (or the named) status query is refused: find the service's own, once per host."""
+        asked = self.status_query or StatusQuery()
+        advice = (
+            f'name it with `%config Flux.status_query = "getJob(jobId)"` or `Flux(status_query="getJob(jobId)")` '
+            f"(its name and argument); {resume_hint(job_id)}"
+        )
+        if self.status_query_named:
+            raise SchemaMismatchError(
+                f"the service refuses the status query you named, {asked} ({refusal}); {advice}", job_id=job_id
+            )
+        found, said = yield from self.discover(deadline)
+        if found is None or (found.name == asked.name and found.arg == asked.arg):
+            why = "does not answer introspection" if "introspection" in said.lower() else "did not tell which one"
+            raise SchemaMismatchError(
+                f"the service has no `{asked}` query to read a job's status ({refusal}), and {why} ({said}); " + advice,
+                job_id=job_id,
+            )
+        self.status_query = found
+        self.discovery.put(self.settings.origin, status_query=f"{found.name}({found.arg}: {found.arg_type})")
+        self.transport = self._make(self.transport.name)
+        return self._make("graphql")
+
+    def _find_rest_job_path(self, job_id: str, deadline: float) -> Flow[tuple[Transport, dict[str, Any]]]:
+        """REST_JOB_PATH does not know a job the service just named: try the other plausible paths, once."""
+        for path in contract.REST_JOB_PATHS[1:]:
+            via = make_transport("rest", rest_job_path=path)
+            try:
+                body = yield from self.call(via.status(job_id), deadline=deadline, via=via)
+            except NotFoundError:
+                continue
+            self.rest_job_path = path
+            self.discovery.put(self.settings.origin, rest_job_path=path)
+            self.transport = self._make(self.transport.name)
+            return via, body
+        raise NotFoundError(
+            f"no REST path of the service knows job {job_id} (tried {', '.join(contract.REST_JOB_PATHS)}); "
+            f"try the GraphQL transport, or {resume_hint(job_id)}",
+            job_id=job_id,
+        )
 
     def account(self) -> Flow[Account]:
         body = yield from self.call(self.transport.account(), deadline=time.monotonic() + self.settings.timeout)
@@ -276,15 +418,31 @@ class Engine:
             job = yield from self._await_webhook(job, pixels, deadline, accepted_at, completion)
         reads = 0
         waiting = None if progress is None else (lambda why: progress(why, time.monotonic() - accepted_at, ""))
+        unknown_since: float | None = None
         while not job.done:
             elapsed = time.monotonic() - accepted_at
             if progress:
                 progress(job.status, elapsed, f"{reads} status reads")
+            if job.known:
+                unknown_since = None
+            else:  # a status nobody listed: still running, for a while (see contract.UNKNOWN_STATUS_PATIENCE_*)
+                unknown_since = time.monotonic() if unknown_since is None else unknown_since
+                expected = self.durations.predict(pixels) or expected_seconds(pixels)
+                patience = max(
+                    contract.UNKNOWN_STATUS_PATIENCE_DURATIONS * expected,
+                    min(contract.UNKNOWN_STATUS_PATIENCE_SECONDS, self.settings.timeout / 2),
+                )
+                if time.monotonic() - unknown_since > patience:
+                    raise UnknownStatusError(
+                        f"the service reports job {job.id} as {job.raw_status!r}, a status this client does not "
+                        f"know, for {time.monotonic() - unknown_since:.0f} s; {resume_hint(job.id)}",
+                        job_id=job.id,
+                    )
             delay = self.durations.next_delay(pixels, elapsed, reads)
             if time.monotonic() + delay > deadline:
                 raise JobTimeoutError(
-                    f"stopped waiting for job {job.id} after {elapsed:.0f} s; it is still running and paid for: "
-                    "run the same request again to pick it up (nothing is charged twice)",
+                    f"stopped waiting for job {job.id} after {elapsed:.0f} s ({job.raw_status or job.status}); "
+                    f"it goes on at Doitong: {resume_hint(job.id)}",
                     job_id=job.id,
                 )
             yield Sleep(delay)
@@ -317,9 +475,16 @@ class Engine:
         suffix = Path(urlsplit(url).path).suffix.lower().lstrip(".")
         ext = suffix if suffix in ("jpg", "jpeg", "png") else ("png" if request.output_format == "png" else "jpg")
         dest = self.store.partial_path(job.id, ext)
+        refreshed = False
         for attempt in range(DOWNLOAD_ATTEMPTS):
             try:
                 fetched: Fetched = yield Fetch(url, dest, MAX_DOWNLOAD_BYTES)
+                if fetched.status in EXPIRED_URL_STATUSES and not refreshed:  # a signed URL expired: ask again
+                    refreshed = True
+                    fresh = yield from self.status(job.id, deadline)
+                    if fresh.url and fresh.url != url:
+                        url = check_output_url(fresh.url, self.settings.base_url)
+                        fetched = yield Fetch(url, dest, MAX_DOWNLOAD_BYTES)
                 if fetched.status != 200:
                     raise DownloadError(f"the CDN answered HTTP {fetched.status}")
                 if fetched.content_length is not None and fetched.written != fetched.content_length:
@@ -335,9 +500,8 @@ class Engine:
                     raise StorageError.from_os(exc, self.store.root, "downloading the image") from None
                 if attempt == DOWNLOAD_ATTEMPTS - 1 or time.monotonic() > deadline:
                     raise DownloadError(
-                        f"job {job.id} is done and paid for, but its image could not be downloaded "
-                        f"({redact(str(exc), self.settings.api_key)}); run the same request again to retry the "
-                        "download (nothing is charged twice)",
+                        f"job {job.id} is done, but its image could not be downloaded "
+                        f"({redact(str(exc), self.settings.api_key)}); {resume_hint(job.id)}",
                         job_id=job.id,
                     ) from None
                 yield Sleep(backoff(attempt))
@@ -394,12 +558,55 @@ class Engine:
                         journal.mark_done(entry.idempotency_key)
                 return self._annotate(stored)
         deadline = time.monotonic() + (self.settings.timeout if timeout is None else timeout)
+        return (yield from self._carry(key, request, entry, deadline, progress, via, completion))
+
+    def resume(
+        self, job_id: str, *, progress: Progress | None = None, timeout: float | None = None
+    ) -> Flow[ImageResult]:
+        """Fetch a paid job the journal keeps as pending (`jobs()` lists them) and store it under its
+        original request: a status read, the download, no new submission and no new charge."""
+        entry = next((e for e in self.pending() if job_id in (e.job_id, e.idempotency_key)), None)
+        if entry is None:
+            stored = next((r for r in self.store.history() if r.job_id == job_id), None)
+            if stored is not None:
+                return self._annotate(stored)
+            raise NotFoundError(
+                f"job {job_id} is not among this client's pending jobs (for {self.settings.origin}); "
+                "`%flux_jobs` or `Flux().jobs()` lists them"
+            )
+        request = _request_of(entry.request)
+        deadline = time.monotonic() + (self.settings.timeout if timeout is None else timeout)
+        return (yield from self._carry(entry.key, request, entry, deadline, progress, None, None, resuming=True))
+
+    def pending(self) -> list[Any]:
+        """The journal's unfinished submissions to this engine's service, oldest first."""
+        origin = self.settings.origin
+        return [e for e in self.store.journal.pending() if e.request.get(ORIGIN, origin) == origin]
+
+    def _carry(
+        self,
+        key: str,
+        request: GenerationRequest,
+        entry: Any,
+        deadline: float,
+        progress: Progress | None,
+        via: Transport | None,
+        completion: Completion | None,
+        resuming: bool = False,
+    ) -> Flow[ImageResult]:
+        """From a journal entry (or none) to a stored result: resume or submit, wait, fetch, store."""
+        journal, origin = self.store.journal, self.settings.origin
         job: Job | None = None
         if entry is not None and entry.job_id is not None:
             try:
                 job = yield from self.status(entry.job_id, deadline, via)
             except NotFoundError:  # the service no longer knows it (expired, or another sandbox): start over
                 journal.mark_failed(entry.idempotency_key, "job unknown to the service on resume")
+                if resuming:
+                    raise NotFoundError(
+                        f"the service no longer knows job {entry.job_id}; it is dropped from the pending jobs",
+                        job_id=entry.job_id,
+                    ) from None
                 entry = None
         if entry is None:
             self.check_budget(request)
@@ -419,8 +626,7 @@ class Engine:
             with suppress(StorageError):  # unrecorded, a re-run reads the same failure again: nothing is lost
                 journal.mark_failed(entry.idempotency_key, job.error_code or contract.GENERATION_FAILED)
             if job.id in self._charged:  # a job resumed from an earlier session was not counted in this one
-                self._charged.discard(job.id)
-                self._charge(-(job.credit_cost if job.credit_cost is not None else request.estimated_credits))
+                self._charge(-self._charged.pop(job.id))
             advice = (
                 "rephrase the prompt"
                 if job.error_code == contract.CONTENT_MODERATED
@@ -431,6 +637,10 @@ class Engine:
                 code=job.error_code or contract.GENERATION_FAILED,
                 job_id=job.id,
             )
+        charged = self._charged.get(job.id)
+        if charged is not None and job.credit_cost is not None and job.credit_cost != charged:  # the cost came late
+            self._charged[job.id] = job.credit_cost
+            self._charge(job.credit_cost - charged)
         if progress:
             progress("downloading", time.monotonic() - accepted_at, "")
         try:
@@ -513,12 +723,25 @@ def _discard(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _retry_after(headers: Any) -> float | None:
+def _status_query_or_none(text: Any) -> StatusQuery | None:
     try:
-        value = headers.get("Retry-After")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
+        return StatusQuery.parse(text) if isinstance(text, str) else None
+    except DoitongError:
         return None
+
+
+def _request_of(data: dict[str, Any]) -> GenerationRequest:
+    """The request a journal entry recorded (its canonical form, plus the webhook URL)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(GenerationRequest)}
+    return GenerationRequest(**{k: v for k, v in data.items() if k in names})
+
+
+def _retry_after(headers: Any) -> float | None:
+    from .limits import retry_after_seconds
+
+    return retry_after_seconds(headers.get("Retry-After"))
 
 
 def _check_image(path: Path, job: Job) -> None:

@@ -116,6 +116,29 @@ class JobTimeoutError(DoitongError):
     code = "TIMEOUT"
 
 
+class UnknownStatusError(JobTimeoutError):
+    """The service kept reporting a status nobody listed; the job is kept, resumable by its id."""
+
+    code = "UNKNOWN_STATUS"
+
+
+class SchemaMismatchError(DoitongError):
+    """The service does not have the query (or REST path) the client reads a job's status with, and the
+    client could not discover it: the user names it (`Flux(status_query=...)`); the job is kept."""
+
+    code = "SCHEMA_MISMATCH"
+
+
+def resume_hint(job_id: str | None) -> str:
+    """What every "could not finish" message ends with: the job is kept, and the command that fetches it."""
+    if not job_id:
+        return "the submission is kept in the journal: `%flux_jobs` (or `Flux().jobs()`) lists it"
+    return (
+        f"job {job_id} is paid for and kept in the journal: run `%flux_resume {job_id}` "
+        f"(or `Flux().resume({job_id!r})`) to fetch it later, at no new cost"
+    )
+
+
 class DownloadError(DoitongError):
     """The output could not be fetched or did not decode; the job itself is paid and kept."""
 
@@ -317,11 +340,50 @@ def error_code(body: Any) -> str | None:
     return _first_error(body)[1].get("code")
 
 
+# [assumed] An error without extensions.code (some services answer GraphQL errors with HTTP 200 and no code) is
+# classified by its message: the first pattern found decides.
+_CODE_BY_MESSAGE = (
+    ("cannot query field", "GRAPHQL_VALIDATION_FAILED"),
+    ("unknown argument", "GRAPHQL_VALIDATION_FAILED"),
+    ("introspection", "GRAPHQL_VALIDATION_FAILED"),
+    ("not found", contract.NOT_FOUND),
+    ("does not exist", contract.NOT_FOUND),
+    ("insufficient credits", contract.INSUFFICIENT_CREDITS),
+    ("too many", contract.RATE_LIMITED),
+    ("rate limit", contract.RATE_LIMITED),
+    ("unauthenticated", contract.UNAUTHENTICATED),
+    ("api key", contract.UNAUTHENTICATED),
+    ("internal", contract.INTERNAL),
+    ("invalid", contract.BAD_USER_INPUT),
+    ("must be", contract.BAD_USER_INPUT),
+)
+_STATUS_OF_CODE = {contract.INTERNAL: 500, contract.NOT_FOUND: 404, contract.BAD_USER_INPUT: 400}
+
+
+def schema_mismatch(body: Any) -> str | None:
+    """The message of a GraphQL answer saying the query asked for something the schema lacks, else None."""
+    first, ext = _first_error(body)
+    text = str(first.get("message") or "")
+    code = ext.get("code") or _code_from_message(text)
+    lowered = text.lower()
+    if code == "GRAPHQL_VALIDATION_FAILED" and ("cannot query field" in lowered or "unknown argument" in lowered):
+        return text
+    return None
+
+
+def _code_from_message(text: str) -> str:
+    lowered = text.lower()
+    return next((code for pattern, code in _CODE_BY_MESSAGE if pattern in lowered), "")
+
+
 def from_response(status: int, body: Any, retry_after: float | None = None) -> DoitongError:
     """The typed error for an API answer, with a message that says what to do next."""
     first, ext = _first_error(body)
-    code = str(ext.get("code") or "")
     text = str(first.get("message") or f"HTTP {status}")
+    code = str(ext.get("code") or "")
+    if not code and first:  # no code: read the message; an error answered with HTTP 200 takes the code's status
+        code = _code_from_message(text)
+        status = _STATUS_OF_CODE.get(code, status) if status < 400 else status
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or (ServerError if status >= 500 else DoitongError)
     if cls is InvalidRequestError:
         field = ext.get("field")

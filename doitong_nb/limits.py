@@ -102,7 +102,7 @@ class RateBudget:
                 ours = sum(1 for t in self._log if now - self.window < t <= now + self._trip())  # sent ones
                 self._foreign = max(0, int(limit - remaining) - ours)
                 if remaining <= 0 and reset is not None:
-                    self._blocked_until = max(self._blocked_until, now + max(0.0, reset - time.time()))
+                    self._blocked_until = max(self._blocked_until, now + reset_seconds(reset))
 
     def block_for(self, seconds: float) -> None:
         """A 429 said to wait: nobody sends before then."""
@@ -120,6 +120,33 @@ class RateBudget:
         index = bisect.bisect_left(self._log, counted)
         if index < len(self._log) and self._log[index] == counted:
             del self._log[index]
+
+
+def reset_seconds(reset: float, now: float | None = None) -> float:
+    """Seconds until an X-RateLimit-Reset: a Unix time [assumed], or, as some services send it, the seconds left
+    (any value below a Unix time of 2001 cannot be a time this century)."""
+    if reset < contract.RESET_IS_UNIX_TIME_ABOVE:
+        return max(0.0, reset)
+    return max(0.0, reset - (time.time() if now is None else now))
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header in seconds: a number of seconds, or an HTTP date (RFC 9110); None when absent or
+    unreadable. A date already past means at once."""
+    if value is None:
+        return None
+    number = _number(value)
+    if number is not None:
+        return max(0.0, number) if number == number else None  # NaN is not a wait
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _number(value: str | None) -> float | None:

@@ -75,6 +75,10 @@ class Flux(Magics):
     replay = Bool(True, help="return stored results for identical requests at 0 credits").tag(config=True)
     max_credits = Int(None, allow_none=True, help="session budget: refuse a job that would cross it").tag(config=True)
     timeout = Float(600.0, help="seconds to wait for a job before handing back its id").tag(config=True)
+    status_query = Unicode(None, allow_none=True, help="the service's job query, e.g. getJob(jobId)").tag(config=True)
+    plan = Unicode(None, allow_none=True, help="your plan, to pace by when the service sends no rate headers").tag(
+        config=True
+    )
 
     @default("output_dir")
     def _default_output_dir(self) -> str:
@@ -92,10 +96,16 @@ class Flux(Magics):
         `%env` while the kernel runs, gives a new client at the next cell (said once, in one line)."""
         from .client import Flux as FluxClient
 
-        key = (self.output_dir, self.transport, self.timeout, *_service_fingerprint())
+        key = (self.output_dir, self.transport, self.timeout, self.status_query, self.plan, *_service_fingerprint())
         if self._client is None or key != self._client_key:
             previous = self._client
-            self._client = FluxClient(transport=self.transport, output_dir=self.output_dir, timeout=self.timeout)
+            self._client = FluxClient(
+                transport=self.transport,
+                output_dir=self.output_dir,
+                timeout=self.timeout,
+                status_query=self.status_query or None,
+                plan=self.plan or None,
+            )
             if previous is not None:
                 if previous.settings.origin == self._client.settings.origin:  # the same account: keep its tally
                     self._client.engine.session_credits = previous.session_credits
@@ -296,6 +306,56 @@ class Flux(Magics):
         from .display import error_text
 
         print(error_text(exc), file=sys.stderr)
+
+    # --- first contact: pending jobs, resume, doctor (issue 11) ----------------------------------------
+    @line_magic
+    def flux_jobs(self, line: str = "") -> Any:
+        """Paid jobs not delivered yet (kept in the journal): `%flux_resume ID` or `%flux_resume --all` fetches them."""
+        jobs = self.client.jobs()
+        if not jobs:
+            print("No pending jobs: every paid job has been delivered.")
+            return None
+        print(f"{len(jobs)} pending job(s), paid for; `%flux_resume ID` or `%flux_resume --all` fetches them:")
+        for job in jobs:
+            print(f"  {job}")
+        return None
+
+    @line_magic
+    def flux_resume(self, line: str = "") -> Any:
+        """`%flux_resume JOB_ID` or `%flux_resume --all`: fetch pending jobs at no new cost and show them."""
+        from IPython.display import display
+
+        from .display import error_text, result_bundle
+
+        words = line.split()
+        if words == ["--all"]:
+            outcomes = self.client.resume_all()
+        elif len(words) == 1 and not words[0].startswith("-"):
+            try:
+                outcomes = [self.client.resume(words[0])]
+            except DoitongError as exc:
+                outcomes = [exc]
+        else:
+            raise UsageError("usage: %flux_resume JOB_ID  or  %flux_resume --all  (`%flux_jobs` lists the ids)")
+        results = [o for o in outcomes if not isinstance(o, BaseException)]
+        for failure in (o for o in outcomes if isinstance(o, BaseException)):
+            if not isinstance(failure, DoitongError):
+                raise failure
+            print(error_text(failure), file=sys.stderr)
+        if results:
+            display(_Bundle(result_bundle(results, self.preview_px)))
+        elif not outcomes:
+            print("No pending jobs to resume.")
+        return None
+
+    @line_magic
+    def flux_doctor(self, line: str = "") -> Any:
+        """Check the configured service against the contract, one line per assumption; spends no credit."""
+        from .doctor import run
+
+        text, failed = run(self.client)
+        print(text, file=sys.stderr if failed else sys.stdout)
+        return None
 
 
 class _Bundle:

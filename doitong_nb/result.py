@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,33 @@ def parse_time(value: Any) -> datetime | None:
         return None
 
 
+def _first(data: dict[str, Any], *names: str) -> Any:
+    """The first of `names` present (not None) in `data`."""
+    return next((data[n] for n in names if data.get(n) is not None), None)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A metadata object, or one sent as a JSON string; anything else is empty."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
 @dataclass(frozen=True)
 class Job:
     """A job as the service reported it; both GraphQL shapes and REST parse into this."""
@@ -39,25 +67,46 @@ class Job:
     error_code: str | None = None
     error_message: str | None = None
 
+    raw_status: str | None = None  # the service's own spelling, e.g. "SUCCEEDED" (status holds its meaning)
+
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> Job:
-        """Read a job object; `generateImage`'s flat width/height/duration fold into metadata."""
-        metadata = dict(data.get("metadata") or {})
+        """Read a job object in any plausible dialect: statuses by meaning (`SUCCEEDED`, `done`, `error`, ...),
+        camelCase or snake_case fields, `metadata` as an object or a JSON string, `error` as an object or text.
+        `generateImage`'s flat width/height/duration fold into metadata."""
+        metadata = _mapping(_first(data, "metadata", "meta"))
         for name in ("width", "height", "duration"):
             if data.get(name) is not None:
                 metadata.setdefault(name, data[name])
-        error = data.get("error") or {}
+        raw = _first(data, "status", "state")
+        key = contract.status_key(raw) if raw is not None else contract.STATUS_PROCESSING
+        status = contract.status_meaning(key) or key
+        error = _first(data, "error", "failure")
+        error = error if isinstance(error, dict) else ({"message": str(error)} if error else {})
+        code = error.get("code") or _first(data, "errorCode", "error_code")
+        if status == contract.STATUS_FAILED and not code:
+            code = contract.CONTENT_MODERATED if key in contract.MODERATED_STATUSES else contract.GENERATION_FAILED
+        message = error.get("message") or _first(data, "errorMessage", "error_message")
+        if status == contract.STATUS_FAILED and not message:
+            message = f"the service reported status {raw!r}"
+        url = _first(data, "url", "imageUrl", "image_url", "outputUrl", "output_url", "sample")
         return cls(
-            id=str(data.get("id") or ""),
-            status=str(data.get("status") or contract.STATUS_PROCESSING).lower(),
-            url=data.get("url"),
-            credit_cost=data.get("creditCost"),
+            id=str(_first(data, "id", "jobId", "job_id") or ""),
+            status=status,
+            url=url if isinstance(url, str) and url else None,
+            credit_cost=_integer(_first(data, "creditCost", "credit_cost", "cost", "credits")),
             metadata=metadata,
-            created_at=data.get("createdAt"),
-            completed_at=data.get("completedAt"),
-            error_code=error.get("code"),
-            error_message=error.get("message"),
+            created_at=_first(data, "createdAt", "created_at"),
+            completed_at=_first(data, "completedAt", "completed_at"),
+            error_code=code,
+            error_message=message,
+            raw_status=None if raw is None else str(raw),
         )
+
+    @property
+    def known(self) -> bool:
+        """Whether the status is one the contract (or a synonym of it) names."""
+        return self.status in contract.STATUS_SPELLINGS
 
     @property
     def done(self) -> bool:

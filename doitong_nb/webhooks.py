@@ -8,6 +8,7 @@ event of each job and ignores later copies.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import math
@@ -62,9 +63,21 @@ def verify_signature(
             raise WebhookVerificationError(
                 f"the call was signed {age:.0f} s from now, more than the {tolerance:g} s allowed (a replay?)"
             )
-    expected = contract.webhook_signature(secret, body, timestamp)
-    if not hmac.compare_digest(expected.encode(), signature.strip().encode("utf-8", "replace")):
+    if not any(hmac.compare_digest(a, b) for a, b in _signature_pairs(secret, body, timestamp, signature)):
         raise WebhookVerificationError("the signature does not match the body: tampered, or signed with another secret")
+
+
+def _signature_pairs(secret: str, body: bytes, timestamp: str | None, signature: str) -> list[tuple[bytes, bytes]]:
+    """(expected digest, given digest) for each scheme a service plausibly signs with [assumed]: `sha256=` or
+    bare, hex or base64; over `timestamp.body` when a timestamp came, else over the raw body alone."""
+    given = signature.strip()
+    given = given[len("sha256=") :] if given.lower().startswith("sha256=") else given
+    mac = bytes.fromhex(contract.webhook_signature(secret, body, timestamp)[len("sha256=") :])
+    try:
+        decoded = bytes.fromhex(given) if len(given) == 64 else base64.b64decode(given, validate=True)
+    except ValueError:
+        decoded = b""
+    return [(mac, decoded)]
 
 
 class WebhookReceiver:

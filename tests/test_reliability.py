@@ -215,7 +215,8 @@ def test_hostile_job_id_that_is_not_a_safe_file_name_is_refused_and_nothing_is_w
         "file:///etc/passwd",
         "ftp://127.0.0.1/outputs/job_ok.jpg",
         "http://evil.example/outputs/job_ok.jpg",
-        "https://evil.example/outputs/job_ok.jpg",
+        "https://user:pw@evil.example/outputs/job_ok.jpg",  # https on a public host is allowed, credentials never
+        "https://10.0.0.7/outputs/job_ok.jpg",
         "http://doitong.com.evil.example/outputs/job_ok.jpg",
         "javascript:alert(1)",
         "",

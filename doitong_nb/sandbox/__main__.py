@@ -12,6 +12,7 @@ import signal
 import threading
 
 from doitong_nb import contract as c
+from doitong_nb.sandbox.dialects import DIALECTS
 from doitong_nb.sandbox.faults import KINDS, Faults
 from doitong_nb.sandbox.server import Sandbox
 
@@ -43,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate-limit-seconds", type=float, default=1.0, help="Retry-After of an injected 429")
     parser.add_argument("--queue-seconds", type=float, default=3.0, help="how long a queue-job fault keeps it queued")
     parser.add_argument("--fault-seed", type=int, default=0)
+    parser.add_argument(
+        "--dialect",
+        default="default",
+        choices=list(DIALECTS),
+        help="speak a service that differs from CONTRACT.md in one area: "
+        + "; ".join(f"{d.name}: {d.summary}" for d in DIALECTS.values()),
+    )
     return parser
 
 
@@ -96,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         cdn_port=args.cdn_port,
         api_key=args.api_key,
+        dialect=args.dialect,
     )
     try:
         sandbox.start()

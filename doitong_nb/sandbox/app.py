@@ -60,6 +60,14 @@ class _Cut:
         raise _Dropped
 
 
+def _seconds(value: str | None) -> float | None:
+    """A Retry-After in seconds for the log; None when absent or an HTTP date (the `headers` dialect)."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
 def _recording(app: ASGIApp, record: Callable[[Scope], dict[str, Any] | None]) -> ASGIApp:
     """Calls `record` as each request arrives; a dict it returns gets the answer's status and Retry-After."""
 
@@ -71,8 +79,7 @@ def _recording(app: ASGIApp, record: Callable[[Scope], dict[str, Any] | None]) -
         async def answered(message: Any) -> None:
             if message["type"] == "http.response.start":
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in message.get("headers", [])}
-                retry_after = headers.get("retry-after")
-                entry.update(status=message["status"], retry_after=float(retry_after) if retry_after else None)
+                entry.update(status=message["status"], retry_after=_seconds(headers.get("retry-after")))
             await send(message)
 
         await app(scope, receive, answered)
@@ -146,10 +153,19 @@ async def _answer(engine: Engine, account: Account | None, request: Request, han
         status, payload, headers = 500, ApiError(500, c.INTERNAL, "internal server error").body(), {}
     if account is None:
         engine.unattributed["api_requests"] += 1
-        return JSONResponse(payload, status, headers), submitted
+        return _respond(engine, payload, status, headers, handler is _graphql), submitted
     if status == 429:
         account.stats["rate_limited"] += 1
-    return JSONResponse(payload, status, {**headers, **engine.rate_headers(account)}), submitted
+    return _respond(
+        engine, payload, status, {**headers, **engine.rate_headers(account)}, handler is _graphql
+    ), submitted
+
+
+def _respond(engine: Engine, payload: Any, status: int, headers: dict[str, str], graphql: bool) -> JSONResponse:
+    """The answer in the sandbox's dialect (the default dialect leaves it exactly as it is)."""
+    if not engine.dialect.default:
+        status, payload, headers = engine.dialect.answer(status, payload, headers, engine.clock(), graphql)
+    return JSONResponse(payload, status, headers)
 
 
 async def _hold(engine: Engine, seconds: float) -> None:
@@ -166,15 +182,16 @@ def _api(engine: Engine, handler: Handler) -> Callable[[Request], Any]:
         account = engine.authenticate(_credential(request))
         faults = engine.faults
         rate = engine.rate_headers(account) if account else {}
+        graphql = handler is _graphql
         if faults.fire("error_5xx"):
             status = faults.choice((500, 502, 503))
             error = ApiError(status, c.INTERNAL, f"internal server error (injected fault, HTTP {status})")
-            return JSONResponse(error.body(), status, rate)
+            return _respond(engine, error.body(), status, rate, graphql)
         if faults.fire("rate_limit_429"):
             error = engine.fake_rate_limit()
             if account:
                 account.stats["rate_limited"] += 1
-            return JSONResponse(error.body(), 429, {**error.headers, **rate})
+            return _respond(engine, error.body(), 429, {**error.headers, **rate}, graphql)
         response, submitted = await _answer(engine, account, request, handler)
         if submitted and faults.fire("slow_submit"):
             await _hold(engine, faults.slow_seconds)
@@ -192,11 +209,11 @@ def _graphql(engine: Engine, account: Account, request: Request, body: bytes) ->
 def _rest_submit(engine: Engine, account: Account, request: Request, body: bytes) -> Answer:
     spec = validation.from_image_input(_json(body))
     job = engine.submit(account, spec, request.headers.get(c.HEADER_IDEMPOTENCY))
-    return 200, {"data": {"generateImage": job}}, {}
+    return 200, {"data": {engine.dialect.rest_submit_key: engine.dialect.rest(job)}}, {}
 
 
 def _rest_job(engine: Engine, account: Account, request: Request, body: bytes) -> Answer:
-    return 200, {"data": {"job": engine.job(account, request.path_params["id"])}}, {}
+    return 200, {"data": {"job": engine.dialect.rest(engine.job(account, request.path_params["id"]))}}, {}
 
 
 def _rest_account(engine: Engine, account: Account, request: Request, body: bytes) -> Answer:
@@ -212,7 +229,7 @@ def _app(routes: list[Route]) -> Starlette:
 
 def api_app(engine: Engine) -> ASGIApp:
     """GraphQL, REST and the unauthenticated /_sandbox admin endpoints."""
-    gql.schema()
+    gql.schema(engine.dialect.status_query, engine.dialect.status_arg)
 
     async def stats(request: Request) -> Response:
         return JSONResponse(engine.stats())
@@ -230,7 +247,7 @@ def api_app(engine: Engine) -> ASGIApp:
     routes = [
         Route(c.GRAPHQL_PATH, _api(engine, _graphql), methods=["POST"]),
         Route(c.REST_SUBMIT_PATH, _api(engine, _rest_submit), methods=["POST"]),
-        Route(c.REST_JOB_PATH, _api(engine, _rest_job), methods=["GET"]),
+        Route(engine.dialect.rest_job_path, _api(engine, _rest_job), methods=["GET"]),
         Route(c.REST_ACCOUNT_PATH, _api(engine, _rest_account), methods=["GET"]),
         Route("/_sandbox/stats", stats, methods=["GET"]),
         Route("/_sandbox/keys", keys, methods=["POST"]),
@@ -272,5 +289,22 @@ def cdn_app(engine: Engine) -> ASGIApp:
         target = scope["path"] + (f"?{query}" if query else "")
         engine.cdn_requests.append({**_headers(scope), ":path": target})
 
+    async def stored(request: Request) -> Response | _Cut:
+        """The signed-urls dialect's object storage: a signed, expiring URL, or 403 (as S3 answers)."""
+        params = request.query_params
+        verdict = engine.dialect.check(
+            engine.storage_secret,
+            request.url.path,
+            params.get("expires", ""),
+            params.get("signature", ""),
+            engine.clock(),
+        )
+        if verdict != 200:
+            engine.unattributed["cdn_requests"] += 1
+            return Response(b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>", 403)
+        return await output(request)
+
     routes = [Route(c.CDN_OUTPUT_PATH, output, methods=["GET"])]
+    if engine.dialect.signed_urls:
+        routes = [Route("/storage/{id}.{ext}", stored, methods=["GET"])]  # outputs only behind signed URLs
     return _recording(_app(routes), record)

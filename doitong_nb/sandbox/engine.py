@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from doitong_nb import contract as c
+from doitong_nb.sandbox.dialects import Dialect
 from doitong_nb.sandbox.errors import ApiError
 from doitong_nb.sandbox.faults import Faults
 from doitong_nb.sandbox.outputs import Outputs
@@ -114,11 +115,21 @@ class Account:
 class Engine:
     """Decides every answer; the ASGI apps only translate between HTTP and these methods."""
 
-    def __init__(self, *, speed: float, cdn_url: str, faults: Faults, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        speed: float,
+        cdn_url: str,
+        faults: Faults,
+        clock: Callable[[], float],
+        dialect: Dialect | None = None,
+    ) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be > 0 (inf for no waiting), got {speed!r}")
         self.speed = speed
         self.cdn_url = cdn_url
+        self.dialect = dialect or Dialect()
+        self.storage_secret = secrets.token_hex(16)  # signs the signed-urls dialect's output URLs
         self.faults = faults
         self.clock = clock
         self.accounts: dict[str, Account] = {}
@@ -126,7 +137,10 @@ class Engine:
         self.unattributed: Counter[str] = Counter()
         self.api_request_log: deque[dict[str, Any]] = deque(maxlen=_LOG_LIMIT)
         self.cdn_requests: deque[dict[str, str]] = deque(maxlen=_LOG_LIMIT)
-        self.webhooks = WebhookSender(scaled=self.scaled, clock=clock, log=deque(maxlen=_LOG_LIMIT))
+        self.webhooks = WebhookSender(
+            scaled=self.scaled, clock=clock, log=deque(maxlen=_LOG_LIMIT),
+            sign=None if self.dialect.default else self.dialect.webhook_headers,
+        )
         self.outputs = Outputs()
         self.held_submissions = 0  # accepted submissions whose answer a slow_submit fault is holding now
         self.served_sha256: dict[str, str] = {}  # job id -> sha256 of the bytes the CDN last served whole
@@ -279,6 +293,24 @@ class Engine:
     def view(self, job: Job, status: str | None = None) -> dict[str, Any]:
         """The Job object of the wire, every field present."""
         status = status or self.status(job)
+        view = self._view(job, status)
+        return view if self.dialect.default else self._in_dialect(job, view)
+
+    def _in_dialect(self, job: Job, view: dict[str, Any]) -> dict[str, Any]:
+        """The contract's view as the sandbox's dialect spells it (see dialects.py)."""
+        dialect, now = self.dialect, self.clock()
+        unknown = dialect.unknown_status
+        if unknown and view["status"] in (c.STATUS_PROCESSING, c.STATUS_COMPLETED) and job.failure is None:
+            late = now >= job.done_at - dialect.unknown_share * job.duration
+            if (view["status"] == c.STATUS_PROCESSING and late) or dialect.unknown_forever:
+                return {**view, "status": unknown, "url": None, "completedAt": None}
+        if dialect.signed_urls and view["url"]:
+            path = f"/storage/{job.id}.{job.ext}"
+            host = self.cdn_url.replace("127.0.0.1", "localhost")  # another host name: "object storage"
+            view = {**view, "url": host + dialect.sign(self.storage_secret, path, now + self.scaled(dialect.url_ttl))}
+        return dialect.spell(view, sum(map(ord, job.id)))
+
+    def _view(self, job: Job, status: str) -> dict[str, Any]:
         done = status == c.STATUS_COMPLETED
         duration = round(job.duration, 3) if done else None
         spec = job.spec

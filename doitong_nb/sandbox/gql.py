@@ -10,6 +10,7 @@ from typing import Any
 
 from graphql import GraphQLError, GraphQLSchema, build_schema, execute_sync, parse, validate
 from graphql.language import DocumentNode, SelectionSetNode, Visitor, visit
+from graphql.validation import NoSchemaIntrospectionCustomRule, specified_rules
 
 from doitong_nb import contract as c
 from doitong_nb.sandbox import validation
@@ -21,9 +22,17 @@ _FIELD_PATTERNS = (re.compile(r"(?:required|unknown) field '(\w+)'"), re.compile
 
 
 @cache
-def schema() -> GraphQLSchema:
-    """The schema, built once per process (api_app builds it, so the first request is not the slow one)."""
-    return build_schema((Path(__file__).parent / "schema.graphql").read_text())
+def schema(status_query: str = "job", status_arg: str = "id") -> GraphQLSchema:
+    """The schema, built once per process and dialect (api_app builds it, so the first request is not the slow
+    one); a dialect may read jobs with another query and argument (dialects.py)."""
+    sdl = (Path(__file__).parent / "schema.graphql").read_text()
+    if (status_query, status_arg) != ("job", "id"):
+        sdl = sdl.replace("  job(id: ID!): Job\n", f"  {status_query}({status_arg}: ID!): Job\n")
+    return build_schema(sdl)
+
+
+def _schema_of(engine: Engine) -> GraphQLSchema:
+    return schema(engine.dialect.status_query, engine.dialect.status_arg)
 
 
 class _Root:
@@ -40,6 +49,13 @@ class _Root:
 
     def job(self, _info: Any, id: str) -> dict[str, Any]:
         return self._engine.job(self._account, id)
+
+    def __getattr__(self, name: str) -> Any:
+        """A dialect's status query (e.g. `getJob(jobId:)`) reads a job as `job(id:)` does."""
+        dialect = self._engine.dialect
+        if name != dialect.status_query:
+            raise AttributeError(name)
+        return lambda _info, **args: self._engine.job(self._account, args[dialect.status_arg])
 
     def account(self, _info: Any) -> dict[str, Any]:
         return self._engine.account(self._account)
@@ -58,24 +74,31 @@ def run(
         raise ApiError(400, "BAD_REQUEST", "'variables' must be a JSON object")
     if operation is not None and not isinstance(operation, str):
         raise ApiError(400, "BAD_REQUEST", "'operationName' must be a string")
-    document, problems = _checked(query) if len(query) <= _CACHED_QUERY_CHARS else _check(query)
+    d = engine.dialect
+    flavour = (d.status_query, d.status_arg, d.introspection)
+    document, problems = _checked(query, *flavour) if len(query) <= _CACHED_QUERY_CHARS else _check(query, *flavour)
     if problems:
         return 400, {"errors": [_formatted(e, "GRAPHQL_VALIDATION_FAILED") for e in problems]}, {}
     root = _Root(engine, account, idempotency_key)
-    result = execute_sync(schema(), document, root_value=root, variable_values=variables, operation_name=operation)
+    result = execute_sync(
+        _schema_of(engine), document, root_value=root, variable_values=variables, operation_name=operation
+    )
     if not result.errors:
         return 200, {"data": result.data}, {}
     return _error_result(result.errors, result.data)
 
 
-def _check(query: str) -> tuple[DocumentNode, list[GraphQLError]]:
-    """Parse and validate; a query that does not parse raises ApiError."""
+def _check(
+    query: str, status_query: str = "job", status_arg: str = "id", introspection: bool = True
+) -> tuple[DocumentNode, list[GraphQLError]]:
+    """Parse and validate (against the dialect's schema); a query that does not parse raises ApiError."""
     try:
         document = parse(query)
     except GraphQLError as exc:
         raise ApiError(400, "GRAPHQL_PARSE_FAILED", exc.message) from None
     visit(document, _NoEmptySelections())
-    return document, validate(schema(), document)
+    rules = None if introspection else [*specified_rules, NoSchemaIntrospectionCustomRule]
+    return document, validate(schema(status_query, status_arg), document, rules)
 
 
 # Clients send the same few queries again and again: parsing and validating is most of a request's

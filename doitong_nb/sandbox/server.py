@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 import uvicorn
 
 from doitong_nb.sandbox.app import api_app, cdn_app
+from doitong_nb.sandbox.dialects import Dialect
+from doitong_nb.sandbox.dialects import dialect as as_dialect
 from doitong_nb.sandbox.engine import Engine
 from doitong_nb.sandbox.faults import Faults
 
@@ -36,7 +38,9 @@ class Sandbox:
         port: int = 0,
         cdn_port: int = 0,
         api_key: str | None = None,
+        dialect: str | Dialect | None = None,
     ) -> None:
+        self.dialect = as_dialect(dialect)  # how this sandbox differs from CONTRACT.md (dialects.py)
         self.plan, self.credits, self.speed = plan, credits, speed
         self.host, self.port, self.cdn_port = host, port, cdn_port
         self._initial_faults = faults or Faults()
@@ -49,7 +53,8 @@ class Sandbox:
 
     def __repr__(self) -> str:
         state = f"base_url={self.base_url!r}, cdn_url={self.cdn_url!r}" if self._thread else "stopped"
-        return f"Sandbox({state}, plan={self.plan!r}, speed={self.speed!r})"
+        dialect = "" if self.dialect.default else f", dialect={self.dialect.name!r}"
+        return f"Sandbox({state}, plan={self.plan!r}, speed={self.speed!r}{dialect})"
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Sandbox:
@@ -78,7 +83,9 @@ class Sandbox:
     def _prepare(self, sockets: list[socket.socket]) -> None:
         """The engine, the default key and both (not yet running) servers."""
         self.base_url, self.cdn_url = (_url(self.host, s.getsockname()[1]) for s in sockets)
-        self._engine = Engine(speed=self.speed, cdn_url=self.cdn_url, faults=self._initial_faults, clock=time.time)
+        self._engine = Engine(
+            speed=self.speed, cdn_url=self.cdn_url, faults=self._initial_faults, clock=time.time, dialect=self.dialect
+        )
         account = self._engine.add_key(self.plan, self.credits, self._requested_key or "sbx_" + secrets.token_hex(16))
         self.api_key, self.webhook_secret = account.key, account.webhook_secret
         config = dict(lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1)

@@ -33,8 +33,14 @@ class WebhookSender:
     """Delivers each payload up to WEBHOOK_MAX_ATTEMPTS times and records every attempt in `log`."""
 
     def __init__(
-        self, *, scaled: Callable[[float], float], clock: Callable[[], float], log: deque[dict[str, Any]]
+        self,
+        *,
+        scaled: Callable[[float], float],
+        clock: Callable[[], float],
+        log: deque[dict[str, Any]],
+        sign: Callable[[str, bytes, str], dict[str, str]] | None = None,
     ) -> None:
+        self._sign = sign
         self._scaled = scaled
         self._clock = clock
         self.log = log
@@ -71,6 +77,8 @@ class WebhookSender:
                 c.HEADER_TIMESTAMP: timestamp,
                 c.HEADER_SIGNATURE: c.webhook_signature(secret, body, timestamp),
             }
+            if self._sign is not None:  # a dialect's signing scheme
+                headers = {"Content-Type": "application/json", **self._sign(secret, body, timestamp)}
             entry: dict[str, Any] = {
                 "job_id": payload["id"],
                 "url": url,

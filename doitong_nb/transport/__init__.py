@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
+from .. import contract
 from ..errors import InvalidRequestError
 from .base import Account, HttpCall, Transport
-from .graphql import GraphQLTransport
+from .graphql import GraphQLTransport, StatusQuery
 from .rest import RestTransport
 
 TRANSPORTS = ("graphql", "rest")
 
 
-def make_transport(name: str, *, mutation: str = "generate") -> Transport:
-    """'graphql' | 'rest' -> a transport; a clear error for anything else."""
+def make_transport(
+    name: str,
+    *,
+    mutation: str = "generate",
+    status_query: str | StatusQuery | None = None,
+    rest_job_path: str | None = None,
+) -> Transport:
+    """'graphql' | 'rest' -> a transport (reading jobs where the service does); a clear error for anything else."""
     if name == "graphql":
-        return GraphQLTransport(mutation)
+        query = StatusQuery.parse(status_query) if isinstance(status_query, str) else status_query
+        return GraphQLTransport(mutation, query)
     if name == "rest":
-        return RestTransport()
+        return RestTransport(rest_job_path or contract.REST_JOB_PATH)
     raise InvalidRequestError(
         f"transport {name!r} is not supported; use graphql or rest", field="transport", value=name
     )
 
 
-__all__ = ["TRANSPORTS", "Account", "GraphQLTransport", "HttpCall", "RestTransport", "Transport", "make_transport"]
+__all__ = [
+    "TRANSPORTS",
+    "Account",
+    "GraphQLTransport",
+    "HttpCall",
+    "RestTransport",
+    "StatusQuery",
+    "Transport",
+    "make_transport",
+]

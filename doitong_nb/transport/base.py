@@ -55,6 +55,10 @@ def job_from(body: dict[str, Any], names: tuple[str, ...]) -> Job:
         payload = data_field(body, name)
         if isinstance(payload, dict):
             return Job.from_payload(payload)
+    data = body.get("data")
+    jobs = [v for v in data.values() if isinstance(v, dict) and "id" in v] if isinstance(data, dict) else []
+    if len(jobs) == 1:  # the one job object of the answer, under a name of the service's choosing
+        return Job.from_payload(jobs[0])
     raise ServerError("the answer carried no job object; retry later")
 
 

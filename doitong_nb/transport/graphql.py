@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from .. import contract
@@ -20,6 +22,38 @@ GENERATE_IMAGE = (
     "{ generateImage(input: $input) { id status url width height creditCost createdAt } }"
 )
 JOB_QUERY = f"query Job($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} }} }}"
+_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
+
+
+@dataclass(frozen=True)
+class StatusQuery:
+    """The GraphQL query that reads one job: `job(id: ID!)` by the contract; a service may name it otherwise."""
+
+    name: str = contract.STATUS_QUERY
+    arg: str = contract.STATUS_QUERY_ARG
+    arg_type: str = "ID!"
+    fields: str = JOB_FIELDS
+
+    @classmethod
+    def parse(cls, text: str) -> StatusQuery:
+        """`getJob(jobId)`, `getJob(jobId: String!)` or `generation` (argument `id`)."""
+        match = re.fullmatch(r"\s*(\w+)\s*(?:\(\s*(\w+)\s*(?::\s*([\w!\[\]]+)\s*)?\))?\s*", str(text))
+        if not match or not all(_NAME.fullmatch(p) for p in match.groups() if p and not p.endswith(("!", "]"))):
+            raise InvalidRequestError(
+                f"status query {text!r} is not of the form name(argument), e.g. getJob(jobId) or generation(id)",
+                field="status_query",
+                value=text,
+            )
+        name, arg, arg_type = match.groups()
+        return cls(name, arg or contract.STATUS_QUERY_ARG, arg_type or "ID!")
+
+    def __str__(self) -> str:
+        return f"{self.name}({self.arg}: {self.arg_type})"
+
+    def query(self) -> str:
+        if self == StatusQuery():
+            return JOB_QUERY  # the contract's query, exactly as before
+        return f"query Job($id: {self.arg_type}) {{ {self.name}({self.arg}: $id) {{ {self.fields} }} }}"
 ACCOUNT_QUERY = "query Account { account { credits plan } }"
 MUTATIONS = ("generate", "generateImage")
 
@@ -27,7 +61,8 @@ MUTATIONS = ("generate", "generateImage")
 class GraphQLTransport:
     name = "graphql"
 
-    def __init__(self, mutation: str = "generate") -> None:
+    def __init__(self, mutation: str = "generate", status_query: StatusQuery | None = None) -> None:
+        self.status_query = status_query or StatusQuery()
         if mutation not in MUTATIONS:
             raise InvalidRequestError(
                 f"mutation {mutation!r} is not supported; use one of: {', '.join(MUTATIONS)}",
@@ -60,10 +95,11 @@ class GraphQLTransport:
         return HttpCall("POST", contract.GRAPHQL_PATH, {"query": query, "variables": variables}, kind="submit")
 
     def status(self, job_id: str) -> HttpCall:
-        return HttpCall("POST", contract.GRAPHQL_PATH, {"query": JOB_QUERY, "variables": {"id": job_id}})
+        body = {"query": self.status_query.query(), "variables": {"id": job_id}}
+        return HttpCall("POST", contract.GRAPHQL_PATH, body)
 
     def account(self) -> HttpCall:
         return HttpCall("POST", contract.GRAPHQL_PATH, {"query": ACCOUNT_QUERY}, kind="account")
 
     def parse_job(self, body: dict[str, Any]) -> Job:
-        return job_from(body, ("job", *MUTATIONS))
+        return job_from(body, (self.status_query.name, "job", *MUTATIONS))

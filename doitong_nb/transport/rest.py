@@ -14,6 +14,9 @@ from .base import HttpCall, job_from
 class RestTransport:
     name = "rest"
 
+    def __init__(self, job_path: str = contract.REST_JOB_PATH) -> None:
+        self.job_path = job_path
+
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"X-API-Key": api_key}
 
@@ -24,7 +27,7 @@ class RestTransport:
         return HttpCall("POST", contract.REST_SUBMIT_PATH, body, kind="submit")
 
     def status(self, job_id: str) -> HttpCall:
-        return HttpCall("GET", contract.REST_JOB_PATH.format(id=quote(job_id, safe="")))
+        return HttpCall("GET", self.job_path.format(id=quote(job_id, safe="")))
 
     def account(self) -> HttpCall:
         return HttpCall("GET", contract.REST_ACCOUNT_PATH, kind="account")

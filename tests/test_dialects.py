@@ -1,0 +1,369 @@
+"""First contact with a service that differs from our reading of the doc (issue 11).
+
+Statuses read by meaning, pending jobs listed and resumed at no new cost, and the sandbox's dialects:
+each one changes one [assumed] part of CONTRACT.md the way a real (resold) service plausibly would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import replace
+from email.utils import formatdate
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from doitong_nb import contract
+from doitong_nb.client import Flux
+from doitong_nb.engine import Sleep, check_output_url
+from doitong_nb.errors import (
+    JobTimeoutError,
+    SchemaMismatchError,
+    UnknownStatusError,
+    UnsafeResponseError,
+    WebhookVerificationError,
+)
+from doitong_nb.limits import reset_seconds, retry_after_seconds
+from doitong_nb.request import GenerationRequest
+from doitong_nb.result import ImageResult, Job
+from doitong_nb.sandbox import Sandbox
+from doitong_nb.sandbox.dialects import DIALECTS
+from doitong_nb.webhooks import verify_signature
+
+PROMPT = "A lighthouse on a cliff at dawn"
+
+
+def client_for(box: Sandbox, tmp_path: Path, **kwargs) -> Flux:
+    kwargs.setdefault("output_dir", tmp_path / "out")
+    return Flux(api_key=box.api_key, base_url=box.base_url, **kwargs)
+
+
+def charged(box: Sandbox) -> int:
+    total = box.stats()["total"]
+    return total["credits_charged"] - total["credits_refunded"]
+
+
+# --- statuses by meaning ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spelling", "meaning"),
+    [
+        ("queued", "queued"),
+        ("PENDING", "queued"),
+        ("Pending", "queued"),
+        ("RUNNING", "processing"),
+        ("in-progress", "processing"),
+        ("SUCCEEDED", "completed"),
+        ("success", "completed"),
+        ("done", "completed"),
+        ("Ready", "completed"),
+        ("FAILED", "failed"),
+        ("error", "failed"),
+        ("moderated", "failed"),
+        ("Request Moderated", "failed"),
+        ("Content Moderated", "failed"),
+    ],
+)
+def test_a_status_is_read_by_its_meaning_whatever_its_spelling(spelling: str, meaning: str) -> None:
+    job = Job.from_payload({"id": "job_1", "status": spelling})
+    assert job.status == meaning and job.known and job.raw_status == spelling
+    assert job.done == (meaning in contract.FINAL_STATUSES)
+
+
+def test_a_status_nobody_listed_is_not_terminal() -> None:
+    job = Job.from_payload({"id": "job_1", "status": "Upscaling"})
+    assert not job.known and not job.done and job.raw_status == "Upscaling"
+
+
+def test_a_moderated_status_fails_as_content_moderated() -> None:
+    job = Job.from_payload({"id": "job_1", "status": "Content Moderated"})
+    assert job.error_code == contract.CONTENT_MODERATED and "Content Moderated" in (job.error_message or "")
+
+
+def test_snake_case_fields_and_metadata_as_a_json_string_are_read() -> None:
+    job = Job.from_payload(
+        {
+            "id": "job_1",
+            "status": "done",
+            "url": "https://x.example/a.jpg",
+            "credit_cost": 20,
+            "created_at": "2026-01-01T00:00:00Z",
+            "completed_at": "2026-01-01T00:00:08Z",
+            "metadata": '{"width": 1024, "height": 768, "seed": 3}',
+        }
+    )
+    assert (job.credit_cost, job.metadata["width"], job.metadata["seed"], job.duration) == (20, 1024, 3, 8.0)
+
+
+# --- never lose a paid job ----------------------------------------------------------------------------
+
+
+def test_a_job_the_client_stopped_waiting_for_is_listed_and_resumed_at_no_new_cost(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    with client_for(sandbox, tmp_path, timeout=0.001) as flux:
+        with pytest.raises(JobTimeoutError, match="flux_resume") as caught:
+            flux.generate(PROMPT, size="512x512", seed=4)
+        job_id = caught.value.job_id
+        assert [j.job_id for j in flux.jobs()] == [job_id]
+    with client_for(sandbox, tmp_path) as flux:  # a later session
+        img = flux.resume(job_id)
+        assert img.job_id == job_id and img.path.exists() and flux.jobs() == []
+        again = flux.generate(PROMPT, size="512x512", seed=4)  # stored under its original request
+        assert again.replayed and again.job_id == job_id
+    total = sandbox.stats()["total"]
+    assert total["jobs_created"] == 1 and charged(sandbox) == img.credit_cost
+
+
+def test_a_crash_after_submitting_leaves_the_job_pending_and_resumable(sandbox: Sandbox, tmp_path: Path) -> None:
+    with client_for(sandbox, tmp_path) as flux:
+        flow = flux.engine.generate(flux_request(PROMPT))
+        step = next(flow)
+        while flux.jobs() == [] or flux.jobs()[0].job_id is None:  # run until the submission is journaled
+            step = flow.send(None if isinstance(step, Sleep) else flux._runtime.run(flux._async._execute(step)))
+        flow.close()  # the process dies here: nothing more is run
+        pending = flux.jobs()
+    with client_for(sandbox, tmp_path) as flux:
+        results = flux.resume_all()
+        assert [r.job_id for r in results] == [pending[0].job_id] and flux.jobs() == []
+    assert charged(sandbox) == results[0].credit_cost
+
+
+def test_resuming_an_unknown_job_says_how_to_list_the_pending_ones(flux: Flux) -> None:
+    from doitong_nb.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="flux_jobs"):
+        flux.resume("job_nothing")
+
+
+def flux_request(prompt: str, **options):
+    from doitong_nb.request import GenerationRequest
+
+    return GenerationRequest.build(prompt, size="512x512", seed=1, **options)
+
+
+# --- every dialect x transport: images delivered, or the job kept and what to set said -------------------
+
+ALL = list(DIALECTS)
+
+
+def crash_after_submitting(flux: Flux, request: GenerationRequest) -> None:
+    """Run a generate flow until its submission is journaled, then drop it: what a killed kernel leaves."""
+    flow = flux.engine.generate(request)
+    step = next(flow)
+    while not any(j.job_id for j in flux.jobs()):
+        step = flow.send(None if isinstance(step, Sleep) else flux._runtime.run(flux._async._execute(step)))
+    flow.close()
+
+
+def pending_credits(flux: Flux) -> int:
+    return sum(contract.credit_cost(*map(int, j.size.split("x"))) for j in flux.jobs())
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["graphql", "rest"])
+@pytest.mark.parametrize("name", ALL)
+def test_every_dialect_delivers_the_images_or_keeps_the_job_and_says_what_to_set(
+    name: str, transport: str, tmp_path: Path
+) -> None:
+    """generate, a small batch, webhook mode and resume after a crash; credits charged == images + pending."""
+    delivered = []
+    with Sandbox(speed=1000, dialect=name) as box, client_for(box, tmp_path, transport=transport) as flux:
+        stuck = name == "no-introspection" and transport == "graphql"
+        if stuck:
+            with pytest.raises(SchemaMismatchError, match=r"Flux.status_query") as caught:
+                flux.generate(PROMPT, size="512x512", seed=1)
+            assert "flux_resume" in str(caught.value) and [j.job_id for j in flux.jobs()] == [caught.value.job_id]
+            assert charged(box) == pending_credits(flux)
+            flux.engine.use_status_query("getJob(jobId)")  # what the message says to set
+            delivered.append(flux.resume(caught.value.job_id))
+        else:
+            delivered.append(flux.generate(PROMPT, size="512x512", seed=1))
+        batch = flux.batch([f"{PROMPT}, study {i}" for i in range(3)], size="256x256", seed=2, progress=False)
+        assert batch.errors == {}, batch.errors
+        delivered += batch.images
+        hooked = flux.batch(
+            [f"{PROMPT}, by webhook"], size="256x256", seed=3, progress=False, webhook_url=True,
+            webhook_secret=box.webhook_secret,
+        )
+        assert hooked.errors == {} and hooked.stats.webhooks, hooked.errors
+        delivered += hooked.images
+        assert box.webhook_log and all(entry["status"] == 200 for entry in box.webhook_log)  # verified, accepted
+        crash_after_submitting(flux, GenerationRequest.build(PROMPT + ", crashed", size="256x256", seed=4))
+        assert len(flux.jobs()) == 1 and charged(box) == sum(i.credit_cost for i in delivered) + pending_credits(flux)
+        with client_for(box, tmp_path, transport=transport) as later:  # the next session
+            if stuck:
+                later.engine.use_status_query("getJob(jobId)")
+            resumed = later.resume_all()
+            assert [type(r) for r in resumed] == [ImageResult] and later.jobs() == []
+        delivered += resumed
+        assert charged(box) == sum(i.credit_cost for i in delivered)
+        assert box.stats()["total"]["jobs_created"] == len(delivered) == 6
+    assert all(i.path.exists() for i in delivered)
+
+
+# --- what each difference needs from the client -----------------------------------------------------------
+
+
+def test_a_status_that_never_resolves_is_named_after_a_bounded_wait_and_the_job_kept(tmp_path: Path) -> None:
+    forever = replace(DIALECTS["statuses"], unknown_forever=True)
+    with Sandbox(speed=1000, dialect=forever) as box, client_for(box, tmp_path, timeout=2) as flux:
+        with pytest.raises(UnknownStatusError, match=r"'upscaling'.*flux_resume") as caught:
+            flux.generate(PROMPT, size="256x256", seed=1)
+        assert [j.job_id for j in flux.jobs()] == [caught.value.job_id]
+        assert charged(box) == pending_credits(flux)
+
+
+def test_the_status_query_is_discovered_once_per_host_and_kept_on_disk(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, dialect="status-query") as box:
+        with client_for(box, tmp_path) as flux:
+            flux.generate(PROMPT, size="256x256", seed=1)
+            flux.generate(PROMPT, size="256x256", seed=2)
+            assert flux.engine.requests["discover"] == 1
+        assert "generation(id: ID!)" in (tmp_path / "out" / "service.discovery").read_text()
+        with client_for(box, tmp_path) as later:  # a new session reads what the first one found
+            later.generate(PROMPT, size="256x256", seed=3)
+            assert later.engine.requests["discover"] == 0
+
+
+def test_a_named_status_query_is_used_and_a_wrong_one_is_said_so(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, dialect="no-introspection") as box:
+        with client_for(box, tmp_path, status_query="getJob(jobId)") as flux:
+            assert flux.generate(PROMPT, size="256x256", seed=1).path.exists()
+        with client_for(box, tmp_path, status_query="fetchJob(id)") as flux:
+            with pytest.raises(SchemaMismatchError, match="you named, fetchJob"):
+                flux.generate(PROMPT, size="256x256", seed=2)
+            assert len(flux.jobs()) == 1
+
+
+def test_an_expired_signed_url_gets_one_fresh_status_read(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, dialect="signed-urls") as box, client_for(box, tmp_path) as flux:
+        request = GenerationRequest.build(PROMPT, size="256x256", seed=1)
+        job = flux.submit(request)
+        while not (job := flux.status(job.id)).done:
+            time.sleep(0.01)
+        assert urlsplit(job.url).hostname == "localhost" and "signature=" in job.url  # another host, signed
+        time.sleep(box.dialect.url_ttl / box.speed + 0.2)  # the URL expires (10 minutes at speed 1)
+        reads = box.stats()["total"]["status_requests"]
+        path = flux.run(flux.engine.download(job, request, time.monotonic() + 30))
+        assert path.exists() and box.stats()["total"]["status_requests"] == reads + 1
+
+
+def test_errors_answered_with_http_200_and_no_code_are_still_typed(tmp_path: Path) -> None:
+    from doitong_nb.errors import NotFoundError
+
+    with Sandbox(speed=1000, dialect="errors-200") as box, client_for(box, tmp_path) as flux:
+        with pytest.raises(NotFoundError):
+            flux.status("job_unknown")
+
+
+@pytest.mark.parametrize(
+    ("url", "api", "ok"),
+    [
+        ("https://storage.example-cdn.net/b/job_1.jpg?X-Amz-Signature=ab", "https://api.doitong.com", True),
+        ("https://cdn.doitong.com/outputs/job_1.jpg", "https://api.doitong.com", True),
+        ("http://storage.example-cdn.net/job_1.jpg", "https://api.doitong.com", False),
+        ("https://user:pw@storage.example-cdn.net/job_1.jpg", "https://api.doitong.com", False),
+        ("https://127.0.0.1/job_1.jpg", "https://api.doitong.com", False),
+        ("https://localhost/job_1.jpg", "https://api.doitong.com", False),
+        ("https://10.1.2.3/job_1.jpg", "https://api.doitong.com", False),
+        ("https://169.254.169.254/latest/meta-data", "https://api.doitong.com", False),
+        ("https://[fe80::1]/job_1.jpg", "https://api.doitong.com", False),
+        ("https://printer.local/job_1.jpg", "https://api.doitong.com", False),
+        ("ftp://storage.example-cdn.net/job_1.jpg", "https://api.doitong.com", False),
+        ("http://localhost:9000/storage/job_1.jpg", "http://127.0.0.1:8787", True),
+    ],
+)
+def test_output_urls_https_on_public_hosts_only_loopback_for_a_loopback_api(url: str, api: str, ok: bool) -> None:
+    if ok:
+        assert check_output_url(url, api) == url
+    else:
+        with pytest.raises(UnsafeResponseError):
+            check_output_url(url, api)
+
+
+def test_header_forms_retry_after_as_a_date_and_reset_as_seconds_left() -> None:
+    now = 1_800_000_000.0
+    assert retry_after_seconds("2.5", now) == 2.5
+    assert retry_after_seconds(formatdate(now + 30, usegmt=True), now) == pytest.approx(30.0)
+    assert retry_after_seconds(formatdate(now - 30, usegmt=True), now) == 0.0
+    assert retry_after_seconds("soon", now) is None
+    assert reset_seconds(42, now) == 42  # seconds left
+    assert reset_seconds(now + 12, now) == pytest.approx(12)  # a Unix time
+
+
+def test_without_rate_headers_the_named_plan_paces(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, dialect="headers") as box, client_for(box, tmp_path, plan="free") as flux:
+        assert flux.engine.budget.limit == contract.PLANS["free"].requests_per_minute
+        flux.account()
+        assert flux.engine.budget.limit == contract.PLANS["free"].requests_per_minute  # no header changed it
+
+
+def test_a_cost_known_only_at_completion_is_what_the_image_records(tmp_path: Path) -> None:
+    with Sandbox(speed=1000, dialect="cost-late") as box, client_for(box, tmp_path) as flux:
+        job = flux.submit(PROMPT, size="256x256", seed=1)
+        assert job.credit_cost is None
+        img = flux.generate(PROMPT, size="2048x2048", seed=1)
+        assert img.credit_cost == contract.credit_cost(2048, 2048) and charged(box) == flux.session_credits
+
+
+def test_webhook_signatures_over_the_raw_body_in_hex_or_base64_verify() -> None:
+    body, secret = b'{"id":"job_1"}', "whsec_test"
+    for name in ("webhook-body-only", "webhook-base64", "default"):
+        headers = DIALECTS[name].webhook_headers(secret, body, str(int(time.time())))
+        signature, timestamp = headers[contract.HEADER_SIGNATURE], headers.get(contract.HEADER_TIMESTAMP)
+        verify_signature(body, signature, secret, timestamp=timestamp)
+        with pytest.raises(WebhookVerificationError):
+            verify_signature(body + b" ", headers[contract.HEADER_SIGNATURE], secret)
+
+
+# --- doctor: one line per assumption, naming each dialect's difference -----------------------------------
+
+DOCTOR_NAMES = {
+    "status-query": r"status query +differs: jobs are read with generation\(id: ID!\)",
+    "no-introspection": r"FAIL status query .*introspection is disabled.*Flux.status_query",
+    "statuses": r"statuses +differs: .*'(SUCCEEDED|success|done)', read as 'completed'",
+    "rest-shape": r"rest job path +differs: jobs are read at GET /v1/generations/\{id\}",
+    "signed-urls": r"cdn +differs: outputs on localhost \(another host\), signed and expiring",
+    "headers": r"plan and limits +no X-RateLimit-Limit headers.*Flux\(plan=",
+    "errors-200": r"errors +differs: GraphQL errors answered with HTTP 200, without extensions.code",
+}
+
+
+@pytest.mark.parametrize("name", ["default", *DOCTOR_NAMES])
+def test_doctor_names_each_dialects_difference(name: str, tmp_path: Path) -> None:
+    from doitong_nb.doctor import run
+
+    with Sandbox(speed=1000, dialect=name) as box, client_for(box, tmp_path) as flux:
+        if name != "no-introspection":
+            flux.generate(PROMPT, size="256x256", seed=1)  # a job of this service for doctor to read again (free)
+        spent = charged(box)
+        text, failed = run(flux)
+        assert charged(box) == spent  # doctor spends no credit
+    assert failed == (name == "no-introspection"), text
+    if name == "default":
+        assert "differs" not in text and "FAIL" not in text, text
+    else:
+        assert re.search(DOCTOR_NAMES[name], text), text
+
+
+def test_doctor_cli_exits_non_zero_when_something_essential_fails(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with Sandbox(speed=1000, dialect="no-introspection") as box:
+        env = {**os.environ, "DOITONG_API_KEY": box.api_key, "PYTHONPATH": str(Path(__file__).parents[1])}
+        argv = [sys.executable, "-m", "doitong_nb.cli", "doctor", "--base-url", box.base_url]
+        done = subprocess.run(
+            [*argv, "--output-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert done.returncode == 1 and "Flux.status_query" in done.stdout, done.stdout + done.stderr
+        named = subprocess.run(
+            [*argv, "--output-dir", str(tmp_path), "--status-query", "getJob(jobId)"],
+            capture_output=True, text=True, env=env, timeout=60,
+        )
+        assert named.returncode == 0 and box.api_key not in named.stdout, named.stdout + named.stderr
