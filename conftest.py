@@ -68,6 +68,22 @@ def flux(sandbox: Sandbox, tmp_path: Path) -> Iterator[Flux]:
 
 
 @pytest.fixture
+def failed_cell() -> Callable[..., str]:
+    """Runs a %%flux cell that must fail, and returns its one line: a UsageError when nothing was sent (a value
+    to change), a CellError otherwise. Either stops Run All, papermill and nbval at the cell."""
+    from IPython.core.error import UsageError
+
+    from doitong_nb.magics import CellError
+
+    def run(ip: Any, line: str, cell: str, sent: bool = False) -> str:
+        with pytest.raises(CellError if sent else UsageError) as caught:
+            ip.run_cell_magic("flux", line, cell)
+        return str(caught.value)
+
+    return run
+
+
+@pytest.fixture
 def shell_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[Sandbox, Path], Any]:
     """Makes the IPython shell with fresh magics, no `%config Flux` left over, bound to a sandbox by the environment."""
     from IPython.terminal.interactiveshell import TerminalInteractiveShell

@@ -109,8 +109,11 @@ class _Batch:
         refresh: bool,
         progress: bool | Callable[[BatchStats], None],
         completion: Completion | None,
+        transport: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.engine, self.refresh, self.completion = engine, refresh, completion
+        self.via, self.timeout = engine.transport_named(transport), timeout
         self.max_credits = max_credits
         self.stats = BatchStats(total=len(requests), webhooks=completion is not None)
         self.outcomes: list[Outcome | None] = [None] * len(requests)
@@ -219,7 +222,7 @@ class _Batch:
         if item.replay:
             if isinstance(self.closed, StorageError) and self.closed.kind == "gone":  # it went with the folder
                 raise _unsent(self.closed)
-            return (yield from self.engine.generate(item.request, variant=item.variant))
+            return (yield from self.engine.generate(item.request, variant=item.variant, via=self.via))
         self._admit(item)
         while self.active >= self.cap:
             yield Sleep(self._tick())
@@ -229,7 +232,12 @@ class _Batch:
         self.active += 1
         holding = True
         flow = self.engine.generate(
-            item.request, variant=item.variant, refresh=self.refresh, completion=self.completion
+            item.request,
+            variant=item.variant,
+            refresh=self.refresh,
+            completion=self.completion,
+            via=self.via,
+            timeout=self.timeout,
         )
         try:
             value: Any = None
@@ -400,6 +408,8 @@ def _batch(
     webhook_url: str | bool | None = None,
     webhook_secret: str | None = None,
     receiver: WebhookReceiver | None = None,
+    transport: str | None = None,
+    timeout: float | None = None,
 ) -> Iterator[_Batch]:
     """Build the batch; in webhook mode run (or use) a receiver for its lifetime."""
     engine = client.engine
@@ -418,7 +428,14 @@ def _batch(
             warnings.warn(f"webhook_url {url} does not reach the receiver: polling instead", stacklevel=4)
     try:
         yield _Batch(
-            engine, requests, max_credits=max_credits, refresh=refresh, progress=progress, completion=completion
+            engine,
+            requests,
+            max_credits=max_credits,
+            refresh=refresh,
+            progress=progress,
+            completion=completion,
+            transport=transport,
+            timeout=timeout,
         )
     finally:
         if own is not None:

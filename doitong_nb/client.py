@@ -312,13 +312,16 @@ class Flux(_Base):
         webhook_url: str | bool | None = None,
         webhook_secret: str | None = None,
         receiver: WebhookReceiver | None = None,
+        transport: str | None = None,
+        timeout: float | None = None,
         **options: Any,
     ) -> BatchResult:
         """Many images, paced at the plan's limits; outcomes in input order, each failure in its place.
 
         See doitong_nb.batch: `max_credits` refuses items that would cross the budget before sending them,
         a re-run resumes submitted jobs and skips finished ones, `webhook_url=True` (or a URL with its
-        `receiver=`) waits for signed webhooks instead of reading job status.
+        `receiver=`) waits for signed webhooks instead of reading job status. `transport` ("graphql" or "rest")
+        and `timeout` (seconds to wait for each job) override the client's for this batch.
         """
         return self._runtime.run(
             self._async.batch(
@@ -329,6 +332,8 @@ class Flux(_Base):
                 webhook_url=webhook_url,
                 webhook_secret=webhook_secret,
                 receiver=receiver,
+                transport=transport,
+                timeout=timeout,
                 **options,
             )
         )
@@ -461,13 +466,16 @@ class AsyncFlux(_Base):
         webhook_url: str | bool | None = None,
         webhook_secret: str | None = None,
         receiver: WebhookReceiver | None = None,
+        transport: str | None = None,
+        timeout: float | None = None,
         **options: Any,
     ) -> BatchResult:
         """Many images, paced at the plan's limits; outcomes in input order, each failure in its place.
 
         See doitong_nb.batch: `max_credits` refuses items that would cross the budget before sending them,
         a re-run resumes submitted jobs and skips finished ones, `webhook_url=True` (or a URL with its
-        `receiver=`) waits for signed webhooks instead of reading job status.
+        `receiver=`) waits for signed webhooks instead of reading job status. `transport` ("graphql" or "rest")
+        and `timeout` (seconds to wait for each job) override the client's for this batch.
         """
         from .batch import run_async
 
@@ -481,6 +489,8 @@ class AsyncFlux(_Base):
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
             receiver=receiver,
+            transport=transport,
+            timeout=timeout,
         )
 
     async def submit(

@@ -11,16 +11,16 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Enum, Float, Int, Unicode, default
+from traitlets import Bool, Enum, Float, Int, Unicode
 
-from . import contract
-from .config import DEFAULT_OUTPUT_DIR, ENV_OUTPUT_DIR
-from .errors import DoitongError, InvalidRequestError
+from . import _session, contract
+from .config import ENV_OUTPUT_DIR, ENV_TRANSPORT
+from .errors import BudgetExceededError, DoitongError, InvalidRequestError
 
 
 def _options(usage_name: str) -> Callable[[Any], Any]:
@@ -69,20 +69,20 @@ class Flux(Magics):
     """Named Flux so that `%config Flux.size = "2048x2048"` reads as the user thinks of it."""
 
     size = Unicode("1024x1024", help="default image size, WIDTHxHEIGHT").tag(config=True)
-    output_dir = Unicode(help="folder of full-resolution files, sidecars and the journal").tag(config=True)
+    output_dir = Unicode(
+        None, allow_none=True, help="folder of results, sidecars and the journal (unset: DOITONG_OUTPUT_DIR)"
+    ).tag(config=True)
     preview_px = Int(1024, help="long side of the inline preview, in pixels").tag(config=True)
-    transport = Enum(["graphql", "rest"], default_value="graphql", help="wire protocol").tag(config=True)
+    transport = Enum(
+        ["graphql", "rest"], default_value=None, allow_none=True, help="wire protocol (unset: DOITONG_TRANSPORT)"
+    ).tag(config=True)
     replay = Bool(True, help="return stored results for identical requests at 0 credits").tag(config=True)
     max_credits = Int(None, allow_none=True, help="session budget: refuse a job that would cross it").tag(config=True)
-    timeout = Float(600.0, help="seconds to wait for a job before handing back its id").tag(config=True)
+    timeout = Float(None, allow_none=True, help="seconds to wait for a job before handing back its id").tag(config=True)
     status_query = Unicode(None, allow_none=True, help="the service's job query, e.g. getJob(jobId)").tag(config=True)
     plan = Unicode(None, allow_none=True, help="your plan, to pace by when the service sends no rate headers").tag(
         config=True
     )
-
-    @default("output_dir")
-    def _default_output_dir(self) -> str:
-        return os.environ.get(ENV_OUTPUT_DIR) or DEFAULT_OUTPUT_DIR
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -96,7 +96,7 @@ class Flux(Magics):
         `%env` while the kernel runs, gives a new client at the next cell (said once, in one line)."""
         from .client import Flux as FluxClient
 
-        key = (self.output_dir, self.transport, self.timeout, self.status_query, self.plan, *_service_fingerprint())
+        key = (self.output_dir, self.transport, self.timeout, self.status_query, self.plan, *_environment_fingerprint())
         if self._client is None or key != self._client_key:
             previous = self._client
             self._client = FluxClient(
@@ -133,7 +133,6 @@ class Flux(Magics):
             prompt = _expand(cell, {**self.shell.user_ns, **(local_ns or {}), **keep_item})
         except DoitongError as exc:
             self._fail(exc)
-            return
         self._run(prompt, args, local_ns)
 
     @_options("flux PROMPT")
@@ -153,7 +152,7 @@ class Flux(Magics):
         try:
             account = self.client.account()
         except DoitongError as exc:
-            return self._fail(exc)
+            self._fail(exc)
         settings = self.client.settings
         return AccountView(
             account, contract.PLANS.get(account.plan), self.client.session_credits, settings.base_url, settings.sandbox
@@ -191,81 +190,79 @@ class Flux(Magics):
         return per_image(GenerationRequest.build(prompt, seed=args.seed, **options), args.count)
 
     def _run(self, prompt: str, args: Any, local_ns: Any) -> None:
+        """One cell's images. A failure raises, so Run All, papermill and nbval stop at this cell; `-o NAME` is
+        bound first (a list keeps each failure in its place), never silently left unset."""
         try:
             if args.each:
                 pairs = [self._requests(p, args)[0] for p in _each_prompts(prompt, args, self.shell.user_ns, local_ns)]
             else:
                 pairs = self._requests(prompt, args)
+            timeout = None if args.timeout is None else _checked_timeout(args.timeout)
             if args.dry_run:
                 self._show_dry_run([r for r, _ in pairs], args.transport)
                 return
             engine = self.client.engine  # one verdict on the budget for the whole cell, not one line an image
             engine.check_costs([engine.charge_for(r, v, args.refresh) for r, v in pairs])
-            results = self._batch(pairs, args) if args.each else self._generate(pairs, args)
+            many = bool(args.each) or len(pairs) > 1
+            outcomes = self._batch(pairs, args, timeout) if many else self._generate(pairs, args, timeout)
         except DoitongError as exc:
             self._fail(exc)
-            return
-        if results and args.out:
-            self.shell.user_ns[args.out] = results if len(pairs) > 1 or args.each else results[0]
+        if args.out:
+            self.shell.user_ns[args.out] = outcomes if many else outcomes[0]
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise CellError(f"{len(failures)} of {len(outcomes)} images failed (each said above, in its place)")
 
-    def _batch(self, pairs: list[tuple[Any, int]], args: Any) -> list[Any]:
-        """`--each`: the batch scheduler paces the items at the plan's limits; failures print in place."""
+    def _batch(self, pairs: list[tuple[Any, int]], args: Any, timeout: float | None) -> list[Any]:
+        """`-n` and `--each`: the batch scheduler paces the items at the plan's limits (its job slots, its
+        requests a minute); failures print in place. An unseeded `-n` repeats one request: the batch makes
+        its copies variants 0, 1, ..., the same replay keys a single image's cell would use."""
         from IPython.display import display
 
         from .display import error_text
 
-        if args.transport not in (None, self.transport):
-            raise InvalidRequestError("--transport cannot be combined with --each; use %config Flux.transport")
-        outcomes = self.client.batch([r for r, _ in pairs], refresh=args.refresh, progress=True)
+        requests = [r for r, _ in pairs]
+        try:
+            outcomes = self.client.batch(
+                requests, refresh=args.refresh, progress=True, transport=args.transport, timeout=timeout
+            )
+        except KeyboardInterrupt:
+            self._interrupted(pairs)
+            raise
         for index, error in outcomes.errors.items():
             print(f"item {index}: {error_text(error)}", file=sys.stderr)
         if outcomes.images:
             display(_Bundle(self._bundle(outcomes.images)))
         return list(outcomes)
 
-    def _generate(self, pairs: list[tuple[Any, int]], args: Any) -> list[Any]:
-        from .display import ProgressLine, error_text
+    def _generate(self, pairs: list[tuple[Any, int]], args: Any, timeout: float | None) -> list[Any]:
+        """One image, with a live progress line that becomes its card."""
+        from .display import ProgressLine
 
         client = self.client
-        timeout = None if args.timeout is None else _checked_timeout(args.timeout)
+        (request, variant), = pairs
         via = client.engine.transport_named(args.transport)
-        line = ProgressLine(f"{pairs[0][0].size} × {len(pairs)}" if len(pairs) > 1 else pairs[0][0].size)
-        states: dict[int, str] = {}
-
-        def progress_for(index: int) -> Any:
-            def report(status: str, elapsed: float, detail: str) -> None:
-                states[index] = status
-                done = sum(1 for s in states.values() if s in ("downloading", "completed"))
-                summary = status if len(pairs) == 1 else f"{done}/{len(pairs)} done, {status}"
-                line.update(summary, detail)
-
-            return report
-
-        flows = [
-            client.engine.generate(
-                r, variant=v, refresh=args.refresh, progress=progress_for(i), via=via, timeout=timeout
-            )
-            for i, (r, v) in enumerate(pairs)
-        ]
-        outcomes: list[Any] | None = None
+        line = ProgressLine(request.size)
+        flow = client.engine.generate(
+            request,
+            variant=variant,
+            refresh=args.refresh,
+            progress=lambda status, elapsed, detail: line.update(status, detail),
+            via=via,
+            timeout=timeout,
+        )
         try:
-            outcomes = client.run_many(flows, return_exceptions=True)
+            result = client.run(flow)
         except KeyboardInterrupt:
-            pass
-        finally:  # the line's clock stops whatever happened
             line.close()
-        if outcomes is None:
             self._interrupted(pairs)
-            return []
-        results = [o for o in outcomes if not isinstance(o, BaseException)]
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
-        if results:
-            line.replace_with(_Bundle(self._bundle(results)))
-        for failure in failures:
-            if not isinstance(failure, DoitongError):
-                raise failure
-            print(error_text(failure), file=sys.stderr)
-        return results
+            raise
+        except BaseException:
+            line.close()
+            raise
+        line.close()
+        line.replace_with(_Bundle(self._bundle([result])))
+        return [result]
 
     def _bundle(self, results: list[Any]) -> dict[str, str]:
         """The cards of a cell, with the session's total and balance as they are now."""
@@ -302,10 +299,13 @@ class Flux(Magics):
 
         display(_Bundle(dry_run_bundle(self.client.settings.base_url, calls, auth, total)))
 
-    def _fail(self, exc: DoitongError) -> None:
+    def _fail(self, exc: DoitongError) -> NoReturn:
+        """Raise the failure as one line: a UsageError when nothing was sent (a value to change), else CellError."""
         from .display import error_text
 
-        print(error_text(exc), file=sys.stderr)
+        if isinstance(exc, (InvalidRequestError, BudgetExceededError)):
+            raise UsageError(error_text(exc).removeprefix("Flux error: ")) from None
+        raise CellError(error_text(exc)) from None
 
     # --- first contact: pending jobs, resume, doctor (issue 11) ----------------------------------------
     @line_magic
@@ -358,6 +358,14 @@ class Flux(Magics):
         return None
 
 
+class CellError(Exception):
+    """A %%flux cell that did not deliver. IPython shows its one line instead of a traceback
+    (`_render_traceback_`), and the cell counts as failed, so Run All, papermill and nbval stop there."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
 class _Bundle:
     """A ready mimebundle shown by IPython's display()."""
 
@@ -368,12 +376,14 @@ class _Bundle:
         return self.bundle
 
 
-def _service_fingerprint() -> tuple[str, str]:
-    """What in the environment chooses the service: the key (as a digest, never kept in the clear) and the URL."""
+def _environment_fingerprint() -> tuple[str, ...]:
+    """What in the environment chooses the client: the key (as a digest, never kept in the clear), the URL, the
+    wire format and the output folder; a change of any of them is seen at the next cell."""
     import hashlib
 
     key = os.environ.get(contract.ENV_API_KEY, "").strip()
-    return hashlib.sha256(key.encode()).hexdigest(), os.environ.get(contract.ENV_BASE_URL, "").strip()
+    names = (contract.ENV_BASE_URL, ENV_TRANSPORT, ENV_OUTPUT_DIR)
+    return (hashlib.sha256(key.encode()).hexdigest(), *(os.environ.get(name, "").strip() for name in names))
 
 
 def _where(settings: Any) -> str:
@@ -427,5 +437,6 @@ def register(ipython: Any) -> None:
     """Register the magics and make `%config Flux.*` reach them."""
     magics = Flux(shell=ipython)
     ipython.register_magics(magics)
+    _session.current = magics
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)

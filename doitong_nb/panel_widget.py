@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import ipywidgets as widgets
 
-from . import contract
+from . import _session, contract
 from .display import cost_text, credits_text, error_text, make_preview, result_bundle
 from .engine import budget_refusal
 from .errors import DoitongError, InvalidRequestError, RateLimitError
@@ -84,16 +84,7 @@ def _classed(widget: widgets.Widget, *names: str) -> widgets.Widget:
 
 def _magics_client() -> Callable[[], Flux] | None:
     """The loaded extension's client (read on every job, so `%config Flux.*` changes reach the panel)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
-    if shell is None:
-        return None
-    from .magics import Flux as FluxMagics
-
-    magics = next((m for m in shell.magics_manager.registry.values() if isinstance(m, FluxMagics)), None)
+    magics = _session.current
     return None if magics is None else lambda: magics.client
 
 
@@ -155,9 +146,23 @@ class FluxPanel:
         self._counter = 0
         self._ticker: threading.Thread | None = None
         self._build()
+        self._start_from_settings()
         self._refresh_estimate()
         self._refresh_account()
         self._executor.submit(self._fetch_account)
+
+    def _start_from_settings(self) -> None:
+        """`%config Flux.*` and the environment behind the client are the panel's starting values."""
+        client = self._client()
+        self.transport.value = client.settings.transport
+        if client.engine.max_credits is not None:
+            self.budget.value = client.engine.max_credits
+        magics = _session.current
+        if magics is not None:
+            listed = magics.size in (value for _, value in SIZES)
+            self.size.value = magics.size if listed else ""  # "" is "Custom…"
+            if not listed:
+                self.custom_size.value = magics.size
 
     # --- layout -----------------------------------------------------------------------------------
     def _build(self) -> None:

@@ -74,13 +74,12 @@ def test_each_makes_one_image_per_item_in_order_and_replays_on_rerun(ip: Interac
     ],
 )
 def test_each_misuse_is_one_line_and_nothing_is_sent(
-    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], line: str, prompt: str, message: str
+    ip: InteractiveShell, sandbox: Sandbox, failed_cell, line: str, prompt: str, message: str
 ) -> None:
     ip.user_ns.update(animals=["fox", "owl"], word="fox")
     before = sandbox.stats()["total"]["api_requests"]
-    ip.run_cell_magic("flux", line + " --size 256x256", prompt)
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("Flux error:") and message in err and "\n" not in err
+    err = failed_cell(ip, line + " --size 256x256", prompt)
+    assert message in err and "\n" not in err
     assert sandbox.stats()["total"]["api_requests"] == before
 
 
@@ -98,41 +97,32 @@ def test_config_sets_defaults(ip: InteractiveShell) -> None:
     assert (ip.user_ns["img"].width, ip.user_ns["img"].height) == (512, 256)
 
 
-def test_bad_value_is_one_line_and_nothing_is_sent(
-    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_value_is_one_line_and_nothing_is_sent(ip: InteractiveShell, sandbox: Sandbox, failed_cell) -> None:
     before = sandbox.stats()["total"]["api_requests"]
-    ip.run_cell_magic("flux", "--size 1000x1024", PROMPT)
-    err = capsys.readouterr().err.strip()
-    assert err == "Flux error: width 1000 is not a multiple of 16; try 992 or 1008"
+    err = failed_cell(ip, "--size 1000x1024", PROMPT)
+    assert err == "width 1000 is not a multiple of 16; try 992 or 1008"
     assert sandbox.stats()["total"]["api_requests"] == before
 
 
-def test_budget_refuses_before_sending(
-    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_budget_refuses_before_sending(ip: InteractiveShell, sandbox: Sandbox, failed_cell) -> None:
     ip.run_line_magic("config", "Flux.max_credits = 15")
-    ip.run_cell_magic("flux", "--size 2048x2048", PROMPT)
-    assert "raise max_credits" in capsys.readouterr().err
+    assert "raise max_credits" in failed_cell(ip, "--size 2048x2048", PROMPT)
     assert submissions(sandbox) == 0
 
 
 def test_budget_refuses_a_whole_cell_in_one_line_that_fits_the_numbers(
-    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+    ip: InteractiveShell, sandbox: Sandbox, failed_cell
 ) -> None:
     """`-n 4` past the budget printed four identical lines advising a smaller size (issue 15)."""
     ip.run_line_magic("config", "Flux.max_credits = 20")
-    ip.run_cell_magic("flux", "-n 4 --size 256x256", PROMPT)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        "Flux error: these 4 images cost 40 credits and the session has spent 0 of its 20-credit budget, 20 left: "
+    err = failed_cell(ip, "-n 4 --size 256x256", PROMPT)
+    assert err == (
+        "these 4 images cost 40 credits and the session has spent 0 of its 20-credit budget, 20 left: "
         "2 of them fit: ask for fewer or raise max_credits"
-    ]
+    )
     ip.run_cell_magic("flux", "-n 2 --size 256x256", PROMPT)  # spends the whole budget
-    capsys.readouterr()
-    ip.run_cell_magic("flux", "-n 4 --size 256x256 --seed 9", PROMPT)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "0 left: raise max_credits" in err[0] and "smaller size" not in err[0]
+    err = failed_cell(ip, "-n 4 --size 256x256 --seed 9", PROMPT)
+    assert "\n" not in err and "0 left: raise max_credits" in err and "smaller size" not in err
     assert submissions(sandbox) == 2
 
 
@@ -192,10 +182,9 @@ def test_dry_run_shows_the_request_without_the_key(
     assert sandbox.stats()["total"]["api_requests"] == 0
 
 
-def test_insufficient_credits_is_one_clear_line(tmp_path: Path, shell_for, capsys: pytest.CaptureFixture[str]) -> None:
+def test_insufficient_credits_is_one_clear_line(tmp_path: Path, shell_for, failed_cell) -> None:
     with Sandbox(credits=12, speed=1000) as box:
-        shell_for(box, tmp_path).run_cell_magic("flux", "--size 2048x2048", PROMPT)
-    err = capsys.readouterr().err.strip()
+        err = failed_cell(shell_for(box, tmp_path), "--size 2048x2048 -o img", PROMPT, sent=True)
     assert err == "Flux error: needs 30 credits, 12 left: top up or use a smaller size"
 
 
@@ -299,11 +288,10 @@ def _collect(kc, msg_id: str, sink: list[str]) -> None:
     ],
 )
 def test_aspect_out_of_range_or_with_a_size_is_refused_as_in_python(
-    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], options: str, message: str
+    ip: InteractiveShell, sandbox: Sandbox, failed_cell, options: str, message: str
 ) -> None:
     before = sandbox.stats()["total"]["api_requests"]
-    ip.run_cell_magic("flux", options, PROMPT)
-    assert message in capsys.readouterr().err
+    assert message in failed_cell(ip, options, PROMPT)
     assert sandbox.stats()["total"]["api_requests"] == before
     with pytest.raises(InvalidRequestError, match=re.escape(message)):
         GenerationRequest.build(PROMPT, **_python_options(options))

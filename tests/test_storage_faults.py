@@ -18,6 +18,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -205,15 +206,18 @@ class _FullDisk:
 
 
 def unmount_before_put(monkeypatch: pytest.MonkeyPatch, *, after: int, how: Callable[[], object]) -> None:
-    """Make the folder vanish (by `how`) just before the put that follows `after` successful ones."""
+    """Make the folder vanish (by `how`) just before the put that follows `after` successful ones. Puts run
+    in worker threads; they are taken one at a time here, so "after N puts" means the same in every run."""
     original_put = Store.put
     count = {"puts": 0}
+    one_at_a_time = threading.Lock()
 
     def put(store: Store, *args: object, **kwargs: object) -> ImageResult:
-        if count["puts"] == after:
-            how()
-        count["puts"] += 1
-        return original_put(store, *args, **kwargs)
+        with one_at_a_time:
+            if count["puts"] == after:
+                how()
+            count["puts"] += 1
+            return original_put(store, *args, **kwargs)
 
     monkeypatch.setattr(Store, "put", put)
 
@@ -450,20 +454,24 @@ def test_closing_clients_releases_every_descriptor_they_opened_even_several_on_o
 
 
 def test_magics_show_a_storage_failure_as_one_line_with_the_recovery(
-    sandbox: Sandbox, tmp_path: Path, shell_for, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    sandbox: Sandbox,
+    tmp_path: Path,
+    shell_for,
+    failed_cell,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     ip = shell_for(sandbox, blocker / "out")
-    ip.run_cell_magic("flux", "--size 256x256 --seed 1 -o img", "a lighthouse")
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1
+    err = failed_cell(ip, "--size 256x256 --seed 1 -o img", "a lighthouse", sent=True)
+    assert "Traceback" not in capsys.readouterr().err and "\n" not in err
     assert "cannot be used" in err and "%config Flux.output_dir" in err and "img" not in ip.user_ns
 
     ip = shell_for(sandbox, tmp_path / "out")
     _FullDisk(monkeypatch).full = True
     ip.user_ns["things"] = ["fox", "owl"]
-    ip.run_cell_magic("flux", "--each things --size 256x256 --seed 1", "a {item}")
+    assert "2 of 2 images failed" in failed_cell(ip, "--each things --size 256x256 --seed 1", "a {item}", sent=True)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("item ")]
     assert "Traceback" not in err and len(lines) == 2
@@ -471,14 +479,18 @@ def test_magics_show_a_storage_failure_as_one_line_with_the_recovery(
 
 
 def test_a_plain_cell_on_a_full_disk_prints_one_line_with_the_job_and_the_recovery(
-    sandbox: Sandbox, tmp_path: Path, shell_for, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    sandbox: Sandbox,
+    tmp_path: Path,
+    shell_for,
+    failed_cell,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ip = shell_for(sandbox, tmp_path / "out")
     disk = _FullDisk(monkeypatch)
     disk.full = True
-    ip.run_cell_magic("flux", "--size 256x256 --seed 2 -o img", "a heron")
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1
+    err = failed_cell(ip, "--size 256x256 --seed 2 -o img", "a heron", sent=True)
+    assert "Traceback" not in capsys.readouterr().err and "\n" not in err
     assert "paid and waiting" in err and "re-run the same cell" in err and "img" not in ip.user_ns
     disk.full = False
     ip.run_cell_magic("flux", "--size 256x256 --seed 2 -o img", "a heron")
