@@ -120,9 +120,9 @@ class ConnectFailed(OSError):
     port refuses): before the service has ever answered, that is a wrong host, not a blip worth retrying."""
 
 
-def backoff(attempt: int) -> float:
-    """Exponential backoff with full jitter (the doc's advice, without synchronised retries)."""
-    return random.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
+def backoff(attempt: int, rng: random.Random) -> float:
+    """Exponential backoff with jitter (the doc's advice, without synchronised retries)."""
+    return rng.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
 
 
 def _local(host: str) -> bool:
@@ -179,9 +179,20 @@ class Engine:
     """State shared by every face: settings, the rate budget, the duration model, the store."""
 
     def __init__(
-        self, settings: Settings, *, mutation: str = "generate", replay: bool = True, max_credits: int | None = None
+        self,
+        settings: Settings,
+        *,
+        mutation: str = "generate",
+        replay: bool = True,
+        max_credits: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        store: Store | None = None,
     ) -> None:
+        """`clock`, `rng` and `store` are injected, so a scripted driver can run every flow without I/O or
+        real time (tests/test_engine_scripted.py); the defaults are the real ones."""
         self.settings = settings
+        self.clock, self.rng = clock, rng or random.Random()
         self._mutation = mutation
         self.discovery = DiscoveryCache(settings.output_dir)
         found = self.discovery.get(settings.origin)  # what an earlier session found this service calls things
@@ -189,10 +200,10 @@ class Engine:
         self.status_query_named = False  # the user named it (then it is never replaced by a discovery)
         self.rest_job_path: str | None = found.get("rest_job_path")
         self.transport = self._make(settings.transport)
-        self.store = Store(settings.output_dir)
+        self.store = store or Store(settings.output_dir)
         self.replay = replay
         self.max_credits = max_credits
-        self.budget = RateBudget()
+        self.budget = RateBudget(clock=clock)
         self.durations = DurationModel()
         self.session_credits = 0
         self._charged: dict[str, int] = {}  # job id -> credits in session_credits (a resent submission: one job)
@@ -259,7 +270,7 @@ class Engine:
                         f"could not reach {self.settings.base_url} ({type(exc).__name__}: {exc})", self.settings.api_key
                     )
                 )
-                delay = backoff(attempt)
+                delay = backoff(attempt, self.rng)
             else:
                 self.reached = True
                 self.budget.answered(slot)
@@ -275,14 +286,14 @@ class Engine:
                 error = from_response(reply.status, reply.body, _retry_after(reply.headers))
                 if isinstance(error, RateLimitError):
                     self.requests["429"] += 1
-                    delay = error.retry_after if error.retry_after is not None else backoff(attempt)
+                    delay = error.retry_after if error.retry_after is not None else backoff(attempt, self.rng)
                     if error.code != contract.CONCURRENCY_LIMITED:  # no free job slot: status reads may go on
                         self.budget.block_for(delay)
                 elif isinstance(error, ServerError) or (reply.status < 400 and reply.body is None):
-                    delay = backoff(attempt)
+                    delay = backoff(attempt, self.rng)
                 else:
                     raise error
-            if time.monotonic() + delay > deadline or attempt == MAX_ATTEMPTS - 1:
+            if self.clock() + delay > deadline or attempt == MAX_ATTEMPTS - 1:
                 raise error
             self.requests["retries"] += 1
             if waiting and isinstance(error, RateLimitError):
@@ -393,7 +404,7 @@ class Engine:
         )
 
     def account(self) -> Flow[Account]:
-        body = yield from self.call(self.transport.account(), deadline=time.monotonic() + self.settings.timeout)
+        body = yield from self.call(self.transport.account(), deadline=self.clock() + self.settings.timeout)
         account = account_from(body)
         self.balance, self.plan = account.credits, account.plan
         return account
@@ -417,29 +428,29 @@ class Engine:
         if completion is not None and not job.done:
             job = yield from self._await_webhook(job, pixels, deadline, accepted_at, completion)
         reads = 0
-        waiting = None if progress is None else (lambda why: progress(why, time.monotonic() - accepted_at, ""))
+        waiting = None if progress is None else (lambda why: progress(why, self.clock() - accepted_at, ""))
         unknown_since: float | None = None
         while not job.done:
-            elapsed = time.monotonic() - accepted_at
+            elapsed = self.clock() - accepted_at
             if progress:
                 progress(job.status, elapsed, f"{reads} status reads")
             if job.known:
                 unknown_since = None
             else:  # a status nobody listed: still running, for a while (see contract.UNKNOWN_STATUS_PATIENCE_*)
-                unknown_since = time.monotonic() if unknown_since is None else unknown_since
+                unknown_since = self.clock() if unknown_since is None else unknown_since
                 expected = self.durations.predict(pixels) or expected_seconds(pixels)
                 patience = max(
                     contract.UNKNOWN_STATUS_PATIENCE_DURATIONS * expected,
                     min(contract.UNKNOWN_STATUS_PATIENCE_SECONDS, self.settings.timeout / 2),
                 )
-                if time.monotonic() - unknown_since > patience:
+                if self.clock() - unknown_since > patience:
                     raise UnknownStatusError(
                         f"the service reports job {job.id} as {job.raw_status!r}, a status this client does not "
-                        f"know, for {time.monotonic() - unknown_since:.0f} s; {resume_hint(job.id)}",
+                        f"know, for {self.clock() - unknown_since:.0f} s; {resume_hint(job.id)}",
                         job_id=job.id,
                     )
             delay = self.durations.next_delay(pixels, elapsed, reads)
-            if time.monotonic() + delay > deadline:
+            if self.clock() + delay > deadline:
                 raise JobTimeoutError(
                     f"stopped waiting for job {job.id} after {elapsed:.0f} s ({job.raw_status or job.status}); "
                     f"it goes on at Doitong: {resume_hint(job.id)}",
@@ -458,11 +469,11 @@ class Engine:
         """Look up the job's webhook locally (no API request) until it comes or the grace period ends."""
         expected = self.durations.predict(pixels) or expected_seconds(pixels)
         give_up = min(deadline, accepted_at + WEBHOOK_GRACE * expected + WEBHOOK_SLACK)
-        first = accepted_at + 0.9 * expected - time.monotonic()
+        first = accepted_at + 0.9 * expected - self.clock()
         if first > 0:
             yield Sleep(first)
         while (payload := completion(job.id)) is None:
-            if time.monotonic() >= give_up:
+            if self.clock() >= give_up:
                 return job
             yield Sleep(max(0.002, _EVENT_TICK * expected))
         metadata = {**job.metadata, **(payload.get("metadata") or {})}
@@ -498,13 +509,13 @@ class Engine:
                 _discard(dest)
                 if is_storage_failure(exc):  # the disk, not the network: trying again would not help
                     raise StorageError.from_os(exc, self.store.root, "downloading the image") from None
-                if attempt == DOWNLOAD_ATTEMPTS - 1 or time.monotonic() > deadline:
+                if attempt == DOWNLOAD_ATTEMPTS - 1 or self.clock() > deadline:
                     raise DownloadError(
                         f"job {job.id} is done, but its image could not be downloaded "
                         f"({redact(str(exc), self.settings.api_key)}); {resume_hint(job.id)}",
                         job_id=job.id,
                     ) from None
-                yield Sleep(backoff(attempt))
+                yield Sleep(backoff(attempt, self.rng))
         raise AssertionError("unreachable")
 
     # --- the whole thing ------------------------------------------------------------------------
@@ -557,7 +568,7 @@ class Engine:
                     with suppress(StorageError):  # the sidecar says it is stored; the journal can learn it later
                         journal.mark_done(entry.idempotency_key)
                 return self._annotate(stored)
-        deadline = time.monotonic() + (self.settings.timeout if timeout is None else timeout)
+        deadline = self.clock() + (self.settings.timeout if timeout is None else timeout)
         return (yield from self._carry(key, request, entry, deadline, progress, via, completion))
 
     def resume(
@@ -575,7 +586,7 @@ class Engine:
                 "`%flux_jobs` or `Flux().jobs()` lists them"
             )
         request = _request_of(entry.request)
-        deadline = time.monotonic() + (self.settings.timeout if timeout is None else timeout)
+        deadline = self.clock() + (self.settings.timeout if timeout is None else timeout)
         return (yield from self._carry(entry.key, request, entry, deadline, progress, None, None, resuming=True))
 
     def pending(self) -> list[Any]:
@@ -619,7 +630,7 @@ class Engine:
                 journal.mark_submitted(entry.idempotency_key, job.id)
             except StorageError as exc:
                 raise self._not_stored(exc, entry, job.id) from None
-        accepted_at = time.monotonic()
+        accepted_at = self.clock()
         pixels = request.width * request.height
         job = yield from self.wait(job, pixels, deadline, accepted_at, progress, via, completion)
         if job.status == contract.STATUS_FAILED:
@@ -642,7 +653,7 @@ class Engine:
             self._charged[job.id] = job.credit_cost
             self._charge(job.credit_cost - charged)
         if progress:
-            progress("downloading", time.monotonic() - accepted_at, "")
+            progress("downloading", self.clock() - accepted_at, "")
         try:
             path = yield from self.download(job, request, deadline)
             result: ImageResult = yield Work(partial(self.store.put, key, request, job, path, origin))
