@@ -22,19 +22,33 @@ from .errors import (
     ServerError,
     StorageError,
     StoreIntegrityError,
+    UnknownStatusError,
     UnsafeResponseError,
+    WebhookVerificationError,
 )
 
 if TYPE_CHECKING:
+    from .batch import BatchResult, BatchStats
     from .client import AsyncFlux, Flux
+    from .display import gallery
     from .panel_widget import panel
     from .request import GenerationRequest
     from .result import ImageResult, Job
     from .sandbox import Sandbox
+    from .store import read_embedded_provenance as read_provenance
+    from .transport import Account
+    from .webhooks import WebhookReceiver, verify_signature
 
 __version__ = "0.1.0"
 
-_LAZY = {
+_LAZY = {  # name -> (module, attribute): loaded on first use, so `%load_ext doitong_nb` stays quick
+    "Account": "transport",
+    "BatchResult": "batch",
+    "BatchStats": "batch",
+    "gallery": "display",
+    "read_provenance": "store:read_embedded_provenance",
+    "verify_signature": "webhooks",
+    "WebhookReceiver": "webhooks",
     "Flux": "client",
     "AsyncFlux": "client",
     "GenerationRequest": "request",
@@ -49,7 +63,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         from importlib import import_module
 
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        module, _, attribute = _LAZY[name].partition(":")
+        return getattr(import_module(f".{module}", __name__), attribute or name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -61,8 +76,11 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 __all__ = [
+    "Account",
     "AsyncFlux",
     "AuthenticationError",
+    "BatchResult",
+    "BatchStats",
     "BudgetExceededError",
     "DoitongError",
     "DownloadError",
@@ -81,7 +99,13 @@ __all__ = [
     "ServerError",
     "StorageError",
     "StoreIntegrityError",
+    "UnknownStatusError",
     "UnsafeResponseError",
+    "WebhookReceiver",
+    "WebhookVerificationError",
+    "gallery",
     "load_ipython_extension",
     "panel",
+    "read_provenance",
+    "verify_signature",
 ]

@@ -537,3 +537,18 @@ def dry_run_bundle(base_url: str, calls: list[Any], auth: dict[str, str], total:
         f'<pre style="{_MONO};font-size:12px;margin:6px 0;white-space:pre-wrap">{html.escape(b)}</pre>' for b in blocks
     )
     return {"text/plain": text, "text/html": f'<div style="{_FONT}"><strong>{html.escape(summary)}</strong>{pre}</div>'}
+
+
+class Gallery:
+    """Results shown as one grid of cards (what `%%flux -n` shows), for notebooks that make images in Python."""
+
+    def __init__(self, results: list[ImageResult], preview_px: int = 1024) -> None:
+        self.results, self.preview_px = list(results), preview_px
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return result_bundle(self.results, self.preview_px)
+
+
+def gallery(results: list[ImageResult], preview_px: int = 1024) -> Gallery:
+    """`display(gallery(results))`: the cards of several results in one grid, previews sized to it."""
+    return Gallery(results, preview_px)

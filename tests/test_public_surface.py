@@ -1,0 +1,32 @@
+"""What users touch is exported from `doitong_nb`, and importing it stays light (the heavy parts load lazily)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import doitong_nb
+
+
+def test_every_public_name_resolves() -> None:
+    missing = [name for name in doitong_nb.__all__ if getattr(doitong_nb, name, None) is None]
+    assert missing == []
+    assert {"BatchResult", "Account", "WebhookReceiver", "verify_signature", "read_provenance", "gallery"} <= set(
+        doitong_nb.__all__
+    )
+
+
+def test_importing_the_package_loads_no_http_client_imaging_or_sandbox() -> None:
+    heavy = ("httpx", "PIL", "numpy", "starlette")
+    code = f"import sys, doitong_nb; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
+def test_the_clients_spell_out_their_arguments() -> None:
+    import inspect
+
+    for cls in (doitong_nb.Flux, doitong_nb.AsyncFlux):
+        parameters = inspect.signature(cls).parameters
+        assert {"api_key", "base_url", "transport", "output_dir", "timeout", "http_transport"} <= set(parameters)
+        assert not any(p.kind is p.VAR_KEYWORD for p in parameters.values())
