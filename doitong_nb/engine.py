@@ -199,6 +199,7 @@ class Engine:
         self.balance: int | None = None
         self.plan: str | None = None
         self.requests: Counter[str] = Counter()
+        self._submission_cost: str | None = None  # "present"/"absent": a creditCost in the last submission's answer
         self.reached = False  # the service has answered once: from then on a failed connection is retried
 
     def use_plan(self, name: str) -> None:
@@ -310,6 +311,10 @@ class Engine:
             via.submit(request), deadline=deadline, idempotency_key=idempotency_key, via=via, waiting=waiting
         )
         job = via.parse_job(body)
+        cost_form = "absent" if job.credit_cost is None else "present"
+        if cost_form != self._submission_cost:  # for doctor: whether the submission's answer names its cost
+            self._submission_cost = cost_form
+            self.discovery.put(self.settings.origin, submission_cost=cost_form)
         if job.id not in self._charged:  # the same Idempotency-Key sent again is answered with the first job
             cost = job.credit_cost if job.credit_cost is not None else request.estimated_credits  # cost-late: a quote
             self._charged[job.id] = cost

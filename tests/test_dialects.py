@@ -331,9 +331,18 @@ DOCTOR_NAMES = {
     "signed-urls": r"cdn +differs: outputs on localhost \(another host\), signed and expiring",
     "headers": r"plan and limits +no X-RateLimit-Limit headers.*Flux\(plan=",
     "errors-200": r"errors +differs: GraphQL errors answered with HTTP 200, without extensions.code",
+    "webhook-body-only": r"webhooks +differs: the last delivery was signed over the raw body alone \(no "
+    r"X-Doitong-Timestamp header\), in hex",
+    "webhook-base64": r"webhooks +differs: the last delivery was signed over the raw body alone .*, in base64",
+    "cost-late": r"cost +differs: the last submission's answer had no creditCost; the client counts the quote",
 }
 
 
+def test_every_dialect_has_a_doctor_test() -> None:
+    assert set(DOCTOR_NAMES) | {"default"} == set(DIALECTS)
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", ["default", *DOCTOR_NAMES])
 def test_doctor_names_each_dialects_difference(name: str, tmp_path: Path) -> None:
     from doitong_nb.doctor import run
@@ -341,14 +350,44 @@ def test_doctor_names_each_dialects_difference(name: str, tmp_path: Path) -> Non
     with Sandbox(speed=1000, dialect=name) as box, client_for(box, tmp_path) as flux:
         if name != "no-introspection":
             flux.generate(PROMPT, size="256x256", seed=1)  # a job of this service for doctor to read again (free)
+            hooked = flux.batch(
+                [PROMPT], size="256x256", seed=2, progress=False, webhook_url=True, webhook_secret=box.webhook_secret
+            )
+            assert hooked.errors == {} and hooked.stats.webhooks  # a delivery this folder's receiver verified
         spent = charged(box)
         text, failed = run(flux)
         assert charged(box) == spent  # doctor spends no credit
     assert failed == (name == "no-introspection"), text
     if name == "default":
         assert "differs" not in text and "FAIL" not in text, text
+        assert re.search(r"ok   cost +the last submission's answer named its creditCost", text), text
+        assert re.search(r"ok   webhooks +.*timestamp.body in hex, as the contract says", text), text
     else:
         assert re.search(DOCTOR_NAMES[name], text), text
+
+
+def test_doctor_says_what_only_a_paid_job_would_show_and_how_the_client_copes(sandbox: Sandbox, tmp_path: Path) -> None:
+    from doitong_nb.doctor import run
+
+    with client_for(sandbox, tmp_path) as flux:
+        text, failed = run(flux)
+    assert not failed and charged(sandbox) == 0, text
+    assert re.search(r"note cost +no submission seen .*unchecked \(only a paid submission shows it\); the client "
+                     r"counts the quote", text), text
+    assert re.search(r"note webhooks +.*no delivery received .*unchecked \(only a paid job with a webhook shows it\); "
+                     r"the receiver verifies hex or base64", text), text
+
+
+def test_doctor_sees_a_late_cost_on_a_job_still_in_flight(tmp_path: Path) -> None:
+    from doitong_nb.doctor import run
+
+    with Sandbox(speed=1, dialect="cost-late") as box, client_for(box, tmp_path, timeout=0.001) as flux:
+        with pytest.raises(JobTimeoutError):
+            flux.generate(PROMPT, size="256x256", seed=1)
+        (tmp_path / "out" / "service.discovery").unlink()  # only the pending job itself tells
+        pending = flux.jobs()[0].job_id
+        text, _ = run(flux)
+    assert re.search(rf"note cost +differs: job {pending} is not finished and names no creditCost yet", text), text
 
 
 def test_doctor_cli_exits_non_zero_when_something_essential_fails(tmp_path: Path) -> None:
