@@ -406,3 +406,79 @@ def test_doctor_cli_exits_non_zero_when_something_essential_fails(tmp_path: Path
             capture_output=True, text=True, env=env, timeout=60,
         )
         assert named.returncode == 0 and box.api_key not in named.stdout, named.stdout + named.stderr
+
+
+# --- resume after a real kill, in every dialect ------------------------------------------------------------
+
+_KILLED_SCRIPT = """
+import sys
+from doitong_nb.client import Flux
+
+key, url, out, transport, status_query = sys.argv[1:6]
+with Flux(api_key=key, base_url=url, output_dir=out, transport=transport, status_query=status_query or None) as flux:
+    flux.generate("A lighthouse on a cliff at dawn, killed", size="256x256", seed=7)
+print("finished")
+"""
+
+
+def _journaled_job_id(out: Path) -> str | None:
+    """The job id the child's journal holds, read as another process would (None until it is written)."""
+    import sqlite3
+
+    path = out / "journal.sqlite"
+    if not path.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
+            rows = db.execute("SELECT job_id FROM jobs WHERE job_id IS NOT NULL").fetchall()
+    except sqlite3.Error:
+        return None
+    return rows[0][0] if rows else None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("moment", ["in-flight", "journaled"])
+@pytest.mark.parametrize("name", ALL)
+def test_every_dialect_resumes_a_generate_killed_with_sigkill(name: str, moment: str, tmp_path: Path) -> None:
+    """A process generating is killed (SIGKILL) while its submission is charged but unanswered (a slow_submit
+    fault holds the answer), or just after the job id is journaled; a new client's resume_all() delivers the
+    image: charged once, credits charged == images delivered + pending at every point."""
+    import signal
+    import subprocess
+    import sys
+
+    from doitong_nb.sandbox import Faults
+
+    out = tmp_path / "out"
+    transport = "rest" if name == "rest-shape" else "graphql"
+    status_query = "getJob(jobId)" if name == "no-introspection" else ""
+    faults = Faults(slow_submit=1, slow_seconds=600.0) if moment == "in-flight" else None
+    with Sandbox(speed=8, dialect=name, faults=faults) as box:  # a job takes about a second
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+        argv = [sys.executable, "-c", _KILLED_SCRIPT, box.api_key, box.base_url, str(out), transport, status_query]
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        deadline = time.monotonic() + 60
+
+        def ready() -> bool:
+            if moment == "in-flight":
+                return box.stats()["total"]["held_submissions"] == 1
+            return _journaled_job_id(out) is not None
+
+        while not ready() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+        _, err = child.communicate(timeout=30)
+        assert child.returncode == -signal.SIGKILL, "the child ended before it could be killed: " + err.decode()[-2000:]
+        assert box.stats()["total"]["jobs_created"] == 1
+
+        with client_for(box, tmp_path, transport=transport, status_query=status_query or None) as later:
+            pending = later.jobs()
+            assert len(pending) == 1 and (pending[0].job_id is None) == (moment == "in-flight"), pending
+            assert charged(box) == pending_credits(later)  # nothing delivered yet: all of it pending
+            resumed = later.resume_all()
+            assert [type(r) for r in resumed] == [ImageResult], resumed
+            assert later.jobs() == [] and resumed[0].path.exists()
+        total, spent = box.stats()["total"], charged(box)
+    assert total["jobs_created"] == 1 and spent == resumed[0].credit_cost
+    if moment == "in-flight":  # the submission was sent again with its journaled Idempotency-Key
+        assert total["idempotent_replays"] == 1
