@@ -229,7 +229,7 @@ def _last_job(api: httpx.Client, client: Any) -> list[Check]:
         )
     if job.url:
         host, api_host = urlsplit(job.url).hostname, urlsplit(client.settings.base_url).hostname
-        signed = any(k in job.url.lower() for k in ("signature", "expires", "x-amz-"))
+        signed = any(k in job.url.lower() for k in contract.SIGNED_URL_MARKERS)
         where = "another host" if host != api_host else "the API's host"
         note = f"outputs on {host} ({where}){', signed and expiring: downloaded at once' if signed else ''}"
         try:

@@ -64,7 +64,6 @@ MAX_ATTEMPTS = 8
 BACKOFF_BASE, BACKOFF_CAP = 0.25, 20.0
 DOWNLOAD_ATTEMPTS = 4
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # a 4096x4096 PNG is at most ~50 MB
-EXPIRED_URL_STATUSES = (401, 403, 410)  # [assumed] what object storage answers for an expired signed URL
 WEBHOOK_GRACE = 4.0  # no webhook after this many predicted durations, plus the slack below: read the status
 WEBHOOK_SLACK = 5.0  # seconds a delivery may take on top (network, the sender's queue)
 _EVENT_TICK = 0.01  # look for a job's webhook every 1% of its predicted duration
@@ -484,7 +483,7 @@ class Engine:
         for attempt in range(DOWNLOAD_ATTEMPTS):
             try:
                 fetched: Fetched = yield Fetch(url, dest, MAX_DOWNLOAD_BYTES)
-                if fetched.status in EXPIRED_URL_STATUSES and not refreshed:  # a signed URL expired: ask again
+                if fetched.status in contract.EXPIRED_URL_STATUSES and not refreshed:  # a signed URL expired: ask again
                     refreshed = True
                     fresh = yield from self.status(job.id, deadline)
                     if fresh.url and fresh.url != url:

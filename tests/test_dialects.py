@@ -482,3 +482,30 @@ def test_every_dialect_resumes_a_generate_killed_with_sigkill(name: str, moment:
     assert total["jobs_created"] == 1 and spent == resumed[0].credit_cost
     if moment == "in-flight":  # the submission was sent again with its journaled Idempotency-Key
         assert total["idempotent_replays"] == 1
+
+
+# --- [assumed] choices live in contract.py, in one place ----------------------------------------------------
+
+
+def test_codeless_errors_are_classified_by_the_contracts_message_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    from doitong_nb.errors import NotFoundError, RateLimitError, from_response
+
+    body = {"errors": [{"message": "Job quota exhausted"}]}
+    assert type(from_response(200, body)) is not RateLimitError
+    monkeypatch.setattr(contract, "CODE_BY_MESSAGE", (("quota exhausted", contract.RATE_LIMITED),))
+    assert type(from_response(200, body)) is RateLimitError
+    assert type(from_response(200, {"errors": [{"message": "job_1 not found"}]})) is not NotFoundError
+
+
+def test_the_expired_url_statuses_are_the_contracts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contract, "EXPIRED_URL_STATUSES", ())  # then an expired URL is a plain download failure
+    with Sandbox(speed=1000, dialect="signed-urls") as box, client_for(box, tmp_path) as flux:
+        request = GenerationRequest.build(PROMPT, size="256x256", seed=1)
+        job = flux.submit(request)
+        while not (job := flux.status(job.id)).done:
+            time.sleep(0.01)
+        time.sleep(box.dialect.url_ttl / box.speed + 0.2)
+        reads = box.stats()["total"]["status_requests"]
+        with pytest.raises(Exception, match="HTTP 403"):
+            flux.run(flux.engine.download(job, request, time.monotonic() + 30))
+        assert box.stats()["total"]["status_requests"] == reads  # no fresh status read
