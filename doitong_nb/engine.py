@@ -150,7 +150,9 @@ def check_output_url(url: Any, base_url: str) -> str:
     """The output URL policy [assumed]: https on any public host (outputs may live on another domain, e.g.
     signed object-storage URLs); the API's own scheme and host; loopback only when the API itself is on
     loopback (a sandbox). Refused: other schemes, credentials in the URL, private, loopback and link-local
-    addresses. The download client never carries the API key, whatever the host."""
+    addresses. The download client never carries the API key, whatever the host. This judges the name; the
+    download client's transport (`_pinned.PinnedTransport`) then checks every address it resolves to and connects
+    to the checked one, redirects included."""
     parts = urlsplit(str(url or ""))
     api = urlsplit(base_url)
     host, api_host = (parts.hostname or ""), (api.hostname or "")
