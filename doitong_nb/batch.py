@@ -440,6 +440,8 @@ def _batch(
     finally:
         if own is not None:
             own.stop()
+        if completion is not None and receiver is not None and receiver.signed_as:  # for doctor: how it signs
+            engine.discovery.put(engine.settings.origin, webhook_signature=receiver.signed_as)
 
 
 def _local_receiver(webhook_url: str | bool, secret: str) -> WebhookReceiver:

@@ -30,7 +30,7 @@ import httpx
 from . import __version__
 from .config import HTTP_TIMEOUT, resolve
 from .engine import ConnectFailed, Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, Work
-from .errors import DoitongError, DownloadError
+from .errors import DoitongError, DownloadError, UnsafeResponseError
 from .request import GenerationRequest, as_request
 from .result import ImageResult, Job
 from .transport import Account
@@ -170,7 +170,8 @@ def _connect_failed(exc: httpx.ConnectError) -> ConnectFailed:
 def _for_the_flow(step: Step, exc: Exception) -> bool:
     """Whether a step's failure is thrown into its flow, which handles it (a retry, or a clear error):
     any failure of a Work step, and the I/O failures of an HTTP step; anything else is a bug."""
-    return isinstance(step, Work) or isinstance(exc, (httpx.TransportError, DownloadError, OSError))
+    handled = (httpx.TransportError, DownloadError, UnsafeResponseError, OSError)
+    return isinstance(step, Work) or isinstance(exc, handled)
 
 
 @functools.cache
@@ -385,8 +386,17 @@ class AsyncFlux(_Base):
             verify=_tls(),
             transport=http_transport,
         )
+        cdn_transport = http_transport
+        if cdn_transport is None:  # a real network: connect only to addresses the output URL policy allows
+            from ._pinned import PinnedTransport
+
+            cdn_transport = PinnedTransport(self.settings.base_url, httpx.AsyncHTTPTransport(verify=_tls()))
         cdn = httpx.AsyncClient(
-            timeout=HTTP_TIMEOUT, follow_redirects=True, headers=self._headers, verify=_tls(), transport=http_transport
+            timeout=HTTP_TIMEOUT,
+            follow_redirects=True,
+            headers=self._headers,
+            verify=_tls(),
+            transport=cdn_transport,
         )
         return api, cdn
 

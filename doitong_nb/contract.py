@@ -38,6 +38,11 @@ STATUS_QUERY_ARG = "id"
 STATUS_QUERY_NAMES = ("job", "generation", "getJob", "getGeneration", "jobStatus", "task", "getTask", "prediction")
 DISCOVERY_TTL_SECONDS = 86_400.0
 CDN_OUTPUT_PATH = "/outputs/{id}.{ext}"
+# [assumed] What object storage answers for an expired signed output URL; the client then reads the job's status
+# once more for a fresh URL.
+EXPIRED_URL_STATUSES = (401, 403, 410)
+# [assumed] Query parameters (lower-cased) that mark an output URL as signed, hence expiring: S3, GCS, CloudFront.
+SIGNED_URL_MARKERS = ("signature", "expires", "x-amz-", "x-goog-")
 
 # --- environment [assumed] -------------------------------------------------------------------
 ENV_API_KEY = "DOITONG_API_KEY"
@@ -102,6 +107,29 @@ DAILY_LIMIT_REACHED = "DAILY_LIMIT_REACHED"
 INTERNAL = "INTERNAL"
 CONTENT_MODERATED = "CONTENT_MODERATED"
 GENERATION_FAILED = "GENERATION_FAILED"
+GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"  # graphql-js / Apollo: the query does not fit the schema
+# [assumed] An error without extensions.code (some services answer GraphQL errors with HTTP 200 and no code) is
+# classified by its message, lower-cased: the first pattern found in it decides the code.
+CODE_BY_MESSAGE: tuple[tuple[str, str], ...] = (
+    ("cannot query field", GRAPHQL_VALIDATION_FAILED),
+    ("unknown argument", GRAPHQL_VALIDATION_FAILED),
+    ("introspection", GRAPHQL_VALIDATION_FAILED),
+    ("not found", NOT_FOUND),
+    ("does not exist", NOT_FOUND),
+    ("insufficient credits", INSUFFICIENT_CREDITS),
+    ("too many", RATE_LIMITED),
+    ("rate limit", RATE_LIMITED),
+    ("unauthenticated", UNAUTHENTICATED),
+    ("api key", UNAUTHENTICATED),
+    ("internal", INTERNAL),
+    ("invalid", BAD_USER_INPUT),
+    ("must be", BAD_USER_INPUT),
+)
+# [assumed] Of those validation failures, the ones that mean "the schema has no such query or argument" (then the
+# service's own status query is looked for), as graphql-js words them.
+SCHEMA_MISMATCH_MESSAGES = ("cannot query field", "unknown argument")
+# [assumed] The HTTP status a codeless error answered with HTTP 200 stands for, by the code its message gave.
+HTTP_STATUS_OF_CODE = {INTERNAL: 500, NOT_FOUND: 404, BAD_USER_INPUT: 400}
 
 # --- headers -----------------------------------------------------------------------------------
 HEADER_RATE_LIMIT = "X-RateLimit-Limit"  # [doc]

@@ -6,6 +6,9 @@ limits come in X-RateLimit-* headers; the server's clock (Date header); a status
 exist (`NOT_FOUND` means the query exists; "cannot query field" means it does not, and one introspection request
 looks for the service's own); the REST job path likewise; how errors are answered; and, when this output folder
 holds a job of this service, that job read again (status spelling, cost, where and how its URL is served).
+Two things only a paid job shows (the contract has no dry submission and no test webhook): whether a
+submission's answer names its creditCost, and how a webhook is signed. The client notes both in the folder's
+discovery file when it sees them, and doctor reports what it noted, or says that it could not check them.
 """
 
 from __future__ import annotations
@@ -85,7 +88,10 @@ def diagnose(client: Any) -> list[Check]:
         checks.append(_errors(api))
         checks.append(_rest_path(api, settings))
         checks.extend(_last_job(api, client))
-    checks.append(_webhooks())
+    seen = client.engine.discovery.get(settings.origin)  # what this folder's client saw the service do
+    if not any(c.name == "cost" for c in checks):
+        checks.append(_cost(seen.get("submission_cost")))
+    checks.append(_webhooks(seen.get("webhook_signature")))
     return checks
 
 
@@ -217,9 +223,13 @@ def _last_job(api: httpx.Client, client: Any) -> list[Check]:
     snake = [k for k in ("credit_cost", "created_at", "completed_at") if k in payload]
     if snake or isinstance(payload.get("metadata"), str):
         checks.append(Check("fields", None, f"differs: snake_case fields {snake}, metadata as text: read as such"))
+    if not job.done and job.credit_cost is None:
+        checks.append(
+            Check("cost", None, f"differs: job {job_id} is not finished and names no creditCost yet; {_COST_LATE}")
+        )
     if job.url:
         host, api_host = urlsplit(job.url).hostname, urlsplit(client.settings.base_url).hostname
-        signed = any(k in job.url.lower() for k in ("signature", "expires", "x-amz-"))
+        signed = any(k in job.url.lower() for k in contract.SIGNED_URL_MARKERS)
         where = "another host" if host != api_host else "the API's host"
         note = f"outputs on {host} ({where}){', signed and expiring: downloaded at once' if signed else ''}"
         try:
@@ -235,16 +245,49 @@ def _auth(client: Any) -> dict[str, str]:
     return client.engine.transport.auth_headers(client.settings.api_key)
 
 
-def _webhooks() -> Check:
+_COST_LATE = "the client counts the quote until the finished job names its cost, then the cost it names"
+
+
+def _cost(form: str | None) -> Check:
+    """Whether the submission's answer names its creditCost, as this folder's client last saw it (a submission
+    is the only request that shows it, and it is paid: doctor never sends one)."""
+    if form == "absent":
+        return Check("cost", None, f"differs: the last submission's answer had no creditCost; {_COST_LATE}")
+    if form == "present":
+        return Check("cost", True, "the last submission's answer named its creditCost")
+    return Check(
+        "cost",
+        None,
+        "no submission seen from this output folder: whether its answer names creditCost is unchecked (only a paid "
+        f"submission shows it); {_COST_LATE}",
+    )
+
+
+def _webhooks(form: str | None) -> Check:
+    """How the service signs webhooks, as this folder's receiver last verified one (the contract offers no test
+    delivery, and only a paid job with a webhookUrl makes one)."""
     import os
 
-    if not os.environ.get(contract.ENV_WEBHOOK_SECRET):
-        return Check("webhooks", None, f"no {contract.ENV_WEBHOOK_SECRET}: webhook mode unchecked (polling works)")
+    from .webhooks import CONTRACT_SIGNATURE_FORM
+
+    tolerated = "the receiver verifies hex or base64, over timestamp.body or the body alone (strict=True refuses "
+    if form == CONTRACT_SIGNATURE_FORM:
+        return Check("webhooks", True, "the last delivery was signed over timestamp.body in hex, as the contract says")
+    if form:
+        over, encoding = form.split(", ")
+        what = "the raw body alone (no X-Doitong-Timestamp header)" if over == "body" else "timestamp.body"
+        return Check(
+            "webhooks",
+            None,
+            f"differs: the last delivery was signed over {what}, in {encoding}; {tolerated}a signature without "
+            "a timestamp)",
+        )
+    secret = "secret set" if os.environ.get(contract.ENV_WEBHOOK_SECRET) else f"no {contract.ENV_WEBHOOK_SECRET}"
     return Check(
         "webhooks",
-        True,
-        "secret set; signatures are accepted with or without a timestamp, in hex or base64 (strict=True to "
-        "require the timestamp)",
+        None,
+        f"{secret}; no delivery received in this output folder yet: the signing form is unchecked (only a paid "
+        f"job with a webhook shows it); {tolerated}signatures without a timestamp)",
     )
 
 

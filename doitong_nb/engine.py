@@ -64,7 +64,6 @@ MAX_ATTEMPTS = 8
 BACKOFF_BASE, BACKOFF_CAP = 0.25, 20.0
 DOWNLOAD_ATTEMPTS = 4
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # a 4096x4096 PNG is at most ~50 MB
-EXPIRED_URL_STATUSES = (401, 403, 410)  # [assumed] what object storage answers for an expired signed URL
 WEBHOOK_GRACE = 4.0  # no webhook after this many predicted durations, plus the slack below: read the status
 WEBHOOK_SLACK = 5.0  # seconds a delivery may take on top (network, the sender's queue)
 _EVENT_TICK = 0.01  # look for a job's webhook every 1% of its predicted duration
@@ -151,7 +150,9 @@ def check_output_url(url: Any, base_url: str) -> str:
     """The output URL policy [assumed]: https on any public host (outputs may live on another domain, e.g.
     signed object-storage URLs); the API's own scheme and host; loopback only when the API itself is on
     loopback (a sandbox). Refused: other schemes, credentials in the URL, private, loopback and link-local
-    addresses. The download client never carries the API key, whatever the host."""
+    addresses. The download client never carries the API key, whatever the host. This judges the name; the
+    download client's transport (`_pinned.PinnedTransport`) then checks every address it resolves to and connects
+    to the checked one, redirects included."""
     parts = urlsplit(str(url or ""))
     api = urlsplit(base_url)
     host, api_host = (parts.hostname or ""), (api.hostname or "")
@@ -210,6 +211,7 @@ class Engine:
         self.balance: int | None = None
         self.plan: str | None = None
         self.requests: Counter[str] = Counter()
+        self._submission_cost: str | None = None  # "present"/"absent": a creditCost in the last submission's answer
         self.reached = False  # the service has answered once: from then on a failed connection is retried
 
     def use_plan(self, name: str) -> None:
@@ -321,6 +323,10 @@ class Engine:
             via.submit(request), deadline=deadline, idempotency_key=idempotency_key, via=via, waiting=waiting
         )
         job = via.parse_job(body)
+        cost_form = "absent" if job.credit_cost is None else "present"
+        if cost_form != self._submission_cost:  # for doctor: whether the submission's answer names its cost
+            self._submission_cost = cost_form
+            self.discovery.put(self.settings.origin, submission_cost=cost_form)
         if job.id not in self._charged:  # the same Idempotency-Key sent again is answered with the first job
             cost = job.credit_cost if job.credit_cost is not None else request.estimated_credits  # cost-late: a quote
             self._charged[job.id] = cost
@@ -490,7 +496,7 @@ class Engine:
         for attempt in range(DOWNLOAD_ATTEMPTS):
             try:
                 fetched: Fetched = yield Fetch(url, dest, MAX_DOWNLOAD_BYTES)
-                if fetched.status in EXPIRED_URL_STATUSES and not refreshed:  # a signed URL expired: ask again
+                if fetched.status in contract.EXPIRED_URL_STATUSES and not refreshed:  # a signed URL expired: ask again
                     refreshed = True
                     fresh = yield from self.status(job.id, deadline)
                     if fresh.url and fresh.url != url:

@@ -340,40 +340,20 @@ def error_code(body: Any) -> str | None:
     return _first_error(body)[1].get("code")
 
 
-# [assumed] An error without extensions.code (some services answer GraphQL errors with HTTP 200 and no code) is
-# classified by its message: the first pattern found decides.
-_CODE_BY_MESSAGE = (
-    ("cannot query field", "GRAPHQL_VALIDATION_FAILED"),
-    ("unknown argument", "GRAPHQL_VALIDATION_FAILED"),
-    ("introspection", "GRAPHQL_VALIDATION_FAILED"),
-    ("not found", contract.NOT_FOUND),
-    ("does not exist", contract.NOT_FOUND),
-    ("insufficient credits", contract.INSUFFICIENT_CREDITS),
-    ("too many", contract.RATE_LIMITED),
-    ("rate limit", contract.RATE_LIMITED),
-    ("unauthenticated", contract.UNAUTHENTICATED),
-    ("api key", contract.UNAUTHENTICATED),
-    ("internal", contract.INTERNAL),
-    ("invalid", contract.BAD_USER_INPUT),
-    ("must be", contract.BAD_USER_INPUT),
-)
-_STATUS_OF_CODE = {contract.INTERNAL: 500, contract.NOT_FOUND: 404, contract.BAD_USER_INPUT: 400}
-
-
 def schema_mismatch(body: Any) -> str | None:
     """The message of a GraphQL answer saying the query asked for something the schema lacks, else None."""
     first, ext = _first_error(body)
     text = str(first.get("message") or "")
     code = ext.get("code") or _code_from_message(text)
     lowered = text.lower()
-    if code == "GRAPHQL_VALIDATION_FAILED" and ("cannot query field" in lowered or "unknown argument" in lowered):
+    if code == contract.GRAPHQL_VALIDATION_FAILED and any(m in lowered for m in contract.SCHEMA_MISMATCH_MESSAGES):
         return text
     return None
 
 
 def _code_from_message(text: str) -> str:
     lowered = text.lower()
-    return next((code for pattern, code in _CODE_BY_MESSAGE if pattern in lowered), "")
+    return next((code for pattern, code in contract.CODE_BY_MESSAGE if pattern in lowered), "")
 
 
 def from_response(status: int, body: Any, retry_after: float | None = None) -> DoitongError:
@@ -383,7 +363,7 @@ def from_response(status: int, body: Any, retry_after: float | None = None) -> D
     code = str(ext.get("code") or "")
     if not code and first:  # no code: read the message; an error answered with HTTP 200 takes the code's status
         code = _code_from_message(text)
-        status = _STATUS_OF_CODE.get(code, status) if status < 400 else status
+        status = contract.HTTP_STATUS_OF_CODE.get(code, status) if status < 400 else status
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or (ServerError if status >= 500 else DoitongError)
     if cls is InvalidRequestError:
         field = ext.get("field")

@@ -80,6 +80,18 @@ def _signature_pairs(secret: str, body: bytes, timestamp: str | None, signature:
     return [(mac, decoded)]
 
 
+def signature_form(signature: str | None, timestamp: str | None) -> str:
+    """How a (verified) call was signed, in words: over `timestamp.body` or the body alone, in hex or base64.
+    The contract's own form is "timestamp.body, hex"; doctor reports any other one a receiver saw."""
+    given = str(signature or "").strip()
+    given = given[len("sha256=") :] if given.lower().startswith("sha256=") else given
+    encoding = "hex" if len(given) == 64 and all(ch in "0123456789abcdefABCDEF" for ch in given) else "base64"
+    return f"{'timestamp.body' if timestamp is not None else 'body'}, {encoding}"
+
+
+CONTRACT_SIGNATURE_FORM = "timestamp.body, hex"
+
+
 class WebhookReceiver:
     """A threaded HTTP server on loopback that verifies each call and records it by job id.
 
@@ -102,6 +114,7 @@ class WebhookReceiver:
         self.tolerance, self.strict = tolerance, strict
         self.token = secrets.token_hex(8)
         self.duplicates = self.rejected = 0
+        self.signed_as: str | None = None  # how the last verified call was signed (`signature_form`)
         self._events: dict[str, dict[str, Any]] = {}
         self._seen: set[tuple[str, str | None, str]] = set()
         self._lock = threading.Lock()
@@ -180,6 +193,7 @@ class WebhookReceiver:
                 self.rejected += 1
                 return 409
             self._seen.add(seen)
+            self.signed_as = signature_form(signature, timestamp)
             if job_id in self._events:
                 self.duplicates += 1
             else:

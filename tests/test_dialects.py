@@ -331,9 +331,18 @@ DOCTOR_NAMES = {
     "signed-urls": r"cdn +differs: outputs on localhost \(another host\), signed and expiring",
     "headers": r"plan and limits +no X-RateLimit-Limit headers.*Flux\(plan=",
     "errors-200": r"errors +differs: GraphQL errors answered with HTTP 200, without extensions.code",
+    "webhook-body-only": r"webhooks +differs: the last delivery was signed over the raw body alone \(no "
+    r"X-Doitong-Timestamp header\), in hex",
+    "webhook-base64": r"webhooks +differs: the last delivery was signed over the raw body alone .*, in base64",
+    "cost-late": r"cost +differs: the last submission's answer had no creditCost; the client counts the quote",
 }
 
 
+def test_every_dialect_has_a_doctor_test() -> None:
+    assert set(DOCTOR_NAMES) | {"default"} == set(DIALECTS)
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", ["default", *DOCTOR_NAMES])
 def test_doctor_names_each_dialects_difference(name: str, tmp_path: Path) -> None:
     from doitong_nb.doctor import run
@@ -341,14 +350,44 @@ def test_doctor_names_each_dialects_difference(name: str, tmp_path: Path) -> Non
     with Sandbox(speed=1000, dialect=name) as box, client_for(box, tmp_path) as flux:
         if name != "no-introspection":
             flux.generate(PROMPT, size="256x256", seed=1)  # a job of this service for doctor to read again (free)
+            hooked = flux.batch(
+                [PROMPT], size="256x256", seed=2, progress=False, webhook_url=True, webhook_secret=box.webhook_secret
+            )
+            assert hooked.errors == {} and hooked.stats.webhooks  # a delivery this folder's receiver verified
         spent = charged(box)
         text, failed = run(flux)
         assert charged(box) == spent  # doctor spends no credit
     assert failed == (name == "no-introspection"), text
     if name == "default":
         assert "differs" not in text and "FAIL" not in text, text
+        assert re.search(r"ok   cost +the last submission's answer named its creditCost", text), text
+        assert re.search(r"ok   webhooks +.*timestamp.body in hex, as the contract says", text), text
     else:
         assert re.search(DOCTOR_NAMES[name], text), text
+
+
+def test_doctor_says_what_only_a_paid_job_would_show_and_how_the_client_copes(sandbox: Sandbox, tmp_path: Path) -> None:
+    from doitong_nb.doctor import run
+
+    with client_for(sandbox, tmp_path) as flux:
+        text, failed = run(flux)
+    assert not failed and charged(sandbox) == 0, text
+    assert re.search(r"note cost +no submission seen .*unchecked \(only a paid submission shows it\); the client "
+                     r"counts the quote", text), text
+    assert re.search(r"note webhooks +.*no delivery received .*unchecked \(only a paid job with a webhook shows it\); "
+                     r"the receiver verifies hex or base64", text), text
+
+
+def test_doctor_sees_a_late_cost_on_a_job_still_in_flight(tmp_path: Path) -> None:
+    from doitong_nb.doctor import run
+
+    with Sandbox(speed=1, dialect="cost-late") as box, client_for(box, tmp_path, timeout=0.001) as flux:
+        with pytest.raises(JobTimeoutError):
+            flux.generate(PROMPT, size="256x256", seed=1)
+        (tmp_path / "out" / "service.discovery").unlink()  # only the pending job itself tells
+        pending = flux.jobs()[0].job_id
+        text, _ = run(flux)
+    assert re.search(rf"note cost +differs: job {pending} is not finished and names no creditCost yet", text), text
 
 
 def test_doctor_cli_exits_non_zero_when_something_essential_fails(tmp_path: Path) -> None:
@@ -367,3 +406,106 @@ def test_doctor_cli_exits_non_zero_when_something_essential_fails(tmp_path: Path
             capture_output=True, text=True, env=env, timeout=60,
         )
         assert named.returncode == 0 and box.api_key not in named.stdout, named.stdout + named.stderr
+
+
+# --- resume after a real kill, in every dialect ------------------------------------------------------------
+
+_KILLED_SCRIPT = """
+import sys
+from doitong_nb.client import Flux
+
+key, url, out, transport, status_query = sys.argv[1:6]
+with Flux(api_key=key, base_url=url, output_dir=out, transport=transport, status_query=status_query or None) as flux:
+    flux.generate("A lighthouse on a cliff at dawn, killed", size="256x256", seed=7)
+print("finished")
+"""
+
+
+def _journaled_job_id(out: Path) -> str | None:
+    """The job id the child's journal holds, read as another process would (None until it is written)."""
+    import sqlite3
+
+    path = out / "journal.sqlite"
+    if not path.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
+            rows = db.execute("SELECT job_id FROM jobs WHERE job_id IS NOT NULL").fetchall()
+    except sqlite3.Error:
+        return None
+    return rows[0][0] if rows else None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("moment", ["in-flight", "journaled"])
+@pytest.mark.parametrize("name", ALL)
+def test_every_dialect_resumes_a_generate_killed_with_sigkill(name: str, moment: str, tmp_path: Path) -> None:
+    """A process generating is killed (SIGKILL) while its submission is charged but unanswered (a slow_submit
+    fault holds the answer), or just after the job id is journaled; a new client's resume_all() delivers the
+    image: charged once, credits charged == images delivered + pending at every point."""
+    import signal
+    import subprocess
+    import sys
+
+    from doitong_nb.sandbox import Faults
+
+    out = tmp_path / "out"
+    transport = "rest" if name == "rest-shape" else "graphql"
+    status_query = "getJob(jobId)" if name == "no-introspection" else ""
+    faults = Faults(slow_submit=1, slow_seconds=600.0) if moment == "in-flight" else None
+    with Sandbox(speed=8, dialect=name, faults=faults) as box:  # a job takes about a second
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+        argv = [sys.executable, "-c", _KILLED_SCRIPT, box.api_key, box.base_url, str(out), transport, status_query]
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        deadline = time.monotonic() + 60
+
+        def ready() -> bool:
+            if moment == "in-flight":
+                return box.stats()["total"]["held_submissions"] == 1
+            return _journaled_job_id(out) is not None
+
+        while not ready() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+        _, err = child.communicate(timeout=30)
+        assert child.returncode == -signal.SIGKILL, "the child ended before it could be killed: " + err.decode()[-2000:]
+        assert box.stats()["total"]["jobs_created"] == 1
+
+        with client_for(box, tmp_path, transport=transport, status_query=status_query or None) as later:
+            pending = later.jobs()
+            assert len(pending) == 1 and (pending[0].job_id is None) == (moment == "in-flight"), pending
+            assert charged(box) == pending_credits(later)  # nothing delivered yet: all of it pending
+            resumed = later.resume_all()
+            assert [type(r) for r in resumed] == [ImageResult], resumed
+            assert later.jobs() == [] and resumed[0].path.exists()
+        total, spent = box.stats()["total"], charged(box)
+    assert total["jobs_created"] == 1 and spent == resumed[0].credit_cost
+    if moment == "in-flight":  # the submission was sent again with its journaled Idempotency-Key
+        assert total["idempotent_replays"] == 1
+
+
+# --- [assumed] choices live in contract.py, in one place ----------------------------------------------------
+
+
+def test_codeless_errors_are_classified_by_the_contracts_message_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    from doitong_nb.errors import NotFoundError, RateLimitError, from_response
+
+    body = {"errors": [{"message": "Job quota exhausted"}]}
+    assert type(from_response(200, body)) is not RateLimitError
+    monkeypatch.setattr(contract, "CODE_BY_MESSAGE", (("quota exhausted", contract.RATE_LIMITED),))
+    assert type(from_response(200, body)) is RateLimitError
+    assert type(from_response(200, {"errors": [{"message": "job_1 not found"}]})) is not NotFoundError
+
+
+def test_the_expired_url_statuses_are_the_contracts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contract, "EXPIRED_URL_STATUSES", ())  # then an expired URL is a plain download failure
+    with Sandbox(speed=1000, dialect="signed-urls") as box, client_for(box, tmp_path) as flux:
+        request = GenerationRequest.build(PROMPT, size="256x256", seed=1)
+        job = flux.submit(request)
+        while not (job := flux.status(job.id)).done:
+            time.sleep(0.01)
+        time.sleep(box.dialect.url_ttl / box.speed + 0.2)
+        reads = box.stats()["total"]["status_requests"]
+        with pytest.raises(Exception, match="HTTP 403"):
+            flux.run(flux.engine.download(job, request, time.monotonic() + 30))
+        assert box.stats()["total"]["status_requests"] == reads  # no fresh status read

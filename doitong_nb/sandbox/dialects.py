@@ -213,7 +213,7 @@ DIALECTS: dict[str, Dialect] = {
             name="errors-200",
             summary="GraphQL errors answered with HTTP 200, some without extensions.code",
             errors_200=True,
-            codeless=(c.NOT_FOUND, c.BAD_USER_INPUT, c.INTERNAL, "GRAPHQL_VALIDATION_FAILED"),
+            codeless=(c.NOT_FOUND, c.BAD_USER_INPUT, c.INTERNAL, c.GRAPHQL_VALIDATION_FAILED),
         ),
         replace(
             _DEFAULT,
