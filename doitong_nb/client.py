@@ -115,6 +115,17 @@ class _Base:
         """Credits spent by this client in this session (refunds deducted)."""
         return self.engine.session_credits
 
+    @property
+    def balance(self) -> int | None:
+        """The account's credits as last heard (an account query, less what this session spent since); None
+        until the service has said."""
+        return self.engine.balance
+
+    @property
+    def plan(self) -> str | None:
+        """The plan's name, from the account or the rate headers; None until the service has said."""
+        return self.engine.plan
+
     def __repr__(self) -> str:
         s = self.settings
         where = "sandbox" if s.sandbox else s.base_url

@@ -300,6 +300,8 @@ class Engine:
             self.requests["retries"] += 1
             if waiting and isinstance(error, RateLimitError):
                 waiting(WAITING_FOR_SLOT if error.code == contract.CONCURRENCY_LIMITED else WAITING_FOR_RATE)
+            elif waiting:  # a network error or a 5xx: say that it is being retried, and how often it may be
+                waiting(f"retrying ({attempt + 1}/{MAX_ATTEMPTS - 1})")
             yield Sleep(delay)
         raise AssertionError("unreachable")
 

@@ -149,3 +149,11 @@ def test_an_unreachable_host_at_first_contact_fails_without_a_retry(script: Scri
     with pytest.raises(NetworkError, match=r"cannot connect to api\.doitong\.com"):
         script.run(engine.account())
     assert len(script.sent) == 1 and script.slept == []
+
+
+def test_a_retry_after_a_network_error_is_told_with_its_count(script: Script, tmp_path: Path) -> None:
+    heard: list[str] = []
+    dropped = httpx.ReadError("connection reset")
+    script.replies.extend([dropped, dropped, job("processing")])
+    script.run(engine_for(script, tmp_path).status("job_1", deadline=1e9, waiting=heard.append))
+    assert heard == ["retrying (1/7)", "retrying (2/7)"]
