@@ -69,7 +69,12 @@ class Flux(Magics):
     """Named Flux so that `%config Flux.size = "2048x2048"` reads as the user thinks of it."""
 
     size = Unicode("1024x1024", help="default image size, WIDTHxHEIGHT").tag(config=True)
-    output_dir = Unicode(help="folder of full-resolution files, sidecars and the journal").tag(config=True)
+    output_dir = Unicode(
+        help="folder of full-resolution files, sidecars and the journal, or a shared fsspec store (s3://bucket/prefix)"
+    ).tag(config=True)
+    on_missing = Enum(
+        ["error", "regenerate"], default_value="error", help="the lock records a request whose image is nowhere"
+    ).tag(config=True)
     preview_px = Int(1024, help="long side of the inline preview, in pixels").tag(config=True)
     transport = Enum(["graphql", "rest"], default_value="graphql", help="wire protocol").tag(config=True)
     replay = Bool(True, help="return stored results for identical requests at 0 credits").tag(config=True)
@@ -115,6 +120,7 @@ class Flux(Magics):
                 previous.close()
             self._client_key = key
         self._client.engine.replay = self.replay
+        self._client.engine.on_missing = self.on_missing
         self._client.engine.max_credits = self.max_credits
         return self._client
 
