@@ -472,7 +472,8 @@ class Store:
         except StorageError as exc:
             _warn(f"{exc}; {entry['file']} stays in {self.root} until it is uploaded")
             return
-        self._upload_waiting()
+        with suppress(StorageError):  # the store went away again: they keep waiting, nothing is lost
+            self._upload_waiting()
 
     def _upload(self, file: str, sha256: str) -> bool:
         path = self._inside(file)

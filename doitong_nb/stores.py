@@ -25,7 +25,10 @@ _EXT_RE = re.compile(r"[a-z0-9]{1,8}")
 
 
 class RemoteStoreError(StorageError):
-    """The shared store could not be read or written."""
+    """The shared store could not be read or written (what is stored locally stays where it is)."""
+
+    def _text(self, job_id: str | None) -> str:
+        return f"{self.problem}: {self.remedy}"
 
 
 def is_url(text: str | os.PathLike[str] | None) -> bool:
