@@ -363,6 +363,23 @@ class Flux(Magics):
         print(text, file=sys.stderr if failed else sys.stdout)
         return None
 
+    @line_magic
+    def flux_verify(self, line: str = "") -> None:
+        """`%flux_verify [NOTEBOOK.ipynb ...]`: every image the notebooks show (or, with none named, every image
+        the lock records) is in the lock file and the store with its sha256; one line each, then a summary."""
+        from .config import ENV_LOCK_FILE
+        from .verify import Target, report, verify_lock, verify_notebooks
+
+        try:
+            target = Target.of(self.output_dir, lock=os.environ.get(ENV_LOCK_FILE) or None)
+            names = line.split()
+            checks = verify_notebooks(names, target=target) if names else verify_lock(target)
+        except (DoitongError, OSError) as exc:
+            raise UsageError(f"%flux_verify: {exc}") from None
+        print(report(checks))
+        if not all(c.ok for c in checks):
+            raise UsageError(f"%flux_verify: {sum(not c.ok for c in checks)} of {len(checks)} images failed")
+
 
 class _Bundle:
     """A ready mimebundle shown by IPython's display()."""
