@@ -1,4 +1,4 @@
-"""`doitong-nb`: the command line (`doitong-nb doctor`)."""
+"""`doitong-nb`: the command line (`doitong-nb doctor`, `verify`, `export`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,24 @@ def main(argv: list[str] | None = None) -> int:
     doc.add_argument("--output-dir", help="where the client keeps its journal and what it discovered")
     doc.add_argument("--status-query", help="the status query you named, e.g. getJob(jobId)")
     doc.add_argument("--plan", choices=list(contract.PLANS), help="the plan you pay for")
+    ver = sub.add_parser(
+        "verify", help="every image the notebooks show is in the lock file and the store, with its sha256"
+    )
+    ver.add_argument("notebooks", nargs="*", help="notebooks to check (none: every image the lock records)")
+    ver.add_argument(
+        "--output-dir", help="folder or store URL (default: DOITONG_OUTPUT_DIR, else flux_outputs beside each notebook)"
+    )
+    ver.add_argument("--lock", help="the lock file (default: beside the output folder)")
+    exp = sub.add_parser("export", help="an RO-Crate of a notebook, its images and lock file")
+    exp.add_argument("notebook")
+    exp.add_argument("--ro-crate", required=True, metavar="DIR|ZIP", help="a folder, or a file ending in .zip")
+    exp.add_argument("--output-dir", help="folder or store URL (default as for verify)")
+    exp.add_argument("--lock", help="the lock file (default: beside the output folder)")
     args = parser.parse_args(argv)
+    if args.command == "verify":
+        return _verify(args)
+    if args.command == "export":
+        return _export(args)
     from .client import Flux
     from .doctor import run
     from .errors import DoitongError
@@ -38,6 +55,35 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(text)
     return 1 if failed else 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .errors import DoitongError
+    from .verify import Target, default_output, report, verify_lock, verify_notebooks
+
+    try:
+        if args.notebooks:
+            checks = verify_notebooks(args.notebooks, output_dir=args.output_dir, lock=args.lock)
+        else:
+            checks = verify_lock(Target.of(args.output_dir or default_output(), lock=args.lock))
+    except DoitongError as exc:
+        print(f"FAIL {exc}")
+        return 2
+    print(report(checks))
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .errors import DoitongError
+    from .export import export_ro_crate
+
+    try:
+        where, count = export_ro_crate(args.notebook, args.ro_crate, output_dir=args.output_dir, lock=args.lock)
+    except DoitongError as exc:
+        print(f"FAIL {exc}")
+        return 2
+    print(f"wrote an RO-Crate of {args.notebook} with {count} image(s) to {where}")
+    return 0
 
 
 if __name__ == "__main__":

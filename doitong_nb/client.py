@@ -30,7 +30,7 @@ import httpx
 from . import __version__
 from .config import HTTP_TIMEOUT, resolve
 from .engine import ConnectFailed, Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, Work
-from .errors import DoitongError, DownloadError, UnsafeResponseError
+from .errors import DoitongError, DownloadError, InvalidRequestError, UnsafeResponseError
 from .request import GenerationRequest, as_request
 from .result import ImageResult, Job
 from .transport import Account
@@ -84,6 +84,7 @@ class _Base:
         http_transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
         plan: str | None = None,
         status_query: str | None = None,
+        on_missing: str = "error",
     ) -> None:
         """`transport` is the wire format ("graphql" or "rest"); `http_transport` an httpx transport for both
         the API and the CDN (e.g. `httpx.MockTransport(handler)` in your own tests)."""
@@ -91,6 +92,7 @@ class _Base:
             api_key=api_key, base_url=base_url, transport=transport, output_dir=output_dir, timeout=timeout
         )
         self.engine = Engine(settings, mutation=mutation, replay=replay, max_credits=max_credits)
+        self.engine.on_missing = _checked_on_missing(on_missing)
         if plan is not None:  # a service that sends no X-RateLimit-* headers is paced at the plan the user names
             self.engine.use_plan(plan)
         if status_query is not None:  # a service whose status query is not `job(id:)` and cannot be discovered
@@ -548,3 +550,12 @@ class AsyncFlux(_Base):
 
 
 __all__ = ["AsyncFlux", "Flux", "PendingJob"]
+
+
+def _checked_on_missing(value: str) -> str:
+    """What to do when the lock file records a request whose image is nowhere: "error" or "regenerate"."""
+    if value not in ("error", "regenerate"):
+        raise InvalidRequestError(
+            f'on_missing must be "error" or "regenerate", not {value!r}', field="on_missing", value=value
+        )
+    return value

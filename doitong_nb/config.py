@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 ENV_TRANSPORT = "DOITONG_TRANSPORT"
 ENV_OUTPUT_DIR = "DOITONG_OUTPUT_DIR"
+ENV_LOCK_FILE = "DOITONG_LOCK_FILE"
 ENV_SANDBOX_SPEED = "DOITONG_SANDBOX_SPEED"
 ENV_SANDBOX_PLAN = "DOITONG_SANDBOX_PLAN"
 ENV_SANDBOX_CREDITS = "DOITONG_SANDBOX_CREDITS"
@@ -44,6 +45,8 @@ class Settings:
     output_dir: Path
     timeout: float
     sandbox: bool
+    store: str | None = None  # the shared fsspec store when output_dir is a URL (output_dir is then a local cache)
+    lock_file: Path | None = None  # None: beside the output folder, or named after the store (lockfile.py)
 
     @property
     def origin(self) -> str:
@@ -134,11 +137,38 @@ def resolve(
         raise InvalidRequestError(
             f"timeout {timeout} must be a positive number of seconds", field="timeout", value=timeout
         )
+    output, store = _output(output_dir or os.environ.get(ENV_OUTPUT_DIR) or DEFAULT_OUTPUT_DIR)
+    lock_file = os.environ.get(ENV_LOCK_FILE)
     return Settings(
         api_key=key,
         base_url=(url or contract.PRODUCTION_BASE_URL).rstrip("/"),
         transport=transport,
-        output_dir=Path(output_dir or os.environ.get(ENV_OUTPUT_DIR) or DEFAULT_OUTPUT_DIR),
+        output_dir=output,
         timeout=timeout,
         sandbox=use_sandbox,
+        store=store,
+        lock_file=Path(lock_file) if lock_file else None,
     )
+
+
+def _output(value: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """(the local working folder, the shared store's URL or None) for an output_dir setting.
+
+    A local folder (or `file://` URL) is used as it is. An fsspec URL (`s3://bucket/prefix`, `memory://x`...)
+    is the shared store; the journal, sidecars and working copies then live in a per-machine folder of the
+    user's cache directory named after the URL.
+    """
+    from .stores import is_url
+
+    text = os.fspath(value)
+    if not is_url(text):
+        return Path(text.removeprefix("file://")), None
+    import hashlib
+    import re
+
+    import platformdirs
+
+    url = text.rstrip("/")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", url.split("://", 1)[1].rsplit("@", 1)[-1]).strip("-")[:60]
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return platformdirs.user_cache_path("doitong-nb") / "stores" / f"{slug}-{digest}", url

@@ -201,7 +201,8 @@ class Engine:
         self.status_query_named = False  # the user named it (then it is never replaced by a discovery)
         self.rest_job_path: str | None = found.get("rest_job_path")
         self.transport = self._make(settings.transport)
-        self.store = store or Store(settings.output_dir)
+        self.store = store or Store(settings.output_dir, lock=settings.lock_file, remote=settings.store)
+        self.on_missing = "error"  # a request the lock records but whose image is nowhere: "error" | "regenerate"
         self.replay = replay
         self.max_credits = max_credits
         self.budget = RateBudget(clock=clock)
@@ -544,7 +545,7 @@ class Engine:
         """
         self.store.prepare()
         key = request.key(variant)
-        if self.replay and not refresh and self.stored(key) is not None:
+        if self.replay and not refresh and (self.stored(key) is not None or self._locked(key)):
             return 0
         entry = self.unfinished(key)
         return 0 if entry is not None and entry.job_id is not None else request.estimated_credits
@@ -571,6 +572,8 @@ class Engine:
         entry = journal.unfinished(key, origin)
         if self.replay and not refresh:
             stored = self.store.find(key, origin)
+            if stored is None and self._locked(key):  # made elsewhere: fetched from the shared store by sha256
+                stored = yield Work(partial(self.store.restore, key, origin, self.on_missing))
             if stored is not None:
                 if entry is not None:  # stored, but the process died before the journal heard of it
                     with suppress(StorageError):  # the sidecar says it is stored; the journal can learn it later
@@ -699,6 +702,10 @@ class Engine:
     def stored(self, key: str) -> ImageResult | None:
         """The result `generate` would replay for `key` (made by this engine's service), if any."""
         return self.store.find(key, self.settings.origin)
+
+    def _locked(self, key: str) -> bool:
+        """The lock file records `key` for this engine's service (its image may still have to be fetched)."""
+        return self.store.lock is not None and self.store.lock.find(key, self.settings.origin) is not None
 
     def unfinished(self, key: str) -> Any:
         """The journal's unfinished submission of `key` to this engine's service, if any."""

@@ -169,6 +169,16 @@ class StoreIntegrityError(DoitongError):
     code = "STORE_INTEGRITY"
 
 
+class MissingResultError(StoreIntegrityError):
+    """The lock file records this request, but neither the output folder nor the shared store has its image.
+
+    Nothing is sent: a new image would differ from the one the notebook's science rests on. The message names
+    the request and how to proceed (`on_missing="regenerate"` pays for a new one).
+    """
+
+    code = "MISSING_RESULT"
+
+
 SETTING_OUTPUT_DIR = "output_dir=..., %config Flux.output_dir or DOITONG_OUTPUT_DIR"
 _FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)

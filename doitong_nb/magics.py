@@ -70,7 +70,12 @@ class Flux(Magics):
 
     size = Unicode("1024x1024", help="default image size, WIDTHxHEIGHT").tag(config=True)
     output_dir = Unicode(
-        None, allow_none=True, help="folder of results, sidecars and the journal (unset: DOITONG_OUTPUT_DIR)"
+        None,
+        allow_none=True,
+        help="results folder, or a shared fsspec store such as s3://bucket/prefix (unset: DOITONG_OUTPUT_DIR)",
+    ).tag(config=True)
+    on_missing = Enum(
+        ["error", "regenerate"], default_value="error", help="the lock records a request whose image is nowhere"
     ).tag(config=True)
     preview_px = Int(1024, help="long side of the inline preview, in pixels").tag(config=True)
     transport = Enum(
@@ -115,6 +120,7 @@ class Flux(Magics):
                 previous.close()
             self._client_key = key
         self._client.engine.replay = self.replay
+        self._client.engine.on_missing = self.on_missing
         self._client.engine.max_credits = self.max_credits
         return self._client
 
@@ -356,6 +362,23 @@ class Flux(Magics):
         text, failed = run(self.client)
         print(text, file=sys.stderr if failed else sys.stdout)
         return None
+
+    @line_magic
+    def flux_verify(self, line: str = "") -> None:
+        """`%flux_verify [NOTEBOOK.ipynb ...]`: every image the notebooks show (or, with none named, every image
+        the lock records) is in the lock file and the store with its sha256; one line each, then a summary."""
+        from .config import ENV_LOCK_FILE
+        from .verify import Target, default_output, report, verify_lock, verify_notebooks
+
+        try:
+            target = Target.of(self.output_dir or default_output(), lock=os.environ.get(ENV_LOCK_FILE) or None)
+            names = line.split()
+            checks = verify_notebooks(names, target=target) if names else verify_lock(target)
+        except (DoitongError, OSError) as exc:
+            raise UsageError(f"%flux_verify: {exc}") from None
+        print(report(checks))
+        if not all(c.ok for c in checks):
+            raise UsageError(f"%flux_verify: {sum(not c.ok for c in checks)} of {len(checks)} images failed")
 
 
 class CellError(Exception):

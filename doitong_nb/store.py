@@ -6,6 +6,12 @@ Layout under the root folder:
     <job_id>.json      the sidecar: provenance + sha256 + replay key; the source of truth
     journal.sqlite     the job journal and a replay index rebuilt from the sidecars when they disagree
     .partial/          downloads in progress
+    .upload/           markers of files waiting to be uploaded to the shared store (when there is one)
+
+Beside the folder, `<folder>.lock.jsonl` (lockfile.py) is the shareable record: every stored image is added to
+it as it arrives. With a shared store (`output_dir` an fsspec URL such as `s3://bucket/prefix`, see stores.py)
+this folder is the machine's working copy and every image is also uploaded, content addressed; a machine with
+the lock but not the images fetches them from the store by sha256 (`restore`), at no cost.
 
 Job ids come from the server, so they are checked before they name any file.
 """
@@ -28,10 +34,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from . import __version__
 from .config import SANDBOX_ORIGIN, origin_of
 from .contract import PRODUCTION_BASE_URL
-from .errors import SETTING_OUTPUT_DIR, DownloadError, StorageError, StoreIntegrityError, UnsafeResponseError
+from .errors import (
+    SETTING_OUTPUT_DIR,
+    DownloadError,
+    MissingResultError,
+    StorageError,
+    StoreIntegrityError,
+    UnsafeResponseError,
+)
 from .journal import BUSY_TIMEOUT_MS, Journal, JournalEntry
+from .lockfile import LockFile, lock_path_for
 from .request import GenerationRequest
 from .result import ImageResult, Job
 
@@ -256,8 +271,26 @@ class Store:
     lost journal over, so their images are still fetched without paying again.
     """
 
-    def __init__(self, root: str | os.PathLike[str] = "flux_outputs", *, busy_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = "flux_outputs",
+        *,
+        busy_timeout: float | None = None,
+        lock: str | os.PathLike[str] | bool | None = None,
+        remote: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        """`lock`: the lock file's path (None: `<root>.lock.jsonl`, or named after `remote`; False: none).
+        `remote`: an fsspec URL every image is also uploaded to, content addressed."""
         self.root = Path(root)
+        if lock is None or lock is True:
+            lock = lock_path_for(remote or self.root)
+        self.lock: LockFile | None = LockFile(lock) if lock is not False else None
+        self.remote: Any = None
+        if remote is not None:
+            from .stores import ObjectStore
+
+            self.remote = ObjectStore(remote, **(storage_options or {}))
         self.busy_timeout = BUSY_TIMEOUT_MS / 1000 if busy_timeout is None else busy_timeout
         self._journal: Journal | None = None
         self._journal_lock = threading.Lock()
@@ -397,6 +430,7 @@ class Store:
         try:
             self._check_root("storing the image")
             result, saved_at = self._put(key, request, job, Path(download), origin, job_id)
+            size = result.path.stat().st_size
         except (OSError, StorageError) as exc:
             with suppress(OSError):
                 os.unlink(download)
@@ -409,7 +443,163 @@ class Store:
             self.journal.record_replay(job_id, key, saved_at)
         except StorageError:  # the sidecar is the truth: the index is rebuilt from it when it can be written
             self._index_checked = False
+        self._share(lock_entry(result, key, origin, job.completed_at or saved_at, size))
         return result
+
+    # --- sharing: the lock file and the shared store -------------------------------------------------
+
+    def _share(self, entry: dict[str, Any]) -> None:
+        """Add a stored image to the lock and upload it; neither failure loses it (it is stored here).
+
+        An upload that fails leaves a marker in `.upload/`: the local copy stays, and the next successful
+        upload (or `sync()`) sends it. Both failures are told on stderr, in one line each.
+        """
+        if self.lock is not None:
+            try:
+                self.lock.add(entry)
+            except StorageError as exc:
+                _warn(f"{exc} (the image is stored in {self.root}; `Flux().store.sync()` adds it to the lock later)")
+        if self.remote is None:
+            return
+        marker = self.root / ".upload" / entry["file"]
+        try:
+            marker.parent.mkdir(exist_ok=True)
+            marker.write_text(entry["sha256"], encoding="ascii")
+        except OSError:
+            pass  # the upload is tried now anyway
+        try:
+            self._upload(entry["file"], entry["sha256"])
+        except StorageError as exc:
+            _warn(f"{exc}; {entry['file']} stays in {self.root} until it is uploaded")
+            return
+        with suppress(StorageError):  # the store went away again: they keep waiting, nothing is lost
+            self._upload_waiting()
+
+    def _upload(self, file: str, sha256: str) -> bool:
+        path = self._inside(file)
+        uploaded = self.remote.upload(path, sha256, path.suffix[1:])
+        with suppress(OSError):
+            (self.root / ".upload" / file).unlink()
+        return uploaded
+
+    def _upload_waiting(self) -> int:
+        """Upload the files whose earlier upload failed; how many were sent."""
+        sent = 0
+        for marker in sorted(self.root.glob(".upload/*")):
+            try:
+                sha256 = marker.read_text(encoding="ascii").strip()
+            except OSError:
+                continue
+            if not (self.root / marker.name).is_file():
+                with suppress(OSError):
+                    marker.unlink()
+                continue
+            sent += self._upload(marker.name, sha256)
+        return sent
+
+    def waiting_uploads(self) -> list[str]:
+        """The files stored here that the shared store does not have yet."""
+        return sorted(p.name for p in self.root.glob(".upload/*"))
+
+    def sync(self) -> int:
+        """Put every stored image into the lock file and upload what waits; returns how many were uploaded.
+
+        Raises RemoteStoreError (a StorageError) when the store is unreachable: nothing local is touched.
+        """
+        if self.lock is not None:
+            known = self.lock.by_job_id()
+            missing = []
+            for sidecar_path in self._sidecars():
+                stored = self._load(sidecar_path)
+                if stored is None or stored.result.job_id in known:
+                    continue
+                raw = json.loads(sidecar_path.read_text(encoding="utf-8"))
+                size = stored.result.path.stat().st_size if stored.result.path.is_file() else 0
+                completed = raw.get("completed_at") or stored.saved_at
+                missing.append(lock_entry(stored.result, stored.replay_key, stored.origin, completed, size))
+            if missing:
+                self.lock.add(*missing)
+        return self._upload_waiting() if self.remote is not None else 0
+
+    def restore(self, key: str, origin: str, on_missing: str = "error") -> ImageResult | None:
+        """The image the lock file records for `key` by `origin`, brought into this folder and checked: from the
+        shared store by sha256 (or found in the folder itself). None when the lock does not record it.
+
+        When the lock records it but neither the folder nor the store has the file, `on_missing` decides:
+        "error" raises MissingResultError (nothing is sent: a new image would differ, and the science with it),
+        "regenerate" returns None so the caller generates (and pays for) a new one.
+        """
+        entry = self.lock.find(key, origin) if self.lock is not None else None
+        if entry is None:
+            return None
+        job_id = _check_job_id(entry["job_id"])
+        sha256, file = str(entry.get("sha256", "")), str(entry.get("file", ""))
+        ext = file.rsplit(".", 1)[-1]
+        if file not in (f"{job_id}.jpg", f"{job_id}.png"):
+            raise StoreIntegrityError(f"{self.lock.path} names file {file!r} for job {job_id}", job_id=job_id)
+        path = self._inside(file)
+        if path.is_file():
+            if _sha256(path) != sha256:
+                raise StoreIntegrityError(
+                    f"{path} does not match the sha256 the lock file {self.lock.path.name} records for job {job_id}; "
+                    "restore it, or use --refresh / refresh=True to generate again",
+                    job_id=job_id,
+                )
+        else:
+            fetched = False
+            if self.remote is not None:
+                partial = self.partial_path(job_id, ext)
+                try:
+                    fetched = self.remote.download(sha256, ext, partial)
+                    if fetched:
+                        os.replace(partial, path)
+                finally:
+                    with suppress(OSError):
+                        partial.unlink()
+            if not fetched:
+                if on_missing == "regenerate":
+                    return None
+                raise MissingResultError(_missing_text(entry, self.lock.path, self.root, self.remote), job_id=job_id)
+        return self._adopt(entry, key, origin, path)
+
+    def _adopt(self, entry: dict[str, Any], key: str, origin: str, path: Path) -> ImageResult:
+        """Write the sidecar of an image that came with the lock (its own embedded provenance first)."""
+        saved_at = _now()
+        provenance = {
+            "job_id": entry["job_id"],
+            "request": entry.get("request") or {},
+            "seed": entry.get("seed"),
+            "version": entry.get("version"),
+            "width": entry.get("width"),
+            "height": entry.get("height"),
+            "duration": None,
+            "credit_cost": entry.get("credits"),
+            "created_at": entry.get("created_at"),
+            "file": entry["file"],
+            "metadata": {},
+        }
+        with suppress(OSError, ValueError):
+            provenance.update(read_embedded_provenance(path) or {})
+        sidecar = {
+            **provenance,
+            "sha256": entry["sha256"],
+            "replay_key": key,
+            "origin": origin,
+            "saved_at": saved_at,
+            "completed_at": entry.get("completed_at"),
+        }
+        sidecar_path = self._inside(f"{entry['job_id']}.json")
+        try:
+            with _atomic_write(sidecar_path) as out:
+                out.write(json.dumps(sidecar, ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
+        except OSError as exc:
+            raise StorageError.from_os(exc, self.root, "writing the sidecar of an image from the lock") from None
+        stored = self._load(sidecar_path)
+        if stored is None:
+            raise StoreIntegrityError(f"the lock entry of job {entry['job_id']} is incomplete", job_id=entry["job_id"])
+        with suppress(StorageError):
+            self.journal.record_replay(stored.result.job_id, key, saved_at)
+        return stored.result
 
     def _put(
         self, key: str, request: GenerationRequest, job: Job, download: Path, origin: str, job_id: str
@@ -447,7 +637,13 @@ class Store:
             (_copy_jpeg_with if kind == "jpg" else _copy_png_with)(src, writer, payload)
         try:
             result.sha256 = writer.digest.hexdigest()
-            sidecar = {**result.provenance(), "replay_key": key, "origin": origin, "saved_at": saved_at}
+            sidecar = {
+                **result.provenance(),
+                "replay_key": key,
+                "origin": origin,
+                "saved_at": saved_at,
+                "completed_at": job.completed_at,
+            }
             with _atomic_write(sidecar_path) as out:
                 out.write(json.dumps(sidecar, ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
         except OSError:  # an image without its sidecar is not stored: take it away again
@@ -551,3 +747,43 @@ class Store:
             raise StoreIntegrityError(
                 f"{result.path} was modified since it was generated (sha256 mismatch); {remedy}", job_id=result.job_id
             )
+
+
+def lock_entry(result: ImageResult, key: str, origin: str, completed_at: str | None, size: int) -> dict[str, Any]:
+    """What the lock file records of one stored image (never the API key: the origin is a host or "sandbox")."""
+    return {
+        "key": key,
+        "origin": origin,
+        "job_id": result.job_id,
+        "file": result.path.name,
+        "sha256": result.sha256,
+        "bytes": size,
+        "width": result.width,
+        "height": result.height,
+        "seed": result.seed,
+        "version": result.version,
+        "credits": result.credit_cost,
+        "created_at": result.created_at,
+        "completed_at": completed_at,
+        "package": f"doitong-nb {__version__}",
+        "request": result.request.canonical(),
+    }
+
+
+def _missing_text(entry: dict[str, Any], lock: Path, root: Path, remote: Any) -> str:
+    prompt = str((entry.get("request") or {}).get("prompt", ""))
+    short = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+    where = f"{root}" + (f" nor in the store {remote.shown}" if remote is not None else " (no shared store is set)")
+    return (
+        f"the lock file {lock.name} records this request ({short!r}, seed {entry.get('seed')}, job {entry['job_id']}, "
+        f"sha256 {str(entry.get('sha256'))[:12]}...) but its image is neither in {where}; nothing was sent or "
+        "charged. Point output_dir (%config Flux.output_dir, DOITONG_OUTPUT_DIR) at the store that holds the "
+        'images, or, to pay for a new image that will differ, %config Flux.on_missing = "regenerate" '
+        '(on_missing="regenerate") or --refresh / refresh=True'
+    )
+
+
+def _warn(text: str) -> None:
+    import sys
+
+    print(f"doitong_nb: {text}", file=sys.stderr)
