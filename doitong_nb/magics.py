@@ -267,14 +267,14 @@ class Flux(Magics):
             print(error_text(failure), file=sys.stderr)
         return results
 
-    def _bundle(self, results: list[Any]) -> dict[str, str]:
-        """The cards of a cell, with the session's total and balance as they are now."""
-        from .display import result_bundle
+    def _bundle(self, results: list[Any]) -> tuple[dict[str, str], dict[str, Any]]:
+        """The cards of a cell (and the plain image beside them), with the session's total and balance as they are now."""
+        from .display import result_display
 
         client = self.client
         for result in results:  # a lone card shows them; a grid shows them once, below it
             result.session_credits, result.balance = client.session_credits, client.engine.balance
-        return result_bundle(
+        return result_display(
             results, self.preview_px, session_credits=client.session_credits, balance=client.engine.balance
         )
 
@@ -325,7 +325,7 @@ class Flux(Magics):
         """`%flux_resume JOB_ID` or `%flux_resume --all`: fetch pending jobs at no new cost and show them."""
         from IPython.display import display
 
-        from .display import error_text, result_bundle
+        from .display import error_text, result_display
 
         words = line.split()
         if words == ["--all"]:
@@ -343,7 +343,7 @@ class Flux(Magics):
                 raise failure
             print(error_text(failure), file=sys.stderr)
         if results:
-            display(_Bundle(result_bundle(results, self.preview_px)))
+            display(_Bundle(result_display(results, self.preview_px)))
         elif not outcomes:
             print("No pending jobs to resume.")
         return None
@@ -359,12 +359,12 @@ class Flux(Magics):
 
 
 class _Bundle:
-    """A ready mimebundle shown by IPython's display()."""
+    """A ready mimebundle, or (data, metadata), shown by IPython's display()."""
 
-    def __init__(self, bundle: dict[str, str]) -> None:
+    def __init__(self, bundle: dict[str, str] | tuple[dict[str, str], dict[str, Any]]) -> None:
         self.bundle = bundle
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
         return self.bundle
 
 
