@@ -268,7 +268,7 @@ class Flux(Magics):
         return results
 
     def _bundle(self, results: list[Any]) -> tuple[dict[str, str], dict[str, Any]]:
-        """The cards of a cell (and the plain image beside them), with the session's total and balance as they are now."""
+        """The cards of a cell and the plain image beside them, with the session total and balance as they are now."""
         from .display import result_display
 
         client = self.client
