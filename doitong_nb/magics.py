@@ -372,7 +372,9 @@ def _service_fingerprint() -> tuple[str, str]:
     """What in the environment chooses the service: the key (as a digest, never kept in the clear) and the URL."""
     import hashlib
 
-    key = os.environ.get(contract.ENV_API_KEY, "").strip()
+    from . import login
+
+    key = os.environ.get(contract.ENV_API_KEY, "").strip() + "\0" + (login.current() or "")
     return hashlib.sha256(key.encode()).hexdigest(), os.environ.get(contract.ENV_BASE_URL, "").strip()
 
 
@@ -425,7 +427,10 @@ def _checked_timeout(timeout: float) -> float:
 
 def register(ipython: Any) -> None:
     """Register the magics and make `%config Flux.*` reach them."""
+    from . import login
+
     magics = Flux(shell=ipython)
     ipython.register_magics(magics)
+    login.register(ipython)  # %flux_login, %flux_logout, and the key-literal warning before each cell
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)
