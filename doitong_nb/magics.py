@@ -49,6 +49,11 @@ def _with_options(func: Any, usage_name: str) -> Any:
         argument("-o", "--out", help="bind the result (a list with -n or --each) to this variable"),
         argument("--each", metavar="NAME", help="one image per item of the list NAME; write {item} in the prompt"),
         argument("--timeout", type=float, help="seconds to wait before handing back the job id"),
+        argument(
+            "--background",
+            action="store_true",
+            help="return at once with a live card that becomes the result; -o binds a handle (Flux.background)",
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -77,6 +82,9 @@ class Flux(Magics):
     timeout = Float(600.0, help="seconds to wait for a job before handing back its id").tag(config=True)
     status_query = Unicode(None, allow_none=True, help="the service's job query, e.g. getJob(jobId)").tag(config=True)
     plan = Unicode(None, allow_none=True, help="your plan, to pace by when the service sends no rate headers").tag(
+        config=True
+    )
+    background = Bool(False, help="%%flux cells return at once and fill in later, as with --background").tag(
         config=True
     )
 
@@ -201,6 +209,11 @@ class Flux(Magics):
                 return
             engine = self.client.engine  # one verdict on the budget for the whole cell, not one line an image
             engine.check_costs([engine.charge_for(r, v, args.refresh) for r, v in pairs])
+            if args.background or self.background:
+                job = self._background(pairs, args)
+                if args.out:  # bound at once: `.result()` waits, the repr shows the state
+                    self.shell.user_ns[args.out] = job
+                return
             results = self._batch(pairs, args) if args.each else self._generate(pairs, args)
         except DoitongError as exc:
             self._fail(exc)
@@ -222,6 +235,35 @@ class Flux(Magics):
         if outcomes.images:
             display(_Bundle(self._bundle(outcomes.images)))
         return list(outcomes)
+
+    def _background(self, pairs: list[tuple[Any, int]], args: Any) -> Any:
+        """`--background`: start the flows on the client's loop thread and return a live card's handle at once."""
+        from .background import BackgroundJob
+
+        client = self.client
+        engine = client.engine
+        timeout = None if args.timeout is None else _checked_timeout(args.timeout)
+        via = engine.transport_named(args.transport)
+
+        def start(index: int, progress: Any) -> Any:
+            request, variant = pairs[index]
+            flow = engine.generate(
+                request, variant=variant, refresh=args.refresh, progress=progress, via=via, timeout=timeout
+            )
+            return client.start(flow)
+
+        def unfinished() -> list[str]:
+            return [e.job_id for r, v in pairs if (e := engine.unfinished(r.key(v))) is not None and e.job_id]
+
+        job = BackgroundJob(
+            pairs,
+            start,
+            lambda results: _Bundle(self._bundle(results)),
+            predicted=lambda r: engine.durations.predict(r.width * r.height),
+            unfinished=unfinished,
+        )
+        job.show()
+        return job
 
     def _generate(self, pairs: list[tuple[Any, int]], args: Any) -> list[Any]:
         from .display import ProgressLine, error_text
@@ -310,7 +352,24 @@ class Flux(Magics):
     # --- first contact: pending jobs, resume, doctor (issue 11) ----------------------------------------
     @line_magic
     def flux_jobs(self, line: str = "") -> Any:
-        """Paid jobs not delivered yet (kept in the journal): `%flux_resume ID` or `%flux_resume --all` fetches them."""
+        """Background cells running in this kernel, and paid jobs not delivered yet (kept in the journal):
+        `%flux_resume ID` or `%flux_resume --all` fetches those; `%flux_jobs --cancel bgN` stops waiting for a
+        background cell (its job stays resumable)."""
+        from . import background
+
+        words = line.split()
+        if len(words) == 2 and words[0] == "--cancel":
+            job = background.find(words[1])
+            if job is None:
+                raise UsageError(f"no background cell {words[1]!r} in this kernel; `%flux_jobs` lists them")
+            job.cancel()
+            print(f"{job.name}: stopped waiting; its job stays in the journal (below), paid for and resumable.")
+        elif words:
+            raise UsageError("usage: %flux_jobs  or  %flux_jobs --cancel bgN")
+        if running := background.running():
+            print(f"{len(running)} background cell(s) running in this kernel (`%flux_jobs --cancel NAME` stops one):")
+            for job in running:
+                print(f"  {job.summary()}")
         jobs = self.client.jobs()
         if not jobs:
             print("No pending jobs: every paid job has been delivered.")
