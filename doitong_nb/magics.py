@@ -223,17 +223,25 @@ class Flux(Magics):
 
     def _batch(self, pairs: list[tuple[Any, int]], args: Any) -> list[Any]:
         """`--each`: the batch scheduler paces the items at the plan's limits; failures print in place."""
-        from IPython.display import display
-
-        from .display import error_text
+        from .display import ProgressLine, error_text
 
         if args.transport not in (None, self.transport):
             raise InvalidRequestError("--transport cannot be combined with --each; use %config Flux.transport")
-        outcomes = self.client.batch([r for r, _ in pairs], refresh=args.refresh, progress=True)
+        line = ProgressLine(f"--each {args.each} × {len(pairs)}")
+        line.update("starting")  # painted from the cell's thread: the line belongs to this cell
+
+        def report(stats: Any) -> None:  # one line updated in place, not a bar an item
+            failed = f", {stats.failed} failed" if stats.failed else ""
+            line.update(f"{stats.done}/{stats.total} done{failed}", f"{stats.credits} credits")
+
+        try:
+            outcomes = self.client.batch([r for r, _ in pairs], refresh=args.refresh, progress=report)
+        finally:
+            line.close()
         for index, error in outcomes.errors.items():
             print(f"item {index}: {error_text(error)}", file=sys.stderr)
         if outcomes.images:
-            display(_Bundle(self._bundle(outcomes.images)))
+            line.replace_with(_Bundle(self._bundle(outcomes.images)))  # the line becomes the grid
         return list(outcomes)
 
     def _background(self, pairs: list[tuple[Any, int]], args: Any) -> Any:
@@ -273,6 +281,7 @@ class Flux(Magics):
         via = client.engine.transport_named(args.transport)
         line = ProgressLine(f"{pairs[0][0].size} × {len(pairs)}" if len(pairs) > 1 else pairs[0][0].size)
         states: dict[int, str] = {}
+        line.update("starting")  # painted from the cell's thread: the line belongs to this cell
 
         def progress_for(index: int) -> Any:
             def report(status: str, elapsed: float, detail: str) -> None:
