@@ -612,3 +612,119 @@ def dry_run_bundle(base_url: str, calls: list[Any], auth: dict[str, str], total:
         f'<pre style="{_MONO};font-size:12px;margin:6px 0;white-space:pre-wrap">{html.escape(b)}</pre>' for b in blocks
     )
     return {"text/plain": text, "text/html": f'<div style="{_FONT}"><strong>{html.escape(summary)}</strong>{pre}</div>'}
+
+
+# --- history gallery -----------------------------------------------------------------------------------
+
+_THUMB_PX = 192  # a gallery thumbnail's long side: ~8-15 KB each
+
+
+class HistoryGallery:
+    """`%flux_history`: stored results as thumbnails, newest first, each with its metadata and cost.
+
+    HTML shows the gallery; a plain contact sheet (image/jpeg) and one text line per result stand in where HTML
+    is not shown. `total` is how many matched before `--limit`.
+    """
+
+    def __init__(self, results: list[ImageResult], total: int, where: str = "") -> None:
+        self.results = results
+        self.total = total
+        self.where = where
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def _heading(self) -> str:
+        shown = len(self.results)
+        more = f" (newest {shown} of {self.total}; --limit N shows more)" if shown < self.total else ""
+        matched = f" matching {self.where}" if self.where else ""
+        return f"{self.total} stored result(s){matched}{more}"
+
+    def _line(self, r: ImageResult) -> str:
+        seed = f" seed={r.seed}" if r.seed is not None else ""
+        prompt = r.request.prompt if len(r.request.prompt) <= 60 else r.request.prompt[:59] + "…"
+        return (
+            f"{r.job_id}  {_date(r.created_at)}  {r.width}x{r.height}{seed}  {credits_text(r.credit_cost)}  {prompt!r}"
+        )
+
+    def __repr__(self) -> str:
+        if not self.results:
+            return "no stored results" + (f" matching {self.where}" if self.where else " yet")
+        return "\n".join([self._heading(), *(self._line(r) for r in self.results)])
+
+    def _thumb(self, r: ImageResult) -> str:
+        esc = html.escape
+        href, _ = _link(r.path)
+        try:
+            data, mime, (w, h) = _preview(r.path, _THUMB_PX)
+            image = (
+                f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}" alt="{esc(r.request.prompt)}" '
+                f'width="{w}" height="{h}" style="display:block;width:100%;aspect-ratio:1;object-fit:contain;'
+                'background:rgba(127,127,127,.1);margin:0">'
+            )
+        except OSError as exc:
+            image = f'<div style="padding:24px;text-align:center;{_MUTED}">no preview: {esc(type(exc).__name__)}</div>'
+        facts = [f"{r.width}×{r.height}"]
+        if r.seed is not None:
+            facts.append(f"seed {r.seed}")
+        facts.append(esc(credits_text(r.credit_cost)))
+        clamp = "display:-webkit-box;-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow:hidden"
+        return (
+            f'<figure style="{_CARD}"><a href="{esc(href)}" target="_blank" title="open full resolution">{image}</a>'
+            f'<figcaption style="padding:5px 8px 7px;font-size:11px;line-height:1.45">'
+            f'<div style="font-size:12px;{clamp}" title="{esc(r.request.prompt)}">{esc(r.request.prompt)}</div>'
+            f'<div style="{_MUTED}">{esc(_date(r.created_at))} · {" · ".join(facts)}</div>'
+            f'<div style="{_MUTED};{_MONO};font-size:10px" title="%flux_history --rerun {esc(r.job_id)}">'
+            f"{esc(r.job_id)}</div></figcaption></figure>"
+        )
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, str], dict[str, Any]]:
+        text = repr(self)
+        if not self.results:
+            return {"text/plain": text, "text/html": f"<em>{html.escape(text)}</em>"}, {}
+        cards = "".join(self._thumb(r) for r in self.results)
+        page = (
+            f'<div style="{_FONT};font-size:12px;margin-bottom:6px;{_MUTED}">{html.escape(self._heading())} · '
+            "<code>%flux_history --rerun ID</code> makes one again (0 credits: a replay)</div>"
+            f'<div style="display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:8px;'
+            f'{_FONT};color:inherit">{cards}</div>'
+        )
+        data = {"text/plain": text, "text/html": page}
+        metadata: dict[str, Any] = {}
+        try:
+            files = tuple((os.path.abspath(r.path), os.stat(r.path).st_mtime_ns) for r in self.results)
+            sheet, mime, (w, h) = _sheet(files, None)
+        except OSError:
+            return data, metadata
+        data[mime] = base64.b64encode(sheet).decode()
+        metadata[mime] = {"width": w, "height": h}
+        return data, metadata
+
+
+def filter_history(
+    results: list[ImageResult], text: str = "", since: str | None = None, until: str | None = None
+) -> list[ImageResult]:
+    """Newest first; `text` in the prompt (any case); `since`/`until` as ISO dates (inclusive)."""
+    from datetime import date
+
+    def day(value: str, option: str) -> date:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            from .errors import InvalidRequestError
+
+            raise InvalidRequestError(f"{option} {value!r}: write a date as YYYY-MM-DD", field=option) from None
+
+    low, high = (day(since, "--since") if since else None), (day(until, "--until") if until else None)
+    epoch = datetime.min.replace(tzinfo=timezone.utc)
+    kept = []
+    for r in results:
+        if text and text.lower() not in r.request.prompt.lower():
+            continue
+        created = parse_time(r.created_at)
+        if (low or high) and created is None:
+            continue
+        if created is not None and ((low and created.date() < low) or (high and created.date() > high)):
+            continue
+        kept.append(r)
+    return sorted(kept, key=lambda r: parse_time(r.created_at) or epoch, reverse=True)

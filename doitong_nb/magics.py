@@ -174,12 +174,65 @@ class Flux(Magics):
 
         return panel(client=lambda: self.client)
 
+    @magic_arguments("%flux_history")
+    @argument("text", nargs="*", help="show only results whose prompt contains this text")
+    @argument("--since", help="created on or after this date, YYYY-MM-DD")
+    @argument("--until", help="created on or before this date, YYYY-MM-DD")
+    @argument("--limit", type=int, default=24, help="show at most this many, newest first (default 24)")
+    @argument("--df", action="store_true", help="a table (a pandas DataFrame when pandas is installed)")
+    @argument("--rerun", metavar="ID", help="make the stored request of job ID again: a replay at 0 credits")
+    @argument("--refresh", action="store_true", help="with --rerun: generate anew (charged) instead of replaying")
     @line_magic
     def flux_history(self, line: str = "") -> Any:
-        """The stored results as a table (a pandas DataFrame when pandas is installed)."""
-        from .display import history_table
+        """The stored results as a thumbnail gallery, newest first, each with its metadata and cost.
 
-        return history_table(self.client.store.history())
+        `%flux_history fox --since 2026-11-01 --limit 8` filters; `--df` gives the table; `--rerun ID` re-runs
+        a stored request (replayed at 0 credits unless `--refresh`).
+        """
+        from .display import HistoryGallery, filter_history, history_table
+
+        args = _parse(self.flux_history, line)
+        if args.rerun:
+            return self._rerun(args.rerun, args.refresh)
+        if args.limit < 1:
+            raise UsageError("%flux_history: --limit must be 1 or more")
+        text = " ".join(args.text)
+        try:
+            results = filter_history(self.client.store.history(), text, args.since, args.until)
+        except DoitongError as exc:
+            raise UsageError(f"%flux_history: {exc}") from None
+        if args.df:
+            return history_table(results[: args.limit])
+        where = " ".join(
+            p
+            for p in (
+                repr(text) if text else "",
+                f"since {args.since}" if args.since else "",
+                f"until {args.until}" if args.until else "",
+            )
+            if p
+        )
+        return HistoryGallery(results[: args.limit], len(results), where)
+
+    def _rerun(self, job_id: str, refresh: bool) -> None:
+        """`%flux_history --rerun ID`: the stored request (and variant) of job ID, through the usual cell path."""
+        from types import SimpleNamespace
+
+        client = self.client
+        stored = next((r for r in client.store.history() if r.job_id == job_id), None)
+        if stored is None:
+            raise UsageError(f"%flux_history --rerun: no stored result {job_id!r}; `%flux_history` shows the ids")
+        request, origin = stored.request, client.settings.origin
+        variant = next(
+            (v for v in range(64) if (f := client.store.find(request.key(v), origin)) and f.job_id == job_id), 0
+        )
+        args = SimpleNamespace(refresh=refresh, timeout=None, transport=None)
+        try:
+            engine = client.engine
+            engine.check_costs([engine.charge_for(request, variant, refresh)])
+            self._generate([(request, variant)], args)
+        except DoitongError as exc:
+            self._fail(exc)
 
     # --- the work -------------------------------------------------------------------------------
     def _requests(self, prompt: str, args: Any) -> list[tuple[Any, int]]:
