@@ -362,14 +362,26 @@ def _sheet(
     columns = len(labels[1]) if labels else min(_SHEET_COLUMNS, len(files))
     rows = math.ceil(len(files) / columns)
     tile, gap = _SHEET_TILE, _SHEET_GAP
-    sheet = Image.new("RGB", (columns * (tile + gap) + gap, rows * (tile + gap) + gap), (255, 255, 255))
+    left = 110 if labels and any(labels[0]) else 0  # room for row labels
+    top = 22 if labels else 0  # room for column labels
+    sheet = Image.new("RGB", (left + columns * (tile + gap) + gap, top + rows * (tile + gap) + gap), (255, 255, 255))
+    if labels:
+        from PIL import ImageDraw
+
+        draw = ImageDraw.Draw(sheet)
+        for column, text in enumerate(labels[1]):
+            draw.text(
+                (left + gap + column * (tile + gap) + tile // 2, top // 2), text[:40], fill=(0, 0, 0), anchor="mm"
+            )
+        for row, text in enumerate(labels[0]):
+            draw.text((left - 4, top + gap + row * (tile + gap) + tile // 2), text[:18], fill=(0, 0, 0), anchor="rm")
     for index, (path, mtime_ns) in enumerate(files):
         data, _, _ = _cached_preview(path, mtime_ns, os.stat(path).st_size, tile)
         with Image.open(io.BytesIO(data)) as im:
             part = im.convert("RGB")
         row, column = divmod(index, columns)
-        x = gap + column * (tile + gap) + (tile - part.width) // 2
-        y = gap + row * (tile + gap) + (tile - part.height) // 2
+        x = left + gap + column * (tile + gap) + (tile - part.width) // 2
+        y = top + gap + row * (tile + gap) + (tile - part.height) // 2
         sheet.paste(part, (x, y))
     data, mime = _choose_encoding(sheet)
     return data, mime, sheet.size

@@ -50,6 +50,12 @@ def _with_options(func: Any, usage_name: str) -> Any:
         argument("--each", metavar="NAME", help="one image per item of the list NAME; write {item} in the prompt"),
         argument("--timeout", type=float, help="seconds to wait before handing back the job id"),
         argument(
+            "--grid",
+            action="append",
+            metavar="NAME=V1,V2",
+            help='a sweep axis, e.g. --grid "seed=1,2,3" --grid "aspect=1:1,16:9" (rows, then columns)',
+        ),
+        argument(
             "--background",
             action="store_true",
             help="return at once with a live card that becomes the result; -o binds a handle (Flux.background)",
@@ -252,6 +258,9 @@ class Flux(Magics):
         return per_image(GenerationRequest.build(prompt, seed=args.seed, **options), args.count)
 
     def _run(self, prompt: str, args: Any, local_ns: Any) -> None:
+        if args.grid:
+            self._grid(prompt, args)
+            return
         try:
             if args.each:
                 pairs = [self._requests(p, args)[0] for p in _each_prompts(prompt, args, self.shell.user_ns, local_ns)]
@@ -296,6 +305,77 @@ class Flux(Magics):
         if outcomes.images:
             line.replace_with(_Bundle(self._bundle(outcomes.images)))  # the line becomes the grid
         return list(outcomes)
+
+    def _grid(self, prompt: str, args: Any) -> None:
+        """`--grid`: one request per combination of the axes, cost told first, shown as a labelled matrix."""
+        import copy
+
+        from . import grid
+        from .display import ProgressLine, error_text
+
+        try:
+            if args.each or args.count != 1 or args.background or self.background:
+                raise InvalidRequestError("--grid cannot be combined with --each, -n or --background", field="grid")
+            axes = [grid.parse_axis(text) for text in args.grid]
+            pairs = []
+            for cell in grid.cells(axes):
+                cell_args = copy.copy(args)
+                for name, value in cell.items():
+                    attribute = {"aspect_ratio": "aspect", "output_format": "output_format"}.get(
+                        grid.AXES[name], grid.AXES[name]
+                    )
+                    setattr(cell_args, attribute, value)
+                    if attribute == "aspect":
+                        cell_args.size = None
+                pairs.append(self._requests(prompt, cell_args)[0])
+            engine = self.client.engine
+            charges = [engine.charge_for(r, v, args.refresh) for r, v in pairs]
+            if args.dry_run:
+                print(grid.cost_line(axes, charges) + "; --dry-run: nothing was sent")
+                return
+            engine.check_costs(charges)
+            print(grid.cost_line(axes, charges))
+        except DoitongError as exc:
+            self._fail(exc)
+            return
+        client = self.client
+        via = engine.transport_named(args.transport)
+        timeout = None if args.timeout is None else _checked_timeout(args.timeout)
+        line = ProgressLine(f"grid × {len(pairs)}")
+        line.update("starting")
+        done: set[int] = set()
+
+        def progress_for(index: int) -> Any:
+            def report(status: str, elapsed: float, detail: str) -> None:
+                if status in ("downloading", "completed"):
+                    done.add(index)
+                line.update(f"{len(done)}/{len(pairs)} done, {status}", detail)
+
+            return report
+
+        flows = [
+            engine.generate(r, variant=v, refresh=args.refresh, progress=progress_for(i), via=via, timeout=timeout)
+            for i, (r, v) in enumerate(pairs)
+        ]
+        outcomes = None
+        try:
+            outcomes = client.run_many(flows, return_exceptions=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            line.close()
+        if outcomes is None:
+            self._interrupted(pairs)
+            return
+        for failure in outcomes:
+            if isinstance(failure, BaseException) and not isinstance(failure, DoitongError):
+                raise failure
+        view = grid.GridView(axes, outcomes, self.preview_px)
+        line.replace_with(view)
+        for failure in (o for o in outcomes if isinstance(o, DoitongError)):
+            print(error_text(failure), file=sys.stderr)
+        if args.out:
+            self.shell.user_ns[args.out] = view
 
     def _background(self, pairs: list[tuple[Any, int]], args: Any) -> Any:
         """`--background`: start the flows on the client's loop thread and return a live card's handle at once."""
