@@ -60,6 +60,7 @@ class BackgroundJob:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = f"bg{next(_ids)}"
+        self.bound_as: str | None = None  # the notebook variable holding this handle (`-o NAME`), if any
         self.requests = list(requests)
         self._clock = clock
         self._started = clock()
@@ -216,7 +217,7 @@ class BackgroundJob:
             '<div style="font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px;'
             'padding:6px 10px;border:1px dashed rgba(127,127,127,.5);border-radius:8px">'
             f'⏳ {text}<br><span style="opacity:.7">running in the background: other cells can run; '
-            f"<code>{html.escape(self.name)}.result()</code> waits for it</span></div>"
+            f"<code>{html.escape(self.bound_as or self.name)}.result()</code> waits for it</span></div>"
         )
 
     def _follow(self) -> None:

@@ -403,6 +403,7 @@ class Flux(Magics):
             predicted=lambda r: engine.durations.predict(r.width * r.height),
             unfinished=unfinished,
         )
+        job.bound_as = args.out
         job.show()
         return job
 
