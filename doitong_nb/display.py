@@ -349,19 +349,20 @@ def _plain_image(results: list[ImageResult], preview_px: int) -> tuple[bytes, st
         return None
 
 
-_SHEET_TILE = 256  # px: each image's box in a grid's contact sheet
-_SHEET_COLUMNS = 4
 _SHEET_GAP = 6
 
 
 @functools.lru_cache(maxsize=16)
 def _sheet(
-    files: tuple[tuple[str, int], ...], labels: tuple[tuple[str, ...], tuple[str, ...]] | None
+    files: tuple[tuple[str, int], ...],
+    labels: tuple[tuple[str, ...], tuple[str, ...]] | None,
+    tile: int = 256,
+    columns: int = 4,
 ) -> tuple[bytes, str, tuple[int, int]]:
     """A grid's previews tiled into one JPEG (row-major, up to four across; or rows x columns when labelled)."""
-    columns = len(labels[1]) if labels else min(_SHEET_COLUMNS, len(files))
+    columns = len(labels[1]) if labels else min(columns, len(files))
     rows = math.ceil(len(files) / columns)
-    tile, gap = _SHEET_TILE, _SHEET_GAP
+    gap = _SHEET_GAP
     left = 110 if labels and any(labels[0]) else 0  # room for row labels
     top = 22 if labels else 0  # room for column labels
     sheet = Image.new("RGB", (left + columns * (tile + gap) + gap, top + rows * (tile + gap) + gap), (255, 255, 255))
@@ -705,7 +706,7 @@ class HistoryGallery:
         metadata: dict[str, Any] = {}
         try:
             files = tuple((os.path.abspath(r.path), os.stat(r.path).st_mtime_ns) for r in self.results)
-            sheet, mime, (w, h) = _sheet(files, None)
+            sheet, mime, (w, h) = _sheet(files, None, _THUMB_PX - 32, 6)  # a gallery's sheet: small tiles
         except OSError:
             return data, metadata
         data[mime] = base64.b64encode(sheet).decode()
