@@ -43,3 +43,39 @@ def test_a_saved_notebook_keeps_each_result_once_and_no_empty_output(tmp_path: P
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             assert output.output_type != "display_data" or any(v for v in output.data.values()), output
+
+
+def _nbval_shim():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "notebooks_conftest", Path(__file__).parents[1] / "notebooks" / "conftest.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nbval_is_given_each_display_in_its_final_state() -> None:
+    """nbval ignores update_display_data; the shim applies updates as nbclient does and drops the updates."""
+    shim = _nbval_shim()
+
+    def msg(kind: str, data: dict, display_id: str | None = None) -> dict:
+        content = {"data": data, "metadata": {}}
+        if display_id:
+            content["transient"] = {"display_id": display_id}
+        return {"msg_type": kind, "content": content, "parent_header": {"msg_id": "cell"}}
+
+    status = {"msg_type": "status", "content": {"execution_state": "idle"}, "parent_header": {"msg_id": "cell"}}
+    messages = [
+        {"msg_type": "stream", "content": {"name": "stderr", "text": "budget ok\n"}, "parent_header": {}},
+        msg("display_data", {"text/plain": ""}, "line"),
+        msg("update_display_data", {"text/plain": "⏳ 1/3 done"}, "line"),
+        msg("display_data", {"text/plain": "other"}),
+        msg("update_display_data", {"text/plain": "<ImageResult ...>", "image/jpeg": "..."}, "line"),
+        status,
+    ]
+    final = shim._final_displays(messages)
+    assert [m["msg_type"] for m in final] == ["stream", "display_data", "display_data", "status"]
+    assert final[1]["content"]["data"] == {"text/plain": "<ImageResult ...>", "image/jpeg": "..."}
+    assert final[2]["content"]["data"] == {"text/plain": "other"}
