@@ -316,6 +316,15 @@ class Flux(_Base):
         request = as_request(prompt, options)
         return self.run(self.engine.generate(request, refresh=refresh, progress=progress))
 
+    def grid(self, prompt: str, *, refresh: bool = False, **options: Any) -> Any:
+        """A sweep as a labelled grid: `flux.grid("a fox", seed=[1, 2, 3], aspect_ratio=["1:1", "16:9"])`.
+
+        Options given as lists are the axes (rows, then columns); the cost is printed before sending; see grid.py.
+        """
+        from .grid import sweep
+
+        return sweep(self, prompt, refresh=refresh, **options)
+
     def batch(
         self,
         prompts: Sequence[str | GenerationRequest],

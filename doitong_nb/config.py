@@ -122,8 +122,16 @@ def resolve(
     output_dir: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
 ) -> Settings:
-    """Explicit arguments win over the environment; no key anywhere means the sandbox."""
-    key = checked_api_key(api_key) or checked_api_key(os.environ.get(contract.ENV_API_KEY))
+    """Explicit arguments win; the key is looked up argument > %flux_login > environment > saved key (login.py);
+    no key anywhere means the sandbox."""
+    from . import login
+
+    key = (
+        checked_api_key(api_key)
+        or checked_api_key(login.current())
+        or checked_api_key(os.environ.get(contract.ENV_API_KEY))
+        or checked_api_key(login.saved())
+    )
     url = base_url or os.environ.get(contract.ENV_BASE_URL) or None
     use_sandbox = key is None and url is None
     if use_sandbox:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat
+from PIL import Image, ImageCms, ImageOps
 
 from .errors import DoitongError
 from .result import parse_time
@@ -31,11 +31,11 @@ from .result import parse_time
 if TYPE_CHECKING:
     from .result import ImageResult
 
-# Raw preview bytes we aim for: ~200 KB once base64-encoded, whatever the image.
-_PREVIEW_BUDGET = 150_000
+# Raw preview bytes we aim for. The bundle carries them twice (the HTML card's data URI and the plain
+# image/jpeg beside it, for exporters and viewers that drop HTML), so ~140 KB once base64-encoded each keeps
+# a result within 300 KB of notebook whatever the image's size.
+_PREVIEW_BUDGET = 105_000
 _QUALITIES = (82, 72, 62, 50)
-# WebP wins only when it is smaller and at most this much worse in PSNR (dB) than the JPEG.
-_WEBP_PSNR_SLACK = 0.5
 _SRGB = ImageCms.createProfile("sRGB")
 
 
@@ -57,38 +57,33 @@ def _to_srgb(im: Image.Image) -> Image.Image:
         return im
 
 
-def _encode(im: Image.Image, fmt: str, quality: int) -> bytes:
+def _encode(im: Image.Image, fmt: str, quality: int = 0) -> bytes:
     # Explicit empty metadata: `im` is fresh, but say so anyway so no Pillow default can sneak any in.
-    options: dict[str, Any] = {"quality": quality, "exif": b"", "icc_profile": None}
-    if fmt == "JPEG":
-        options.update(optimize=True, progressive=True, comment=b"")
-    else:
-        options.update(method=4)
     buffer = io.BytesIO()
-    im.save(buffer, fmt, **options)
+    if fmt == "JPEG":
+        im.save(buffer, fmt, quality=quality, exif=b"", icc_profile=None, optimize=True, progressive=True, comment=b"")
+    else:  # PNG: lossless, for images with alpha
+        im.save(buffer, fmt, optimize=True)
     return buffer.getvalue()
 
 
-def _psnr(reference: Image.Image, data: bytes) -> float:
-    with Image.open(io.BytesIO(data)) as decoded:
-        diff = ImageChops.difference(reference, decoded.convert(reference.mode))
-    mse = sum(v * v for v in ImageStat.Stat(diff).rms) / len(diff.getbands())
-    return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
-
-
 def _choose_encoding(im: Image.Image) -> tuple[bytes, str]:
-    """JPEG or WebP, whichever is smaller at comparable PSNR, at the highest quality within budget."""
+    """JPEG at the highest quality within budget; PNG for an image with alpha (halved until within budget).
+
+    Both are types every exporter understands (nbconvert's Markdown, LaTeX and PDF, Quarto, GitHub's viewer),
+    so the same bytes serve the HTML card and the plain image beside it.
+    """
+    if im.mode == "RGBA":
+        data = _encode(im, "PNG")
+        while len(data) > _PREVIEW_BUDGET and min(im.size) > 64:
+            im = im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS)
+            data = _encode(im, "PNG")
+        return data, "image/png"
     for quality in _QUALITIES:
-        webp = _encode(im, "WEBP", quality)
-        if im.mode == "RGBA":  # JPEG has no alpha
-            best = (webp, "image/webp")
-        else:
-            jpeg = _encode(im, "JPEG", quality)
-            webp_wins = len(webp) < len(jpeg) and _psnr(im, webp) >= _psnr(im, jpeg) - _WEBP_PSNR_SLACK
-            best = (webp, "image/webp") if webp_wins else (jpeg, "image/jpeg")
-        if len(best[0]) <= _PREVIEW_BUDGET:
+        data = _encode(im, "JPEG", quality)
+        if len(data) <= _PREVIEW_BUDGET:
             break
-    return best
+    return data, "image/jpeg"
 
 
 @functools.lru_cache(maxsize=32)
@@ -106,6 +101,9 @@ def _cached_preview(path: str, mtime_ns: int, size: int, max_px: int) -> tuple[b
     # A fresh image: no comment, EXIF, ICC or text chunk of the original can reach the preview.
     clean = Image.frombytes(work.mode, work.size, work.tobytes())
     data, mime = _choose_encoding(clean)
+    if mime == "image/png":  # a halved PNG: its own size
+        with Image.open(io.BytesIO(data)) as encoded:
+            return data, mime, encoded.size
     return data, mime, clean.size
 
 
@@ -307,7 +305,87 @@ def result_bundle(
     page = f'<div style="display:grid;{grid};gap:12px;{_FONT};color:inherit">{cards}</div>'
     if footer:
         page += f'<div style="{_FONT};font-size:12px;margin-top:6px;{_MUTED}">{" · ".join(footer)}</div>'
-    return {"text/plain": "\n".join(lines), "text/html": page}
+    bundle = {"text/plain": "\n".join(lines), "text/html": page}
+    picture = _plain_image(results, preview_px)
+    if picture is not None:
+        data, mime, _ = picture
+        bundle[mime] = base64.b64encode(data).decode()
+    return bundle
+
+
+def result_display(
+    results: list[ImageResult],
+    preview_px: int = 1024,
+    *,
+    session_credits: int | None = None,
+    balance: int | None = None,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """(data, metadata) for IPython's display: result_bundle's data, and the plain image's display width.
+
+    Front ends that render HTML show the card; exporters and viewers that drop or sanitise HTML (nbconvert to
+    Markdown, LaTeX or PDF, Quarto's PDF builds, repository viewers) show the image/jpeg (or image/png) beside
+    it, at the width in the metadata; a terminal shows the text line.
+    """
+    data = result_bundle(results, preview_px, session_credits=session_credits, balance=balance)
+    picture = _plain_image(results, preview_px)
+    metadata: dict[str, Any] = {}
+    if picture is not None:
+        _, mime, (w, h) = picture
+        shown = _fit(w, h, _SINGLE_BOX) if len(results) == 1 else (w, h)
+        metadata[mime] = {"width": shown[0], "height": shown[1]}
+    return data, metadata
+
+
+def _plain_image(results: list[ImageResult], preview_px: int) -> tuple[bytes, str, tuple[int, int]] | None:
+    """The image that stands for the bundle without HTML: a lone result's preview (the card's own bytes), or one
+    contact sheet of a grid's previews; None when no preview can be read."""
+    try:
+        if len(results) == 1:
+            return _preview(results[0].path, preview_px)
+        if not results:
+            return None
+        return _sheet(tuple((os.path.abspath(r.path), os.stat(r.path).st_mtime_ns) for r in results), None)
+    except OSError:
+        return None
+
+
+_SHEET_GAP = 6
+
+
+@functools.lru_cache(maxsize=16)
+def _sheet(
+    files: tuple[tuple[str, int], ...],
+    labels: tuple[tuple[str, ...], tuple[str, ...]] | None,
+    tile: int = 256,
+    columns: int = 4,
+) -> tuple[bytes, str, tuple[int, int]]:
+    """A grid's previews tiled into one JPEG (row-major, up to four across; or rows x columns when labelled)."""
+    columns = len(labels[1]) if labels else min(columns, len(files))
+    rows = math.ceil(len(files) / columns)
+    gap = _SHEET_GAP
+    left = 110 if labels and any(labels[0]) else 0  # room for row labels
+    top = 22 if labels else 0  # room for column labels
+    sheet = Image.new("RGB", (left + columns * (tile + gap) + gap, top + rows * (tile + gap) + gap), (255, 255, 255))
+    if labels:
+        from PIL import ImageDraw
+
+        draw = ImageDraw.Draw(sheet)
+        for column, text in enumerate(labels[1]):
+            draw.text(
+                (left + gap + column * (tile + gap) + tile // 2, top // 2), text[:40], fill=(0, 0, 0), anchor="mm"
+            )
+        for row, text in enumerate(labels[0]):
+            draw.text((left - 4, top + gap + row * (tile + gap) + tile // 2), text[:18], fill=(0, 0, 0), anchor="rm")
+    for index, (path, mtime_ns) in enumerate(files):
+        data, _, _ = _cached_preview(path, mtime_ns, os.stat(path).st_size, tile)
+        with Image.open(io.BytesIO(data)) as im:
+            part = im.convert("RGB")
+        row, column = divmod(index, columns)
+        x = left + gap + column * (tile + gap) + (tile - part.width) // 2
+        y = top + gap + row * (tile + gap) + (tile - part.height) // 2
+        sheet.paste(part, (x, y))
+    data, mime = _choose_encoding(sheet)
+    return data, mime, sheet.size
 
 
 # --- progress --------------------------------------------------------------------------------------
@@ -383,7 +461,7 @@ class ProgressLine:
         if self._mode == "kernel":
             from IPython.display import display
 
-            if self._handle is None:  # starts and ends empty: see close()
+            if self._handle is None:  # becomes the cell's result: see close()
                 self._handle = display(_BLANK, raw=True, display_id=True)
             span = f'<span style="{_MONO};font-size:12px;opacity:.75">⏳ {html.escape(text)}</span>'
             self._handle.update({"text/plain": text, "text/html": span}, raw=True)
@@ -392,29 +470,39 @@ class ProgressLine:
             sys.stderr.flush()
             self._width = len(text)
 
-    def close(self) -> None:
-        """Stop the clock and blank the line. A saved notebook keeps it blank, the state it was first shown in,
-        so a tool that ignores display updates (nbval) and one that applies them (nbclient, JupyterLab) record
-        the same; nothing repaints it afterwards."""
+    def close(self, final: Any = None) -> None:
+        """Stop the clock. In a notebook the line becomes `final` (the cell's cards) in place, or, with nothing to
+        show, its last status; so no empty output is left behind. Tools that record only first displays (nbval)
+        are given the display updates by notebooks/conftest.py, as nbclient and JupyterLab apply them."""
         with self._lock:
-            if self._closed.is_set():
-                return
+            if self._closed.is_set():  # stopped before: only the result is left to show
+                if final is not None and self._handle is not None:
+                    self._handle.update(final)
+                    return
+                if final is None:
+                    return
             self._closed.set()
             if self._mode == "kernel" and self._handle is not None:
-                self._handle.update(_BLANK, raw=True)
+                if final is not None:
+                    self._handle.update(final)
+                else:
+                    text = " · ".join(p for p in (self.label, self._status or "stopped") if p)
+                    self._handle.update({"text/plain": text}, raw=True)
+                final = None
             elif self._mode == "terminal" and self._width:
                 sys.stderr.write("\r" + " " * self._width + "\r")
                 sys.stderr.flush()
             self._width = 0
         if self._ticker is not None:
             self._ticker.join()
+        if final is not None:  # never painted, or not in a notebook: shown below
+            from IPython.display import display
+
+            display(final)
 
     def replace_with(self, obj: Any) -> None:
-        """Blank the line and show obj (e.g. the ImageResult) right below it."""
-        from IPython.display import display
-
-        self.close()
-        display(obj)
+        """Turn the line into obj (e.g. the ImageResult's card): in place in a notebook, else right below."""
+        self.close(obj)
 
 
 _BLANK = {"text/plain": ""}
@@ -552,3 +640,119 @@ class Gallery:
 def gallery(results: list[ImageResult], preview_px: int = 1024) -> Gallery:
     """`display(gallery(results))`: the cards of several results in one grid, previews sized to it."""
     return Gallery(results, preview_px)
+
+
+# --- history gallery -----------------------------------------------------------------------------------
+
+_THUMB_PX = 192  # a gallery thumbnail's long side: ~8-15 KB each
+
+
+class HistoryGallery:
+    """`%flux_history`: stored results as thumbnails, newest first, each with its metadata and cost.
+
+    HTML shows the gallery; a plain contact sheet (image/jpeg) and one text line per result stand in where HTML
+    is not shown. `total` is how many matched before `--limit`.
+    """
+
+    def __init__(self, results: list[ImageResult], total: int, where: str = "") -> None:
+        self.results = results
+        self.total = total
+        self.where = where
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def _heading(self) -> str:
+        shown = len(self.results)
+        more = f" (newest {shown} of {self.total}; --limit N shows more)" if shown < self.total else ""
+        matched = f" matching {self.where}" if self.where else ""
+        return f"{self.total} stored result(s){matched}{more}"
+
+    def _line(self, r: ImageResult) -> str:
+        seed = f" seed={r.seed}" if r.seed is not None else ""
+        prompt = r.request.prompt if len(r.request.prompt) <= 60 else r.request.prompt[:59] + "…"
+        return (
+            f"{r.job_id}  {_date(r.created_at)}  {r.width}x{r.height}{seed}  {credits_text(r.credit_cost)}  {prompt!r}"
+        )
+
+    def __repr__(self) -> str:
+        if not self.results:
+            return "no stored results" + (f" matching {self.where}" if self.where else " yet")
+        return "\n".join([self._heading(), *(self._line(r) for r in self.results)])
+
+    def _thumb(self, r: ImageResult) -> str:
+        esc = html.escape
+        href, _ = _link(r.path)
+        try:
+            data, mime, (w, h) = _preview(r.path, _THUMB_PX)
+            image = (
+                f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}" alt="{esc(r.request.prompt)}" '
+                f'width="{w}" height="{h}" style="display:block;width:100%;aspect-ratio:1;object-fit:contain;'
+                'background:rgba(127,127,127,.1);margin:0">'
+            )
+        except OSError as exc:
+            image = f'<div style="padding:24px;text-align:center;{_MUTED}">no preview: {esc(type(exc).__name__)}</div>'
+        facts = [f"{r.width}×{r.height}"]
+        if r.seed is not None:
+            facts.append(f"seed {r.seed}")
+        facts.append(esc(credits_text(r.credit_cost)))
+        clamp = "display:-webkit-box;-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow:hidden"
+        return (
+            f'<figure style="{_CARD}"><a href="{esc(href)}" target="_blank" title="open full resolution">{image}</a>'
+            f'<figcaption style="padding:5px 8px 7px;font-size:11px;line-height:1.45">'
+            f'<div style="font-size:12px;{clamp}" title="{esc(r.request.prompt)}">{esc(r.request.prompt)}</div>'
+            f'<div style="{_MUTED}">{esc(_date(r.created_at))} · {" · ".join(facts)}</div>'
+            f'<div style="{_MUTED};{_MONO};font-size:10px" title="%flux_history --rerun {esc(r.job_id)}">'
+            f"{esc(r.job_id)}</div></figcaption></figure>"
+        )
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, str], dict[str, Any]]:
+        text = repr(self)
+        if not self.results:
+            return {"text/plain": text, "text/html": f"<em>{html.escape(text)}</em>"}, {}
+        cards = "".join(self._thumb(r) for r in self.results)
+        page = (
+            f'<div style="{_FONT};font-size:12px;margin-bottom:6px;{_MUTED}">{html.escape(self._heading())} · '
+            "<code>%flux_history --rerun ID</code> makes one again (0 credits: a replay)</div>"
+            f'<div style="display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:8px;'
+            f'{_FONT};color:inherit">{cards}</div>'
+        )
+        data = {"text/plain": text, "text/html": page}
+        metadata: dict[str, Any] = {}
+        try:
+            files = tuple((os.path.abspath(r.path), os.stat(r.path).st_mtime_ns) for r in self.results)
+            sheet, mime, (w, h) = _sheet(files, None, _THUMB_PX - 32, 6)  # a gallery's sheet: small tiles
+        except OSError:
+            return data, metadata
+        data[mime] = base64.b64encode(sheet).decode()
+        metadata[mime] = {"width": w, "height": h}
+        return data, metadata
+
+
+def filter_history(
+    results: list[ImageResult], text: str = "", since: str | None = None, until: str | None = None
+) -> list[ImageResult]:
+    """Newest first; `text` in the prompt (any case); `since`/`until` as ISO dates (inclusive)."""
+    from datetime import date
+
+    def day(value: str, option: str) -> date:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            from .errors import InvalidRequestError
+
+            raise InvalidRequestError(f"{option} {value!r}: write a date as YYYY-MM-DD", field=option) from None
+
+    low, high = (day(since, "--since") if since else None), (day(until, "--until") if until else None)
+    epoch = datetime.min.replace(tzinfo=timezone.utc)
+    kept = []
+    for r in results:
+        if text and text.lower() not in r.request.prompt.lower():
+            continue
+        created = parse_time(r.created_at)
+        if (low or high) and created is None:
+            continue
+        if created is not None and ((low and created.date() < low) or (high and created.date() > high)):
+            continue
+        kept.append(r)
+    return sorted(kept, key=lambda r: parse_time(r.created_at) or epoch, reverse=True)

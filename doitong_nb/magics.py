@@ -49,6 +49,17 @@ def _with_options(func: Any, usage_name: str) -> Any:
         argument("-o", "--out", help="bind the result (a list with -n or --each) to this variable"),
         argument("--each", metavar="NAME", help="one image per item of the list NAME; write {item} in the prompt"),
         argument("--timeout", type=float, help="seconds to wait before handing back the job id"),
+        argument(
+            "--grid",
+            action="append",
+            metavar="NAME=V1,V2",
+            help='a sweep axis, e.g. --grid "seed=1,2,3" --grid "aspect=1:1,16:9" (rows, then columns)',
+        ),
+        argument(
+            "--background",
+            action="store_true",
+            help="return at once with a live card that becomes the result; -o binds a handle (Flux.background)",
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -86,6 +97,9 @@ class Flux(Magics):
     timeout = Float(None, allow_none=True, help="seconds to wait for a job before handing back its id").tag(config=True)
     status_query = Unicode(None, allow_none=True, help="the service's job query, e.g. getJob(jobId)").tag(config=True)
     plan = Unicode(None, allow_none=True, help="your plan, to pace by when the service sends no rate headers").tag(
+        config=True
+    )
+    background = Bool(False, help="%%flux cells return at once and fill in later, as with --background").tag(
         config=True
     )
 
@@ -171,12 +185,65 @@ class Flux(Magics):
 
         return panel(client=lambda: self.client)
 
+    @magic_arguments("%flux_history")
+    @argument("text", nargs="*", help="show only results whose prompt contains this text")
+    @argument("--since", help="created on or after this date, YYYY-MM-DD")
+    @argument("--until", help="created on or before this date, YYYY-MM-DD")
+    @argument("--limit", type=int, default=24, help="show at most this many, newest first (default 24)")
+    @argument("--df", action="store_true", help="a table (a pandas DataFrame when pandas is installed)")
+    @argument("--rerun", metavar="ID", help="make the stored request of job ID again: a replay at 0 credits")
+    @argument("--refresh", action="store_true", help="with --rerun: generate anew (charged) instead of replaying")
     @line_magic
     def flux_history(self, line: str = "") -> Any:
-        """The stored results as a table (a pandas DataFrame when pandas is installed)."""
-        from .display import history_table
+        """The stored results as a thumbnail gallery, newest first, each with its metadata and cost.
 
-        return history_table(self.client.store.history())
+        `%flux_history fox --since 2026-11-01 --limit 8` filters; `--df` gives the table; `--rerun ID` re-runs
+        a stored request (replayed at 0 credits unless `--refresh`).
+        """
+        from .display import HistoryGallery, filter_history, history_table
+
+        args = _parse(self.flux_history, line)
+        if args.rerun:
+            return self._rerun(args.rerun, args.refresh)
+        if args.limit < 1:
+            raise UsageError("%flux_history: --limit must be 1 or more")
+        text = " ".join(args.text)
+        try:
+            results = filter_history(self.client.store.history(), text, args.since, args.until)
+        except DoitongError as exc:
+            raise UsageError(f"%flux_history: {exc}") from None
+        if args.df:
+            return history_table(results[: args.limit])
+        where = " ".join(
+            p
+            for p in (
+                repr(text) if text else "",
+                f"since {args.since}" if args.since else "",
+                f"until {args.until}" if args.until else "",
+            )
+            if p
+        )
+        return HistoryGallery(results[: args.limit], len(results), where)
+
+    def _rerun(self, job_id: str, refresh: bool) -> None:
+        """`%flux_history --rerun ID`: the stored request (and variant) of job ID, through the usual cell path."""
+        from types import SimpleNamespace
+
+        client = self.client
+        stored = next((r for r in client.store.history() if r.job_id == job_id), None)
+        if stored is None:
+            raise UsageError(f"%flux_history --rerun: no stored result {job_id!r}; `%flux_history` shows the ids")
+        request, origin = stored.request, client.settings.origin
+        variant = next(
+            (v for v in range(64) if (f := client.store.find(request.key(v), origin)) and f.job_id == job_id), 0
+        )
+        args = SimpleNamespace(refresh=refresh, timeout=None, transport=None)
+        try:
+            engine = client.engine
+            engine.check_costs([engine.charge_for(request, variant, refresh)])
+            self._generate([(request, variant)], args, None)
+        except DoitongError as exc:
+            self._fail(exc)
 
     # --- the work -------------------------------------------------------------------------------
     def _requests(self, prompt: str, args: Any) -> list[tuple[Any, int]]:
@@ -198,6 +265,9 @@ class Flux(Magics):
     def _run(self, prompt: str, args: Any, local_ns: Any) -> None:
         """One cell's images. A failure raises, so Run All, papermill and nbval stop at this cell; `-o NAME` is
         bound first (a list keeps each failure in its place), never silently left unset."""
+        if args.grid:
+            self._grid(prompt, args)
+            return
         try:
             if args.each:
                 pairs = [self._requests(p, args)[0] for p in _each_prompts(prompt, args, self.shell.user_ns, local_ns)]
@@ -209,6 +279,11 @@ class Flux(Magics):
                 return
             engine = self.client.engine  # one verdict on the budget for the whole cell, not one line an image
             engine.check_costs([engine.charge_for(r, v, args.refresh) for r, v in pairs])
+            if args.background or self.background:
+                job = self._background(pairs, args)
+                if args.out:  # bound at once: `.result()` waits, the repr shows the state
+                    self.shell.user_ns[args.out] = job
+                return
             many = bool(args.each) or len(pairs) > 1
             outcomes = self._batch(pairs, args, timeout) if many else self._generate(pairs, args, timeout)
         except DoitongError as exc:
@@ -221,25 +296,136 @@ class Flux(Magics):
 
     def _batch(self, pairs: list[tuple[Any, int]], args: Any, timeout: float | None) -> list[Any]:
         """`-n` and `--each`: the batch scheduler paces the items at the plan's limits (its job slots, its
-        requests a minute); failures print in place. An unseeded `-n` repeats one request: the batch makes
-        its copies variants 0, 1, ..., the same replay keys a single image's cell would use."""
-        from IPython.display import display
+        requests a minute); one progress line updates in place; failures print in place. An unseeded `-n`
+        repeats one request: the batch makes its copies variants 0, 1, ..., the replay keys a cell would use."""
+        from .display import ProgressLine, error_text
 
-        from .display import error_text
+        label = f"--each {args.each}" if args.each else pairs[0][0].size
+        line = ProgressLine(f"{label} × {len(pairs)}")
+        line.update("starting")  # painted from the cell's thread: the line belongs to this cell
+
+        def report(stats: Any) -> None:  # one line updated in place, not a bar an item
+            failed = f", {stats.failed} failed" if stats.failed else ""
+            line.update(f"{stats.done}/{stats.total} done{failed}", f"{stats.credits} credits")
 
         requests = [r for r, _ in pairs]
         try:
             outcomes = self.client.batch(
-                requests, refresh=args.refresh, progress=True, transport=args.transport, timeout=timeout
+                requests, refresh=args.refresh, progress=report, transport=args.transport, timeout=timeout
             )
         except KeyboardInterrupt:
+            line.close()
             self._interrupted(pairs)
             raise
+        finally:
+            line.close()
         for index, error in outcomes.errors.items():
             print(f"item {index}: {error_text(error)}", file=sys.stderr)
         if outcomes.images:
-            display(_Bundle(self._bundle(outcomes.images)))
+            line.replace_with(_Bundle(self._bundle(outcomes.images)))  # the line becomes the grid
         return list(outcomes)
+
+    def _grid(self, prompt: str, args: Any) -> None:
+        """`--grid`: one request per combination of the axes, cost told first, shown as a labelled matrix."""
+        import copy
+
+        from . import grid
+        from .display import ProgressLine, error_text
+
+        try:
+            if args.each or args.count != 1 or args.background or self.background:
+                raise InvalidRequestError("--grid cannot be combined with --each, -n or --background", field="grid")
+            axes = [grid.parse_axis(text) for text in args.grid]
+            pairs = []
+            for cell in grid.cells(axes):
+                cell_args = copy.copy(args)
+                for name, value in cell.items():
+                    attribute = {"aspect_ratio": "aspect", "output_format": "output_format"}.get(
+                        grid.AXES[name], grid.AXES[name]
+                    )
+                    setattr(cell_args, attribute, value)
+                    if attribute == "aspect":
+                        cell_args.size = None
+                pairs.append(self._requests(prompt, cell_args)[0])
+            engine = self.client.engine
+            charges = [engine.charge_for(r, v, args.refresh) for r, v in pairs]
+            if args.dry_run:
+                print(grid.cost_line(axes, charges) + "; --dry-run: nothing was sent")
+                return
+            engine.check_costs(charges)
+            print(grid.cost_line(axes, charges))
+        except DoitongError as exc:
+            self._fail(exc)
+            return
+        client = self.client
+        via = engine.transport_named(args.transport)
+        timeout = None if args.timeout is None else _checked_timeout(args.timeout)
+        line = ProgressLine(f"grid × {len(pairs)}")
+        line.update("starting")
+        done: set[int] = set()
+
+        def progress_for(index: int) -> Any:
+            def report(status: str, elapsed: float, detail: str) -> None:
+                if status in ("downloading", "completed"):
+                    done.add(index)
+                line.update(f"{len(done)}/{len(pairs)} done, {status}", detail)
+
+            return report
+
+        flows = [
+            engine.generate(r, variant=v, refresh=args.refresh, progress=progress_for(i), via=via, timeout=timeout)
+            for i, (r, v) in enumerate(pairs)
+        ]
+        try:
+            outcomes = client.run_many(flows, return_exceptions=True)
+        except KeyboardInterrupt:
+            line.close()
+            self._interrupted(pairs)
+            raise
+        finally:
+            line.close()
+        for failure in outcomes:
+            if isinstance(failure, BaseException) and not isinstance(failure, DoitongError):
+                raise failure
+        view = grid.GridView(axes, outcomes, self.preview_px)
+        line.replace_with(view)
+        failures = [o for o in outcomes if isinstance(o, DoitongError)]
+        for failure in failures:
+            print(error_text(failure), file=sys.stderr)
+        if args.out:
+            self.shell.user_ns[args.out] = view
+        if failures:
+            raise CellError(f"{len(failures)} of {len(outcomes)} images failed (each said above)")
+
+    def _background(self, pairs: list[tuple[Any, int]], args: Any) -> Any:
+        """`--background`: start the flows on the client's loop thread and return a live card's handle at once."""
+        from .background import BackgroundJob
+
+        client = self.client
+        engine = client.engine
+        timeout = None if args.timeout is None else _checked_timeout(args.timeout)
+        via = engine.transport_named(args.transport)
+
+        def start(index: int, progress: Any) -> Any:
+            request, variant = pairs[index]
+            flow = engine.generate(
+                request, variant=variant, refresh=args.refresh, progress=progress, via=via, timeout=timeout
+            )
+            return client.start(flow)
+
+        def unfinished() -> list[str]:
+            return [e.job_id for r, v in pairs if (e := engine.unfinished(r.key(v))) is not None and e.job_id]
+
+        job = BackgroundJob(
+            pairs,
+            start,
+            lambda results: _Bundle(self._bundle(results)),
+            predicted=lambda r: engine.durations.predict(r.width * r.height),
+            unfinished=unfinished,
+        )
+        job.bound_as = args.out
+        job.show()
+        return job
 
     def _generate(self, pairs: list[tuple[Any, int]], args: Any, timeout: float | None) -> list[Any]:
         """One image, with a live progress line that becomes its card."""
@@ -249,6 +435,7 @@ class Flux(Magics):
         (request, variant), = pairs
         via = client.engine.transport_named(args.transport)
         line = ProgressLine(request.size)
+        line.update("starting")  # painted from the cell's thread: the line belongs to this cell
         flow = client.engine.generate(
             request,
             variant=variant,
@@ -270,14 +457,14 @@ class Flux(Magics):
         line.replace_with(_Bundle(self._bundle([result])))
         return [result]
 
-    def _bundle(self, results: list[Any]) -> dict[str, str]:
-        """The cards of a cell, with the session's total and balance as they are now."""
-        from .display import result_bundle
+    def _bundle(self, results: list[Any]) -> tuple[dict[str, str], dict[str, Any]]:
+        """The cards of a cell and the plain image beside them, with the session total and balance as they are now."""
+        from .display import result_display
 
         client = self.client
         for result in results:  # a lone card shows them; a grid shows them once, below it
             result.session_credits, result.balance = client.session_credits, client.engine.balance
-        return result_bundle(
+        return result_display(
             results, self.preview_px, session_credits=client.session_credits, balance=client.engine.balance
         )
 
@@ -316,7 +503,24 @@ class Flux(Magics):
     # --- first contact: pending jobs, resume, doctor (issue 11) ----------------------------------------
     @line_magic
     def flux_jobs(self, line: str = "") -> Any:
-        """Paid jobs not delivered yet (kept in the journal): `%flux_resume ID` or `%flux_resume --all` fetches them."""
+        """Background cells running in this kernel, and paid jobs not delivered yet (kept in the journal):
+        `%flux_resume ID` or `%flux_resume --all` fetches those; `%flux_jobs --cancel bgN` stops waiting for a
+        background cell (its job stays resumable)."""
+        from . import background
+
+        words = line.split()
+        if len(words) == 2 and words[0] == "--cancel":
+            job = background.find(words[1])
+            if job is None:
+                raise UsageError(f"no background cell {words[1]!r} in this kernel; `%flux_jobs` lists them")
+            job.cancel()
+            print(f"{job.name}: stopped waiting; its job stays in the journal (below), paid for and resumable.")
+        elif words:
+            raise UsageError("usage: %flux_jobs  or  %flux_jobs --cancel bgN")
+        if running := background.running():
+            print(f"{len(running)} background cell(s) running in this kernel (`%flux_jobs --cancel NAME` stops one):")
+            for job in running:
+                print(f"  {job.summary()}")
         jobs = self.client.jobs()
         if not jobs:
             print("No pending jobs: every paid job has been delivered.")
@@ -331,7 +535,7 @@ class Flux(Magics):
         """`%flux_resume JOB_ID` or `%flux_resume --all`: fetch pending jobs at no new cost and show them."""
         from IPython.display import display
 
-        from .display import error_text, result_bundle
+        from .display import error_text, result_display
 
         words = line.split()
         if words == ["--all"]:
@@ -349,7 +553,7 @@ class Flux(Magics):
                 raise failure
             print(error_text(failure), file=sys.stderr)
         if results:
-            display(_Bundle(result_bundle(results, self.preview_px)))
+            display(_Bundle(result_display(results, self.preview_px)))
         elif not outcomes:
             print("No pending jobs to resume.")
         return None
@@ -390,12 +594,12 @@ class CellError(Exception):
 
 
 class _Bundle:
-    """A ready mimebundle shown by IPython's display()."""
+    """A ready mimebundle, or (data, metadata), shown by IPython's display()."""
 
-    def __init__(self, bundle: dict[str, str]) -> None:
+    def __init__(self, bundle: dict[str, str] | tuple[dict[str, str], dict[str, Any]]) -> None:
         self.bundle = bundle
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
         return self.bundle
 
 
@@ -404,7 +608,9 @@ def _environment_fingerprint() -> tuple[str, ...]:
     wire format and the output folder; a change of any of them is seen at the next cell."""
     import hashlib
 
-    key = os.environ.get(contract.ENV_API_KEY, "").strip()
+    from . import login
+
+    key = os.environ.get(contract.ENV_API_KEY, "").strip() + "\0" + (login.current() or "")
     names = (contract.ENV_BASE_URL, ENV_TRANSPORT, ENV_OUTPUT_DIR)
     return (hashlib.sha256(key.encode()).hexdigest(), *(os.environ.get(name, "").strip() for name in names))
 
@@ -458,8 +664,11 @@ def _checked_timeout(timeout: float) -> float:
 
 def register(ipython: Any) -> None:
     """Register the magics and make `%config Flux.*` reach them."""
+    from . import login
+
     magics = Flux(shell=ipython)
     ipython.register_magics(magics)
     _session.current = magics
+    login.register(ipython)  # %flux_login, %flux_logout, and the key-literal warning before each cell
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)

@@ -177,7 +177,7 @@ class ImageResult:
 
         return result_text(self)
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from .display import result_bundle
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        from .display import result_display
 
-        return result_bundle([self])
+        return result_display([self])

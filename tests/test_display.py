@@ -86,7 +86,7 @@ def test_preview_long_side_is_capped_and_aspect_kept(tmp_path: Path) -> None:
     path = tmp_path / "wide.png"
     picture(2048, 1024).save(path, compress_level=1)
     data, mime = display.make_preview(path, max_px=512)
-    assert mime in ("image/jpeg", "image/webp")
+    assert mime == "image/jpeg"
     assert preview_size(data) == (512, 256)
 
 
@@ -153,11 +153,11 @@ def test_preview_applies_exif_orientation(tmp_path: Path) -> None:
     assert preview_size(data) == (200, 400)
 
 
-def test_preview_keeps_alpha_as_webp(tmp_path: Path) -> None:
+def test_preview_keeps_alpha_as_png(tmp_path: Path) -> None:
     path = tmp_path / "alpha.png"
     Image.new("RGBA", (300, 200), (255, 0, 0, 128)).save(path, compress_level=1)
     data, mime = display.make_preview(path)
-    assert mime == "image/webp"
+    assert mime == "image/png"
     with Image.open(io.BytesIO(data)) as im:
         assert im.mode == "RGBA"
 
@@ -309,7 +309,7 @@ def test_html_attributes_are_well_quoted(big_jpeg: Path) -> None:
 
 def test_result_repr_mimebundle_uses_display(big_jpeg: Path) -> None:
     result = make_result(big_jpeg)
-    assert set(result._repr_mimebundle_()) == {"text/plain", "text/html"}
+    assert set(result._repr_mimebundle_()[0]) == {"text/plain", "text/html", "image/jpeg"}
     assert repr(result) == display.result_text(result)
 
 
@@ -442,10 +442,24 @@ def test_progress_line_in_a_kernel_updates_one_display(monkeypatch: pytest.Monke
     line.update("processing")
     result = make_result(big_jpeg)
     line.replace_with(result)
-    assert shown[0] == {"text/plain": ""} and shown[-1] is result  # the line starts and ends blank (nbval)
+    assert shown == [{"text/plain": ""}]  # one display: the line becomes the card in place (issue 12)
     assert "&lt;job&gt;" in handle.updates[0]["text/html"]
     assert handle.updates[1]["text/plain"] == "flux <job> · processing · 2.0 s"
-    assert handle.updates[-1] == {"text/plain": ""}
+    assert handle.updates[-1] is result
+
+
+def test_progress_line_with_nothing_to_show_ends_on_its_last_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never an empty output left in the saved notebook (issue 12): an interrupted line keeps what it was doing."""
+    import IPython.display
+
+    handle = FakeHandle()
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kwargs: handle)
+    monkeypatch.setattr(display, "_frontend", lambda: "kernel")
+    line = display.ProgressLine("512x512 × 3", clock=Clock())
+    line.tick = 3600.0
+    line.update("1/3 done, processing")
+    line.close()
+    assert handle.updates[-1] == {"text/plain": "512x512 × 3 · 1/3 done, processing"}
 
 
 # --- account ---------------------------------------------------------------------------------------

@@ -1,12 +1,11 @@
 """Every settings source reaches every face: `%%flux` honours the environment and `%config`, the panel starts
-from `%config`, a failing cell stops Run All, and `-n` is paced by the plan like `--each`."""
+from `%config`, and `-n` is paced by the plan like `--each` (a failing cell stopping papermill: test_papermill)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -68,24 +67,3 @@ def test_count_on_the_free_plan_is_paced_by_the_plan_and_delivers_every_image(tm
     grid = ip.user_ns["grid"]
     assert len(grid) == 12 and all(hasattr(r, "path") for r in grid)
     assert total["rate_limited"] == 0 and total["jobs_created"] == 12
-
-
-def test_a_failing_cell_stops_papermill_at_that_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    papermill = pytest.importorskip("papermill")
-    monkeypatch.delenv("DOITONG_API_KEY", raising=False)
-    monkeypatch.setenv("DOITONG_OUTPUT_DIR", str(tmp_path / "out"))
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("%load_ext doitong_nb"),
-        nbformat.v4.new_code_cell(f"%%flux --size 1000x1000\n{PROMPT}"),
-        nbformat.v4.new_code_cell("reached = True"),
-    ]
-    source, target = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
-    nbformat.write(nb, source)
-    with pytest.raises(papermill.PapermillExecutionError) as caught:
-        papermill.execute_notebook(str(source), str(target), kernel_name="python3", progress_bar=False)
-    assert caught.value.exec_count == 2
-    code = [cell for cell in nbformat.read(target, as_version=4).cells if cell.cell_type == "code"]
-    shown = "".join(str(output) for output in code[1].outputs)
-    assert "width 1000 is not a multiple of 16" in shown and "Traceback" not in shown
-    assert code[2].get("execution_count") is None  # Run All stopped at the failing cell

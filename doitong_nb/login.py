@@ -1,0 +1,274 @@
+"""Keys that never land in a notebook: `%flux_login`, `%flux_logout`, and a warning for key literals in cells.
+
+Where the API key comes from, first found wins:
+
+1. an explicit argument, `Flux(api_key=...)` (for scripts that read it from their own secret store);
+2. the kernel's login, `%flux_login` (a hidden getpass prompt; kept in this process only);
+3. the environment, `DOITONG_API_KEY` (set outside the notebook: a shell, a `.env` your launcher reads, CI);
+4. the saved key: the OS keyring (`pip install "doitong-nb[keyring]"`), else a 0600 file in the user's config
+   directory (platformdirs' `user_config_dir("doitong-nb")/api_key`), written by `%flux_login --save`.
+
+No key anywhere means the bundled offline sandbox. Every key goes through `config.checked_api_key`, which registers
+it so that no DoitongError ever shows it; nothing here prints, logs or reprs a key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import contract
+
+SERVICE = "doitong-nb"  # the keyring's service name and the config directory's name
+_USERNAME = contract.ENV_API_KEY
+_login_key: str | None = None
+
+
+# --- the kernel's login ----------------------------------------------------------------------------
+
+
+def login(key: str) -> None:
+    """Keep `key` for this process (checked as any key is: stripped, no control characters, scrubbed)."""
+    from .config import checked_api_key
+    from .errors import AuthenticationError
+
+    global _login_key
+    checked = checked_api_key(key)
+    if checked is None:
+        raise AuthenticationError("no key was entered; nothing changed")
+    _login_key = checked
+
+
+def logout() -> None:
+    global _login_key
+    _login_key = None
+
+
+def current() -> str | None:
+    """The key given to `%flux_login` in this process, if any."""
+    return _login_key
+
+
+# --- the saved key -----------------------------------------------------------------------------------
+
+
+def key_file() -> Path:
+    """The 0600 file a key is saved to when no keyring is available."""
+    try:
+        from platformdirs import user_config_dir
+    except ImportError:  # platformdirs is a dependency of jupyter_core; a bare install still has a sensible place
+        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        return Path(base) / SERVICE / "api_key"
+    return Path(user_config_dir(SERVICE, appauthor=False)) / "api_key"
+
+
+def _keyring() -> Any:
+    """The keyring module when it is installed and has a usable backend, else None."""
+    try:
+        import keyring
+        from keyring.backends import fail
+    except ImportError:
+        return None
+    with contextlib.suppress(Exception):
+        if not isinstance(keyring.get_keyring(), fail.Keyring):
+            return keyring
+    return None
+
+
+def save(key: str, where: str = "auto") -> str:
+    """Save `key` to the keyring ("keyring"), the 0600 file ("file") or the keyring when usable ("auto").
+
+    Returns where it went, in words, never the key.
+    """
+    ring = _keyring() if where in ("auto", "keyring") else None
+    if where == "keyring" and ring is None:
+        from .errors import AuthenticationError
+
+        raise AuthenticationError('no usable OS keyring: pip install "doitong-nb[keyring]", or save to a file')
+    if ring is not None:
+        ring.set_password(SERVICE, _USERNAME, key)
+        return "the OS keyring"
+    path = key_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, not even briefly
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return str(path)
+
+
+def saved() -> str | None:
+    """The saved key (keyring first, then the file), or None. A file others can read is refused with a warning."""
+    ring = _keyring()
+    if ring is not None:
+        with contextlib.suppress(Exception):
+            value = ring.get_password(SERVICE, _USERNAME)
+            if value:
+                return value
+    path = key_file()
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if os.name == "posix" and mode & 0o077:
+        print(
+            f"doitong_nb: {path} is readable by other users, so its key is not used; `chmod 600 {path}` or run "
+            "%flux_login --save again",
+            file=sys.stderr,
+        )
+        return None
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        return path.read_text().strip() or None
+    return None
+
+
+def forget_saved() -> list[str]:
+    """Delete the saved key wherever it is; returns the places it was removed from."""
+    removed = []
+    ring = _keyring()
+    if ring is not None:
+        with contextlib.suppress(Exception):
+            ring.delete_password(SERVICE, _USERNAME)
+            removed.append("the OS keyring")
+    path = key_file()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+        removed.append(str(path))
+    return removed
+
+
+# --- key literals in a cell ----------------------------------------------------------------------------
+
+_NAME = re.escape(contract.ENV_API_KEY)
+# A value that looks like a key: long enough, no spaces, not a placeholder ("..."), an expansion ($key) or a name.
+_KEY = r"[A-Za-z0-9][A-Za-z0-9_\-.:+/=]{11,}"
+_VALUE = rf"(?P<q>['\"]?)(?P<value>{_KEY})(?P=q)"  # %env takes the rest of its line, quoted or not
+_QUOTED = rf"(?P<q>['\"])(?P<value>{_KEY})(?P=q)"  # in Python only a string literal is a literal
+_FORMS: list[tuple[str, re.Pattern[str]]] = [
+    ("%env " + contract.ENV_API_KEY + "=...", re.compile(rf"^\s*%env\s+{_NAME}\s*[=\s]\s*{_VALUE}\s*$", re.M)),
+    (
+        f'os.environ["{contract.ENV_API_KEY}"] = "..."',
+        re.compile(rf"""environ\s*\[\s*['"]{_NAME}['"]\s*\]\s*=\s*{_QUOTED}"""),
+    ),
+    (
+        f'os.environ.setdefault("{contract.ENV_API_KEY}", "...")',
+        re.compile(rf"""environ\s*\.\s*setdefault\s*\(\s*['"]{_NAME}['"]\s*,\s*{_QUOTED}"""),
+    ),
+    (
+        f"os.environ.update({contract.ENV_API_KEY}=...)",
+        re.compile(rf"""environ\s*\.\s*update\s*\([^)]*?\b{_NAME}['"]?\s*[=:]\s*{_QUOTED}"""),
+    ),
+    ('Flux(api_key="...")', re.compile(rf"""\bapi_key\s*=\s*{_QUOTED}""")),
+]
+
+
+def key_literals(source: str) -> list[tuple[str, int]]:
+    """(form, line number) of each key-shaped literal the cell assigns to the API key; never the literal itself.
+
+    Reads (`os.environ.get(...)`, `os.environ[...]` on the right), `getpass()` and `$variable` expansions are not
+    literals and do not match."""
+    found = []
+    for form, pattern in _FORMS:
+        for match in pattern.finditer(source):
+            found.append((form, source.count("\n", 0, match.start()) + 1))
+    return sorted(found, key=lambda item: item[1])
+
+
+def warning_for(source: str) -> str | None:
+    """The warning for a cell that writes a key into the notebook, or None; it names the form, never the key."""
+    found = key_literals(source)
+    if not found:
+        return None
+    where = "; ".join(f"line {line}: {form}" for form, line in found)
+    return (
+        f"doitong_nb: this cell writes an API key into the notebook ({where}). The key is now in the .ipynb source "
+        "and goes wherever the notebook goes (git, shares, exports). Instead run %flux_login (a hidden prompt; "
+        "--save keeps it in the OS keyring or a private file) or set "
+        f"{contract.ENV_API_KEY} outside the notebook; then delete this line, and rotate the key if the notebook "
+        "was saved or shared. The cell runs anyway."
+    )
+
+
+def warn_key_literals(info: Any) -> None:
+    """IPython's pre_run_cell hook: warn on stderr before the cell runs; the cell still runs."""
+    source = getattr(info, "raw_cell", None) or ""
+    if contract.ENV_API_KEY not in source and "api_key" not in source:
+        return
+    message = warning_for(source)
+    if message:
+        print(message, file=sys.stderr)
+
+
+# --- the magics ----------------------------------------------------------------------------------------
+
+_LOGIN_USAGE = "usage: %flux_login [--save | --save-to keyring|file]   (the key is asked for with a hidden prompt)"
+
+
+def _magics() -> Any:
+    from IPython.core.error import UsageError
+    from IPython.core.magic import Magics, line_magic, magics_class
+
+    @magics_class
+    class LoginMagics(Magics):
+        @line_magic
+        def flux_login(self, line: str = "") -> None:
+            """Ask for the API key with a hidden prompt and keep it in this kernel (never in the notebook).
+
+            `--save` also keeps it for later sessions: in the OS keyring when `keyring` is installed and usable,
+            else in a 0600 file in your config directory; `--save-to keyring|file` chooses. Lookup order: an
+            explicit api_key= > this login > DOITONG_API_KEY > the saved key.
+            """
+            import getpass
+
+            words = line.split()
+            where = None
+            if words == ["--save"]:
+                where = "auto"
+            elif len(words) == 2 and words[0] == "--save-to" and words[1] in ("keyring", "file"):
+                where = words[1]
+            elif words:
+                raise UsageError(_LOGIN_USAGE)
+            key = getpass.getpass("Doitong API key (hidden; Enter to cancel): ")
+            from .errors import DoitongError
+
+            try:
+                login(key)
+                if where is not None:
+                    place = save(current() or "", where)
+            except DoitongError as exc:
+                raise UsageError(f"%flux_login: {exc}") from None
+            told = f"; saved to {place}" if where is not None else " (this kernel only; --save keeps it)"
+            print(f"Logged in: the key is kept in this kernel{told}. The next cell uses it.")
+
+        @line_magic
+        def flux_logout(self, line: str = "") -> None:
+            """Forget the key given to %flux_login, and delete its saved copy (`--keep-saved` keeps that)."""
+            words = line.split()
+            if words not in ([], ["--keep-saved"]):
+                raise UsageError("usage: %flux_logout [--keep-saved]")
+            had = current() is not None
+            logout()
+            removed = [] if words else forget_saved()
+            parts = ["forgot this kernel's key" if had else "no key was logged in"]
+            if removed:
+                parts.append("deleted the saved key from " + " and ".join(removed))
+            left = (
+                "DOITONG_API_KEY is set in the environment and is used now"
+                if os.environ.get(contract.ENV_API_KEY)
+                else "the next cell uses the environment, a saved key, or the sandbox"
+            )
+            print(f"Logged out: {'; '.join(parts)}; {left}.")
+
+    return LoginMagics
+
+
+def register(ipython: Any) -> None:
+    """%flux_login, %flux_logout and the key-literal warning before each cell."""
+    ipython.register_magics(_magics())
+    if warn_key_literals not in ipython.events.callbacks["pre_run_cell"]:  # %reload_ext: once
+        ipython.events.register("pre_run_cell", warn_key_literals)

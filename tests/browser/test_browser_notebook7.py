@@ -1,0 +1,86 @@
+"""In Jupyter Notebook 7 (the `notebook` package, served by the same server as the Lab tests) as a person would:
+a %%flux cell shows its card with the image, a background cell returns and fills in, and the panel generates."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any
+
+import nbformat
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+
+def _open_and_run_all(lab: Any, page: Any, notebook: str) -> None:
+    """Notebook 7's own page for one notebook, then Run > Run All Cells from its menu bar."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    pytest.importorskip("notebook", reason="Notebook 7 is the `notebook` package: pip install 'notebook>=7'")
+    page.goto(f"{lab.url}/notebooks/{notebook}?token={lab.token}")
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    with contextlib.suppress(PlaywrightTimeout):
+        dialog.locator("button.jp-mod-accept").click(timeout=3_000)
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(state="attached", timeout=60_000)
+    first_prompt = page.locator(".jp-CodeCell .jp-InputPrompt").first
+    for _ in range(3):  # a click while the kernel's websocket is still connecting can be lost
+        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+        try:
+            page.wait_for_function(
+                "el => /[0-9*]/.test(el.textContent)", arg=first_prompt.element_handle(), timeout=10_000
+            )
+            return
+        except PlaywrightTimeout:
+            continue
+    pytest.fail(f"Run > Run All Cells did not start {notebook} in Notebook 7")
+
+
+def _write(lab: Any, name: str, cells: list[str]) -> None:
+    notebook = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
+    notebook.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(notebook, lab.root / name)
+
+
+def test_notebook7_shows_a_card_and_a_background_cell_fills_in(lab: Any, page: Any, screenshot: Any) -> None:
+    _write(
+        lab,
+        "nb7_card.ipynb",
+        [
+            "%load_ext doitong_nb",
+            "%%flux --size 512x512 --seed 1\nA red fox asleep in fresh snow",
+            "%%flux --background --size 512x512 --seed 2 -o later\nAn owl on a birch branch at dusk",
+            "print('ran while the background job was in flight:', later.done is False)",
+        ],
+    )
+    _open_and_run_all(lab, page, "nb7_card.ipynb")
+    cells = page.locator(".jp-Notebook .jp-CodeCell")
+    card = cells.nth(1).locator(".jp-OutputArea-output").filter(has=page.locator("img")).first
+    card.locator("img").wait_for(timeout=60_000)
+    assert card.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+    assert "job_" in card.inner_text() and "credits" in card.inner_text()
+    cells.nth(3).locator(
+        ".jp-OutputArea-output", has_text="ran while the background job was in flight: True"
+    ).wait_for()
+    live = cells.nth(2).locator(".jp-OutputArea-output").first
+    assert "running in the background" in live.inner_text()
+    screenshot(cells.nth(2), "notebook7-background-live")
+    cells.nth(2).locator(".jp-OutputArea-output img").first.wait_for(timeout=60_000)  # the card replaces it
+    assert "running in the background" not in cells.nth(2).inner_text()
+    screenshot(card, "notebook7-flux-cell-card")
+    screenshot(page, "notebook7-page")
+
+
+def test_notebook7_panel_generates_into_its_gallery(lab: Any, page: Any, screenshot: Any) -> None:
+    _open_and_run_all(lab, page, "panel.ipynb")
+    panel = page.locator(".flux-panel")
+    page.locator(".flux-prompt textarea").fill("A paper lantern floating on a dark lake")
+    page.locator("button.flux-generate").click()
+    thumbnail = panel.locator(".flux-gallery img").first
+    thumbnail.wait_for(timeout=60_000)
+    assert thumbnail.evaluate("img => img.complete && img.naturalWidth > 0")
+    screenshot(panel, "notebook7-panel")

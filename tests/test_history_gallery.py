@@ -1,0 +1,65 @@
+"""Issue 12: `%flux_history` as a thumbnail gallery (newest first, filters, --limit), --df, and --rerun."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+
+from doitong_nb.sandbox import Sandbox
+
+
+@pytest.fixture
+def ip(sandbox: Sandbox, tmp_path: Path, shell_for) -> Iterator[Any]:
+    shell = shell_for(sandbox, tmp_path / "out")
+    for seed, prompt in ((1, "A red fox in snow"), (2, "An owl at night"), (3, "A fox cub at dawn")):
+        shell.run_cell_magic("flux", f"--size 256x256 --seed {seed}", prompt)
+    yield shell
+
+
+def _bundle(gallery: Any) -> tuple[dict[str, str], dict[str, Any]]:
+    return gallery._repr_mimebundle_()
+
+
+def test_gallery_is_newest_first_with_metadata_cost_and_a_plain_sheet(ip: Any) -> None:
+    gallery = ip.run_line_magic("flux_history", "")
+    assert [r.seed for r in gallery.results] == [3, 2, 1]
+    data, metadata = _bundle(gallery)
+    assert data["text/html"].count("<figure") == 3 and data["text/html"].count("<img ") == 3
+    assert "256×256 · seed 3 · 10 credits" in data["text/html"]
+    assert "image/jpeg" in data and metadata["image/jpeg"]["width"] > 0
+    lines = data["text/plain"].splitlines()
+    assert lines[0] == "3 stored result(s)" and "'A fox cub at dawn'" in lines[1] and "10 credits" in lines[1]
+
+
+def test_filter_by_text_and_limit(ip: Any) -> None:
+    gallery = ip.run_line_magic("flux_history", "FOX --limit 1")
+    assert [r.seed for r in gallery.results] == [3]
+    assert repr(gallery).splitlines()[0] == "2 stored result(s) matching 'FOX' (newest 1 of 2; --limit N shows more)"
+
+
+def test_filter_by_date(ip: Any) -> None:
+    assert len(ip.run_line_magic("flux_history", "--since 2000-01-01")) == 3
+    assert len(ip.run_line_magic("flux_history", "--until 2000-01-01")) == 0
+    with pytest.raises(UsageError, match="YYYY-MM-DD"):
+        ip.run_line_magic("flux_history", "--since yesterday")
+
+
+def test_df_is_still_a_dataframe(ip: Any) -> None:
+    table = ip.run_line_magic("flux_history", "owl --df")  # a DataFrame with pandas, a plain table without
+    rows = table.to_dict("records") if hasattr(table, "to_dict") else table.rows
+    assert [row["seed"] for row in rows] == [2] and "job_id" in rows[0]
+
+
+def test_rerun_replays_at_no_cost_and_refresh_charges(ip: Any, sandbox: Sandbox, capsys) -> None:
+    job_id = ip.run_line_magic("flux_history", "owl").results[0].job_id
+    charged = sandbox.stats()["total"]["credits_charged"]
+    ip.run_line_magic("flux_history", f"--rerun {job_id}")
+    assert sandbox.stats()["total"]["credits_charged"] == charged
+    ip.run_line_magic("flux_history", f"--rerun {job_id} --refresh")
+    assert sandbox.stats()["total"]["credits_charged"] == charged + 10
+    with pytest.raises(UsageError, match="no stored result 'job_nope'"):
+        ip.run_line_magic("flux_history", "--rerun job_nope")
