@@ -93,6 +93,8 @@ def shell_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[Sandbox, Path], Any]
         monkeypatch.setenv("DOITONG_BASE_URL", box.base_url)
         monkeypatch.setenv("DOITONG_OUTPUT_DIR", str(out))
         shell = TerminalInteractiveShell.instance()  # the one singleton every test module can share
+        for name in [n for n in shell.user_ns if not n.startswith("_") and n not in shell.user_ns_hidden]:
+            del shell.user_ns[name]  # no `img` or `grid` left over from another test
         shell.config.pop("Flux", None)
         shell.configurables[:] = [c for c in shell.configurables if type(c).__name__ != "Flux"]
         register(shell)

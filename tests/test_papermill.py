@@ -3,12 +3,19 @@ a bad option; nbconvert exports are tested in test_render_everywhere.py."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
 import pytest
 
 papermill = pytest.importorskip("papermill")
+
+
+def execute(*args: object, **kwargs: object) -> object:
+    """papermill in a thread of its own: it leaves an event loop marked running in the thread that called it."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(papermill.execute_notebook, *args, **kwargs).result()
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "notebooks" / "quickstart.ipynb"
@@ -26,7 +33,7 @@ def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_the_quickstart_runs_under_papermill_with_its_parameters(outputs: Path) -> None:
     result = outputs / "quickstart-seed8.ipynb"
-    papermill.execute_notebook(
+    execute(
         str(QUICKSTART), str(result), parameters={"seed": 8, "size": "512x512"}, cwd=str(outputs), progress_bar=False
     )
     nb = nbformat.read(result, as_version=4)
@@ -42,7 +49,7 @@ def test_the_quickstart_runs_under_papermill_with_its_parameters(outputs: Path) 
 def test_a_bad_option_fails_the_papermill_run_at_that_cell(outputs: Path) -> None:
     ran = outputs / "quickstart-bad.ipynb"
     with pytest.raises(papermill.PapermillExecutionError):
-        papermill.execute_notebook(
+        execute(
             str(QUICKSTART),
             str(ran),
             parameters={"size": "1000x1000"},  # not a multiple of 16: refused before sending

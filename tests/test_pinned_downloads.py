@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -33,7 +34,8 @@ def fetch(transport: PinnedTransport, url: str) -> httpx.Response:
         async with httpx.AsyncClient(transport=transport, follow_redirects=True) as client:
             return await client.get(url)
 
-    return asyncio.run(go())
+    with ThreadPoolExecutor(1) as thread:  # a loop of its own, whatever a notebook runner left in this thread
+        return thread.submit(asyncio.run, go()).result()
 
 
 @pytest.mark.parametrize("address", ["10.1.2.3", "169.254.169.254", "127.0.0.1", "192.168.0.7", "fd00::1", "::1"])
