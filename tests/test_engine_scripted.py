@@ -1,0 +1,326 @@
+"""Idempotency, the session budget and redaction in the engine's flows, driven by a script: no server, no I/O
+but the output folder (issue 16: written to kill the mutants that the sandbox tests alone did not).
+
+`Script` answers each step an engine flow yields: a `Send` with the next prepared `Reply` (or a transport
+failure), a `Sleep` by skipping it, a `Work` by running it, a `Fetch` by writing a small JPEG.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from doitong_nb import contract
+from doitong_nb.config import Settings, checked_api_key
+from doitong_nb.engine import Engine, Fetch, Fetched, Reply, Send, Sleep, Work, budget_refusal
+from doitong_nb.errors import (
+    AuthenticationError,
+    BudgetExceededError,
+    DoitongError,
+    GenerationFailedError,
+    NetworkError,
+    NotFoundError,
+    redact,
+)
+from doitong_nb.journal import DONE, FAILED, SUBMITTED, SUBMITTING
+from doitong_nb.request import GenerationRequest
+
+KEY = "sk-scripted-0123456789abcdef"
+BASE = "http://127.0.0.1:9"
+SIZE = 256
+REQUEST = GenerationRequest.build("a kite over a dune", size=f"{SIZE}x{SIZE}", seed=5)  # 10 credits
+Answer = Reply | BaseException
+
+
+def _jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (SIZE, SIZE), (40, 90, 160)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+JPEG = _jpeg()
+
+
+def job(job_id: str, status: str = "COMPLETED", cost: int | None = 10, **extra: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"id": job_id, "status": status, "creditCost": cost, **extra}
+    if status == "COMPLETED":
+        payload.update(url=f"{BASE}/outputs/{job_id}.jpg", metadata={"width": SIZE, "height": SIZE, "seed": 5})
+    return payload
+
+
+def ok(job_payload: dict[str, Any], name: str = "generate") -> Reply:
+    return Reply(200, httpx.Headers({}), {"data": {name: job_payload}})
+
+
+def refused(status: int, code: str, message: str = "no") -> Reply:
+    return Reply(status, httpx.Headers({}), {"errors": [{"message": message, "extensions": {"code": code}}]})
+
+
+class Script:
+    """Runs a flow to its end, answering its Sends in order from `answers`; records what was sent."""
+
+    def __init__(self, *answers: Answer) -> None:
+        self.answers = list(answers)
+        self.sent: list[Send] = []
+        self.slept: list[float] = []
+        self.before_send: Callable[[Send], None] | None = None
+
+    def run(self, flow: Generator[Any, Any, Any]) -> Any:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = flow.throw(error) if error is not None else flow.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            if isinstance(step, Send):
+                if self.before_send:
+                    self.before_send(step)
+                self.sent.append(step)
+                answer = self.answers.pop(0)
+                if isinstance(answer, BaseException):
+                    error = answer
+                else:
+                    value = answer
+            elif isinstance(step, Sleep):
+                self.slept.append(step.seconds)
+            elif isinstance(step, Work):
+                try:
+                    value = step.fn()
+                except Exception as exc:
+                    error = exc
+            elif isinstance(step, Fetch):
+                step.dest.write_bytes(JPEG)
+                value = Fetched(200, len(JPEG), len(JPEG))
+            else:  # pragma: no cover
+                raise AssertionError(f"unexpected step {step!r}")
+
+    def kinds(self) -> list[str]:
+        return [s.call.kind for s in self.sent]
+
+    def keys(self) -> list[str | None]:
+        return [s.headers.get(contract.HEADER_IDEMPOTENCY) for s in self.sent]
+
+
+def make_engine(out: Path, max_credits: int | None = None) -> Engine:
+    return Engine(Settings(KEY, BASE, "graphql", out, 30.0, sandbox=False), max_credits=max_credits)
+
+
+def entries(engine: Engine) -> list[tuple[str, str | None]]:
+    rows = engine.store.journal._read("SELECT state, job_id FROM jobs ORDER BY created_at")
+    return [(state, job_id) for state, job_id in rows]
+
+
+# --- idempotency ------------------------------------------------------------------------------------
+
+
+def test_a_submission_is_journaled_before_it_is_sent_and_marked_done_once_stored(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    seen: list[list[tuple[str, str | None]]] = []
+    script = Script(ok(job("job_a")))
+    script.before_send = lambda send: seen.append(entries(engine))
+    result = script.run(engine.generate(REQUEST))
+    assert seen == [[(SUBMITTING, None)]]  # written down (durably) before the request left
+    idempotency_key = engine.store.journal._read("SELECT idempotency_key FROM jobs")[0][0]
+    assert script.keys() == [idempotency_key]
+    assert entries(engine) == [(DONE, "job_a")]
+    assert (result.job_id, result.credits, result.resumed) == ("job_a", 10, False)
+    assert engine.session_credits == 10
+
+
+def test_a_retried_submission_carries_the_same_key_and_is_charged_once(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    script = Script(refused(503, contract.INTERNAL), httpx.ReadError("connection dropped"), ok(job("job_a")))
+    script.run(engine.generate(REQUEST))
+    assert script.kinds()[:3] == ["submit"] * 3
+    assert len(set(script.keys()[:3])) == 1 and script.keys()[0]
+    assert engine.session_credits == 10
+    # the service answers a key it has seen with the job it made: counted once, whoever asks again
+    engine.store.journal.begin(REQUEST.key(), REQUEST)
+    assert Script(ok(job("job_a"))).run(engine.submit(REQUEST, "same-key", float("inf"))).id == "job_a"
+    assert engine.session_credits == 10
+
+
+def test_an_interrupted_job_resumes_from_the_journal_with_no_new_submission_or_charge(tmp_path: Path) -> None:
+    first = make_engine(tmp_path)
+    flow = first.generate(REQUEST)
+    step = next(flow)
+    assert isinstance(step, Send) and step.call.kind == "submit"
+    assert isinstance(flow.send(ok(job("job_a", "PROCESSING"))), Sleep)  # accepted; waiting for it
+    flow.close()  # Ctrl-C while waiting: the job is paid and journaled
+    assert entries(first) == [(SUBMITTED, "job_a")] and first.session_credits == 10
+
+    again = make_engine(tmp_path)  # a new session (or a re-run cell): nothing charged yet
+    assert again.charge_for(REQUEST) == 0
+    assert again.charge_for(REQUEST.with_seed(6)) == REQUEST.estimated_credits
+    resumed = Script(ok(job("job_a"), name="job"))
+    result = resumed.run(again.generate(REQUEST))
+    assert resumed.kinds() == ["status"]  # read, not submitted again
+    assert (result.job_id, result.resumed, result.credits) == ("job_a", True, 0)
+    assert again.session_credits == 0
+    assert entries(again) == [(DONE, "job_a")]
+    assert again.charge_for(REQUEST) == 0  # stored now: a replay
+    assert again.charge_for(REQUEST, refresh=True) == REQUEST.estimated_credits
+
+
+def test_a_job_the_service_forgot_is_submitted_anew_under_a_new_key(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    old = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)
+    engine.store.journal.mark_submitted(old.idempotency_key, "job_gone")
+    script = Script(refused(404, contract.NOT_FOUND), ok(job("job_b")))
+    result = script.run(engine.generate(REQUEST))
+    assert script.kinds() == ["status", "submit"]
+    assert script.keys()[1] not in (None, old.idempotency_key)
+    assert entries(engine) == [(FAILED, "job_gone"), (DONE, "job_b")]
+    assert result.job_id == "job_b" and engine.session_credits == 10
+
+
+def test_resuming_a_forgotten_job_by_id_says_so_and_drops_it(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    old = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)
+    engine.store.journal.mark_submitted(old.idempotency_key, "job_gone")
+    with pytest.raises(NotFoundError, match="no longer knows job job_gone"):
+        Script(refused(404, contract.NOT_FOUND)).run(engine.resume("job_gone"))
+    assert entries(engine) == [(FAILED, "job_gone")] and engine.pending() == []
+
+
+def test_a_failed_job_is_refunded_and_a_rerun_pays_again(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    failed = job("job_a", "FAILED", error={"code": contract.GENERATION_FAILED, "message": "boom"})
+    with pytest.raises(GenerationFailedError, match=r"job job_a failed .*refunded"):
+        Script(ok(job("job_a", "PROCESSING")), ok(failed, name="job")).run(engine.generate(REQUEST))
+    assert engine.session_credits == 0
+    assert entries(engine) == [(FAILED, "job_a")]
+    assert engine.charge_for(REQUEST) == REQUEST.estimated_credits
+
+
+def test_a_cost_told_late_replaces_the_quote(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    script = Script(ok(job("job_a", "PROCESSING", cost=None)), ok(job("job_a", cost=13), name="job"))
+    result = script.run(engine.generate(REQUEST))
+    assert engine.session_credits == 13 and result.job_id == "job_a"
+
+
+def test_a_stored_result_replays_without_a_request_and_settles_a_stale_journal_entry(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    Script(ok(job("job_a"))).run(engine.generate(REQUEST))
+    stale = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)  # died before mark_done
+    engine.store.journal.mark_submitted(stale.idempotency_key, "job_a")
+    replay = Script()
+    result = replay.run(engine.generate(REQUEST))
+    assert replay.sent == [] and result.job_id == "job_a"
+    assert entries(engine) == [(DONE, "job_a"), (DONE, "job_a")]
+    assert engine.session_credits == 10
+
+
+# --- the session budget -------------------------------------------------------------------------------
+
+
+def test_a_job_over_the_budget_is_refused_before_anything_is_journaled_or_sent(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, max_credits=19)
+    Script(ok(job("job_a"))).run(engine.generate(REQUEST))
+    with pytest.raises(BudgetExceededError, match="spent 10 of its 19-credit budget, 9 left"):
+        Script().run(engine.generate(REQUEST.with_seed(6)))
+    assert entries(engine) == [(DONE, "job_a")]
+    engine.max_credits = 20  # exactly up to the budget is allowed
+    Script(ok(job("job_b"))).run(engine.generate(REQUEST.with_seed(6)))
+    assert engine.session_credits == 20
+
+
+def test_check_costs_weighs_the_whole_cell(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, max_credits=30)
+    engine.check_costs([10, 20])
+    with pytest.raises(BudgetExceededError, match="these 2 images cost 31 credits"):
+        engine.check_costs([10, 21])
+    engine.max_credits = None
+    engine.check_costs([10**6])
+
+
+@pytest.mark.parametrize(
+    ("costs", "spent", "budget", "text"),
+    [
+        ([10], 0, 10, None),
+        (
+            [10],
+            1,
+            10,
+            "this image costs 10 credits and the session has spent 1 of its 10-credit budget, 9 left: "
+            "raise max_credits",
+        ),
+        (
+            [10, 10, 10],
+            5,
+            30,
+            "these 3 images cost 30 credits and the session has spent 5 of its 30-credit budget, "
+            "25 left: 2 of them fit: ask for fewer or raise max_credits",
+        ),
+        (
+            [20],
+            0,
+            15,
+            "this image costs 20 credits and the session has spent 0 of its 15-credit budget, 15 left: "
+            "a smaller size fits (from 10 credits an image) or raise max_credits",
+        ),
+        ([20], 0, 10, "10 left: a smaller size fits (from 10 credits an image) or raise max_credits"),
+        ([20], 12, 10, "spent 12 of its 10-credit budget, 0 left: raise max_credits"),
+        ([10], 0, 9, "9 left: raise max_credits"),
+    ],
+)
+def test_the_budget_refusal_names_the_numbers_and_what_fits(
+    costs: list[int], spent: int, budget: int, text: str | None
+) -> None:
+    refusal = budget_refusal(costs, spent, budget)
+    if text is None:
+        assert refusal is None
+    else:
+        assert isinstance(refusal, BudgetExceededError) and str(refusal).endswith(text)
+
+
+def test_the_budget_refusal_names_the_setting_it_was_given() -> None:
+    refusal = budget_refusal([10], 0, 5, name="batch max_credits")
+    assert str(refusal).endswith("raise batch max_credits")
+    assert budget_refusal([10], 0, None) is None
+
+
+# --- redaction --------------------------------------------------------------------------------------
+
+
+def test_a_network_error_in_a_flow_never_carries_the_key(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    engine.settings = Settings(KEY, f"http://user:{KEY}@127.0.0.1:9", "graphql", tmp_path, 0.0, sandbox=False)
+    engine.reached = True
+    with pytest.raises(NetworkError) as caught:
+        Script(httpx.ConnectError(f"failed for Bearer {KEY}")).run(engine.call(engine.transport.account(), deadline=0))
+    assert KEY not in str(caught.value) and "<redacted>" in str(caught.value)
+
+
+def test_redact_replaces_every_encoding_and_keeps_the_rest() -> None:
+    import base64
+    from urllib.parse import quote
+
+    text = f"a {KEY} b {quote(KEY, safe='')} c {base64.b64encode(f'Bearer {KEY}'.encode()).decode()} d"
+    assert redact(text, KEY) == "a <redacted> b <redacted> c <redacted> d"
+    assert redact("plain", "") == "plain"
+
+
+def test_checked_api_key_strips_refuses_by_position_and_remembers_the_key() -> None:
+    assert checked_api_key(None) is None
+    assert checked_api_key("  \n") is None
+    assert checked_api_key(f" {KEY}\n") == KEY
+    with pytest.raises(AuthenticationError, match=r"\(a space\) at position 4 of 9;") as caught:
+        checked_api_key("abc defgh")
+    assert "abc" not in str(caught.value)
+    with pytest.raises(AuthenticationError, match=r"\(U\+00E9\) at position 1 of 5"):
+        checked_api_key("\u00e9abcd")
+    with pytest.raises(AuthenticationError, match="must be text, not int"):
+        checked_api_key(1234)  # type: ignore[arg-type]
+    later = "sk-remembered-9876543210"
+    checked_api_key(later)
+    assert later not in str(DoitongError(f"echo {later}"))
