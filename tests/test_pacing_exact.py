@@ -4,10 +4,12 @@ tests/test_limits.py's tolerant assertions let through). Margin 5 ms, first assu
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from doitong_nb import contract
-from doitong_nb.limits import RateBudget, Slot
+from doitong_nb.limits import RateBudget, Slot, reset_seconds, retry_after_seconds
 
 MARGIN, FIRST_TRIP, DECAY = 0.005, 0.25, 0.9
 EXACT = 1e-9
@@ -162,3 +164,49 @@ def test_our_request_exactly_a_window_old_is_not_ours_in_the_servers_count() -> 
     clock.now = 1008.0
     budget.observe(told(limit=2, remaining=1))  # the one counted is someone else's: 1 foreign, capacity 1
     assert budget.reserve().wait == pytest.approx(MARGIN, abs=EXACT)  # our 1000.0 still fills that one
+
+
+# --- the server's times: X-RateLimit-Reset and Retry-After -------------------------------------------
+
+
+def test_a_reset_below_a_unix_time_is_seconds_from_now() -> None:
+    assert reset_seconds(3) == 3.0
+    assert reset_seconds(-2) == 0.0
+    assert reset_seconds(contract.RESET_IS_UNIX_TIME_ABOVE - 1) == contract.RESET_IS_UNIX_TIME_ABOVE - 1
+
+
+def test_a_reset_from_a_unix_time_on_is_a_moment() -> None:
+    unix = contract.RESET_IS_UNIX_TIME_ABOVE
+    assert reset_seconds(unix, now=unix - 5) == 5.0
+    assert reset_seconds(2_000_000_010, now=2_000_000_000) == 10.0
+    assert reset_seconds(2_000_000_000, now=2_000_000_010) == 0.0
+    assert reset_seconds(time.time() + 100) == pytest.approx(100, abs=5)
+
+
+DATE = "Wed, 21 Oct 2037 07:28:00 GMT"
+WHEN = 2139722880.0  # DATE as a Unix time
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, None),
+        ("5", 5.0),
+        ("1.5", 1.5),
+        ("0", 0.0),
+        ("-3", 0.0),
+        ("nan", None),
+        ("soon", None),
+        ("", None),
+        (DATE, 30.0),
+        (f"  {DATE} ", 30.0),
+        ("Wed, 21 Oct 2037 07:28:00 -0000", None),  # no zone: not a moment
+    ],
+)
+def test_retry_after_is_seconds_or_an_http_date(value: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(value, now=WHEN - 30) == seconds
+
+
+def test_a_retry_after_date_already_past_means_at_once_and_the_clock_defaults_to_now() -> None:
+    assert retry_after_seconds(DATE, now=WHEN + 30) == 0.0
+    assert retry_after_seconds(DATE) == pytest.approx(WHEN - time.time(), abs=5)
