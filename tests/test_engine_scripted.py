@@ -324,3 +324,62 @@ def test_checked_api_key_strips_refuses_by_position_and_remembers_the_key() -> N
     later = "sk-remembered-9876543210"
     checked_api_key(later)
     assert later not in str(DoitongError(f"echo {later}"))
+
+
+# --- a batch's own budget: what each item may charge, admitted before it is sent ---------------------
+
+
+def plan(engine: Engine, requests: list[GenerationRequest], max_credits: int | None = None) -> Any:
+    from doitong_nb.batch import _Batch
+
+    return _Batch(engine, requests, max_credits=max_credits, refresh=False, progress=False, completion=None)
+
+
+def test_a_batch_counts_nothing_for_stored_or_paid_jobs_and_shares_seeded_duplicates(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    stored, paid, unsent, fresh = (REQUEST.with_seed(s) for s in (1, 2, 3, 4))
+    Script(ok(job("job_s"))).run(engine.generate(stored))
+    journal = engine.store.journal
+    journal.mark_submitted(journal.begin(paid.key(), paid, engine.settings.origin).idempotency_key, "job_p")
+    journal.begin(unsent.key(), unsent, engine.settings.origin)  # journaled, maybe never sent: may charge
+    unseeded = GenerationRequest.build("a kite over a dune", size="256x256")
+    batch = plan(engine, [stored, paid, unsent, fresh, fresh, unseeded, unseeded])
+    assert [(i.index, i.variant, i.cost, i.replay, i.copies) for i in batch.items] == [
+        (0, 0, 0, True, []),
+        (1, 0, 0, False, []),
+        (2, 0, 10, False, []),
+        (3, 0, 10, False, [4]),
+        (5, 0, 10, False, []),
+        (6, 1, 10, False, []),
+    ]
+
+
+def test_a_batch_admits_items_exactly_up_to_its_budget_and_free_ones_past_it(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    Script(ok(job("job_s"))).run(engine.generate(REQUEST.with_seed(1)))
+    batch = plan(engine, [REQUEST.with_seed(s) for s in (2, 3, 4, 1)], max_credits=20)
+    first, second, third, replay = batch.items
+    batch._admit(first)
+    batch._admit(second)
+    assert (batch.committed, batch.charged) == (20, 2)
+    with pytest.raises(
+        BudgetExceededError, match=r"item 2 \(256x256\) costs 10 credits and the batch has committed 20 "
+    ):
+        batch._admit(third)
+    batch._admit(replay)  # costs nothing
+    assert (batch.committed, batch.charged) == (20, 2)
+
+
+def test_a_batch_stops_charging_items_at_the_daily_cap(tmp_path: Path) -> None:
+    from doitong_nb.errors import RateLimitError
+
+    engine = make_engine(tmp_path)
+    Script(ok(job("job_s"))).run(engine.generate(REQUEST.with_seed(1)))
+    batch = plan(engine, [REQUEST.with_seed(s) for s in (2, 3, 1)])
+    batch.daily_limit = 1
+    batch._admit(batch.items[0])
+    with pytest.raises(RateLimitError, match="daily limit") as caught:
+        batch._admit(batch.items[1])
+    assert caught.value.code == contract.DAILY_LIMIT_REACHED
+    batch._admit(batch.items[2])  # a replay is no job: past the cap too
+    assert batch.charged == 1
