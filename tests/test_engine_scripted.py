@@ -8,6 +8,7 @@ failure), a `Sleep` by skipping it, a `Work` by running it, a `Fetch` by writing
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,10 @@ def make_engine(out: Path, max_credits: int | None = None) -> Engine:
     return Engine(Settings(KEY, BASE, "graphql", out, 30.0, sandbox=False), max_credits=max_credits)
 
 
+def errors(engine: Engine) -> list[str | None]:
+    return [row[0] for row in engine.store.journal._read("SELECT error FROM jobs ORDER BY created_at")]
+
+
 def entries(engine: Engine) -> list[tuple[str, str | None]]:
     rows = engine.store.journal._read("SELECT state, job_id FROM jobs ORDER BY created_at")
     return [(state, job_id) for state, job_id in rows]
@@ -156,6 +161,7 @@ def test_an_interrupted_job_resumes_from_the_journal_with_no_new_submission_or_c
     assert isinstance(flow.send(ok(job("job_a", "PROCESSING"))), Sleep)  # accepted; waiting for it
     flow.close()  # Ctrl-C while waiting: the job is paid and journaled
     assert entries(first) == [(SUBMITTED, "job_a")] and first.session_credits == 10
+    assert first.store.journal.unfinished(REQUEST.key(), "https://another.example") is None  # its origin is kept
 
     again = make_engine(tmp_path)  # a new session (or a re-run cell): nothing charged yet
     assert again.charge_for(REQUEST) == 0
@@ -163,6 +169,7 @@ def test_an_interrupted_job_resumes_from_the_journal_with_no_new_submission_or_c
     resumed = Script(ok(job("job_a"), name="job"))
     result = resumed.run(again.generate(REQUEST))
     assert resumed.kinds() == ["status"]  # read, not submitted again
+    assert resumed.sent[0].call.json["variables"]["id"] == "job_a"
     assert (result.job_id, result.resumed, result.credits) == ("job_a", True, 0)
     assert again.session_credits == 0
     assert entries(again) == [(DONE, "job_a")]
@@ -179,6 +186,7 @@ def test_a_job_the_service_forgot_is_submitted_anew_under_a_new_key(tmp_path: Pa
     assert script.kinds() == ["status", "submit"]
     assert script.keys()[1] not in (None, old.idempotency_key)
     assert entries(engine) == [(FAILED, "job_gone"), (DONE, "job_b")]
+    assert errors(engine) == ["job unknown to the service on resume", None]
     assert result.job_id == "job_b" and engine.session_credits == 10
 
 
@@ -186,8 +194,9 @@ def test_resuming_a_forgotten_job_by_id_says_so_and_drops_it(tmp_path: Path) -> 
     engine = make_engine(tmp_path)
     old = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)
     engine.store.journal.mark_submitted(old.idempotency_key, "job_gone")
-    with pytest.raises(NotFoundError, match="no longer knows job job_gone"):
+    with pytest.raises(NotFoundError, match="no longer knows job job_gone") as caught:
         Script(refused(404, contract.NOT_FOUND)).run(engine.resume("job_gone"))
+    assert caught.value.job_id == "job_gone"
     assert entries(engine) == [(FAILED, "job_gone")] and engine.pending() == []
 
 
@@ -321,7 +330,7 @@ def test_checked_api_key_strips_refuses_by_position_and_remembers_the_key() -> N
         checked_api_key("\u00e9abcd")
     with pytest.raises(AuthenticationError, match="must be text, not int"):
         checked_api_key(1234)  # type: ignore[arg-type]
-    later = "sk-remembered-9876543210"
+    later = f"sk-remembered-{uuid.uuid4().hex}"  # fresh in each process (mutmut forks after the clean run)
     checked_api_key(later)
     assert later not in str(DoitongError(f"echo {later}"))
 
@@ -383,3 +392,106 @@ def test_a_batch_stops_charging_items_at_the_daily_cap(tmp_path: Path) -> None:
     assert caught.value.code == contract.DAILY_LIMIT_REACHED
     batch._admit(batch.items[2])  # a replay is no job: past the cap too
     assert batch.charged == 1
+
+
+# --- more of the same flows: origins, replay off, deadlines, resume by id, failures, balance, transports ---
+
+
+def test_a_job_journaled_for_another_service_is_not_resumed_here(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    other = engine.store.journal.begin(REQUEST.key(), REQUEST, "https://another.example")
+    engine.store.journal.mark_submitted(other.idempotency_key, "job_elsewhere")
+    script = Script(ok(job("job_here")))
+    assert script.run(engine.generate(REQUEST)).job_id == "job_here"
+    assert script.kinds() == ["submit"] and script.keys()[0] != other.idempotency_key
+
+
+def test_with_replay_off_the_same_request_is_generated_again(tmp_path: Path) -> None:
+    engine = Engine(Settings(KEY, BASE, "graphql", tmp_path, 30.0, sandbox=False), replay=False)
+    script = Script(ok(job("job_a")), ok(job("job_b")))
+    assert [script.run(engine.generate(REQUEST)).job_id for _ in range(2)] == ["job_a", "job_b"]
+    assert engine.session_credits == 20
+
+
+def test_a_call_timeout_ends_the_retries_at_its_deadline(tmp_path: Path) -> None:
+    from doitong_nb.errors import ServerError
+
+    engine = make_engine(tmp_path)
+    script = Script(refused(503, contract.INTERNAL))
+    with pytest.raises(ServerError):
+        script.run(engine.generate(REQUEST, timeout=0.0))
+    assert script.kinds() == ["submit"]
+
+
+def test_resume_by_job_id_reads_and_stores_the_paid_job_under_its_request(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    Script(ok(job("job_b"))).run(engine.generate(REQUEST.with_seed(9)))  # another stored result
+    entry = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)
+    engine.store.journal.mark_submitted(entry.idempotency_key, "job_a")
+    script = Script(refused(503, contract.INTERNAL), ok(job("job_a"), name="job"))
+    result = script.run(engine.resume("job_a"))
+    assert script.kinds() == ["status", "status"] and engine.session_credits == 10  # job_b's only
+    assert (result.job_id, result.resumed, result.credits, result.seed) == ("job_a", True, 0, 5)
+    assert engine.stored(REQUEST.key()).job_id == "job_a" and engine.pending() == []
+    again = Script()
+    assert again.run(engine.resume("job_a")).job_id == "job_a" and again.sent == []  # stored: no request
+    assert again.run(engine.resume("job_b")).job_id == "job_b"
+    with pytest.raises(NotFoundError, match=r"`%flux_jobs` or `Flux\(\).jobs\(\)` lists them"):
+        again.run(engine.resume("job_unknown"))
+
+
+@pytest.mark.parametrize(
+    ("code", "advice"),
+    [
+        (contract.CONTENT_MODERATED, "rephrase the prompt"),
+        (contract.GENERATION_FAILED, "try again, perhaps with another seed or prompt"),
+    ],
+)
+def test_a_failed_job_says_why_with_its_code_and_id(tmp_path: Path, code: str, advice: str) -> None:
+    engine = make_engine(tmp_path)
+    engine.balance = 100
+    failed = job("job_a", "FAILED", error={"code": code, "message": "no"})
+    with pytest.raises(GenerationFailedError, match=f"are refunded: {advice}$") as caught:
+        Script(ok(job("job_a", "PROCESSING")), ok(failed, name="job")).run(engine.generate(REQUEST))
+    assert (caught.value.code, caught.value.job_id) == (code, "job_a")
+    assert errors(engine) == [code]
+    assert (engine.session_credits, engine.balance) == (0, 100)
+
+
+def test_the_balance_follows_what_the_session_spends(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    engine.balance = 100
+    Script(ok(job("job_a"))).run(engine.generate(REQUEST))
+    assert engine.balance == 90
+
+
+def test_a_submission_counts_the_cost_the_service_tells_at_once(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    entry = engine.store.journal.begin(REQUEST.key(), REQUEST)
+    Script(ok(job("job_a", "PROCESSING", cost=13))).run(engine.submit(REQUEST, entry.idempotency_key, 1e12))
+    assert engine.session_credits == 13  # not the 10-credit quote, even before the job is done
+
+
+def test_a_call_on_another_transport_goes_there_throughout(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    rest = engine.transport_named("rest")
+    script = Script(ok(job("job_a", "PROCESSING")), ok(job("job_a"), name="job"))
+    script.run(engine.generate(REQUEST, via=rest))
+    assert [(s.call.method, s.call.path.split("/")[1]) for s in script.sent] == [("POST", "v1"), ("GET", "v1")]
+    assert script.sent[0].call.path == contract.REST_SUBMIT_PATH
+
+
+def test_a_remembered_key_of_four_characters_is_scrubbed_from_every_error() -> None:
+    import secrets
+
+    from doitong_nb.errors import remember_secret
+
+    short = f"~{secrets.token_hex(1)}~"  # fresh in each process (mutmut forks after the clean run)
+    remember_secret(short)
+    assert short not in str(DoitongError(f"echo {short}"))
+
+
+def test_the_edges_of_what_a_header_can_carry_are_accepted() -> None:
+    assert checked_api_key("!abc~") == "!abc~"
+    with pytest.raises(AuthenticationError, match="U\\+007F"):
+        checked_api_key("abc\x7f")
