@@ -27,6 +27,7 @@ from doitong_nb.errors import (
     GenerationFailedError,
     NetworkError,
     NotFoundError,
+    StorageError,
     redact,
 )
 from doitong_nb.journal import DONE, FAILED, SUBMITTED, SUBMITTING
@@ -387,7 +388,8 @@ def test_a_batch_stops_charging_items_at_the_daily_cap(tmp_path: Path) -> None:
     batch = plan(engine, [REQUEST.with_seed(s) for s in (2, 3, 1)])
     batch.daily_limit = 1
     batch._admit(batch.items[0])
-    with pytest.raises(RateLimitError, match="daily limit") as caught:
+    cap = "^the plan's daily limit of jobs is reached by this batch; nothing was sent for this item$"
+    with pytest.raises(RateLimitError, match=cap) as caught:
         batch._admit(batch.items[1])
     assert caught.value.code == contract.DAILY_LIMIT_REACHED
     batch._admit(batch.items[2])  # a replay is no job: past the cap too
@@ -436,7 +438,7 @@ def test_resume_by_job_id_reads_and_stores_the_paid_job_under_its_request(tmp_pa
     again = Script()
     assert again.run(engine.resume("job_a")).job_id == "job_a" and again.sent == []  # stored: no request
     assert again.run(engine.resume("job_b")).job_id == "job_b"
-    with pytest.raises(NotFoundError, match=r"`%flux_jobs` or `Flux\(\).jobs\(\)` lists them"):
+    with pytest.raises(NotFoundError, match=r"`%flux_jobs` or `Flux\(\).jobs\(\)` lists them$"):
         again.run(engine.resume("job_unknown"))
 
 
@@ -495,3 +497,104 @@ def test_the_edges_of_what_a_header_can_carry_are_accepted() -> None:
     assert checked_api_key("!abc~") == "!abc~"
     with pytest.raises(AuthenticationError, match="U\\+007F"):
         checked_api_key("abc\x7f")
+
+
+def test_a_rest_call_carries_rest_auth_and_resumes_over_rest(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    rest = engine.transport_named("rest")
+    script = Script(ok(job("job_a", "PROCESSING")), ok(job("job_a"), name="job"))
+    script.run(engine.generate(REQUEST, via=rest))
+    assert all(s.headers.get("X-API-Key") == KEY and "Authorization" not in s.headers for s in script.sent)
+    paid = REQUEST.with_seed(6)
+    entry = engine.store.journal.begin(paid.key(), paid, engine.settings.origin)
+    engine.store.journal.mark_submitted(entry.idempotency_key, "job_p")
+    resumed = Script(ok(job("job_p"), name="job"))
+    assert resumed.run(engine.generate(paid, via=rest)).resumed
+    assert [s.call.method for s in resumed.sent] == ["GET"]
+
+
+def test_a_resume_keeps_its_own_timeout(tmp_path: Path) -> None:
+    from doitong_nb.errors import ServerError
+
+    engine = make_engine(tmp_path)
+    entry = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)
+    engine.store.journal.mark_submitted(entry.idempotency_key, "job_a")
+    with pytest.raises(ServerError):
+        Script(refused(503, contract.INTERNAL)).run(engine.resume("job_a", timeout=0.0))
+
+
+def test_progress_hears_the_wait_for_a_slot_each_status_and_the_download(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    heard: list[tuple[str, float, str]] = []
+    busy = Reply(
+        429,
+        httpx.Headers({"Retry-After": "0.01"}),
+        {"errors": [{"message": "busy", "extensions": {"code": contract.CONCURRENCY_LIMITED}}]},
+    )
+    script = Script(busy, ok(job("job_a", "PROCESSING")), ok(job("job_a"), name="job"))
+    script.run(engine.generate(REQUEST, progress=lambda *said: heard.append(said)))
+    assert heard[0] == ("waiting for a free job slot", 0.0, "")
+    assert heard[1][0] == contract.STATUS_PROCESSING and heard[1][2] == "0 status reads"
+    what, elapsed, detail = heard[-1]
+    assert (what, detail) == ("downloading", "") and 0 <= elapsed < 60
+
+
+def test_resume_reports_progress_too(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    entry = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)
+    engine.store.journal.mark_submitted(entry.idempotency_key, "job_a")
+    heard: list[str] = []
+    Script(ok(job("job_a"), name="job")).run(engine.resume("job_a", progress=lambda what, *_: heard.append(what)))
+    assert heard == ["downloading"]
+
+
+def _fail(*args: Any, **kwargs: Any) -> None:
+    raise StorageError("the output folder is full", remedy="free some space", kind="full")
+
+
+def test_a_paid_job_that_cannot_be_stored_is_named_with_what_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(tmp_path)
+    monkeypatch.setattr(engine.store, "put", _fail)
+    with pytest.raises(StorageError) as caught:
+        Script(ok(job("job_a"))).run(engine.generate(REQUEST))
+    assert (caught.value.job_id, caught.value.paid, caught.value.kind, caught.value.waiting) == (
+        "job_a",
+        True,
+        "full",
+        1,
+    )
+    assert "job job_a is done and paid for, but the output folder is full. 1 job is paid and waiting" in str(
+        caught.value
+    )
+
+
+def test_a_job_id_the_journal_cannot_record_is_named_with_what_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(tmp_path)
+    monkeypatch.setattr(engine.store.journal, "mark_submitted", _fail)
+    with pytest.raises(StorageError) as caught:
+        Script(ok(job("job_a", "PROCESSING"))).run(engine.generate(REQUEST))
+    assert (caught.value.job_id, caught.value.paid, caught.value.waiting) == ("job_a", True, 1)
+
+
+def test_a_journal_that_cannot_note_the_end_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(tmp_path)
+    monkeypatch.setattr(engine.store.journal, "mark_done", _fail)
+    monkeypatch.setattr(engine.store.journal, "mark_failed", _fail)
+    assert Script(ok(job("job_a"))).run(engine.generate(REQUEST)).job_id == "job_a"  # stored: the sidecar says so
+    stale = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)
+    engine.store.journal.mark_submitted(stale.idempotency_key, "job_a")
+    assert Script().run(engine.generate(REQUEST)).job_id == "job_a"  # a replay, whatever the journal says
+    failed = job("job_f", "FAILED", error={"code": contract.GENERATION_FAILED, "message": "no"})
+    with pytest.raises(GenerationFailedError):
+        Script(ok(failed)).run(engine.generate(REQUEST.with_seed(8)))
+
+
+def test_a_refused_key_is_remembered_all_the_same() -> None:
+    bad = f"sk-{uuid.uuid4().hex} x"
+    with pytest.raises(AuthenticationError):
+        checked_api_key(bad)
+    assert bad.split()[0] not in str(DoitongError(f"echo {bad}"))

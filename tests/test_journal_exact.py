@@ -89,3 +89,38 @@ def test_the_replay_index_is_replaced_whole(journal: Journal) -> None:
     assert journal.replay_job_ids("k1") == ["job_c"]
     assert journal.replay_job_ids("k2") == ["job_d"]
     assert journal.replay_count() == 2
+
+
+def test_a_journal_that_cannot_be_opened_is_a_storage_error_naming_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "plain-file").write_text("not a folder")
+    with pytest.raises(StorageError, match="while opening the journal") as caught:
+        Journal(tmp_path / "plain-file" / "journal.sqlite")
+    assert str(tmp_path / "plain-file") in str(caught.value) and "(File exists, " in str(caught.value)
+
+
+def test_a_journal_read_or_write_that_fails_is_a_storage_error(journal: Journal) -> None:
+    with sqlite3.connect(journal.path) as other:
+        other.execute("DROP TABLE jobs")
+    with pytest.raises(StorageError, match=r"no such table: jobs, while reading the journal"):
+        journal.pending()
+    with pytest.raises(StorageError, match=r"no such table: jobs, while writing the journal"):
+        journal.begin("k1", HOOKED)
+
+
+def test_adopted_entries_are_written_down_as_they_were(tmp_path: Path, journal: Journal) -> None:
+    entry = journal.begin("k1", HOOKED, "https://api.example")
+    journal.mark_submitted(entry.idempotency_key, "job_1")
+    kept = journal.pending()
+    other = Journal(tmp_path / "new" / "journal.sqlite")
+    other.adopt(kept)
+    other.adopt(kept)  # twice: once
+    [adopted] = other.pending()
+    assert (adopted.key, adopted.idempotency_key, adopted.job_id, adopted.state, adopted.request) == (
+        "k1",
+        entry.idempotency_key,
+        "job_1",
+        "submitted",
+        entry.request,
+    )
+    assert adopted.created_at == entry.created_at
+    other.close()
