@@ -580,6 +580,33 @@ def test_a_job_id_the_journal_cannot_record_is_named_with_what_waits(
     assert (caught.value.job_id, caught.value.paid, caught.value.waiting) == ("job_a", True, 1)
 
 
+@pytest.mark.parametrize("step", ["put", "mark_submitted"])
+def test_a_paid_job_whose_folder_is_gone_is_kept_by_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    engine = make_engine(tmp_path)
+
+    def gone(*args: Any, **kwargs: Any) -> None:
+        raise StorageError("the output folder is gone", remedy="make it available again", kind="gone")
+
+    monkeypatch.setattr(engine.store if step == "put" else engine.store.journal, step, gone)
+    with pytest.raises(StorageError) as caught:
+        Script(ok(job("job_a"))).run(engine.generate(REQUEST))
+    assert (caught.value.job_id, caught.value.journaled) == ("job_a", False)
+    [kept] = engine.store.rescued_entries()
+    assert (kept.job_id, kept.state, kept.key) == ("job_a", SUBMITTED, REQUEST.key())
+
+
+def test_a_wait_for_a_slot_without_a_progress_line_is_silent(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    busy = Reply(
+        429,
+        httpx.Headers({"Retry-After": "0.01"}),
+        {"errors": [{"message": "busy", "extensions": {"code": contract.CONCURRENCY_LIMITED}}]},
+    )
+    assert Script(busy, ok(job("job_a"))).run(engine.generate(REQUEST)).job_id == "job_a"
+
+
 def test_a_journal_that_cannot_note_the_end_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = make_engine(tmp_path)
     monkeypatch.setattr(engine.store.journal, "mark_done", _fail)

@@ -103,8 +103,9 @@ def test_a_journal_read_or_write_that_fails_is_a_storage_error(journal: Journal)
         other.execute("DROP TABLE jobs")
     with pytest.raises(StorageError, match=r"no such table: jobs, while reading the journal"):
         journal.pending()
-    with pytest.raises(StorageError, match=r"no such table: jobs, while writing the journal"):
+    with pytest.raises(StorageError, match=r"no such table: jobs, while writing the journal") as caught:
         journal.begin("k1", HOOKED)
+    assert f"writing to {journal.path.parent} failed" in str(caught.value)
 
 
 def test_adopted_entries_are_written_down_as_they_were(tmp_path: Path, journal: Journal) -> None:
