@@ -625,3 +625,12 @@ def test_a_refused_key_is_remembered_all_the_same() -> None:
     with pytest.raises(AuthenticationError):
         checked_api_key(bad)
     assert bad.split()[0] not in str(DoitongError(f"echo {bad}"))
+
+
+def test_a_batch_whose_folder_failed_sends_no_more_items(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    batch = plan(engine, [REQUEST])
+    batch.closed = StorageError("the output folder is full", remedy="free some space", kind="full")
+    with pytest.raises(StorageError, match="nothing was sent or charged: free some space, then re-run") as caught:
+        batch._admit(batch.items[0])
+    assert caught.value.kind == "full" and batch.committed == 0
