@@ -15,6 +15,15 @@ from doitong_nb.magics import register
 from doitong_nb.sandbox import Sandbox
 
 _OUTPUTS = Path(tempfile.mkdtemp(prefix="doitong-nb-tests-"))
+_NOTEBOOKS_RUN: set[str] = set()  # stems of the notebooks nbval executed in this session
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-fullres-hashes",
+        action="store_true",
+        help="rewrite notebooks/<name>.sha256.json from this run's full-resolution files instead of comparing",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("DOITONG_SANDBOX_SPEED", "50")
 
 
-_SERVER_FIXTURES = {"sandbox", "flux", "shell_for", "ip"}
+_SERVER_FIXTURES = {"sandbox", "flux", "shell_for", "ip", "notebook_outputs"}  # the last: files notebooks made
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,6 +52,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         )
         if not end_to_end:
             item.add_marker(pytest.mark.unit)
+    # Tests that read what the notebooks wrote run after every notebook (stable sort: order kept otherwise).
+    items.sort(key=lambda item: "notebook_outputs" in getattr(item, "fixturenames", ()))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -51,6 +62,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     path = Path(str(item.fspath))
     if path.suffix == ".ipynb":
         os.environ["DOITONG_OUTPUT_DIR"] = str(_OUTPUTS / path.stem / "flux_outputs")
+        _NOTEBOOKS_RUN.add(path.stem)
+
+
+@pytest.fixture
+def notebook_outputs() -> dict[str, Path]:
+    """Notebook stem -> the output folder its kernel wrote to, for the notebooks executed in this session."""
+    return {stem: _OUTPUTS / stem / "flux_outputs" for stem in sorted(_NOTEBOOKS_RUN)}
 
 
 @pytest.fixture

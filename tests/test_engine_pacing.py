@@ -1,0 +1,122 @@
+"""Time in the engine's flows, on the scripted driver's fake clock: retries after a backoff, 429 pacing across
+flows, timeouts, first contact. They run in milliseconds with no socket and no real waiting (the end-to-end
+tests run the same flows against the sandbox; test_engine_scripted.py covers journal, idempotency and budget)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _scripted import Script
+
+from doitong_nb import contract
+from doitong_nb.config import Settings
+from doitong_nb.engine import Engine, Reply, Send, Sleep
+from doitong_nb.errors import JobTimeoutError, NetworkError
+from doitong_nb.request import GenerationRequest
+
+REQUEST = GenerationRequest.build("a lighthouse at dawn", size="512x512", seed=3)
+
+
+def reply(data: dict[str, Any], status: int = 200, **headers: str) -> Reply:
+    return Reply(status, httpx.Headers(headers), {"data": data} if status < 400 else data)
+
+
+def job(status: str, job_id: str = "job_1", **fields: Any) -> Reply:
+    return reply({"job": {"id": job_id, "status": status, "creditCost": 10, **fields}})
+
+
+def error(status: int, code: str, message: str = "refused", **headers: str) -> Reply:
+    return reply({"errors": [{"message": message, "extensions": {"code": code}}]}, status, **headers)
+
+
+@pytest.fixture
+def script() -> Script:
+    return Script()
+
+
+def engine_for(script: Script, tmp_path: Path, timeout: float = 600.0) -> Engine:
+    settings = Settings("sk-scripted-0001", "https://api.doitong.com", "graphql", tmp_path / "out", timeout, False)
+    engine = Engine(settings, clock=script.clock, rng=random.Random(7))
+    engine.reached = True  # a service that has answered before: failed connections are retried
+    return engine
+
+
+def test_a_5xx_is_retried_after_a_backoff_and_the_answer_returned(script: Script, tmp_path: Path) -> None:
+    script.answers.extend([error(503, contract.INTERNAL), reply({"account": {"credits": 90, "plan": "pro"}})])
+    account = script.run(engine_for(script, tmp_path).account())
+    assert account.credits == 90 and len(script.sent) == 2
+    assert len(script.slept) == 1 and 0.5 * 0.25 <= script.slept[0] <= 0.25  # the first backoff, jittered
+
+
+def test_a_429_holds_every_flow_back_until_its_retry_after_has_passed(script: Script, tmp_path: Path) -> None:
+    engine = engine_for(script, tmp_path)
+    script.answers.extend([error(429, contract.RATE_LIMITED, **{"Retry-After": "7"}), job("processing")])
+    first = engine.status("job_1", deadline=1e9)
+    refused, _ = script.step(next(first))  # sent at t=0, answered with the 429
+    wait = first.send(refused)
+    assert isinstance(wait, Sleep) and wait.seconds == pytest.approx(7.0)
+    other = engine.status("job_2", deadline=1e9)
+    held = next(other)  # another flow, started during the wait, is held back too
+    assert isinstance(held, Sleep) and held.seconds == pytest.approx(7.0, abs=0.05)
+
+
+def test_a_resent_submission_carries_the_same_idempotency_key_and_is_charged_once(
+    script: Script, tmp_path: Path
+) -> None:
+    engine = engine_for(script, tmp_path)
+    dropped = httpx.RemoteProtocolError("peer closed connection without sending a response")
+    script.answers.extend([dropped, job("queued"), job("completed", url=None)])
+    submitted = script.run(engine.submit(REQUEST, "idem-42", deadline=1e9))
+    keys = script.keys()
+    assert keys == ["idem-42", "idem-42"] and submitted.id == "job_1"
+    script.run(engine.submit(REQUEST, "idem-42", deadline=1e9))  # the service answers a resend with the same job
+    assert engine.session_credits == 10
+
+
+def test_a_journaled_job_is_resumed_by_a_status_read_never_submitted_again(script: Script, tmp_path: Path) -> None:
+    engine = engine_for(script, tmp_path)
+    engine.store.prepare()
+    entry = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)
+    engine.store.journal.mark_submitted(entry.idempotency_key, "job_9")
+    script.answers.append(job("processing", "job_9"))
+    flow = engine.generate(REQUEST)
+    step = next(flow)
+    while not isinstance(step, Send):
+        step = flow.send(script.step(step)[0])
+    assert isinstance(step, Send) and step.call.kind != "submit"  # the first request reads job_9's status
+    assert step.call.json["variables"] == {"id": "job_9"}
+    flow.close()
+
+
+def test_a_job_still_running_at_the_deadline_is_handed_back_by_id_without_real_waiting(
+    script: Script, tmp_path: Path
+) -> None:
+    engine = engine_for(script, tmp_path, timeout=30)
+    script.answers.extend([job("queued"), *(job("processing") for _ in range(50))])
+    with pytest.raises(JobTimeoutError) as caught:
+        script.run(engine.generate(REQUEST))
+    assert caught.value.job_id == "job_1" and "flux_resume" in str(caught.value)
+    assert 0 < script.now <= 30  # fake seconds: the test itself took milliseconds
+
+
+def test_an_unreachable_host_at_first_contact_fails_without_a_retry(script: Script, tmp_path: Path) -> None:
+    from doitong_nb.engine import ConnectFailed
+
+    engine = engine_for(script, tmp_path)
+    engine.reached = False
+    script.answers.append(ConnectFailed("name or service not known"))
+    with pytest.raises(NetworkError, match=r"cannot connect to api\.doitong\.com"):
+        script.run(engine.account())
+    assert len(script.sent) == 1 and script.slept == []
+
+
+def test_a_retry_after_a_network_error_is_told_with_its_count(script: Script, tmp_path: Path) -> None:
+    heard: list[str] = []
+    dropped = httpx.ReadError("connection reset")
+    script.answers.extend([dropped, dropped, job("processing")])
+    script.run(engine_for(script, tmp_path).status("job_1", deadline=1e9, waiting=heard.append))
+    assert heard == ["retrying (1/7)", "retrying (2/7)"]
