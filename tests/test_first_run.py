@@ -14,7 +14,11 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import nbformat
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: pytest's own dependency reads TOML the same way
+    import tomli as tomllib
 
 from doitong_nb import contract
 from doitong_nb.client import Flux
