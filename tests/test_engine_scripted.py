@@ -7,6 +7,7 @@ failure), a `Sleep` by skipping it, a `Work` by running it, a `Fetch` by writing
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -583,3 +584,89 @@ def test_a_batch_whose_folder_failed_sends_no_more_items(tmp_path: Path) -> None
     with pytest.raises(StorageError, match="nothing was sent or charged: free some space, then re-run") as caught:
         batch._admit(batch.items[0])
     assert caught.value.kind == "full" and batch.committed == 0
+
+
+# --- one call's retries and pacing (Engine.call) ------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_429_with_retry_after_blocks_every_caller_for_exactly_that_long(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    limited = Reply(429, httpx.Headers({"Retry-After": "2"}), {"errors": [{"message": "slow down"}]})
+    script = Script(limited, ok(job("job_a")))
+    script.run(engine.generate(REQUEST))
+    assert script.slept[0] == 2.0  # the retry's own wait
+    assert script.slept[1] == pytest.approx(2.0, abs=0.5)  # and the budget is blocked for every booking meanwhile
+    assert engine.budget._blocked_until - time.monotonic() > 1.0
+    assert (engine.requests["429"], engine.requests["retries"], engine.requests["submit"]) == (1, 1, 2)
+
+
+def test_a_429_without_retry_after_backs_off(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    limited = Reply(429, httpx.Headers({}), {"errors": [{"message": "slow down"}]})
+    script = Script(limited, ok(job("job_a")))
+    script.run(engine.generate(REQUEST))
+    assert 0.125 <= script.slept[0] <= 0.25  # full jitter on the first backoff, which blocks the budget too
+    assert len(script.slept) == 2 and script.slept[1] == pytest.approx(script.slept[0], abs=0.1)
+
+
+def test_a_call_waits_for_its_booked_slot_even_a_short_one(tmp_path: Path) -> None:
+    from doitong_nb.limits import RateBudget
+
+    engine = make_engine(tmp_path)
+    clock = Clock()
+    engine.budget = RateBudget(limit=1, window=0.5, clock=clock)
+    script = Script(ok(job("job_a")), ok(job("job_b")))
+    script.run(engine.generate(REQUEST))
+    clock.now += 0.25  # answered a quarter second later
+    script.run(engine.generate(REQUEST.with_seed(6)))
+    assert len(script.slept) == 1 and script.slept[0] == pytest.approx(0.5 + 0.005 - 0.25, abs=1e-6)
+
+
+def test_a_call_gives_up_after_eight_attempts(tmp_path: Path) -> None:
+    from doitong_nb.engine import MAX_ATTEMPTS
+    from doitong_nb.errors import ServerError
+
+    engine = make_engine(tmp_path)
+    script = Script(*[refused(503, contract.INTERNAL)] * 9)
+    with pytest.raises(ServerError):
+        script.run(engine.generate(REQUEST))
+    assert len(script.sent) == MAX_ATTEMPTS == 8 and len(script.slept) == 7
+
+
+def test_a_connection_refused_before_any_answer_fails_at_once_and_later_is_retried(tmp_path: Path) -> None:
+    from doitong_nb.engine import ConnectFailed
+
+    engine = make_engine(tmp_path)
+    script = Script(ConnectFailed("refused"))
+    with pytest.raises(NetworkError, match=r"^cannot connect to 127\.0\.0\.1:9 \(refused\)"):
+        script.run(engine.generate(REQUEST))
+    assert len(script.sent) == 1 and not engine.reached
+    Script(ok(job("job_a"))).run(engine.generate(REQUEST))
+    assert engine.reached
+    again = Script(ConnectFailed("refused"), ok(job("job_b")))
+    assert again.run(engine.generate(REQUEST.with_seed(6))).job_id == "job_b"
+
+
+def test_an_empty_success_is_retried_and_a_refusal_without_errors_is_not(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    script = Script(Reply(200, httpx.Headers({}), None), ok(job("job_a")))
+    assert script.run(engine.generate(REQUEST)).job_id == "job_a" and len(script.sent) == 2
+    with pytest.raises(DoitongError):
+        Script(Reply(400, httpx.Headers({}), {"message": "bad"})).run(engine.generate(REQUEST.with_seed(6)))
+
+
+def test_a_network_error_never_carries_a_key_not_yet_remembered(tmp_path: Path) -> None:
+    fresh = f"sk-{uuid.uuid4().hex}"  # not remembered by any other test of this process
+    engine = Engine(Settings(fresh, f"http://u:{fresh}@127.0.0.1:9", "graphql", tmp_path, 0.0, sandbox=False))
+    engine.reached = True
+    with pytest.raises(NetworkError) as caught:
+        Script(httpx.ConnectError(f"for {fresh}")).run(engine.call(engine.transport.account(), deadline=0))
+    assert fresh not in str(caught.value) and "httpx" not in str(caught.value) and "ConnectError" in str(caught.value)
