@@ -659,8 +659,18 @@ def test_an_empty_success_is_retried_and_a_refusal_without_errors_is_not(tmp_pat
     engine = make_engine(tmp_path)
     script = Script(Reply(200, httpx.Headers({}), None), ok(job("job_a")))
     assert script.run(engine.generate(REQUEST)).job_id == "job_a" and len(script.sent) == 2
-    with pytest.raises(DoitongError):
-        Script(Reply(400, httpx.Headers({}), {"message": "bad"})).run(engine.generate(REQUEST.with_seed(6)))
+    from doitong_nb.errors import InvalidRequestError
+
+    bad_input = {"errors": [{"message": "bad", "extensions": {"code": contract.BAD_USER_INPUT}}]}
+    for refusal in (
+        Reply(400, httpx.Headers({}), {"message": "bad"}),
+        Reply(400, httpx.Headers({}), None),
+        Reply(200, httpx.Headers({}), bad_input),  # GraphQL's errors in a 200
+    ):
+        script = Script(refusal)
+        with pytest.raises(InvalidRequestError):
+            script.run(engine.generate(REQUEST.with_seed(6)))
+        assert len(script.sent) == 1
 
 
 def test_a_network_error_never_carries_a_key_not_yet_remembered(tmp_path: Path) -> None:
