@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -453,7 +454,8 @@ def test_closing_clients_releases_every_descriptor_they_opened_even_several_on_o
         async with AsyncFlux(api_key=sandbox.api_key, base_url=sandbox.base_url, output_dir=out) as flux:
             await flux.generate("async one", size="256x256", seed=1)
 
-    asyncio.run(run_async())
+    with ThreadPoolExecutor(1) as thread:  # a loop of its own, whatever another test left in this thread
+        thread.submit(asyncio.run, run_async()).result()
     assert _open_descriptors() == before
 
 
