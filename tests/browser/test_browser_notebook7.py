@@ -21,9 +21,15 @@ def _open_and_run_all(lab: Any, page: Any, notebook: str) -> None:
     page.goto(f"{lab.url}/notebooks/{notebook}?token={lab.token}")
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
     dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
-    with contextlib.suppress(PlaywrightTimeout):
-        dialog.locator("button.jp-mod-accept").click(timeout=3_000)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(state="attached", timeout=60_000)
+    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    for _ in range(180):  # up to 90 s: a loaded machine may show the kernel dialog late, so answer it whenever it shows
+        if idle.count():
+            break
+        if dialog.count():
+            with contextlib.suppress(PlaywrightTimeout):
+                dialog.locator("button.jp-mod-accept").click(timeout=3_000)
+        page.wait_for_timeout(500)
+    idle.first.wait_for(state="attached", timeout=10_000)
     first_prompt = page.locator(".jp-CodeCell .jp-InputPrompt").first
     for _ in range(3):  # a click while the kernel's websocket is still connecting can be lost
         page.locator(".lm-MenuBar-item", has_text="Run").first.click()
