@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _kernel import collect
 from IPython.core.interactiveshell import InteractiveShell
 
 from doitong_nb.errors import InvalidRequestError
@@ -230,19 +231,19 @@ def test_interrupt_stops_waiting_and_rerun_resumes_the_same_job(tmp_path: Path) 
             msg_id = kc.execute(cell)
             _wait_for(lambda: box.stats()["total"]["jobs_created"] == 1)
             km.interrupt_kernel()
-            _collect(kc, msg_id, first)
+            collect(kc, msg_id, first)
             # idle again while the job still runs: the cell stopped waiting instead of finishing the job
             assert _active_jobs(box) == 1, "the cell went idle only after the job had ended"
             assert any("Re-run this cell" in text for text in first), first
             assert not any("<ImageResult" in text for text in first), first
             bound: list[str] = []
-            _collect(kc, kc.execute("'img' in globals()"), bound)
+            collect(kc, kc.execute("'img' in globals()"), bound)
             assert not list(out.glob("*.jp*g")) and bound == ["False"], bound
             _wait_for(lambda: _active_jobs(box) == 0)  # the job goes on at the service, and completes there
             total = box.stats()["total"]
             assert (total["jobs_created"], total["jobs_failed"]) == (1, 0)
             second: list[str] = []
-            _collect(kc, kc.execute(cell), second)
+            collect(kc, kc.execute(cell), second)
             assert any("<ImageResult" in text for text in second), second
             # one job, charged once, and no second submission: the rerun resumed the journaled job
             total = box.stats()["total"]
@@ -262,23 +263,6 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
 
 def _active_jobs(box: Sandbox) -> int:
     return box.stats()["total"]["active_jobs"]
-
-
-def _collect(kc, msg_id: str, sink: list[str]) -> None:
-    """Gather a cell's text outputs until the kernel is idle again."""
-    while True:
-        msg = kc.get_iopub_msg(timeout=60)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        content = msg["content"]
-        if msg["msg_type"] == "stream":
-            sink.append(content["text"])
-        elif msg["msg_type"] in ("display_data", "update_display_data", "execute_result"):
-            sink.append(content["data"].get("text/plain", ""))
-        elif msg["msg_type"] == "error":
-            sink.append(content["ename"])
-        elif msg["msg_type"] == "status" and content["execution_state"] == "idle":
-            return
 
 
 @pytest.mark.parametrize(
