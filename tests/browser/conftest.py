@@ -47,18 +47,26 @@ class Lab:
     root: Path
     log: Path
 
-    def run_all(self, page: Any, notebook: str) -> None:
-        """Open a notebook, wait for its kernel, then Run > Run All Cells from the menu bar, as a person would."""
+    def run_all(self, page: Any, notebook: str, app: str = "lab") -> None:
+        """Open a notebook in JupyterLab (`app="lab"`) or Notebook 7 (`app="notebook"`), wait for its kernel,
+        then Run > Run All Cells from the menu bar, as a person would."""
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-        page.goto(f"{self.url}/lab/tree/{notebook}?reset&token={self.token}")  # reset: no tabs of earlier tests
+        if app == "lab":  # reset: no tabs of earlier tests
+            page.goto(f"{self.url}/lab/tree/{notebook}?reset&token={self.token}")
+        else:
+            page.goto(f"{self.url}/notebooks/{notebook}?token={self.token}")
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
-        dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
-        with contextlib.suppress(PlaywrightTimeout):  # shown when the kernel preference is not known yet
-            dialog.locator("button.jp-mod-accept").click(timeout=3_000)
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
-            state="attached", timeout=60_000
-        )
+        dialog = page.locator(".jp-Dialog", has_text="Select Kernel")  # when the kernel preference is not known
+        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+        for _ in range(180):  # up to 90 s: a loaded machine may show the kernel dialog late, so answer it whenever
+            if idle.count():
+                break
+            if dialog.count():
+                with contextlib.suppress(PlaywrightTimeout):
+                    dialog.locator("button.jp-mod-accept").click(timeout=3_000)
+            page.wait_for_timeout(500)
+        idle.first.wait_for(state="attached", timeout=10_000)
         first_prompt = page.locator(".jp-CodeCell .jp-InputPrompt").first
         for _ in range(3):  # a click while the kernel's websocket is still (re)connecting can be lost
             page.locator(".lm-MenuBar-item", has_text="Run").first.click()
@@ -70,7 +78,7 @@ class Lab:
                 return
             except PlaywrightTimeout:
                 continue
-        pytest.fail(f"Run > Run All Cells did not start {notebook}")
+        pytest.fail(f"Run > Run All Cells did not start {notebook} in {app}")
 
 
 def _free_port() -> int:

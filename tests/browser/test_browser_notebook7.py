@@ -3,8 +3,6 @@ a %%flux cell shows its card with the image, a background cell returns and fills
 
 from __future__ import annotations
 
-import contextlib
-import re
 from typing import Any
 
 import nbformat
@@ -14,34 +12,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 
 def _open_and_run_all(lab: Any, page: Any, notebook: str) -> None:
-    """Notebook 7's own page for one notebook, then Run > Run All Cells from its menu bar."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
     pytest.importorskip("notebook", reason="Notebook 7 is the `notebook` package: pip install 'notebook>=7'")
-    page.goto(f"{lab.url}/notebooks/{notebook}?token={lab.token}")
-    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
-    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
-    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-    for _ in range(180):  # up to 90 s: a loaded machine may show the kernel dialog late, so answer it whenever it shows
-        if idle.count():
-            break
-        if dialog.count():
-            with contextlib.suppress(PlaywrightTimeout):
-                dialog.locator("button.jp-mod-accept").click(timeout=3_000)
-        page.wait_for_timeout(500)
-    idle.first.wait_for(state="attached", timeout=10_000)
-    first_prompt = page.locator(".jp-CodeCell .jp-InputPrompt").first
-    for _ in range(3):  # a click while the kernel's websocket is still connecting can be lost
-        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
-        try:
-            page.wait_for_function(
-                "el => /[0-9*]/.test(el.textContent)", arg=first_prompt.element_handle(), timeout=10_000
-            )
-            return
-        except PlaywrightTimeout:
-            continue
-    pytest.fail(f"Run > Run All Cells did not start {notebook} in Notebook 7")
+    lab.run_all(page, notebook, app="notebook")
 
 
 def _write(lab: Any, name: str, cells: list[str]) -> None:
