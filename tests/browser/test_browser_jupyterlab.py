@@ -30,7 +30,9 @@ def _run_new_cell(page: Any, code: str) -> Any:
 def test_the_panel_generates_into_its_gallery_while_the_kernel_stays_free(lab: Any, page: Any, screenshot: Any) -> None:
     lab.run_all(page, "panel.ipynb")
     panel = page.locator(".flux-panel")
-    page.locator(".flux-prompt textarea").fill(PROMPT)
+    prompt = page.locator(".flux-prompt textarea")
+    prompt.wait_for(timeout=120_000)  # Run All returns when the first cell starts; a loaded machine imports slowly
+    prompt.fill(PROMPT)
     expect_estimate = panel.locator(".flux-estimate")
     assert "20 credits" in expect_estimate.inner_text()
 

@@ -56,7 +56,9 @@ def test_notebook7_shows_a_card_and_a_background_cell_fills_in(lab: Any, page: A
 def test_notebook7_panel_generates_into_its_gallery(lab: Any, page: Any, screenshot: Any) -> None:
     _open_and_run_all(lab, page, "panel.ipynb")
     panel = page.locator(".flux-panel")
-    page.locator(".flux-prompt textarea").fill("A paper lantern floating on a dark lake")
+    prompt = page.locator(".flux-prompt textarea")
+    prompt.wait_for(timeout=120_000)  # Run All returns when the first cell starts; a loaded machine imports slowly
+    prompt.fill("A paper lantern floating on a dark lake")
     page.locator("button.flux-generate").click()
     thumbnail = panel.locator(".flux-gallery img").first
     thumbnail.wait_for(timeout=60_000)
