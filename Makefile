@@ -25,7 +25,7 @@ DEMO ?= notebooks/quickstart.ipynb
 BUILD ?= build
 DEMO_NAME := $(basename $(notdir $(DEMO)))
 
-.PHONY: demo test unit mutation
+.PHONY: demo test unit mutation notebooks
 # The notebook runs inside $(BUILD), so its images land beside the HTML and its links work from there;
 # the kernel logs errors only: its warning about loopback TCP without encryption is noise in a demo.
 demo: $(VENV)/.installed  ## run the quickstart notebook against the bundled sandbox (no key needed)
@@ -47,3 +47,11 @@ unit: $(VENV)/.installed  ## the fast loop for every edit: the engine's unit tes
 mutation: $(VENV)/.installed  ## mutation score of the guarantee-critical modules (slow; see benchmarks/MUTATION.md)
 	$(VENV)/bin/mutmut run
 	$(VENV)/bin/mutmut results
+
+notebooks: $(VENV)/.installed  ## re-execute the example notebooks in place, after a deliberate change to what they show
+	@for nb in notebooks/*.ipynb; do \
+	  out=$$(mktemp -d); echo "== $$nb"; \
+	  env -u DOITONG_API_KEY -u DOITONG_BASE_URL DOITONG_OUTPUT_DIR=$$out/flux_outputs \
+	    $(PY) -m jupyter nbconvert --to notebook --execute --inplace --log-level WARN $$nb || exit $$?; \
+	  rm -rf $$out; \
+	done

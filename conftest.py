@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from doitong_nb.client import Flux
-from doitong_nb.magics import register
+from doitong_nb._client import Flux
+from doitong_nb._magics import register
 from doitong_nb.sandbox import Sandbox
 
 _OUTPUTS = Path(tempfile.mkdtemp(prefix="doitong-nb-tests-"))
@@ -91,7 +91,7 @@ def failed_cell() -> Callable[..., str]:
     to change), a CellError otherwise. Either stops Run All, papermill and nbval at the cell."""
     from IPython.core.error import UsageError
 
-    from doitong_nb.magics import CellError
+    from doitong_nb._magics import CellError
 
     def run(ip: Any, line: str, cell: str, sent: bool = False) -> str:
         with pytest.raises(CellError if sent else UsageError) as caught:

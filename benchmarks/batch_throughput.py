@@ -33,11 +33,11 @@ from pathlib import Path
 
 import httpx
 
-from doitong_nb import contract
-from doitong_nb.client import AsyncFlux, Flux
-from doitong_nb.request import GenerationRequest
+from doitong_nb import _contract as contract
+from doitong_nb._client import AsyncFlux, Flux
+from doitong_nb._request import GenerationRequest
+from doitong_nb._wire.graphql import JOB_QUERY, GraphQLTransport
 from doitong_nb.sandbox.engine import generation_seconds
-from doitong_nb.transport.graphql import JOB_QUERY, GraphQLTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _sandbox_proc import CliSandbox

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import UnsafeResponseError
+from ._errors import UnsafeResponseError
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from PIL import Image
 
-from doitong_nb import contract
-from doitong_nb.engine import Fetch, Fetched, Reply, Send, Sleep, Work
+from doitong_nb import _contract as contract
+from doitong_nb._engine import Fetch, Fetched, Reply, Send, Sleep, Work
 
 Answer = Reply | BaseException
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from doitong_nb import contract
-from doitong_nb.batch import BatchStats
-from doitong_nb.client import AsyncFlux, Flux
-from doitong_nb.errors import AuthenticationError, BudgetExceededError, GenerationFailedError
-from doitong_nb.request import GenerationRequest
-from doitong_nb.result import ImageResult
+from doitong_nb import _contract as contract
+from doitong_nb._batch import BatchStats
+from doitong_nb._client import AsyncFlux, Flux
+from doitong_nb._errors import AuthenticationError, BudgetExceededError, GenerationFailedError
+from doitong_nb._request import GenerationRequest
+from doitong_nb._result import ImageResult
+from doitong_nb._wire.graphql import GraphQLTransport
 from doitong_nb.sandbox import Faults, Sandbox
-from doitong_nb.transport.graphql import GraphQLTransport
 
 SPEED = 200
 

@@ -22,10 +22,10 @@ from doitong_nb import (
     NotFoundError,
     RateLimitError,
 )
-from doitong_nb.client import AsyncFlux, Flux
-from doitong_nb.request import GenerationRequest
+from doitong_nb._client import AsyncFlux, Flux
+from doitong_nb._request import GenerationRequest
+from doitong_nb._store import Store
 from doitong_nb.sandbox import Faults, Sandbox
-from doitong_nb.store import Store
 
 PROMPT = "A futuristic city with flying cars and neon lights"
 

@@ -16,22 +16,22 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from doitong_nb import contract
-from doitong_nb.client import Flux
-from doitong_nb.engine import Sleep, check_output_url
-from doitong_nb.errors import (
+from doitong_nb import _contract as contract
+from doitong_nb._client import Flux
+from doitong_nb._engine import Sleep, check_output_url
+from doitong_nb._errors import (
     JobTimeoutError,
     SchemaMismatchError,
     UnknownStatusError,
     UnsafeResponseError,
     WebhookVerificationError,
 )
-from doitong_nb.limits import reset_seconds, retry_after_seconds
-from doitong_nb.request import GenerationRequest
-from doitong_nb.result import ImageResult, Job
+from doitong_nb._limits import reset_seconds, retry_after_seconds
+from doitong_nb._request import GenerationRequest
+from doitong_nb._result import ImageResult, Job
+from doitong_nb._webhooks import verify_signature
 from doitong_nb.sandbox import Sandbox
 from doitong_nb.sandbox.dialects import DIALECTS
-from doitong_nb.webhooks import verify_signature
 
 PROMPT = "A lighthouse on a cliff at dawn"
 
@@ -134,14 +134,14 @@ def test_a_crash_after_submitting_leaves_the_job_pending_and_resumable(sandbox: 
 
 
 def test_resuming_an_unknown_job_says_how_to_list_the_pending_ones(flux: Flux) -> None:
-    from doitong_nb.errors import NotFoundError
+    from doitong_nb._errors import NotFoundError
 
     with pytest.raises(NotFoundError, match="flux_jobs"):
         flux.resume("job_nothing")
 
 
 def flux_request(prompt: str, **options):
-    from doitong_nb.request import GenerationRequest
+    from doitong_nb._request import GenerationRequest
 
     return GenerationRequest.build(prompt, size="512x512", seed=1, **options)
 
@@ -254,7 +254,7 @@ def test_an_expired_signed_url_gets_one_fresh_status_read(tmp_path: Path) -> Non
 
 
 def test_errors_answered_with_http_200_and_no_code_are_still_typed(tmp_path: Path) -> None:
-    from doitong_nb.errors import NotFoundError
+    from doitong_nb._errors import NotFoundError
 
     with Sandbox(speed=1000, dialect="errors-200") as box, client_for(box, tmp_path) as flux:
         with pytest.raises(NotFoundError):
@@ -345,7 +345,7 @@ def test_every_dialect_has_a_doctor_test() -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", ["default", *DOCTOR_NAMES])
 def test_doctor_names_each_dialects_difference(name: str, tmp_path: Path) -> None:
-    from doitong_nb.doctor import run
+    from doitong_nb._doctor import run
 
     with Sandbox(speed=1000, dialect=name) as box, client_for(box, tmp_path) as flux:
         if name != "no-introspection":
@@ -367,7 +367,7 @@ def test_doctor_names_each_dialects_difference(name: str, tmp_path: Path) -> Non
 
 
 def test_doctor_says_what_only_a_paid_job_would_show_and_how_the_client_copes(sandbox: Sandbox, tmp_path: Path) -> None:
-    from doitong_nb.doctor import run
+    from doitong_nb._doctor import run
 
     with client_for(sandbox, tmp_path) as flux:
         text, failed = run(flux)
@@ -379,7 +379,7 @@ def test_doctor_says_what_only_a_paid_job_would_show_and_how_the_client_copes(sa
 
 
 def test_doctor_sees_a_late_cost_on_a_job_still_in_flight(tmp_path: Path) -> None:
-    from doitong_nb.doctor import run
+    from doitong_nb._doctor import run
 
     with Sandbox(speed=1, dialect="cost-late") as box, client_for(box, tmp_path, timeout=0.001) as flux:
         with pytest.raises(JobTimeoutError):
@@ -396,7 +396,7 @@ def test_doctor_cli_exits_non_zero_when_something_essential_fails(tmp_path: Path
 
     with Sandbox(speed=1000, dialect="no-introspection") as box:
         env = {**os.environ, "DOITONG_API_KEY": box.api_key, "PYTHONPATH": str(Path(__file__).parents[1])}
-        argv = [sys.executable, "-m", "doitong_nb.cli", "doctor", "--base-url", box.base_url]
+        argv = [sys.executable, "-m", "doitong_nb._cli", "doctor", "--base-url", box.base_url]
         done = subprocess.run(
             [*argv, "--output-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=60
         )
@@ -412,7 +412,7 @@ def test_doctor_cli_exits_non_zero_when_something_essential_fails(tmp_path: Path
 
 _KILLED_SCRIPT = """
 import sys
-from doitong_nb.client import Flux
+from doitong_nb._client import Flux
 
 key, url, out, transport, status_query = sys.argv[1:6]
 with Flux(api_key=key, base_url=url, output_dir=out, transport=transport, status_query=status_query or None) as flux:
@@ -488,7 +488,7 @@ def test_every_dialect_resumes_a_generate_killed_with_sigkill(name: str, moment:
 
 
 def test_codeless_errors_are_classified_by_the_contracts_message_rules(monkeypatch: pytest.MonkeyPatch) -> None:
-    from doitong_nb.errors import NotFoundError, RateLimitError, from_response
+    from doitong_nb._errors import NotFoundError, RateLimitError, from_response
 
     body = {"errors": [{"message": "Job quota exhausted"}]}
     assert type(from_response(200, body)) is not RateLimitError

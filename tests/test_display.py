@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, PngImagePlugin
 
-from doitong_nb import display
-from doitong_nb.errors import InsufficientCreditsError
-from doitong_nb.request import GenerationRequest
-from doitong_nb.result import ImageResult
+from doitong_nb import _display as display
+from doitong_nb._errors import InsufficientCreditsError
+from doitong_nb._request import GenerationRequest
+from doitong_nb._result import ImageResult
 
 
 def picture(width: int, height: int, seed: int = 7) -> Image.Image:
@@ -471,7 +471,7 @@ class _Account:
 
 def test_account_names_its_host_and_says_sandbox() -> None:
     """`%flux_account` on the bundled sandbox read like a real account (issue 15)."""
-    from doitong_nb import contract
+    from doitong_nb import _contract as contract
 
     view = display.AccountView(_Account(), contract.PLANS["pro"], 60, "http://127.0.0.1:8787", sandbox=True)
     assert repr(view).splitlines()[0] == "service: 127.0.0.1:8787 (sandbox: no real credits)"

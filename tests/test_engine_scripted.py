@@ -17,10 +17,10 @@ import pytest
 from _scripted import Answer, jpeg
 from _scripted import Script as _Script
 
-from doitong_nb import contract
-from doitong_nb.config import Settings, checked_api_key
-from doitong_nb.engine import Engine, Reply, Send, Sleep, budget_refusal
-from doitong_nb.errors import (
+from doitong_nb import _contract as contract
+from doitong_nb._config import Settings, checked_api_key
+from doitong_nb._engine import Engine, Reply, Send, Sleep, budget_refusal
+from doitong_nb._errors import (
     AuthenticationError,
     BudgetExceededError,
     DoitongError,
@@ -30,8 +30,8 @@ from doitong_nb.errors import (
     StorageError,
     redact,
 )
-from doitong_nb.journal import DONE, FAILED, SUBMITTED, SUBMITTING
-from doitong_nb.request import GenerationRequest
+from doitong_nb._journal import DONE, FAILED, SUBMITTED, SUBMITTING
+from doitong_nb._request import GenerationRequest
 
 KEY = "sk-scripted-0123456789abcdef"
 BASE = "http://127.0.0.1:9"
@@ -290,7 +290,7 @@ def test_checked_api_key_strips_refuses_by_position_and_remembers_the_key() -> N
 
 
 def plan(engine: Engine, requests: list[GenerationRequest], max_credits: int | None = None) -> Any:
-    from doitong_nb.batch import _Batch
+    from doitong_nb._batch import _Batch
 
     return _Batch(engine, requests, max_credits=max_credits, refresh=False, progress=False, completion=None)
 
@@ -331,7 +331,7 @@ def test_a_batch_admits_items_exactly_up_to_its_budget_and_free_ones_past_it(tmp
 
 
 def test_a_batch_stops_charging_items_at_the_daily_cap(tmp_path: Path) -> None:
-    from doitong_nb.errors import RateLimitError
+    from doitong_nb._errors import RateLimitError
 
     engine = make_engine(tmp_path)
     Script(ok(job("job_s"))).run(engine.generate(REQUEST.with_seed(1)))
@@ -366,7 +366,7 @@ def test_with_replay_off_the_same_request_is_generated_again(tmp_path: Path) -> 
 
 
 def test_a_call_timeout_ends_the_retries_at_its_deadline(tmp_path: Path) -> None:
-    from doitong_nb.errors import ServerError
+    from doitong_nb._errors import ServerError
 
     engine = make_engine(tmp_path)
     script = Script(refused(503, contract.INTERNAL))
@@ -436,7 +436,7 @@ def test_a_call_on_another_transport_goes_there_throughout(tmp_path: Path) -> No
 def test_a_remembered_key_of_four_characters_is_scrubbed_from_every_error() -> None:
     import secrets
 
-    from doitong_nb.errors import remember_secret
+    from doitong_nb._errors import remember_secret
 
     short = f"~{secrets.token_hex(1)}~"  # fresh in each process (mutmut forks after the clean run)
     remember_secret(short)
@@ -464,7 +464,7 @@ def test_a_rest_call_carries_rest_auth_and_resumes_over_rest(tmp_path: Path) -> 
 
 
 def test_a_resume_keeps_its_own_timeout(tmp_path: Path) -> None:
-    from doitong_nb.errors import ServerError
+    from doitong_nb._errors import ServerError
 
     engine = make_engine(tmp_path)
     entry = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)
@@ -618,7 +618,7 @@ def test_a_429_without_retry_after_backs_off(tmp_path: Path) -> None:
 
 
 def test_a_call_waits_for_its_booked_slot_even_a_short_one(tmp_path: Path) -> None:
-    from doitong_nb.limits import RateBudget
+    from doitong_nb._limits import RateBudget
 
     engine = make_engine(tmp_path)
     clock = Clock()
@@ -631,8 +631,8 @@ def test_a_call_waits_for_its_booked_slot_even_a_short_one(tmp_path: Path) -> No
 
 
 def test_a_call_gives_up_after_eight_attempts(tmp_path: Path) -> None:
-    from doitong_nb.engine import MAX_ATTEMPTS
-    from doitong_nb.errors import ServerError
+    from doitong_nb._engine import MAX_ATTEMPTS
+    from doitong_nb._errors import ServerError
 
     engine = make_engine(tmp_path)
     script = Script(*[refused(503, contract.INTERNAL)] * 9)
@@ -642,7 +642,7 @@ def test_a_call_gives_up_after_eight_attempts(tmp_path: Path) -> None:
 
 
 def test_a_connection_refused_before_any_answer_fails_at_once_and_later_is_retried(tmp_path: Path) -> None:
-    from doitong_nb.engine import ConnectFailed
+    from doitong_nb._engine import ConnectFailed
 
     engine = make_engine(tmp_path)
     script = Script(ConnectFailed("refused"))
@@ -659,7 +659,7 @@ def test_an_empty_success_is_retried_and_a_refusal_without_errors_is_not(tmp_pat
     engine = make_engine(tmp_path)
     script = Script(Reply(200, httpx.Headers({}), None), ok(job("job_a")))
     assert script.run(engine.generate(REQUEST)).job_id == "job_a" and len(script.sent) == 2
-    from doitong_nb.errors import InvalidRequestError
+    from doitong_nb._errors import InvalidRequestError
 
     bad_input = {"errors": [{"message": "bad", "extensions": {"code": contract.BAD_USER_INPUT}}]}
     for refusal in (

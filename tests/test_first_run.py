@@ -20,12 +20,12 @@ try:
 except ImportError:  # Python 3.10: pytest's own dependency reads TOML the same way
     import tomli as tomllib
 
-from doitong_nb import contract
-from doitong_nb.client import Flux
-from doitong_nb.config import Settings
-from doitong_nb.display import result_bundle
-from doitong_nb.engine import WAITING_FOR_RATE, WAITING_FOR_SLOT, Engine, Reply, Sleep
-from doitong_nb.request import GenerationRequest
+from doitong_nb import _contract as contract
+from doitong_nb._client import Flux
+from doitong_nb._config import Settings
+from doitong_nb._display import result_bundle
+from doitong_nb._engine import WAITING_FOR_RATE, WAITING_FOR_SLOT, Engine, Reply, Sleep
+from doitong_nb._request import GenerationRequest
 from doitong_nb.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent

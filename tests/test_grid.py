@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from doitong_nb import grid
-from doitong_nb.client import Flux
-from doitong_nb.errors import InvalidRequestError
+from doitong_nb import _grid as grid
+from doitong_nb._client import Flux
+from doitong_nb._errors import InvalidRequestError
 from doitong_nb.sandbox import Sandbox
 
 PROMPT = "A paper boat on a pond"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from doitong_nb.errors import StorageError
-from doitong_nb.journal import FAILED, SUBMITTING, Journal
-from doitong_nb.request import GenerationRequest
+from doitong_nb._errors import StorageError
+from doitong_nb._journal import FAILED, SUBMITTING, Journal
+from doitong_nb._request import GenerationRequest
 
 HOOKED = GenerationRequest.build("a kite", size="512x512", seed=1, webhook_url="https://example.com/hook")
 

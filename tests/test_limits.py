@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from doitong_nb import contract
-from doitong_nb.limits import RateBudget
-from doitong_nb.polling import DurationModel, expected_seconds
+from doitong_nb import _contract as contract
+from doitong_nb._limits import RateBudget
+from doitong_nb._polling import DurationModel, expected_seconds
 
 
 class Clock:

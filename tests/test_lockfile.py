@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from doitong_nb import __version__
-from doitong_nb.lockfile import FIELDS, LockFile, LockFileError, lock_path_for, parse, render
-from doitong_nb.request import GenerationRequest
-from doitong_nb.result import Job
-from doitong_nb.store import Store
+from doitong_nb._lockfile import FIELDS, LockFile, LockFileError, lock_path_for, parse, render
+from doitong_nb._request import GenerationRequest
+from doitong_nb._result import Job
+from doitong_nb._store import Store
 
 ORIGIN = "https://api.doitong.com"
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def test_two_processes_adding_at_once_lose_no_entry(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys
-        from doitong_nb.lockfile import LockFile
+        from doitong_nb._lockfile import LockFile
         lock = LockFile({str(path)!r})
         who = sys.argv[1]
         for i in range(40):

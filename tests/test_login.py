@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from doitong_nb import config, contract, login
-from doitong_nb.errors import AuthenticationError, DoitongError
+from doitong_nb import _config as config
+from doitong_nb import _contract as contract
+from doitong_nb import _login as login
+from doitong_nb._errors import AuthenticationError, DoitongError
 from doitong_nb.sandbox import Sandbox
 
 KEY = "dtk_live_0123456789abcdefLEAK"

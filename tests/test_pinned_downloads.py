@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from doitong_nb._client import Flux
+from doitong_nb._errors import UnsafeResponseError
 from doitong_nb._pinned import PinnedTransport
-from doitong_nb.client import Flux
-from doitong_nb.errors import UnsafeResponseError
-from doitong_nb.request import GenerationRequest
+from doitong_nb._request import GenerationRequest
 from doitong_nb.sandbox import Sandbox
 
 

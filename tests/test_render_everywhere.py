@@ -18,7 +18,7 @@ import nbformat
 import pytest
 from PIL import Image
 
-from doitong_nb import display
+from doitong_nb import _display as display
 from tests.test_display import make_result, picture
 
 REPO = Path(__file__).resolve().parents[1]

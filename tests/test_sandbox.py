@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from doitong_nb import contract
+from doitong_nb import _contract as contract
 from doitong_nb.sandbox import Faults, Sandbox
 from doitong_nb.sandbox.engine import generation_seconds
 

@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from doitong_nb import contract
-from doitong_nb.client import Flux
-from doitong_nb.errors import InvalidRequestError, WebhookVerificationError
-from doitong_nb.request import MAX_SEED, GenerationRequest
+from doitong_nb import _contract as contract
+from doitong_nb._client import Flux
+from doitong_nb._errors import InvalidRequestError, WebhookVerificationError
+from doitong_nb._request import MAX_SEED, GenerationRequest
+from doitong_nb._webhooks import WebhookReceiver, verify_signature
 from doitong_nb.sandbox import Sandbox
-from doitong_nb.webhooks import WebhookReceiver, verify_signature
 
 SECRET = "sk-test-SECRET-4f1c9a7e2b6d8053"
 PROMPT = "A futuristic city with flying cars and neon lights"

@@ -49,7 +49,7 @@ def test_an_output_folder_set_in_the_environment_is_seen_at_the_next_cell(
 
 
 def test_the_panel_starts_from_config(ip: InteractiveShell) -> None:
-    from doitong_nb.panel_widget import FluxPanel
+    from doitong_nb._panel_widget import FluxPanel
 
     ip.run_line_magic("config", "Flux.size = '2048x2048'")
     ip.run_line_magic("config", "Flux.transport = 'rest'")

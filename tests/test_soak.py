@@ -14,9 +14,9 @@ import pytest
 from _provenance import served_sha256
 from PIL import Image
 
-from doitong_nb.client import Flux
-from doitong_nb.errors import DoitongError
-from doitong_nb.result import ImageResult
+from doitong_nb._client import Flux
+from doitong_nb._errors import DoitongError
+from doitong_nb._result import ImageResult
 from doitong_nb.sandbox import Faults, Sandbox
 from doitong_nb.sandbox.faults import KINDS
 

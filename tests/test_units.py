@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from doitong_nb.config import Settings
-from doitong_nb.engine import Engine
-from doitong_nb.errors import BudgetExceededError, redact
-from doitong_nb.request import GenerationRequest
+from doitong_nb._config import Settings
+from doitong_nb._engine import Engine
+from doitong_nb._errors import BudgetExceededError, redact
+from doitong_nb._request import GenerationRequest
 
 KEY = "sk-unit-0123456789abcdef"
 

@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
-from doitong_nb import contract
-from doitong_nb.errors import WebhookVerificationError
-from doitong_nb.webhooks import WebhookReceiver, verify_signature
+from doitong_nb import _contract as contract
+from doitong_nb._errors import WebhookVerificationError
+from doitong_nb._webhooks import WebhookReceiver, verify_signature
 
 SECRET = "whsec_test"
 BODY = json.dumps({"id": "job_abc", "status": "completed", "url": "http://127.0.0.1/outputs/job_abc.jpg"}).encode()

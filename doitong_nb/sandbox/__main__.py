@@ -11,7 +11,7 @@ import math
 import signal
 import threading
 
-from doitong_nb import contract as c
+from doitong_nb import _contract as c
 from doitong_nb.sandbox.dialects import DIALECTS
 from doitong_nb.sandbox.faults import KINDS, Faults
 from doitong_nb.sandbox.server import Sandbox

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from doitong_nb import contract as c
+from doitong_nb import _contract as c
 from doitong_nb.sandbox import gql, validation
 from doitong_nb.sandbox.engine import Account, Engine
 from doitong_nb.sandbox.errors import ApiError

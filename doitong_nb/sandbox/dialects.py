@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from typing import Any
 
-from doitong_nb import contract as c
+from doitong_nb import _contract as c
 
 SIGNED_URL_TTL = 600.0  # seconds (before speed scaling): Black Forest Labs' result URLs last about 10 minutes
 SNAKE = {

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from doitong_nb import contract as c
+from doitong_nb import _contract as c
 from doitong_nb.sandbox.dialects import Dialect
 from doitong_nb.sandbox.errors import ApiError
 from doitong_nb.sandbox.faults import Faults

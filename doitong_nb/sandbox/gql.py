@@ -12,7 +12,7 @@ from graphql import GraphQLError, GraphQLSchema, build_schema, execute_sync, par
 from graphql.language import DocumentNode, SelectionSetNode, Visitor, visit
 from graphql.validation import NoSchemaIntrospectionCustomRule, specified_rules
 
-from doitong_nb import contract as c
+from doitong_nb import _contract as c
 from doitong_nb.sandbox import validation
 from doitong_nb.sandbox.engine import Account, Engine
 from doitong_nb.sandbox.errors import ApiError

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from doitong_nb.contract import MAX_SIDE, MIN_SIDE, OUTPUT_FORMATS
+from doitong_nb._contract import MAX_SIDE, MIN_SIDE, OUTPUT_FORMATS
 
 WATERMARK_LINES = ("DOITONG SANDBOX", "not a real Flux image")
 WATERMARK_TEXT = " - ".join(WATERMARK_LINES)  # the built-in font has no em dash glyph

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from doitong_nb import contract as c
+from doitong_nb import _contract as c
 from doitong_nb.sandbox.errors import ApiError
 
 _MAX_SEED = 2**31 - 1

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from doitong_nb import contract as c
+from doitong_nb import _contract as c
 
 _BACKOFF_SECONDS = 1.0  # doubled after each failed attempt, then divided by speed
 _TIMEOUT_SECONDS = 5.0

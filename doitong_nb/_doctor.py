@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from . import contract
-from .discovery import INTROSPECTION, DiscoveryCache, query_names, status_query_from
-from .errors import DoitongError, error_code, schema_mismatch
+from . import _contract as contract
+from ._discovery import INTROSPECTION, DiscoveryCache, query_names, status_query_from
+from ._errors import DoitongError, error_code, schema_mismatch
 
 PROBE_ID = "job_doctor_probe_0000"
 MAX_SKEW_SECONDS = 30.0
@@ -209,7 +209,7 @@ def _last_job(api: httpx.Client, client: Any) -> list[Check]:
         payload = next((v for v in (body.get("data") or {}).values() if isinstance(v, dict)), {})
     except (httpx.HTTPError, DoitongError, AttributeError) as exc:
         return [Check("job", None, f"could not read job {job_id}: {exc}")]
-    from .result import Job
+    from ._result import Job
 
     job = Job.from_payload(payload)
     checks = []
@@ -268,7 +268,7 @@ def _webhooks(form: str | None) -> Check:
     delivery, and only a paid job with a webhookUrl makes one)."""
     import os
 
-    from .webhooks import CONTRACT_SIGNATURE_FORM
+    from ._webhooks import CONTRACT_SIGNATURE_FORM
 
     tolerated = "the receiver verifies hex or base64, over timestamp.body or the body alone (strict=True refuses "
     if form == CONTRACT_SIGNATURE_FORM:

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import contract
-from .transport.graphql import JOB_FIELDS, StatusQuery
+from . import _contract as contract
+from ._wire.graphql import JOB_FIELDS, StatusQuery
 
 FILE_NAME = "service.discovery"
 _TYPE = "kind name ofType { kind name ofType { kind name ofType { kind name } } }"

@@ -12,7 +12,7 @@ import functools
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from . import contract
+from . import _contract as contract
 
 
 class DoitongError(Exception):

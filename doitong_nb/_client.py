@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from . import __version__
-from .config import HTTP_TIMEOUT, resolve
-from .engine import ConnectFailed, Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, Work
-from .errors import DoitongError, DownloadError, InvalidRequestError, UnsafeResponseError
-from .request import GenerationRequest, as_request
-from .result import ImageResult, Job
-from .transport import Account
+from ._config import HTTP_TIMEOUT, resolve
+from ._engine import ConnectFailed, Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, Work
+from ._errors import DoitongError, DownloadError, InvalidRequestError, UnsafeResponseError
+from ._request import GenerationRequest, as_request
+from ._result import ImageResult, Job
+from ._wire import Account
 
 if TYPE_CHECKING:
-    from .batch import BatchResult, BatchStats
-    from .webhooks import WebhookReceiver
+    from ._batch import BatchResult, BatchStats
+    from ._webhooks import WebhookReceiver
 
 _CHUNK = 1 << 16
 T = TypeVar("T")
@@ -321,7 +321,7 @@ class Flux(_Base):
 
         Options given as lists are the axes (rows, then columns); the cost is printed before sending; see grid.py.
         """
-        from .grid import sweep
+        from ._grid import sweep
 
         return sweep(self, prompt, refresh=refresh, **options)
 
@@ -341,7 +341,7 @@ class Flux(_Base):
     ) -> BatchResult:
         """Many images, paced at the plan's limits; outcomes in input order, each failure in its place.
 
-        See doitong_nb.batch: `max_credits` refuses items that would cross the budget before sending them,
+        See doitong_nb._batch: `max_credits` refuses items that would cross the budget before sending them,
         a re-run resumes submitted jobs and skips finished ones, `webhook_url=True` (or a URL with its
         `receiver=`) waits for signed webhooks instead of reading job status. `transport` ("graphql" or "rest")
         and `timeout` (seconds to wait for each job) override the client's for this batch.
@@ -504,12 +504,12 @@ class AsyncFlux(_Base):
     ) -> BatchResult:
         """Many images, paced at the plan's limits; outcomes in input order, each failure in its place.
 
-        See doitong_nb.batch: `max_credits` refuses items that would cross the budget before sending them,
+        See doitong_nb._batch: `max_credits` refuses items that would cross the budget before sending them,
         a re-run resumes submitted jobs and skips finished ones, `webhook_url=True` (or a URL with its
         `receiver=`) waits for signed webhooks instead of reading job status. `transport` ("graphql" or "rest")
         and `timeout` (seconds to wait for each job) override the client's for this batch.
         """
-        from .batch import run_async
+        from ._batch import run_async
 
         return await run_async(
             self,

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import StorageError
+from ._errors import StorageError
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _EXT_RE = re.compile(r"[a-z0-9]{1,8}")

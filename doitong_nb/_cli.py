@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import contract
+from . import _contract as contract
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         return _verify(args)
     if args.command == "export":
         return _export(args)
-    from .client import Flux
-    from .doctor import run
-    from .errors import DoitongError
+    from ._client import Flux
+    from ._doctor import run
+    from ._errors import DoitongError
 
     try:
         with Flux(
@@ -58,24 +58,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .errors import DoitongError
-    from .verify import Target, default_output, report, verify_lock, verify_notebooks
+    from ._errors import DoitongError
+    from ._verify import verify
 
     try:
-        if args.notebooks:
-            checks = verify_notebooks(args.notebooks, output_dir=args.output_dir, lock=args.lock)
-        else:
-            checks = verify_lock(Target.of(args.output_dir or default_output(), lock=args.lock))
+        checks = verify(args.output_dir, notebooks=args.notebooks or (), lock=args.lock)
     except DoitongError as exc:
         print(f"FAIL {exc}")
         return 2
-    print(report(checks))
-    return 0 if all(c.ok for c in checks) else 1
+    print(checks)
+    return 0 if checks.ok else 1
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .errors import DoitongError
-    from .export import export_ro_crate
+    from ._errors import DoitongError
+    from ._export import export_ro_crate
 
     try:
         where, count = export_ro_crate(args.notebook, args.ro_crate, output_dir=args.output_dir, lock=args.lock)

@@ -30,7 +30,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from .errors import StorageError
+from ._errors import StorageError
 
 HEADER = {"doitong-nb-lock": 1}
 SUFFIX = ".lock.jsonl"

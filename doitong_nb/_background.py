@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .polling import expected_seconds
+from ._polling import expected_seconds
 
 _TICK = 0.5  # seconds between repaints of the live card
 _ids = itertools.count(1)
@@ -151,7 +151,7 @@ class BackgroundJob:
         if not self._done.wait(timeout):
             raise TimeoutError(f"{self.name} is still {self.state} after {timeout} s; it goes on in the background")
         if self._cancelled:
-            from .errors import DoitongError
+            from ._errors import DoitongError
 
             raise DoitongError(self._cancel_text())
         outcomes = self._outcomes or []
@@ -244,7 +244,7 @@ class BackgroundJob:
         if results:
             self._handle.update(self._finish(results))
         if failures:
-            from .display import error_text
+            from ._display import error_text
 
             text = "\n".join(error_text(f) for f in failures)
             if results:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from . import contract
-from .config import Settings
-from .discovery import INTROSPECTION, DiscoveryCache, query_names, status_query_from
-from .errors import (
+from . import _contract as contract
+from ._config import Settings
+from ._discovery import INTROSPECTION, DiscoveryCache, query_names, status_query_from
+from ._errors import (
     BudgetExceededError,
     DoitongError,
     DownloadError,
@@ -43,14 +43,14 @@ from .errors import (
     resume_hint,
     schema_mismatch,
 )
-from .journal import ORIGIN, SUBMITTED, JournalEntry
-from .limits import RateBudget
-from .polling import DurationModel, expected_seconds
-from .request import GenerationRequest
-from .result import ImageResult, Job
-from .store import Store
-from .transport import Account, HttpCall, StatusQuery, Transport, make_transport
-from .transport.base import account_from
+from ._journal import ORIGIN, SUBMITTED, JournalEntry
+from ._limits import RateBudget
+from ._polling import DurationModel, expected_seconds
+from ._request import GenerationRequest
+from ._result import ImageResult, Job
+from ._store import Store
+from ._wire import Account, HttpCall, StatusQuery, Transport, make_transport
+from ._wire.base import account_from
 
 T = TypeVar("T")
 Flow = Generator["Step", Any, T]
@@ -765,7 +765,7 @@ def _request_of(data: dict[str, Any]) -> GenerationRequest:
 
 
 def _retry_after(headers: Any) -> float | None:
-    from .limits import retry_after_seconds
+    from ._limits import retry_after_seconds
 
     return retry_after_seconds(headers.get("Retry-After"))
 

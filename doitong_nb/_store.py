@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from . import __version__
-from .config import SANDBOX_ORIGIN, origin_of
-from .contract import PRODUCTION_BASE_URL
-from .errors import (
+from ._config import SANDBOX_ORIGIN, origin_of
+from ._contract import PRODUCTION_BASE_URL
+from ._errors import (
     SETTING_OUTPUT_DIR,
     DownloadError,
     MissingResultError,
@@ -45,10 +45,10 @@ from .errors import (
     StoreIntegrityError,
     UnsafeResponseError,
 )
-from .journal import BUSY_TIMEOUT_MS, Journal, JournalEntry
-from .lockfile import LockFile, lock_path_for
-from .request import GenerationRequest
-from .result import ImageResult, Job
+from ._journal import BUSY_TIMEOUT_MS, Journal, JournalEntry
+from ._lockfile import LockFile, lock_path_for
+from ._request import GenerationRequest
+from ._result import ImageResult, Job
 
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _EXT_RE = re.compile(r"[a-z0-9]{1,8}")
@@ -288,7 +288,7 @@ class Store:
         self.lock: LockFile | None = LockFile(lock) if lock is not False else None
         self.remote: Any = None
         if remote is not None:
-            from .stores import ObjectStore
+            from ._stores import ObjectStore
 
             self.remote = ObjectStore(remote, **(storage_options or {}))
         self.busy_timeout = BUSY_TIMEOUT_MS / 1000 if busy_timeout is None else busy_timeout

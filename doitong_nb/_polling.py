@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from . import contract
+from . import _contract as contract
 
 _FIRST_LOOK = 0.25  # seconds: with no history, the first status read
 _GROWTH = 1.6  # with no history, each later read waits this much longer

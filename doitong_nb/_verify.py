@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .lockfile import LockFile, lock_path_for
+from ._lockfile import LockFile, lock_path_for
 
 # What a result card (href="...job.jpg") and a result's text line ("-> .../job.jpg>") link to.
 _SHOWN_RE = re.compile(r"(?:href=\"|-> )(?:[^\"\s<>]*/)?([A-Za-z0-9_-]{1,128})\.(jpg|png)(?=[\">])")
@@ -56,8 +57,8 @@ class Target:
         cls, output_dir: str | os.PathLike[str], *, lock: str | os.PathLike[str] | None = None, base: Path | None = None
     ) -> Target:
         """The target of an output setting; a relative local folder (and the lock) is taken from `base`."""
-        from .config import _output
-        from .stores import ObjectStore
+        from ._config import _output
+        from ._stores import ObjectStore
 
         folder, url = _output(output_dir)
         if url is None and base is not None and not folder.is_absolute():
@@ -146,8 +147,36 @@ def report(checks: list[Check]) -> str:
     return "\n".join([*(c.line() for c in checks), summary(checks)])
 
 
+class Verification(list):  # type: ignore[type-arg]
+    """The verdict on each image, in order: `ok` when all check, `summary()` one line, `str()` the full report."""
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self)
+
+    def summary(self) -> str:
+        return summary(self)
+
+    def __str__(self) -> str:
+        return report(self)
+
+
+def verify(
+    output_dir: str | os.PathLike[str] | None = None,
+    *,
+    notebooks: Iterable[str | os.PathLike[str]] = (),
+    lock: str | os.PathLike[str] | None = None,
+) -> Verification:
+    """Check that every image the notebooks show (or, with none named, every image the lock records) is in the
+    lock file and in the store, with its sha256: what a colleague runs after pulling the repository."""
+    named = list(notebooks)
+    if named:
+        return Verification(verify_notebooks(named, output_dir=output_dir and os.fspath(output_dir), lock=lock))
+    return Verification(verify_lock(Target.of(output_dir or default_output(), lock=lock)))
+
+
 def default_output() -> str:
     """The output folder (or store URL) when none is named: the environment's, else the default."""
-    from .config import DEFAULT_OUTPUT_DIR, ENV_OUTPUT_DIR
+    from ._config import DEFAULT_OUTPUT_DIR, ENV_OUTPUT_DIR
 
     return os.environ.get(ENV_OUTPUT_DIR) or DEFAULT_OUTPUT_DIR

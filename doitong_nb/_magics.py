@@ -18,9 +18,10 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, nee
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Enum, Float, Int, Unicode
 
-from . import _session, contract
-from .config import ENV_OUTPUT_DIR, ENV_TRANSPORT
-from .errors import BudgetExceededError, DoitongError, InvalidRequestError
+from . import _contract as contract
+from . import _session
+from ._config import ENV_OUTPUT_DIR, ENV_TRANSPORT
+from ._errors import BudgetExceededError, DoitongError, InvalidRequestError
 
 
 def _options(usage_name: str) -> Callable[[Any], Any]:
@@ -113,7 +114,7 @@ class Flux(Magics):
     def client(self) -> Any:
         """One client per settings, read again at every use: a `%config` change, or a key or base URL set with
         `%env` while the kernel runs, gives a new client at the next cell (said once, in one line)."""
-        from .client import Flux as FluxClient
+        from ._client import Flux as FluxClient
 
         key = (self.output_dir, self.transport, self.timeout, self.status_query, self.plan, *_environment_fingerprint())
         if self._client is None or key != self._client_key:
@@ -167,7 +168,7 @@ class Flux(Magics):
     @line_magic
     def flux_account(self, line: str = "") -> Any:
         """Plan, credit balance, the plan's limits and this session's spend."""
-        from .display import AccountView
+        from ._display import AccountView
 
         try:
             account = self.client.account()
@@ -181,7 +182,7 @@ class Flux(Magics):
     @line_magic
     def flux_panel(self, line: str = "") -> Any:
         """The ipywidgets panel, on the same engine (store, replay, journal, limits) as these magics."""
-        from .panel_widget import panel
+        from ._panel_widget import panel
 
         return panel(client=lambda: self.client)
 
@@ -200,7 +201,7 @@ class Flux(Magics):
         `%flux_history fox --since 2026-11-01 --limit 8` filters; `--df` gives the table; `--rerun ID` re-runs
         a stored request (replayed at 0 credits unless `--refresh`).
         """
-        from .display import HistoryGallery, filter_history, history_table
+        from ._display import HistoryGallery, filter_history, history_table
 
         args = _parse(self.flux_history, line)
         if args.rerun:
@@ -248,7 +249,7 @@ class Flux(Magics):
     # --- the work -------------------------------------------------------------------------------
     def _requests(self, prompt: str, args: Any) -> list[tuple[Any, int]]:
         """(request, variant) pairs for -n images: seeds N.. when a seed is given, else variants."""
-        from .request import GenerationRequest, per_image
+        from ._request import GenerationRequest, per_image
 
         if args.count < 1 or args.count > 64:
             raise InvalidRequestError(f"count {args.count} must be from 1 to 64", field="count", value=args.count)
@@ -298,7 +299,7 @@ class Flux(Magics):
         """`-n` and `--each`: the batch scheduler paces the items at the plan's limits (its job slots, its
         requests a minute); one progress line updates in place; failures print in place. An unseeded `-n`
         repeats one request: the batch makes its copies variants 0, 1, ..., the replay keys a cell would use."""
-        from .display import ProgressLine, error_text
+        from ._display import ProgressLine, error_text
 
         label = f"--each {args.each}" if args.each else pairs[0][0].size
         line = ProgressLine(f"{label} × {len(pairs)}")
@@ -329,8 +330,8 @@ class Flux(Magics):
         """`--grid`: one request per combination of the axes, cost told first, shown as a labelled matrix."""
         import copy
 
-        from . import grid
-        from .display import ProgressLine, error_text
+        from . import _grid as grid
+        from ._display import ProgressLine, error_text
 
         try:
             if args.each or args.count != 1 or args.background or self.background:
@@ -399,7 +400,7 @@ class Flux(Magics):
 
     def _background(self, pairs: list[tuple[Any, int]], args: Any) -> Any:
         """`--background`: start the flows on the client's loop thread and return a live card's handle at once."""
-        from .background import BackgroundJob
+        from ._background import BackgroundJob
 
         client = self.client
         engine = client.engine
@@ -429,7 +430,7 @@ class Flux(Magics):
 
     def _generate(self, pairs: list[tuple[Any, int]], args: Any, timeout: float | None) -> list[Any]:
         """One image, with a live progress line that becomes its card."""
-        from .display import ProgressLine
+        from ._display import ProgressLine
 
         client = self.client
         (request, variant), = pairs
@@ -459,7 +460,7 @@ class Flux(Magics):
 
     def _bundle(self, results: list[Any]) -> tuple[dict[str, str], dict[str, Any]]:
         """The cards of a cell and the plain image beside them, with the session total and balance as they are now."""
-        from .display import result_display
+        from ._display import result_display
 
         client = self.client
         for result in results:  # a lone card shows them; a grid shows them once, below it
@@ -482,7 +483,7 @@ class Flux(Magics):
         print(f"Stopped waiting; {told}", file=sys.stderr)
 
     def _show_dry_run(self, requests: list[Any], transport: str | None) -> None:
-        from .display import dry_run_bundle
+        from ._display import dry_run_bundle
 
         via = self.client.engine.transport_named(transport)
         calls = [via.submit(r) for r in requests]
@@ -494,7 +495,7 @@ class Flux(Magics):
 
     def _fail(self, exc: DoitongError) -> NoReturn:
         """Raise the failure as one line: a UsageError when nothing was sent (a value to change), else CellError."""
-        from .display import error_text
+        from ._display import error_text
 
         if isinstance(exc, (InvalidRequestError, BudgetExceededError)):
             raise UsageError(error_text(exc).removeprefix("Flux error: ")) from None
@@ -506,7 +507,7 @@ class Flux(Magics):
         """Background cells running in this kernel, and paid jobs not delivered yet (kept in the journal):
         `%flux_resume ID` or `%flux_resume --all` fetches those; `%flux_jobs --cancel bgN` stops waiting for a
         background cell (its job stays resumable)."""
-        from . import background
+        from . import _background as background
 
         words = line.split()
         if len(words) == 2 and words[0] == "--cancel":
@@ -535,7 +536,7 @@ class Flux(Magics):
         """`%flux_resume JOB_ID` or `%flux_resume --all`: fetch pending jobs at no new cost and show them."""
         from IPython.display import display
 
-        from .display import error_text, result_display
+        from ._display import error_text, result_display
 
         words = line.split()
         if words == ["--all"]:
@@ -561,7 +562,7 @@ class Flux(Magics):
     @line_magic
     def flux_doctor(self, line: str = "") -> Any:
         """Check the configured service against the contract, one line per assumption; spends no credit."""
-        from .doctor import run
+        from ._doctor import run
 
         text, failed = run(self.client)
         print(text, file=sys.stderr if failed else sys.stdout)
@@ -571,17 +572,15 @@ class Flux(Magics):
     def flux_verify(self, line: str = "") -> None:
         """`%flux_verify [NOTEBOOK.ipynb ...]`: every image the notebooks show (or, with none named, every image
         the lock records) is in the lock file and the store with its sha256; one line each, then a summary."""
-        from .config import ENV_LOCK_FILE
-        from .verify import Target, default_output, report, verify_lock, verify_notebooks
+        from ._config import ENV_LOCK_FILE
+        from ._verify import verify
 
         try:
-            target = Target.of(self.output_dir or default_output(), lock=os.environ.get(ENV_LOCK_FILE) or None)
-            names = line.split()
-            checks = verify_notebooks(names, target=target) if names else verify_lock(target)
+            checks = verify(self.output_dir, notebooks=line.split(), lock=os.environ.get(ENV_LOCK_FILE) or None)
         except (DoitongError, OSError) as exc:
             raise UsageError(f"%flux_verify: {exc}") from None
-        print(report(checks))
-        if not all(c.ok for c in checks):
+        print(checks)
+        if not checks.ok:
             raise UsageError(f"%flux_verify: {sum(not c.ok for c in checks)} of {len(checks)} images failed")
 
 
@@ -608,7 +607,7 @@ def _environment_fingerprint() -> tuple[str, ...]:
     wire format and the output folder; a change of any of them is seen at the next cell."""
     import hashlib
 
-    from . import login
+    from . import _login as login
 
     key = os.environ.get(contract.ENV_API_KEY, "").strip() + "\0" + (login.current() or "")
     names = (contract.ENV_BASE_URL, ENV_TRANSPORT, ENV_OUTPUT_DIR)
@@ -664,7 +663,7 @@ def _checked_timeout(timeout: float) -> float:
 
 def register(ipython: Any) -> None:
     """Register the magics and make `%config Flux.*` reach them."""
-    from . import login
+    from . import _login as login
 
     magics = Flux(shell=ipython)
     ipython.register_magics(magics)

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import contract
-from .errors import InvalidRequestError
+from . import _contract as contract
+from ._errors import InvalidRequestError
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×*,]\s*(\d+)\s*$")
 MAX_SEED = 2**31 - 1  # [assumed] GraphQL's Int is 32-bit signed

@@ -8,12 +8,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import contract
+from . import _contract as contract
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from .request import GenerationRequest
+    from ._request import GenerationRequest
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -173,11 +173,11 @@ class ImageResult:
         }
 
     def __repr__(self) -> str:
-        from .display import result_text
+        from ._display import result_text
 
         return result_text(self)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
-        from .display import result_display
+        from ._display import result_display
 
         return result_display([self])

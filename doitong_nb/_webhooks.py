@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from . import contract
-from .errors import WebhookVerificationError
+from . import _contract as contract
+from ._errors import WebhookVerificationError
 
 MAX_BODY_BYTES = 1 << 20
 DEFAULT_PATH = "/doitong/webhook"

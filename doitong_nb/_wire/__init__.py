@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .. import contract
-from ..errors import InvalidRequestError
+from .. import _contract as contract
+from .._errors import InvalidRequestError
 from .base import Account, HttpCall, Transport
 from .graphql import GraphQLTransport, StatusQuery
 from .rest import RestTransport

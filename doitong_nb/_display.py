@@ -25,11 +25,11 @@ from urllib.parse import quote, urlsplit
 
 from PIL import Image, ImageCms, ImageOps
 
-from .errors import DoitongError
-from .result import parse_time
+from ._errors import DoitongError
+from ._result import parse_time
 
 if TYPE_CHECKING:
-    from .result import ImageResult
+    from ._result import ImageResult
 
 # Raw preview bytes we aim for. The bundle carries them twice (the HTML card's data URI and the plain
 # image/jpeg beside it, for exporters and viewers that drop HTML), so ~140 KB once base64-encoded each keeps
@@ -739,7 +739,7 @@ def filter_history(
         try:
             return date.fromisoformat(value)
         except ValueError:
-            from .errors import InvalidRequestError
+            from ._errors import InvalidRequestError
 
             raise InvalidRequestError(f"{option} {value!r}: write a date as YYYY-MM-DD", field=option) from None
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import contract
-from .engine import Completion, Engine, Fetch, Flow, Reply, Send, Sleep
-from .errors import (
+from . import _contract as contract
+from ._engine import Completion, Engine, Fetch, Flow, Reply, Send, Sleep
+from ._errors import (
     AuthenticationError,
     BudgetExceededError,
     DoitongError,
@@ -41,12 +41,12 @@ from .errors import (
     from_response,
     is_storage_failure,
 )
-from .request import GenerationRequest, as_request
-from .result import ImageResult
-from .webhooks import WebhookReceiver
+from ._request import GenerationRequest, as_request
+from ._result import ImageResult
+from ._webhooks import WebhookReceiver
 
 if TYPE_CHECKING:
-    from .client import AsyncFlux, Flux
+    from ._client import AsyncFlux, Flux
 
 Outcome = ImageResult | DoitongError
 _TICK = 0.01  # a waiting worker looks again after 1% of a typical job's predicted duration
@@ -384,7 +384,7 @@ def _requests(prompts: Sequence[str | GenerationRequest], options: dict[str, Any
 def _webhook_secret(engine: Engine, given: str | None) -> str:
     secret = given or os.environ.get(contract.ENV_WEBHOOK_SECRET)
     if not secret and engine.settings.sandbox:
-        from .config import shared_sandbox
+        from ._config import shared_sandbox
 
         secret = shared_sandbox().webhook_secret
     if not secret:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import contract
+from . import _contract as contract
 
 SERVICE = "doitong-nb"  # the keyring's service name and the config directory's name
 _USERNAME = contract.ENV_API_KEY
@@ -33,8 +33,8 @@ _login_key: str | None = None
 
 def login(key: str) -> None:
     """Keep `key` for this process (checked as any key is: stripped, no control characters, scrubbed)."""
-    from .config import checked_api_key
-    from .errors import AuthenticationError
+    from ._config import checked_api_key
+    from ._errors import AuthenticationError
 
     global _login_key
     checked = checked_api_key(key)
@@ -86,7 +86,7 @@ def save(key: str, where: str = "auto") -> str:
     """
     ring = _keyring() if where in ("auto", "keyring") else None
     if where == "keyring" and ring is None:
-        from .errors import AuthenticationError
+        from ._errors import AuthenticationError
 
         raise AuthenticationError('no usable OS keyring: pip install "doitong-nb[keyring]", or save to a file')
     if ring is not None:
@@ -234,7 +234,7 @@ def _magics() -> Any:
             elif words:
                 raise UsageError(_LOGIN_USAGE)
             key = getpass.getpass("Doitong API key (hidden; Enter to cancel): ")
-            from .errors import DoitongError
+            from ._errors import DoitongError
 
             try:
                 login(key)

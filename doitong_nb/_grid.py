@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import InvalidRequestError
+from ._errors import InvalidRequestError
 
 # Axis names a user writes -> GenerationRequest.build's keyword (values are parsed from text in the magic).
 AXES = {
@@ -101,7 +101,7 @@ class GridView:
     @property
     def results(self) -> list[Any]:
         """The images, row-major (failed cells left out)."""
-        from .result import ImageResult
+        from ._result import ImageResult
 
         return [o for o in self.outcomes if isinstance(o, ImageResult)]
 
@@ -124,7 +124,7 @@ class GridView:
         return [_label(name, v) for v in values]
 
     def __repr__(self) -> str:
-        from .display import error_text, result_text
+        from ._display import error_text, result_text
 
         shape = " × ".join(f"{name} ({len(values)})" for name, values in self.axes)
         lines = [f"grid {shape}"]
@@ -137,7 +137,7 @@ class GridView:
         return "\n".join(lines)
 
     def _cell_html(self, outcome: Any) -> str:
-        from .display import _GRID_PREVIEW_PX, _card, error_text
+        from ._display import _GRID_PREVIEW_PX, _card, error_text
 
         if isinstance(outcome, BaseException):
             return f'<div style="padding:12px;opacity:.8;font-size:12px">{html.escape(error_text(outcome))}</div>'
@@ -145,7 +145,7 @@ class GridView:
         return _card(outcome, min(self.preview_px, _GRID_PREVIEW_PX), style, 2, False)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, str], dict[str, Any]]:
-        from .display import _FONT, _sheet
+        from ._display import _FONT, _sheet
 
         th = "padding:4px 8px;font-size:12px;font-weight:600;text-align:center;white-space:nowrap"
         head = "".join(f'<th style="{th}">{html.escape(c)}</th>' for c in self._column_labels())
@@ -180,7 +180,7 @@ class GridView:
 
 def cost_line(axes: Sequence[tuple[str, Sequence[Any]]], charges: Sequence[int]) -> str:
     """What the sweep will cost, told before anything is sent."""
-    from .display import credits_text
+    from ._display import credits_text
 
     shape = " × ".join(f"{len(values)} {name}" for name, values in axes)
     free = sum(1 for c in charges if c == 0)
@@ -191,7 +191,7 @@ def cost_line(axes: Sequence[tuple[str, Sequence[Any]]], charges: Sequence[int])
 def sweep(client: Any, prompt: str, *, refresh: bool = False, quiet: bool = False, **options: Any) -> GridView:
     """`Flux.grid`: options given as lists or tuples are the axes (rows, then columns), the rest apply to every
     cell; the cost is printed before anything is sent, and the budget is checked for the whole sweep."""
-    from .request import GenerationRequest
+    from ._request import GenerationRequest
 
     axes = [(name, list(values)) for name, values in options.items() if isinstance(values, (list, tuple))]
     for name, _ in axes:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import ServerError
-from ..request import GenerationRequest
-from ..result import Job
+from .._errors import ServerError
+from .._request import GenerationRequest
+from .._result import Job
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from .. import contract
-from ..request import GenerationRequest
-from ..result import Job
+from .. import _contract as contract
+from .._request import GenerationRequest
+from .._result import Job
 from .base import HttpCall, job_from
 
 

@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING, Any, Union
 
 import ipywidgets as widgets
 
-from . import _session, contract
-from .display import cost_text, credits_text, error_text, make_preview, result_bundle
-from .engine import budget_refusal
-from .errors import DoitongError, InvalidRequestError, RateLimitError
-from .request import MAX_SEED, GenerationRequest, per_image
+from . import _contract as contract
+from . import _session
+from ._display import cost_text, credits_text, error_text, make_preview, result_bundle
+from ._engine import budget_refusal
+from ._errors import DoitongError, InvalidRequestError, RateLimitError
+from ._request import MAX_SEED, GenerationRequest, per_image
 
 if TYPE_CHECKING:
-    from .client import Flux
-    from .result import ImageResult
+    from ._client import Flux
+    from ._result import ImageResult
 
 ClientSource = Union["Flux", Callable[[], "Flux"], None]
 
@@ -96,7 +97,7 @@ def _client_source(client: ClientSource) -> Callable[[], Flux]:
     from_magics = _magics_client()
     if from_magics is not None:
         return from_magics
-    from .client import Flux
+    from ._client import Flux
 
     own = Flux()
     return lambda: own

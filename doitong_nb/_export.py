@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import DoitongError, StoreIntegrityError
-from .verify import OK, Target, default_output, shown_images
+from ._errors import DoitongError, StoreIntegrityError
+from ._verify import OK, Target, default_output, shown_images
 
 SHA256_TERM = {"sha256": "https://w3id.org/ro/terms/workflow-run#sha256"}
 _FORMATS = {"jpg": "image/jpeg", "png": "image/png"}

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from . import contract
+from . import _contract as contract
 
 _MARGIN_SECONDS = 0.005  # at the window's edge, on top of the logged times
 _FIRST_ROUND_TRIP = 0.25  # assumed for requests in flight before any reply was timed

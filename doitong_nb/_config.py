@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from . import contract
-from .errors import AuthenticationError, InvalidRequestError, remember_secret
+from . import _contract as contract
+from ._errors import AuthenticationError, InvalidRequestError, remember_secret
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
@@ -124,7 +124,7 @@ def resolve(
 ) -> Settings:
     """Explicit arguments win; the key is looked up argument > %flux_login > environment > saved key (login.py);
     no key anywhere means the sandbox."""
-    from . import login
+    from . import _login as login
 
     key = (
         checked_api_key(api_key)
@@ -166,7 +166,7 @@ def _output(value: str | os.PathLike[str]) -> tuple[Path, str | None]:
     is the shared store; the journal, sidecars and working copies then live in a per-machine folder of the
     user's cache directory named after the URL.
     """
-    from .stores import is_url
+    from ._stores import is_url
 
     text = os.fspath(value)
     if not is_url(text):

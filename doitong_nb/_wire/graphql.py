@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .. import contract
-from ..errors import InvalidRequestError
-from ..request import GenerationRequest
-from ..result import Job
+from .. import _contract as contract
+from .._errors import InvalidRequestError
+from .._request import GenerationRequest
+from .._result import Job
 from .base import HttpCall, job_from
 
 JOB_FIELDS = "id status type provider url metadata creditCost createdAt completedAt error { code message }"

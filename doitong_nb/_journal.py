@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import StorageError
-from .request import GenerationRequest
+from ._errors import StorageError
+from ._request import GenerationRequest
 
 SUBMITTING, SUBMITTED, DONE, FAILED = "submitting", "submitted", "done", "failed"
 UNFINISHED = (SUBMITTING, SUBMITTED)
