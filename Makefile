@@ -48,10 +48,12 @@ mutation: $(VENV)/.installed  ## mutation score of the guarantee-critical module
 	$(VENV)/bin/mutmut run
 	$(VENV)/bin/mutmut results
 
+# Same setting as under nbval (conftest.py): sanitize.cfg then reads their outputs the same way.
 notebooks: $(VENV)/.installed  ## re-execute the example notebooks in place, after a deliberate change to what they show
-	@for nb in notebooks/*.ipynb; do \
-	  out=$$(mktemp -d); echo "== $$nb"; \
-	  env -u DOITONG_API_KEY -u DOITONG_BASE_URL DOITONG_OUTPUT_DIR=$$out/flux_outputs \
+	@out=$$(mktemp -d -t doitong-nb-tests-XXXX); \
+	for nb in $(or $(NOTEBOOKS),notebooks/*.ipynb); do \
+	  echo "== $$nb"; stem=$$(basename $$nb .ipynb); \
+	  env -u DOITONG_API_KEY -u DOITONG_BASE_URL DOITONG_SANDBOX_SPEED=50 \
+	    DOITONG_OUTPUT_DIR=$$out/$$stem/flux_outputs \
 	    $(PY) -m jupyter nbconvert --to notebook --execute --inplace --log-level WARN $$nb || exit $$?; \
-	  rm -rf $$out; \
-	done
+	done; rm -rf $$out
