@@ -30,3 +30,22 @@ def test_the_clients_spell_out_their_arguments() -> None:
         parameters = inspect.signature(cls).parameters
         assert {"api_key", "base_url", "transport", "output_dir", "timeout", "http_transport"} <= set(parameters)
         assert not any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def test_implementation_modules_are_private_and_public_names_say_doitong_nb() -> None:
+    from pathlib import Path
+
+    package = Path(doitong_nb.__file__).parent
+    public_modules = sorted(
+        p.stem if p.is_file() else p.name
+        for p in package.iterdir()
+        if (p.suffix == ".py" or (p / "__init__.py").is_file()) and not p.name.startswith("_")
+    )
+    assert public_modules == ["sandbox"]  # the offline server: a program of its own, with its public Sandbox
+    misplaced = [
+        name
+        for name in doitong_nb.__all__
+        if name not in ("Sandbox", "load_ipython_extension") and getattr(doitong_nb, name).__module__ != "doitong_nb"
+    ]
+    assert misplaced == []
+    assert repr(doitong_nb.AuthenticationError) == "<class 'doitong_nb.AuthenticationError'>"
