@@ -87,7 +87,7 @@ class _Base:
         status_query: str | None = None,
         on_missing: str | None = None,
     ) -> None:
-        """An argument left None comes from the environment, else its default (config.py lists them); `transport`
+        """An argument left None comes from the environment, else its default (the README's Settings); `transport`
         is the wire format ("graphql" or "rest"); `http_transport` an httpx transport for both the API and the
         CDN (e.g. `httpx.MockTransport(handler)` in your own tests)."""
         settings = resolve(

@@ -120,9 +120,13 @@ def _text(name: str, what: str) -> Callable[[Any], str]:
 
 
 def _size(value: Any) -> str:
+    """The size as a request checks it ("width 1000 is not a multiple of 16; try 992 or 1008")."""
     from .request import GenerationRequest
 
-    return GenerationRequest.build("a size", size=str(value).strip()).size
+    try:
+        return GenerationRequest.build("a size", size=str(value).strip()).size
+    except InvalidRequestError as exc:
+        raise _bad("size", value, str(exc)) from None
 
 
 def _status_query(value: Any) -> str:
