@@ -16,7 +16,6 @@ fit. Replayed items cost nothing, and resumed ones were paid for in the run that
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 import warnings
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import _contract as contract
+from ._config import ENV_WEBHOOK_SECRET
 from ._engine import Completion, Engine, Fetch, Flow, Reply, Send, Sleep
 from ._errors import (
     AuthenticationError,
@@ -382,15 +382,11 @@ def _requests(prompts: Sequence[str | GenerationRequest], options: dict[str, Any
 
 
 def _webhook_secret(engine: Engine, given: str | None) -> str:
-    secret = given or os.environ.get(contract.ENV_WEBHOOK_SECRET)
-    if not secret and engine.settings.sandbox:
-        from ._config import shared_sandbox
-
-        secret = shared_sandbox().webhook_secret
+    secret = given or engine.settings.webhook_secret  # the environment's, or the bundled sandbox's (config.py)
     if not secret:
         raise InvalidRequestError(
             f"webhook mode needs the account's webhook secret: pass webhook_secret= or set "
-            f"{contract.ENV_WEBHOOK_SECRET}",
+            f"{ENV_WEBHOOK_SECRET}",
             field="webhook_secret",
         )
     return secret

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import _contract as contract
+from ._config import ENV_BASE_URL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = sub.add_parser(
         "doctor", help="check the configured service against the contract, one line per assumption; spends no credit"
     )
-    doc.add_argument("--base-url", help=f"default: {contract.ENV_BASE_URL}, else the production API")
+    doc.add_argument("--base-url", help=f"default: {ENV_BASE_URL}, else the production API")
     doc.add_argument("--transport", choices=("graphql", "rest"))
     doc.add_argument("--output-dir", help="where the client keeps its journal and what it discovered")
     doc.add_argument("--status-query", help="the status query you named, e.g. getJob(jobId)")

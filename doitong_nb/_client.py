@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from . import __version__
-from ._config import HTTP_TIMEOUT, resolve
+from ._config import HTTP_TIMEOUT, Settings, resolve
 from ._engine import ConnectFailed, Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, Work
-from ._errors import DoitongError, DownloadError, InvalidRequestError, UnsafeResponseError
+from ._errors import DoitongError, DownloadError, UnsafeResponseError
 from ._request import GenerationRequest, as_request
 from ._result import ImageResult, Job
 from ._wire import Account
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 _CHUNK = 1 << 16
 T = TypeVar("T")
+C = TypeVar("C", bound="_Base")
 
 
 def _reply(response: httpx.Response) -> Reply:
@@ -78,34 +79,66 @@ class _Base:
         output_dir: str | os.PathLike[str] | None = None,
         timeout: float | None = None,
         *,
-        mutation: str = "generate",
-        replay: bool = True,
+        mutation: str | None = None,
+        replay: bool | None = None,
         max_credits: int | None = None,
         http_transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
         plan: str | None = None,
         status_query: str | None = None,
-        on_missing: str = "error",
+        on_missing: str | None = None,
     ) -> None:
-        """`transport` is the wire format ("graphql" or "rest"); `http_transport` an httpx transport for both
-        the API and the CDN (e.g. `httpx.MockTransport(handler)` in your own tests)."""
+        """An argument left None comes from the environment, else its default (the README's Settings); `transport`
+        is the wire format ("graphql" or "rest"); `http_transport` an httpx transport for both the API and the
+        CDN (e.g. `httpx.MockTransport(handler)` in your own tests)."""
         settings = resolve(
-            api_key=api_key, base_url=base_url, transport=transport, output_dir=output_dir, timeout=timeout
+            api_key=api_key,
+            base_url=base_url,
+            transport=transport,
+            output_dir=output_dir,
+            timeout=timeout,
+            mutation=mutation,
+            replay=replay,
+            max_credits=max_credits,
+            plan=plan,
+            status_query=status_query,
+            on_missing=on_missing,
         )
-        self.engine = Engine(settings, mutation=mutation, replay=replay, max_credits=max_credits)
-        self.engine.on_missing = _checked_on_missing(on_missing)
-        if plan is not None:  # a service that sends no X-RateLimit-* headers is paced at the plan the user names
-            self.engine.use_plan(plan)
-        if status_query is not None:  # a service whose status query is not `job(id:)` and cannot be discovered
-            self.engine.use_status_query(status_query)
+        self._start(settings, http_transport)
+
+    @classmethod
+    def _of(cls: type[C], settings: Settings) -> C:
+        """A client on settings resolved elsewhere (the magics', with `%config Flux.*`)."""
+        client = cls.__new__(cls)
+        client._start(settings, None)
+        return client
+
+    def _start(self, settings: Settings, http_transport: Any) -> None:
+        settings = settings.connect()
+        self.engine = Engine(
+            settings, mutation=settings.mutation, replay=settings.replay, max_credits=settings.max_credits
+        )
+        self.engine.on_missing = settings.on_missing
+        if settings.plan is not None:  # a service that sends no X-RateLimit-* headers is paced at the plan named
+            self.engine.use_plan(settings.plan)
+        if settings.status_query is not None:  # a status query that is not `job(id:)` and cannot be discovered
+            self.engine.use_status_query(settings.status_query)
         self._headers = {"User-Agent": f"doitong-nb/{__version__}"}
         self._api, self._cdn = self._clients(http_transport)
+
+    def _adopt(self, settings: Settings) -> None:
+        """Take the `live` options of `settings` (replay, budget, timeout, sizes), which need no new connection:
+        a `%config` change reaches the next cell without closing this client and its background jobs. Its other
+        settings (`Settings.service()`) are this client's."""
+        self.engine.settings = settings.connect()
+        self.engine.replay, self.engine.max_credits = settings.replay, settings.max_credits
+        self.engine.on_missing = settings.on_missing
 
     def _clients(self, http_transport: Any) -> tuple[Any, Any]:
         """The API's client and the CDN's; the CDN's carries no credentials, ever (the output host is not the API's)."""
         raise NotImplementedError
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.engine.settings
 
     @property
@@ -559,12 +592,3 @@ class AsyncFlux(_Base):
 
 
 __all__ = ["AsyncFlux", "Flux", "PendingJob"]
-
-
-def _checked_on_missing(value: str) -> str:
-    """What to do when the lock file records a request whose image is nowhere: "error" or "regenerate"."""
-    if value not in ("error", "regenerate"):
-        raise InvalidRequestError(
-            f'on_missing must be "error" or "regenerate", not {value!r}', field="on_missing", value=value
-        )
-    return value

@@ -44,11 +44,6 @@ EXPIRED_URL_STATUSES = (401, 403, 410)
 # [assumed] Query parameters (lower-cased) that mark an output URL as signed, hence expiring: S3, GCS, CloudFront.
 SIGNED_URL_MARKERS = ("signature", "expires", "x-amz-", "x-goog-")
 
-# --- environment [assumed] -------------------------------------------------------------------
-ENV_API_KEY = "DOITONG_API_KEY"
-ENV_BASE_URL = "DOITONG_BASE_URL"
-ENV_WEBHOOK_SECRET = "DOITONG_WEBHOOK_SECRET"
-
 # --- request parameters ------------------------------------------------------------------------
 SERVICE = "flux-ultra"
 DEFAULT_VERSION = "flux-pro-1.1-ultra"

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from . import _contract as contract
+from ._config import ENV_API_KEY, ENV_BASE_URL, ENV_WEBHOOK_SECRET
 from ._discovery import INTROSPECTION, DiscoveryCache, query_names, status_query_from
 from ._errors import DoitongError, error_code, schema_mismatch
 
@@ -61,7 +62,7 @@ def diagnose(client: Any) -> list[Check]:
     try:
         socket.getaddrinfo(url.hostname, url.port or (443 if url.scheme == "https" else 80))
     except OSError as exc:
-        why = f"{url.hostname} does not resolve ({exc}): set {contract.ENV_BASE_URL}"
+        why = f"{url.hostname} does not resolve ({exc}): set {ENV_BASE_URL}"
         return [Check("reachable", False, why, True)]
     headers = {"Authorization": f"Bearer {settings.api_key}", "User-Agent": "doitong-nb doctor"}
     with httpx.Client(base_url=settings.base_url, headers=headers, timeout=15, follow_redirects=False) as api:
@@ -70,13 +71,13 @@ def diagnose(client: Any) -> list[Check]:
             account = _post(api, "query Account { account { credits plan } }")
         except httpx.HTTPError as exc:
             tls = " (TLS)" if url.scheme == "https" and "SSL" in str(exc) else ""
-            return [Check("reachable", False, f"{settings.base_url}{tls}: {exc}; check {contract.ENV_BASE_URL}", True)]
+            return [Check("reachable", False, f"{settings.base_url}{tls}: {exc}; check {ENV_BASE_URL}", True)]
         how = "TLS ok" if url.scheme == "https" else "plain http"
         checks.append(Check("reachable", True, f"{settings.base_url} answers ({how})"))
         body = _body(account)
         data = ((body or {}).get("data") or {}).get("account") if isinstance(body, dict) else None
         if account.status_code == 401 or error_code(body) == contract.UNAUTHENTICATED:
-            checks.append(Check("key", False, f"the key is refused: set {contract.ENV_API_KEY}", True))
+            checks.append(Check("key", False, f"the key is refused: set {ENV_API_KEY}", True))
             return checks
         if not isinstance(data, dict):
             checks.append(Check("key", False, f"the account query answered HTTP {account.status_code}", True))
@@ -91,7 +92,7 @@ def diagnose(client: Any) -> list[Check]:
     seen = client.engine.discovery.get(settings.origin)  # what this folder's client saw the service do
     if not any(c.name == "cost" for c in checks):
         checks.append(_cost(seen.get("submission_cost")))
-    checks.append(_webhooks(seen.get("webhook_signature")))
+    checks.append(_webhooks(seen.get("webhook_signature"), settings.webhook_secret))
     return checks
 
 
@@ -263,11 +264,9 @@ def _cost(form: str | None) -> Check:
     )
 
 
-def _webhooks(form: str | None) -> Check:
+def _webhooks(form: str | None, secret: str | None) -> Check:
     """How the service signs webhooks, as this folder's receiver last verified one (the contract offers no test
     delivery, and only a paid job with a webhookUrl makes one)."""
-    import os
-
     from ._webhooks import CONTRACT_SIGNATURE_FORM
 
     tolerated = "the receiver verifies hex or base64, over timestamp.body or the body alone (strict=True refuses "
@@ -282,11 +281,11 @@ def _webhooks(form: str | None) -> Check:
             f"differs: the last delivery was signed over {what}, in {encoding}; {tolerated}a signature without "
             "a timestamp)",
         )
-    secret = "secret set" if os.environ.get(contract.ENV_WEBHOOK_SECRET) else f"no {contract.ENV_WEBHOOK_SECRET}"
+    has = "secret set" if secret else f"no {ENV_WEBHOOK_SECRET}"
     return Check(
         "webhooks",
         None,
-        f"{secret}; no delivery received in this output folder yet: the signing form is unchecked (only a paid "
+        f"{has}; no delivery received in this output folder yet: the signing form is unchecked (only a paid "
         f"job with a webhook shows it); {tolerated}signatures without a timestamp)",
     )
 

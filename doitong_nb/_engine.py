@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from . import _contract as contract
-from ._config import Settings
+from ._config import ENV_BASE_URL, Settings
 from ._discovery import INTROSPECTION, DiscoveryCache, query_names, status_query_from
 from ._errors import (
     BudgetExceededError,
@@ -266,7 +266,7 @@ class Engine:
                 if isinstance(exc, ConnectFailed) and not self.reached:
                     raise NetworkError(
                         f"cannot connect to {urlsplit(self.settings.base_url).netloc} ({exc}): check the network, "
-                        f"or set {contract.ENV_BASE_URL} to the API's address; nothing was sent or charged"
+                        f"or set {ENV_BASE_URL} to the API's address; nothing was sent or charged"
                     ) from None
                 error: DoitongError = NetworkError(
                     redact(

@@ -383,7 +383,9 @@ def from_response(status: int, body: Any, retry_after: float | None = None) -> D
             status=status,
         )
     if cls is AuthenticationError:
-        return AuthenticationError(f"the API key was refused ({text}); check {contract.ENV_API_KEY}", status=status)
+        from ._config import ENV_API_KEY
+
+        return AuthenticationError(f"the API key was refused ({text}); check {ENV_API_KEY}", status=status)
     if cls is InsufficientCreditsError:
         need, have = ext.get("creditsRequired"), ext.get("creditsAvailable")
         return InsufficientCreditsError(

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import __version__
 from ._errors import DoitongError, StoreIntegrityError
-from ._verify import OK, Target, default_output, shown_images
+from ._verify import OK, Target, shown_images
 
 SHA256_TERM = {"sha256": "https://w3id.org/ro/terms/workflow-run#sha256"}
 _FORMATS = {"jpg": "image/jpeg", "png": "image/png"}
@@ -46,7 +46,7 @@ def export_ro_crate(
         raise ExportError("the RO-Crate export needs the rocrate library: pip install doitong-nb[export]") from None
 
     notebook, dest = Path(notebook), Path(dest)
-    target = Target.of(output_dir or default_output(), lock=lock, base=notebook.parent)
+    target = Target.of(output_dir, lock=lock, base=notebook.parent)
     files = shown_images(notebook) or [str(e["file"]) for e in target.lock.entries()]
     entries = {str(e["file"]): e for e in target.lock.entries()}
     problems = [c for c in (target.check(f, notebook.name) for f in files) if c.status != OK]

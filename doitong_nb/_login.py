@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import _contract as contract
+from ._config import ENV_API_KEY
 
 SERVICE = "doitong-nb"  # the keyring's service name and the config directory's name
-_USERNAME = contract.ENV_API_KEY
+_USERNAME = ENV_API_KEY
 _login_key: str | None = None
 
 
@@ -144,23 +144,23 @@ def forget_saved() -> list[str]:
 
 # --- key literals in a cell ----------------------------------------------------------------------------
 
-_NAME = re.escape(contract.ENV_API_KEY)
+_NAME = re.escape(ENV_API_KEY)
 # A value that looks like a key: long enough, no spaces, not a placeholder ("..."), an expansion ($key) or a name.
 _KEY = r"[A-Za-z0-9][A-Za-z0-9_\-.:+/=]{11,}"
 _VALUE = rf"(?P<q>['\"]?)(?P<value>{_KEY})(?P=q)"  # %env takes the rest of its line, quoted or not
 _QUOTED = rf"(?P<q>['\"])(?P<value>{_KEY})(?P=q)"  # in Python only a string literal is a literal
 _FORMS: list[tuple[str, re.Pattern[str]]] = [
-    ("%env " + contract.ENV_API_KEY + "=...", re.compile(rf"^\s*%env\s+{_NAME}\s*[=\s]\s*{_VALUE}\s*$", re.M)),
+    ("%env " + ENV_API_KEY + "=...", re.compile(rf"^\s*%env\s+{_NAME}\s*[=\s]\s*{_VALUE}\s*$", re.M)),
     (
-        f'os.environ["{contract.ENV_API_KEY}"] = "..."',
+        f'os.environ["{ENV_API_KEY}"] = "..."',
         re.compile(rf"""environ\s*\[\s*['"]{_NAME}['"]\s*\]\s*=\s*{_QUOTED}"""),
     ),
     (
-        f'os.environ.setdefault("{contract.ENV_API_KEY}", "...")',
+        f'os.environ.setdefault("{ENV_API_KEY}", "...")',
         re.compile(rf"""environ\s*\.\s*setdefault\s*\(\s*['"]{_NAME}['"]\s*,\s*{_QUOTED}"""),
     ),
     (
-        f"os.environ.update({contract.ENV_API_KEY}=...)",
+        f"os.environ.update({ENV_API_KEY}=...)",
         re.compile(rf"""environ\s*\.\s*update\s*\([^)]*?\b{_NAME}['"]?\s*[=:]\s*{_QUOTED}"""),
     ),
     ('Flux(api_key="...")', re.compile(rf"""\bapi_key\s*=\s*{_QUOTED}""")),
@@ -189,7 +189,7 @@ def warning_for(source: str) -> str | None:
         f"doitong_nb: this cell writes an API key into the notebook ({where}). The key is now in the .ipynb source "
         "and goes wherever the notebook goes (git, shares, exports). Instead run %flux_login (a hidden prompt; "
         "--save keeps it in the OS keyring or a private file) or set "
-        f"{contract.ENV_API_KEY} outside the notebook; then delete this line, and rotate the key if the notebook "
+        f"{ENV_API_KEY} outside the notebook; then delete this line, and rotate the key if the notebook "
         "was saved or shared. The cell runs anyway."
     )
 
@@ -197,7 +197,7 @@ def warning_for(source: str) -> str | None:
 def warn_key_literals(info: Any) -> None:
     """IPython's pre_run_cell hook: warn on stderr before the cell runs; the cell still runs."""
     source = getattr(info, "raw_cell", None) or ""
-    if contract.ENV_API_KEY not in source and "api_key" not in source:
+    if ENV_API_KEY not in source and "api_key" not in source:
         return
     message = warning_for(source)
     if message:
@@ -259,7 +259,7 @@ def _magics() -> Any:
                 parts.append("deleted the saved key from " + " and ".join(removed))
             left = (
                 "DOITONG_API_KEY is set in the environment and is used now"
-                if os.environ.get(contract.ENV_API_KEY)
+                if os.environ.get(ENV_API_KEY)
                 else "the next cell uses the environment, a saved key, or the sandbox"
             )
             print(f"Logged out: {'; '.join(parts)}; {left}.")

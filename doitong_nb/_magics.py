@@ -1,14 +1,12 @@
 """%%flux, %flux, %flux_account, %flux_history: the notebook face of the engine.
 
-Options are parsed by IPython's magic_arguments (so `%%flux?` shows them) and defaults come from
-traitlets (`%config Flux.size = "2048x2048"`). Errors print one line that says what to change; a
-traceback is for bugs, not for a wrong option.
+Options are parsed by IPython's magic_arguments (so `%%flux?` shows them); each setting comes from the cell's
+option > `%config Flux.*` (traitlets, unset by default) > the login > the environment > the default, resolved by
+config.py. Errors print one line that says what to change; a traceback is for bugs, not for a wrong option.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -16,11 +14,11 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Enum, Float, Int, Unicode
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
 
 from . import _contract as contract
 from . import _session
-from ._config import ENV_OUTPUT_DIR, ENV_TRANSPORT
+from ._config import CONFIGURABLE, ENV_API_KEY, Settings, checked, fingerprint, help_for, resolve
 from ._errors import BudgetExceededError, DoitongError, InvalidRequestError
 
 
@@ -78,54 +76,58 @@ def _split_line(line: str) -> tuple[str, str]:
 
 @magics_class
 class Flux(Magics):
-    """Named Flux so that `%config Flux.size = "2048x2048"` reads as the user thinks of it."""
+    """Named Flux so that `%config Flux.size = "2048x2048"` reads as the user thinks of it. Every trait is unset
+    (None) until set, so that the environment and the defaults (config.py) show through."""
 
-    size = Unicode("1024x1024", help="default image size, WIDTHxHEIGHT").tag(config=True)
-    output_dir = Unicode(
-        None,
-        allow_none=True,
-        help="results folder, or a shared fsspec store such as s3://bucket/prefix (unset: DOITONG_OUTPUT_DIR)",
-    ).tag(config=True)
-    on_missing = Enum(
-        ["error", "regenerate"], default_value="error", help="the lock records a request whose image is nowhere"
-    ).tag(config=True)
-    preview_px = Int(1024, help="long side of the inline preview, in pixels").tag(config=True)
-    transport = Enum(
-        ["graphql", "rest"], default_value=None, allow_none=True, help="wire protocol (unset: DOITONG_TRANSPORT)"
-    ).tag(config=True)
-    replay = Bool(True, help="return stored results for identical requests at 0 credits").tag(config=True)
-    max_credits = Int(None, allow_none=True, help="session budget: refuse a job that would cross it").tag(config=True)
-    timeout = Float(None, allow_none=True, help="seconds to wait for a job before handing back its id").tag(config=True)
-    status_query = Unicode(None, allow_none=True, help="the service's job query, e.g. getJob(jobId)").tag(config=True)
-    plan = Unicode(None, allow_none=True, help="your plan, to pace by when the service sends no rate headers").tag(
-        config=True
-    )
-    background = Bool(False, help="%%flux cells return at once and fill in later, as with --background").tag(
-        config=True
-    )
+    size = Unicode(None, allow_none=True, help=help_for("size")).tag(config=True)
+    output_dir = Unicode(None, allow_none=True, help=help_for("output_dir")).tag(config=True)
+    on_missing = Enum(["error", "regenerate"], None, allow_none=True, help=help_for("on_missing")).tag(config=True)
+    preview_px = Int(None, allow_none=True, help=help_for("preview_px")).tag(config=True)
+    transport = Enum(["graphql", "rest"], None, allow_none=True, help=help_for("transport")).tag(config=True)
+    replay = Bool(None, allow_none=True, help=help_for("replay")).tag(config=True)
+    max_credits = Int(None, allow_none=True, help=help_for("max_credits")).tag(config=True)
+    timeout = Float(None, allow_none=True, help=help_for("timeout")).tag(config=True)
+    status_query = Unicode(None, allow_none=True, help=help_for("status_query")).tag(config=True)
+    plan = Unicode(None, allow_none=True, help=help_for("plan")).tag(config=True)
+    background = Bool(None, allow_none=True, help=help_for("background")).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self._client: Any = None
-        self._client_key: tuple[Any, ...] | None = None
+        self._built: Settings | None = None  # the settings the client was built for
+        self._settings: Settings | None = None
+        self._sources: tuple[Any, ...] | None = None
+
+    @validate(*CONFIGURABLE)
+    def _check(self, proposal: Any) -> Any:
+        """`%config Flux.x = value` is checked as it is set, with the same words as anywhere else (config.py)."""
+        name = proposal["trait"].name
+        try:
+            return checked(name, proposal["value"])
+        except InvalidRequestError as exc:
+            raise TraitError(f"%config Flux.{name}: {exc}") from None
 
     # --- the shared client --------------------------------------------------------------------
     @property
+    def settings(self) -> Settings:
+        """This kernel's settings now: `%config Flux.*` > login > environment > default, resolved again when one of
+        them changed (a key or base URL set with `%env` while the kernel runs is seen at the next cell)."""
+        configured = {name: getattr(self, name) for name in CONFIGURABLE}
+        sources = (configured, fingerprint())
+        if self._settings is None or sources != self._sources:
+            self._settings, self._sources = resolve(configured), sources
+        return self._settings
+
+    @property
     def client(self) -> Any:
-        """One client per settings, read again at every use: a `%config` change, or a key or base URL set with
-        `%env` while the kernel runs, gives a new client at the next cell (said once, in one line)."""
+        """One client per service: a change of key, address, wire format, folder or plan gives a new client at the
+        next cell (said once, in one line); other settings (replay, budget, timeout...) reach the running one."""
         from ._client import Flux as FluxClient
 
-        key = (self.output_dir, self.transport, self.timeout, self.status_query, self.plan, *_environment_fingerprint())
-        if self._client is None or key != self._client_key:
+        settings = self.settings
+        if self._client is None or self._built is None or settings.service() != self._built.service():
             previous = self._client
-            self._client = FluxClient(
-                transport=self.transport,
-                output_dir=self.output_dir,
-                timeout=self.timeout,
-                status_query=self.status_query or None,
-                plan=self.plan or None,
-            )
+            self._client = FluxClient._of(settings)
             if previous is not None:
                 if previous.settings.origin == self._client.settings.origin:  # the same account: keep its tally
                     self._client.engine.session_credits = previous.session_credits
@@ -133,10 +135,9 @@ class Flux(Magics):
                 else:
                     print(f"doitong_nb: the service changed; images now come from {_where(self._client.settings)}.")
                 previous.close()
-            self._client_key = key
-        self._client.engine.replay = self.replay
-        self._client.engine.on_missing = self.on_missing
-        self._client.engine.max_credits = self.max_credits
+        elif settings is not self._built:
+            self._client._adopt(settings)
+        self._built = settings
         return self._client
 
     # --- magics ---------------------------------------------------------------------------------
@@ -260,7 +261,7 @@ class Flux(Magics):
         if args.aspect:
             options["aspect_ratio"] = args.aspect
         if args.size or not args.aspect:  # both given: refused by the request, as in the Python API
-            options["size"] = args.size or self.size
+            options["size"] = args.size or self.settings.size
         return per_image(GenerationRequest.build(prompt, seed=args.seed, **options), args.count)
 
     def _run(self, prompt: str, args: Any, local_ns: Any) -> None:
@@ -274,13 +275,13 @@ class Flux(Magics):
                 pairs = [self._requests(p, args)[0] for p in _each_prompts(prompt, args, self.shell.user_ns, local_ns)]
             else:
                 pairs = self._requests(prompt, args)
-            timeout = None if args.timeout is None else _checked_timeout(args.timeout)
+            timeout = checked("timeout", args.timeout)
             if args.dry_run:
                 self._show_dry_run([r for r, _ in pairs], args.transport)
                 return
             engine = self.client.engine  # one verdict on the budget for the whole cell, not one line an image
             engine.check_costs([engine.charge_for(r, v, args.refresh) for r, v in pairs])
-            if args.background or self.background:
+            if args.background or self.settings.background:
                 job = self._background(pairs, args)
                 if args.out:  # bound at once: `.result()` waits, the repr shows the state
                     self.shell.user_ns[args.out] = job
@@ -334,7 +335,7 @@ class Flux(Magics):
         from ._display import ProgressLine, error_text
 
         try:
-            if args.each or args.count != 1 or args.background or self.background:
+            if args.each or args.count != 1 or args.background or self.settings.background:
                 raise InvalidRequestError("--grid cannot be combined with --each, -n or --background", field="grid")
             axes = [grid.parse_axis(text) for text in args.grid]
             pairs = []
@@ -360,7 +361,7 @@ class Flux(Magics):
             return
         client = self.client
         via = engine.transport_named(args.transport)
-        timeout = None if args.timeout is None else _checked_timeout(args.timeout)
+        timeout = checked("timeout", args.timeout)
         line = ProgressLine(f"grid × {len(pairs)}")
         line.update("starting")
         done: set[int] = set()
@@ -388,7 +389,7 @@ class Flux(Magics):
         for failure in outcomes:
             if isinstance(failure, BaseException) and not isinstance(failure, DoitongError):
                 raise failure
-        view = grid.GridView(axes, outcomes, self.preview_px)
+        view = grid.GridView(axes, outcomes, self.settings.preview_px)
         line.replace_with(view)
         failures = [o for o in outcomes if isinstance(o, DoitongError)]
         for failure in failures:
@@ -404,7 +405,7 @@ class Flux(Magics):
 
         client = self.client
         engine = client.engine
-        timeout = None if args.timeout is None else _checked_timeout(args.timeout)
+        timeout = checked("timeout", args.timeout)
         via = engine.transport_named(args.transport)
 
         def start(index: int, progress: Any) -> Any:
@@ -466,7 +467,7 @@ class Flux(Magics):
         for result in results:  # a lone card shows them; a grid shows them once, below it
             result.session_credits, result.balance = client.session_credits, client.engine.balance
         return result_display(
-            results, self.preview_px, session_credits=client.session_credits, balance=client.engine.balance
+            results, self.settings.preview_px, session_credits=client.session_credits, balance=client.engine.balance
         )
 
     def _interrupted(self, pairs: list[tuple[Any, int]]) -> None:
@@ -487,7 +488,7 @@ class Flux(Magics):
 
         via = self.client.engine.transport_named(transport)
         calls = [via.submit(r) for r in requests]
-        auth = {k: f"<{contract.ENV_API_KEY}>" for k in via.auth_headers("")}
+        auth = {k: f"<{ENV_API_KEY}>" for k in via.auth_headers("")}
         total = sum(r.estimated_credits for r in requests)
         from IPython.display import display
 
@@ -554,7 +555,7 @@ class Flux(Magics):
                 raise failure
             print(error_text(failure), file=sys.stderr)
         if results:
-            display(_Bundle(result_display(results, self.preview_px)))
+            display(_Bundle(result_display(results, self.settings.preview_px)))
         elif not outcomes:
             print("No pending jobs to resume.")
         return None
@@ -572,11 +573,11 @@ class Flux(Magics):
     def flux_verify(self, line: str = "") -> None:
         """`%flux_verify [NOTEBOOK.ipynb ...]`: every image the notebooks show (or, with none named, every image
         the lock records) is in the lock file and the store with its sha256; one line each, then a summary."""
-        from ._config import ENV_LOCK_FILE
         from ._verify import verify
 
         try:
-            checks = verify(self.output_dir, notebooks=line.split(), lock=os.environ.get(ENV_LOCK_FILE) or None)
+            settings = self.settings
+            checks = verify(settings.store or settings.output_dir, notebooks=line.split(), lock=settings.lock_file)
         except (DoitongError, OSError) as exc:
             raise UsageError(f"%flux_verify: {exc}") from None
         print(checks)
@@ -600,18 +601,6 @@ class _Bundle:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
         return self.bundle
-
-
-def _environment_fingerprint() -> tuple[str, ...]:
-    """What in the environment chooses the client: the key (as a digest, never kept in the clear), the URL, the
-    wire format and the output folder; a change of any of them is seen at the next cell."""
-    import hashlib
-
-    from . import _login as login
-
-    key = os.environ.get(contract.ENV_API_KEY, "").strip() + "\0" + (login.current() or "")
-    names = (contract.ENV_BASE_URL, ENV_TRANSPORT, ENV_OUTPUT_DIR)
-    return (hashlib.sha256(key.encode()).hexdigest(), *(os.environ.get(name, "").strip() for name in names))
 
 
 def _where(settings: Any) -> str:
@@ -653,12 +642,6 @@ def _expand(cell: str, namespace: dict[str, Any]) -> str:
             "{{ }} for literal braces",
             field="prompt",
         ) from None
-
-
-def _checked_timeout(timeout: float) -> float:
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise InvalidRequestError(f"timeout {timeout} must be a positive number of seconds", field="timeout")
-    return timeout
 
 
 def register(ipython: Any) -> None:

@@ -153,17 +153,15 @@ class FluxPanel:
         self._executor.submit(self._fetch_account)
 
     def _start_from_settings(self) -> None:
-        """`%config Flux.*` and the environment behind the client are the panel's starting values."""
-        client = self._client()
-        self.transport.value = client.settings.transport
-        if client.engine.max_credits is not None:
-            self.budget.value = client.engine.max_credits
-        magics = _session.current
-        if magics is not None:
-            listed = magics.size in (value for _, value in SIZES)
-            self.size.value = magics.size if listed else ""  # "" is "Custom…"
-            if not listed:
-                self.custom_size.value = magics.size
+        """The client's settings are the panel's starting values: on the extension's client, `%config Flux.*` >
+        the environment > the defaults, as for `%%flux` (config.py)."""
+        settings = self._client().settings
+        self.transport.value = settings.transport
+        self.budget.value = settings.max_credits or 0
+        listed = settings.size in (value for _, value in SIZES)
+        self.size.value = settings.size if listed else ""  # "" is "Custom…"
+        if not listed:
+            self.custom_size.value = settings.size
 
     # --- layout -----------------------------------------------------------------------------------
     def _build(self) -> None:

@@ -54,15 +54,21 @@ class Target:
 
     @classmethod
     def of(
-        cls, output_dir: str | os.PathLike[str], *, lock: str | os.PathLike[str] | None = None, base: Path | None = None
+        cls,
+        output_dir: str | os.PathLike[str] | None = None,
+        *,
+        lock: str | os.PathLike[str] | None = None,
+        base: Path | None = None,
     ) -> Target:
-        """The target of an output setting; a relative local folder (and the lock) is taken from `base`."""
-        from ._config import _output
+        """The target of an output setting (unset: as the client resolves it, config.py); a relative local folder
+        (and the lock) is taken from `base`."""
+        from ._config import _output, value_of
         from ._stores import ObjectStore
 
-        folder, url = _output(output_dir)
+        folder, url = _output(value_of("output_dir", output_dir))
         if url is None and base is not None and not folder.is_absolute():
             folder = base / folder
+        lock = value_of("lock_file", lock)
         lock_path = Path(lock) if lock else lock_path_for(url or folder, cwd=base)
         return cls(LockFile(lock_path), folder, ObjectStore(url) if url else None)
 
@@ -121,7 +127,7 @@ def verify_notebooks(
     checks = []
     for notebook in notebooks:
         path = Path(notebook)
-        where = target or Target.of(output_dir or default_output(), lock=lock, base=path.parent)
+        where = target or Target.of(output_dir, lock=lock, base=path.parent)
         checks += [where.check(file, path.name) for file in shown_images(path)]
     return checks
 
@@ -172,11 +178,5 @@ def verify(
     named = list(notebooks)
     if named:
         return Verification(verify_notebooks(named, output_dir=output_dir and os.fspath(output_dir), lock=lock))
-    return Verification(verify_lock(Target.of(output_dir or default_output(), lock=lock)))
+    return Verification(verify_lock(Target.of(output_dir, lock=lock)))
 
-
-def default_output() -> str:
-    """The output folder (or store URL) when none is named: the environment's, else the default."""
-    from ._config import DEFAULT_OUTPUT_DIR, ENV_OUTPUT_DIR
-
-    return os.environ.get(ENV_OUTPUT_DIR) or DEFAULT_OUTPUT_DIR

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from . import _contract as contract
+from ._config import ENV_WEBHOOK_SECRET
 from ._errors import WebhookVerificationError
 
 MAX_BODY_BYTES = 1 << 20
@@ -45,7 +46,7 @@ def verify_signature(
     signature that carries no timestamp at all.
     """
     if not secret:
-        raise WebhookVerificationError(f"no webhook secret to verify with: set {contract.ENV_WEBHOOK_SECRET}")
+        raise WebhookVerificationError(f"no webhook secret to verify with: set {ENV_WEBHOOK_SECRET}")
     if not signature:
         raise WebhookVerificationError(f"the call carries no {contract.HEADER_SIGNATURE} header")
     if timestamp is None:

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from doitong_nb import _config as config
-from doitong_nb import _contract as contract
 from doitong_nb import _login as login
 from doitong_nb._errors import AuthenticationError, DoitongError
 from doitong_nb.sandbox import Sandbox
@@ -25,16 +24,16 @@ def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     monkeypatch.setattr(login, "_login_key", None)
     monkeypatch.setattr(login, "_keyring", lambda: None)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.delenv(contract.ENV_API_KEY, raising=False)
-    monkeypatch.delenv(contract.ENV_BASE_URL, raising=False)
+    monkeypatch.delenv(config.ENV_API_KEY, raising=False)
+    monkeypatch.delenv(config.ENV_BASE_URL, raising=False)
     yield
 
 
 # --- the warning --------------------------------------------------------------------------------------
 
 LEAKS = {
-    "%env": f"%env {contract.ENV_API_KEY}={KEY}",
-    "os.environ": f'import os\nos.environ["{contract.ENV_API_KEY}"] = "{KEY}"',
+    "%env": f"%env {config.ENV_API_KEY}={KEY}",
+    "os.environ": f'import os\nos.environ["{config.ENV_API_KEY}"] = "{KEY}"',
     "Flux(api_key=)": f'from doitong_nb import Flux\nflux = Flux(api_key="{KEY}")',
 }
 
@@ -51,14 +50,14 @@ def test_each_key_literal_form_is_named_by_line_and_the_key_never_shown(form: st
 @pytest.mark.parametrize(
     "source",
     [
-        f'key = os.environ.get("{contract.ENV_API_KEY}")',
-        f'os.environ["{contract.ENV_API_KEY}"] = getpass.getpass()',
-        f'os.environ["{contract.ENV_API_KEY}"] = os.environ.get("OTHER_KEY_VARIABLE_NAME", "")',
-        f"%env {contract.ENV_API_KEY}=$secret_from_a_variable",
-        f"%env {contract.ENV_API_KEY}",  # a read
+        f'key = os.environ.get("{config.ENV_API_KEY}")',
+        f'os.environ["{config.ENV_API_KEY}"] = getpass.getpass()',
+        f'os.environ["{config.ENV_API_KEY}"] = os.environ.get("OTHER_KEY_VARIABLE_NAME", "")',
+        f"%env {config.ENV_API_KEY}=$secret_from_a_variable",
+        f"%env {config.ENV_API_KEY}",  # a read
         "flux = Flux(api_key=my_key_from_a_vault)",
         'flux = Flux(api_key="...")',  # a placeholder in documentation
-        f'if os.environ["{contract.ENV_API_KEY}"] == "dtk_live_0123456789abcdef": pass',
+        f'if os.environ["{config.ENV_API_KEY}"] == "dtk_live_0123456789abcdef": pass',
     ],
 )
 def test_reads_getpass_and_placeholders_are_not_leaks(source: str) -> None:
@@ -66,8 +65,8 @@ def test_reads_getpass_and_placeholders_are_not_leaks(source: str) -> None:
 
 
 def test_other_setters_are_caught_too() -> None:
-    assert login.key_literals(f'os.environ.setdefault("{contract.ENV_API_KEY}", "{KEY}")')
-    assert login.key_literals(f'os.environ.update({contract.ENV_API_KEY}="{KEY}")')
+    assert login.key_literals(f'os.environ.setdefault("{config.ENV_API_KEY}", "{KEY}")')
+    assert login.key_literals(f'os.environ.update({config.ENV_API_KEY}="{KEY}")')
 
 
 def test_the_warning_fires_before_the_cell_and_the_cell_still_runs(
@@ -84,7 +83,7 @@ def test_the_warning_fires_before_the_cell_and_the_cell_still_runs(
         assert "writes an API key into the notebook" in err, form
         assert KEY not in err
         assert ip.user_ns["ran"] == form
-        os.environ.pop(contract.ENV_API_KEY, None)
+        os.environ.pop(config.ENV_API_KEY, None)
 
 
 # --- login, logout and the lookup order ---------------------------------------------------------------------------
@@ -94,7 +93,7 @@ def test_lookup_order_is_argument_then_login_then_environment_then_saved(monkeyp
     url = "https://api.example.test"
     monkeypatch.setattr(login, "saved", lambda: "saved_key_0123456789")
     assert config.resolve(base_url=url).api_key == "saved_key_0123456789"
-    monkeypatch.setenv(contract.ENV_API_KEY, "env_key_0123456789")
+    monkeypatch.setenv(config.ENV_API_KEY, "env_key_0123456789")
     assert config.resolve(base_url=url).api_key == "env_key_0123456789"
     login.login("  login_key_0123456789\n")
     assert config.resolve(base_url=url).api_key == "login_key_0123456789"
@@ -114,7 +113,7 @@ def test_flux_login_asks_hidden_keeps_it_in_the_kernel_and_logout_forgets(
     shell_for, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     ip = shell_for(sandbox, tmp_path / "out")
-    monkeypatch.delenv(contract.ENV_API_KEY)  # from here the login is the only key the magics could see
+    monkeypatch.delenv(config.ENV_API_KEY)  # from here the login is the only key the magics could see
     prompts = []
     monkeypatch.setattr(getpass, "getpass", lambda prompt="": prompts.append(prompt) or sandbox.api_key + "\n")
     ip.run_line_magic("flux_login", "")

@@ -1,17 +1,233 @@
-"""Every settings source reaches every face: `%%flux` honours the environment and `%config`, the panel starts
-from `%config`, and `-n` is paced by the plan like `--each` (a failing cell stopping papermill: test_papermill)."""
+"""Every setting comes from one order: explicit argument > `%config Flux.*` > login (the key) > environment > default.
+
+The resolution is pure (no server): each source, and each pair of neighbours, is tested on `config.resolve` itself.
+Then every face reads it: `%%flux` honours the environment and `%config`, a cell's option wins over both, the panel
+starts from the same settings, and `-n` is paced by the plan like `--each` (a failing cell stopping papermill:
+test_papermill).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from doitong_nb.sandbox import Sandbox
+from doitong_nb import _config as config
+from doitong_nb import _login as login
+from doitong_nb._config import CONFIGURABLE, ENVIRONMENT, OPTIONS, checked, resolve
+from doitong_nb._errors import AuthenticationError, InvalidRequestError
+
+if TYPE_CHECKING:
+    from doitong_nb.sandbox import Sandbox
 
 PROMPT = "A lighthouse on a basalt cliff at dawn"
+KEY = "sk-settings-0123456789"
+URL = "https://api.example.test"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# Two values of every option, the first never its default: the lower source gets one, the higher the other.
+SAMPLES: dict[str, tuple[Any, Any]] = {
+    "transport": ("rest", "graphql"),
+    "output_dir": ("there", "elsewhere"),
+    "timeout": (30.0, 45.0),
+    "lock_file": ("team.lock.jsonl", "other.lock.jsonl"),
+    "replay": (False, True),
+    "max_credits": (200, 300),
+    "on_missing": ("regenerate", "error"),
+    "plan": ("starter", "free"),
+    "status_query": ("getJob(jobId)", "generation(id)"),
+    "mutation": ("generateImage", "generate"),
+    "webhook_secret": ("whsec_one", "whsec_two"),
+    "size": ("2048x2048", "512x512"),
+    "preview_px": (512, 256),
+    "background": (True, False),
+    "sandbox_speed": (1.0, 2.0),
+    "sandbox_plan": ("free", "starter"),
+    "sandbox_credits": (50, 60),
+}
+# A value each option refuses (blank is not among them: a blank value is unset).
+BAD: dict[str, Any] = {
+    "transport": "soap",
+    "output_dir": 42,
+    "timeout": "nan",
+    "lock_file": 42,
+    "replay": "yes",
+    "max_credits": -1,
+    "on_missing": "ignore",
+    "plan": "gold",
+    "status_query": "get job",
+    "mutation": "generate image",
+    "webhook_secret": 42,
+    "size": "1000x1024",
+    "preview_px": 5,
+    "background": "no",
+    "sandbox_speed": 0,
+    "sandbox_plan": "gold",
+    "sandbox_credits": -5,
+}
+WITH_ENV = [name for name, option in OPTIONS.items() if option.env]
+
+
+@pytest.fixture(autouse=True)
+def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No DOITONG_* variable, login, keyring or saved key from outside the test."""
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(login, "_login_key", None)
+    monkeypatch.setattr(login, "_keyring", lambda: None)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+def used(settings: config.Settings, name: str) -> Any:
+    """The option as the settings hold it, comparable with `checked` (the output folder is kept as a Path)."""
+    value = getattr(settings, name)
+    return str(value) if name == "output_dir" else value
+
+
+def given(settings_value: Any) -> str:
+    """A value as the environment gives it: text."""
+    return str(settings_value)
+
+
+# --- each source, and its neighbour below -------------------------------------------------------------------------
+
+
+def test_with_nothing_set_every_option_is_its_default_and_the_settings_name_the_sandbox() -> None:
+    settings = resolve()
+    assert {name: used(settings, name) for name in OPTIONS} == {
+        name: option.default for name, option in OPTIONS.items()
+    }
+    assert settings.sandbox and settings.api_key == "" and settings.base_url == ""  # connect() starts it, not resolve
+
+
+@pytest.mark.parametrize("name", WITH_ENV)
+def test_the_environment_wins_over_the_default(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    value = SAMPLES[name][0]
+    monkeypatch.setenv(OPTIONS[name].env, given(value))
+    assert used(resolve(), name) == checked(name, value) != OPTIONS[name].default
+
+
+@pytest.mark.parametrize("name", CONFIGURABLE)
+def test_config_wins_over_the_environment_and_the_default(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    high, low = SAMPLES[name]
+    if OPTIONS[name].env:
+        monkeypatch.setenv(OPTIONS[name].env, given(low))
+    assert used(resolve({name: high}), name) == checked(name, high)
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_an_explicit_argument_wins_over_config_and_the_environment(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    high, low = SAMPLES[name]
+    if OPTIONS[name].env:
+        monkeypatch.setenv(OPTIONS[name].env, given(low))
+    configured = {name: low} if name in CONFIGURABLE else {}
+    assert used(resolve(configured, **{name: high}), name) == checked(name, high)
+
+
+def test_the_key_comes_from_the_argument_then_the_login_then_the_environment_then_the_saved_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(login, "saved", lambda: "saved_key_0123456789")
+    assert resolve(base_url=URL).api_key == "saved_key_0123456789"
+    monkeypatch.setenv(config.ENV_API_KEY, "env_key_0123456789")
+    assert resolve(base_url=URL).api_key == "env_key_0123456789"
+    login.login("login_key_0123456789")
+    assert resolve(base_url=URL).api_key == "login_key_0123456789"
+    assert resolve(base_url=URL, api_key=KEY).api_key == KEY
+
+
+def test_the_base_url_comes_from_the_argument_then_the_environment_then_the_production_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert resolve(api_key=KEY).base_url == "https://api.doitong.com"
+    monkeypatch.setenv(config.ENV_BASE_URL, "https://env.example.test/")
+    assert resolve(api_key=KEY).base_url == "https://env.example.test"
+    assert resolve(api_key=KEY, base_url=URL).base_url == URL
+    assert not resolve(api_key=KEY).sandbox
+
+
+def test_a_base_url_without_a_key_is_refused_saying_where_a_key_goes() -> None:
+    with pytest.raises(AuthenticationError, match="set DOITONG_API_KEY, run %flux_login, or pass api_key="):
+        resolve(base_url=URL)
+
+
+def test_a_blank_value_is_unset_in_every_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(config.ENV_TRANSPORT, "  ")
+    assert resolve({"transport": ""}, transport=None).transport == "graphql"
+    monkeypatch.setenv(config.ENV_TRANSPORT, "rest")
+    assert resolve({"plan": ""}, transport="").transport == "rest"
+
+
+# --- checks ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_every_option_refuses_a_bad_value_before_any_request(name: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        resolve(**{name: BAD[name]})
+    assert caught.value.field == name and "\n" not in str(caught.value)
+
+
+def test_a_bad_value_names_the_source_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InvalidRequestError, match=r"^timeout -1 must be a positive number of seconds$"):
+        resolve(timeout=-1)
+    with pytest.raises(InvalidRequestError, match=r"^%config Flux\.timeout: timeout -1 must be a positive number"):
+        resolve({"timeout": -1})
+    monkeypatch.setenv(config.ENV_TIMEOUT, "abc")
+    with pytest.raises(InvalidRequestError, match=r"^DOITONG_TIMEOUT: timeout 'abc' must be a positive number"):
+        resolve()
+    monkeypatch.setenv(config.ENV_TIMEOUT, "30")
+    monkeypatch.setenv(config.ENV_PLAN, "gold")
+    with pytest.raises(InvalidRequestError, match=r"^DOITONG_PLAN: plan 'gold' is unknown; use one of: free, "):
+        resolve()
+
+
+def test_an_unknown_setting_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="tmeout"):
+        resolve(tmeout=3)
+
+
+def test_every_configurable_option_is_a_trait_that_starts_unset_and_is_checked_as_it_is_set() -> None:
+    from traitlets import TraitError
+
+    from doitong_nb._magics import Flux as FluxMagics
+
+    magics = FluxMagics(shell=None)
+    assert set(FluxMagics.class_traits(config=True)) == set(CONFIGURABLE)
+    assert {name: getattr(magics, name) for name in CONFIGURABLE} == dict.fromkeys(CONFIGURABLE)
+    with pytest.raises(TraitError, match=r"^%config Flux\.size: width 1000 is not a multiple of 16; try 992 or 1008$"):
+        magics.size = "1000x1024"
+    magics.size = "2048X2048"
+    assert magics.size == "2048x2048"  # kept as it is used
+
+
+def test_a_running_client_takes_live_options_while_a_change_of_service_needs_a_new_client() -> None:
+    base = resolve(api_key=KEY, base_url=URL)
+    for live in ("replay", "max_credits", "timeout", "size", "preview_px", "background", "on_missing"):
+        assert resolve(api_key=KEY, base_url=URL, **{live: SAMPLES[live][0]}).service() == base.service(), live
+    for other in ("transport", "output_dir", "plan", "status_query", "mutation", "lock_file"):
+        assert resolve(api_key=KEY, base_url=URL, **{other: SAMPLES[other][0]}).service() != base.service(), other
+    assert resolve(api_key="sk-another-0123456789", base_url=URL).service() != base.service()
+
+
+def test_settings_that_name_a_service_connect_to_it_without_a_sandbox() -> None:
+    settings = resolve(api_key=KEY, base_url=URL)
+    assert settings.connect() is settings
+
+
+def test_the_readme_lists_every_setting() -> None:
+    text = README.read_text()
+    table = text[text.index("## Settings") :].split("\n## ", 1)[0]
+    assert "> `%config Flux.*` > the login (the key only) > the environment > the default" in table
+    missing = [name for name in ENVIRONMENT if f"`{name}`" not in table]
+    missing += [f"Flux.{name}" for name in CONFIGURABLE if f"| `{name}` |" not in table]
+    assert missing == []
+
+
+# --- every face reads them ------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -38,6 +254,44 @@ def test_config_wins_over_the_environment(ip: InteractiveShell, sandbox: Sandbox
     assert "/graphql" in _submitted_paths(sandbox) and "/v1/text_to_image" not in _submitted_paths(sandbox)
 
 
+def test_a_cell_option_wins_over_config(ip: InteractiveShell, sandbox: Sandbox) -> None:
+    ip.run_line_magic("config", "Flux.transport = 'rest'")
+    ip.run_line_magic("config", "Flux.size = '512x512'")
+    ip.run_cell_magic("flux", "--transport graphql --size 256x256 --seed 4 -o img", PROMPT)
+    assert "/graphql" in _submitted_paths(sandbox) and "/v1/text_to_image" not in _submitted_paths(sandbox)
+    assert (ip.user_ns["img"].width, ip.user_ns["img"].height) == (256, 256)
+
+
+def test_a_budget_from_the_environment_refuses_the_cell_before_sending(
+    ip: InteractiveShell, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, failed_cell
+) -> None:
+    monkeypatch.setenv("DOITONG_MAX_CREDITS", "5")
+    assert "raise max_credits" in failed_cell(ip, "--size 256x256 --seed 5", PROMPT)
+    assert not _submitted_paths(sandbox)
+
+
+def test_config_refuses_a_bad_value_in_one_line_and_keeps_the_one_before(
+    ip: InteractiveShell, caplog: pytest.LogCaptureFixture
+) -> None:
+    ip.run_line_magic("config", "Flux.timeout = 60")
+    ip.run_line_magic("config", "Flux.timeout = -1")  # IPython logs the TraitError as one line, no traceback
+    assert [r.getMessage() for r in caplog.records] == [
+        "%config Flux.timeout: timeout -1.0 must be a positive number of seconds"
+    ]
+    assert ip.magics_manager.registry["Flux"].timeout == 60
+
+
+def test_a_live_change_reaches_the_running_client_and_a_change_of_service_builds_a_new_one(
+    ip: InteractiveShell,
+) -> None:
+    magics = ip.magics_manager.registry["Flux"]
+    client = magics.client
+    ip.run_line_magic("config", "Flux.max_credits = 50")
+    assert magics.client is client and client.settings.max_credits == 50
+    ip.run_line_magic("config", "Flux.transport = 'rest'")
+    assert magics.client is not client and magics.client.settings.transport == "rest"
+
+
 def test_an_output_folder_set_in_the_environment_is_seen_at_the_next_cell(
     ip: InteractiveShell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -58,8 +312,23 @@ def test_the_panel_starts_from_config(ip: InteractiveShell) -> None:
     assert (panel.size.value, panel.transport.value, panel.budget.value) == ("2048x2048", "rest", 120)
 
 
+def test_the_panel_starts_from_the_environment_under_config(
+    ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from doitong_nb._panel_widget import FluxPanel
+
+    monkeypatch.setenv("DOITONG_TRANSPORT", "rest")
+    monkeypatch.setenv("DOITONG_MAX_CREDITS", "70")
+    ip.run_line_magic("config", "Flux.size = '1536x1024'")
+    panel = FluxPanel()
+    assert (panel.transport.value, panel.budget.value) == ("rest", 70)
+    assert (panel.size.value, panel.custom_size.value) == ("", "1536x1024")  # "Custom…"
+
+
 def test_count_on_the_free_plan_is_paced_by_the_plan_and_delivers_every_image(tmp_path: Path, shell_for) -> None:
     """`-n 12` on the free plan (one job at a time) gave 9 images and 3 'too many jobs' errors (issue 10)."""
+    from doitong_nb.sandbox import Sandbox
+
     with Sandbox(plan="free", credits=1000, speed=1000) as box:
         ip = shell_for(box, tmp_path / "out")
         ip.run_cell_magic("flux", "-n 12 --size 256x256 -o grid", PROMPT)
