@@ -115,7 +115,10 @@ class Flux(Magics):
         configured = {name: getattr(self, name) for name in CONFIGURABLE}
         sources = (configured, fingerprint())
         if self._settings is None or sources != self._sources:
-            self._settings, self._sources = resolve(configured), sources
+            try:
+                self._settings, self._sources = resolve(configured), sources
+            except InvalidRequestError as exc:  # a bad environment value: one line in every magic, no traceback
+                raise UsageError(str(exc)) from None
         return self._settings
 
     @property

@@ -270,6 +270,18 @@ def test_a_budget_from_the_environment_refuses_the_cell_before_sending(
     assert not _submitted_paths(sandbox)
 
 
+@pytest.mark.parametrize("magic", ["flux_jobs", "flux_account", "flux_panel", "flux_doctor"])
+def test_a_bad_environment_value_is_one_line_in_every_line_magic(
+    ip: InteractiveShell, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, magic: str
+) -> None:
+    from IPython.core.error import UsageError
+
+    monkeypatch.setenv("DOITONG_TIMEOUT", "abc")
+    with pytest.raises(UsageError, match=r"^DOITONG_TIMEOUT: timeout 'abc' must be a positive number"):
+        ip.run_line_magic(magic, "")
+    assert not _submitted_paths(sandbox)
+
+
 def test_config_refuses_a_bad_value_in_one_line_and_keeps_the_one_before(
     ip: InteractiveShell, caplog: pytest.LogCaptureFixture
 ) -> None:
