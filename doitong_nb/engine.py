@@ -689,7 +689,6 @@ class Engine:
             return True
 
     # --- the whole thing ------------------------------------------------------------------------
-
     def generate(
         self,
         request: GenerationRequest,
