@@ -1,14 +1,15 @@
 """Batches at the plan's ceiling: many images from a list of prompts, paced by the plan's limits.
 
 The engine's `generate` flow already replays, resumes from the journal, submits idempotently,
-waits, downloads and stores one image; this module only decides when each item's flow may run.
-A few worker flows pull items in input order; an item holds one of the plan's concurrent-job
-slots from its first API request until its job is final (its download no longer counts), and
-the engine's RateBudget paces every request, status reads included. So a batch meets no 429 in
-normal operation, and when the same key is busy elsewhere it learns so from the X-RateLimit-*
-headers (requests) and from a CONCURRENCY_LIMITED answer (jobs), and slows down.
+waits, downloads and stores one image, and `Engine.quote` prices the items; this module only
+decides when each item's flow may run. A few worker flows pull items in input order; an item
+holds one of the plan's concurrent-job slots from its first API request until its job is final
+(the engine's `completed` event: its download no longer counts), and the engine's RateBudget
+paces every request, status reads included. So a batch meets no 429 in normal operation, and
+when the same key is busy elsewhere it learns so from the X-RateLimit-* headers (requests) and
+from the engine's `refused` events (a CONCURRENCY_LIMITED answer: jobs), and slows down.
 
-Budget: an item whose estimated cost would take the batch past `max_credits` is refused before
+Budget: an item whose quoted cost would take the batch past `max_credits` is refused before
 anything is sent (its place holds a BudgetExceededError); later, cheaper items still go when they
 fit. Replayed items cost nothing, and resumed ones were paid for in the run that submitted them.
 """
@@ -22,13 +23,13 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import _contract as contract
 from ._config import ENV_WEBHOOK_SECRET
-from ._engine import Completion, Engine, Fetch, Flow, Reply, Send, Sleep
+from ._engine import Completion, Engine, Event, Flow, Priced, Sleep, budget_refusal
 from ._errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -37,8 +38,6 @@ from ._errors import (
     InvalidRequestError,
     RateLimitError,
     StorageError,
-    error_code,
-    from_response,
     is_storage_failure,
 )
 from ._request import GenerationRequest, as_request
@@ -86,17 +85,6 @@ class BatchResult(list):  # type: ignore[type-arg]
         return {i: o for i, o in enumerate(self) if isinstance(o, DoitongError)}
 
 
-@dataclass
-class _Item:
-    index: int
-    request: GenerationRequest
-    variant: int
-    cost: int  # credits it may charge: 0 for a replay or a resumed, already-submitted job
-    replay: bool
-    copies: list[int] = field(default_factory=list)  # other input positions asking for the same image
-    submitted: bool = False
-
-
 class _Batch:
     """The scheduling state shared by the worker flows (one thread or one event loop: no locks)."""
 
@@ -117,8 +105,10 @@ class _Batch:
         self.max_credits = max_credits
         self.stats = BatchStats(total=len(requests), webhooks=completion is not None)
         self.outcomes: list[Outcome | None] = [None] * len(requests)
-        self.items = self._plan(requests)
+        self.items = engine.quote(requests, refresh=refresh).items
         self.queue = deque(self.items)
+        self.holding: dict[str, Priced] = {}  # replay key -> the item holding a job slot for it
+        self.submitted: set[int] = set()  # items whose submission the service accepted (charged, unless refunded)
         self.cap = self.plan_cap = 1  # until the plan is known (see prepare)
         self.plan_known = False
         self.ask_account = False  # the first reply did not name a plan: one worker asks the account
@@ -133,30 +123,11 @@ class _Batch:
         self._requests0 = _api_requests(engine)
         self._limited0 = engine.requests["429"]
 
-    def _plan(self, requests: list[GenerationRequest]) -> list[_Item]:
-        """One item per distinct image: a seeded duplicate shares the first one's job, an unseeded one is a variant."""
-        items: list[_Item] = []
-        firsts: dict[str, _Item] = {}
-        variants: dict[str, int] = {}
-        for index, request in enumerate(requests):
-            base = request.key()
-            if base in firsts and request.seed is not None:
-                firsts[base].copies.append(index)
-                continue
-            variant = variants[base] = variants.get(base, -1) + 1
-            key = request.key(variant)
-            replay = self.engine.replay and not self.refresh and _stored(self.engine, key)
-            entry = None if replay else self.engine.unfinished(key)
-            cost = 0 if replay or (entry is not None and entry.job_id) else request.estimated_credits
-            items.append(_Item(index, request, variant, cost, replay))
-            firsts.setdefault(base, items[-1])
-        return items
-
     # --- driven by Flux / AsyncFlux ----------------------------------------------------------------
     def prepare(self) -> None:
         """Use the plan this session already knows; else the first item goes alone and its reply's
         X-RateLimit-Limit names the plan, so a batch spends none of its plan's requests on asking."""
-        plan = contract.PLANS.get(self.engine.plan or "") or contract.plan_with_rate(self.engine.budget.limit)
+        plan = contract.PLANS.get(self.engine.plan or "")
         if plan is not None:
             self._use_plan(plan)
 
@@ -218,7 +189,7 @@ class _Batch:
             return
         self._use_plan(contract.PLANS.get(account.plan))
 
-    def _run(self, item: _Item) -> Flow[ImageResult]:
+    def _run(self, item: Priced) -> Flow[ImageResult]:
         if item.replay:
             if isinstance(self.closed, StorageError) and self.closed.kind == "gone":  # it went with the folder
                 raise _unsent(self.closed)
@@ -230,45 +201,32 @@ class _Batch:
             self.committed -= item.cost
             raise _unsent(self.closed)
         self.active += 1
-        holding = True
-        flow = self.engine.generate(
-            item.request,
-            variant=item.variant,
-            refresh=self.refresh,
-            completion=self.completion,
-            via=self.via,
-            timeout=self.timeout,
-        )
+        self.holding[item.key] = item
         try:
-            value: Any = None
-            error: BaseException | None = None
-            answered: tuple[Send, Reply] | None = None
-            while True:
-                try:
-                    step = flow.throw(error) if error is not None else flow.send(value)
-                except StopIteration as stop:
-                    return stop.value
-                finally:  # after the engine took the answer in (a submission is journaled by now)
-                    if answered is not None:
-                        self._observe(*answered, item)
-                if isinstance(step, Fetch) and holding:  # the job is final: its slot is free again
-                    holding, self.active = False, self.active - 1
-                try:
-                    value, error = (yield step), None
-                except Exception as exc:  # a transport failure the driver throws in: the engine retries it
-                    value, error = None, exc
-                answered = (step, value) if isinstance(step, Send) and isinstance(value, Reply) else None
+            return (
+                yield from self.engine.generate(
+                    item.request,
+                    variant=item.variant,
+                    refresh=self.refresh,
+                    completion=self.completion,
+                    via=self.via,
+                    timeout=self.timeout,
+                )
+            )
         except DoitongError as exc:
-            if not item.submitted or isinstance(exc, GenerationFailedError):  # never charged, or refunded
+            if item.index not in self.submitted or isinstance(exc, GenerationFailedError):  # never charged, or refunded
                 self.committed -= item.cost
             raise
         finally:
-            flow.close()
-            if holding:
-                self.active -= 1
+            self._release(item)
 
-    def _admit(self, item: _Item) -> None:
-        """Refuse, before sending, an item past the daily cap or the credit budget."""
+    def _release(self, item: Priced) -> None:
+        """The item's job is final (or its flow ended): its slot is free again."""
+        if self.holding.pop(item.key, None) is not None:
+            self.active -= 1
+
+    def _admit(self, item: Priced) -> None:
+        """Refuse, before sending, an item past the daily cap or the batch's credit budget."""
         if isinstance(self.closed, StorageError):
             raise _unsent(self.closed)
         if self.closed is not None:
@@ -278,11 +236,9 @@ class _Batch:
                 "the plan's daily limit of jobs is reached by this batch; nothing was sent for this item",
                 code=contract.DAILY_LIMIT_REACHED,
             )
-        if self.max_credits is not None and self.committed + item.cost > self.max_credits:
-            raise BudgetExceededError(
-                f"item {item.index} ({item.request.size}) costs {item.cost} credits and the batch has committed "
-                f"{self.committed} of its max_credits={self.max_credits}; nothing was sent for it"
-            )
+        refusal = budget_refusal([item.cost], self.committed, self.max_credits, whose="the batch has committed")
+        if refusal is not None:
+            raise BudgetExceededError(f"item {item.index} ({item.request.size}): {refusal}; nothing was sent for it")
         self.committed += item.cost
         self.charged += 1 if item.cost else 0
 
@@ -291,27 +247,32 @@ class _Batch:
         self.plan_known = True
         self.cap = self.plan_cap = plan.concurrent_jobs if plan else 1
         self.daily_limit = plan.daily_limit if plan else None
-        self.engine.plan = self.engine.plan or (plan.name if plan else None)
 
-    def _observe(self, step: Send, reply: Reply, item: _Item) -> None:
-        limit = self.engine.budget.limit  # the engine has read the reply's X-RateLimit-Limit, if it had one
-        if not self.plan_known and not self.ask_account and (limit is not None or reply.status < 400):
-            plan = contract.plan_with_rate(limit)
+    def heard(self, event: Event) -> None:
+        """The engine's events (`Engine.subscribe`): the first answer names the plan (or asks for the account), an
+        accepted submission counts, a job done frees its slot, a refusal of jobs or of the day narrows the batch."""
+        if event.kind == "charged":
+            return
+        if not self.plan_known and not self.ask_account:
+            plan = contract.PLANS.get(self.engine.plan or "")  # the engine names it from the answer's rate
             if plan is not None:
                 self._use_plan(plan)
-            else:
+            elif event.kind != "refused":  # the service answered and named no plan we know
                 self.ask_account = True
-        code = error_code(reply.body)
-        if step.call.kind == "submit" and reply.status < 400 and not code:
-            item.submitted = True
+        item = self.holding.get(event.key or "")
+        if event.kind == "submitted" and item is not None:
+            self.submitted.add(item.index)
             self.stats.submitted += 1
             self._notify()
-        elif code == contract.CONCURRENCY_LIMITED:  # jobs of this key run elsewhere: fewer slots for us
-            self.cap = max(1, self.active - 1)
-        elif code == contract.DAILY_LIMIT_REACHED:
-            self.closed = from_response(reply.status, reply.body)
+        elif event.kind == "completed" and item is not None:
+            self._release(item)
+        elif event.kind == "refused" and event.error is not None:
+            if event.error.code == contract.CONCURRENCY_LIMITED:  # jobs of this key run elsewhere: fewer slots for us
+                self.cap = max(1, self.active - 1)
+            elif event.error.code == contract.DAILY_LIMIT_REACHED:
+                self.closed = event.error
 
-    def _finish(self, item: _Item, outcome: Outcome) -> None:
+    def _finish(self, item: Priced, outcome: Outcome) -> None:
         for index in (item.index, *item.copies):
             self.outcomes[index] = outcome
         count = 1 + len(item.copies)
@@ -359,14 +320,6 @@ def _unsent(cause: StorageError) -> StorageError:
 
 def _api_requests(engine: Engine) -> int:
     return sum(engine.requests[kind] for kind in ("submit", "status", "account"))
-
-
-def _stored(engine: Engine, key: str) -> bool:
-    """True when `generate` will replay `key` (an unreadable stored result counts: it fails in its place)."""
-    try:
-        return engine.stored(key) is not None
-    except DoitongError:
-        return True
 
 
 def _bar(total: int) -> Any:
@@ -418,22 +371,25 @@ def _batch(
             own = receiver = _local_receiver(webhook_url, _webhook_secret(engine, webhook_secret))
         url = webhook_url if isinstance(webhook_url, str) else receiver.url
         if url == receiver.url or receiver.reachable(url):  # a URL of our own needs no test call
-            completion = receiver.get
+            completion = receiver.future
             requests = [replace(r, webhook_url=url) for r in requests]
         else:
             warnings.warn(f"webhook_url {url} does not reach the receiver: polling instead", stacklevel=4)
+    batch = _Batch(
+        engine,
+        requests,
+        max_credits=max_credits,
+        refresh=refresh,
+        progress=progress,
+        completion=completion,
+        transport=transport,
+        timeout=timeout,
+    )
+    unsubscribe = engine.subscribe(batch.heard)
     try:
-        yield _Batch(
-            engine,
-            requests,
-            max_credits=max_credits,
-            refresh=refresh,
-            progress=progress,
-            completion=completion,
-            transport=transport,
-            timeout=timeout,
-        )
+        yield batch
     finally:
+        unsubscribe()
         if own is not None:
             own.stop()
         if completion is not None and receiver is not None and receiver.signed_as:  # for doctor: how it signs

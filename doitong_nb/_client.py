@@ -29,7 +29,7 @@ import httpx
 
 from . import __version__
 from ._config import HTTP_TIMEOUT, Settings, resolve
-from ._engine import ConnectFailed, Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, Work
+from ._engine import ConnectFailed, Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, WaitFor, Work
 from ._errors import DoitongError, DownloadError, UnsafeResponseError
 from ._request import GenerationRequest, as_request
 from ._result import ImageResult, Job
@@ -305,6 +305,15 @@ class _LoopThread:
             loop.close()
 
 
+async def _settled(step: WaitFor) -> Any:
+    """The future's result once it is resolved, or None when `step.seconds` pass first (the future is then
+    cancelled: whoever resolves it must allow for that)."""
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(step.future), step.seconds)
+    except asyncio.TimeoutError:
+        return None
+
+
 async def _cancel_the_rest() -> None:
     tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     for task in tasks:
@@ -358,7 +367,7 @@ class Flux(_Base):
 
         return sweep(self, prompt, refresh=refresh, **options)
 
-    def batch(
+    def generate_many(
         self,
         prompts: Sequence[str | GenerationRequest],
         *,
@@ -372,15 +381,17 @@ class Flux(_Base):
         timeout: float | None = None,
         **options: Any,
     ) -> BatchResult:
-        """Many images, paced at the plan's limits; outcomes in input order, each failure in its place.
+        """Many images at once, paced at the plan's limits (its job slots and requests a minute, so the free plan
+        meets no "too many jobs" refusal); outcomes in input order, each failure in its place.
 
-        See doitong_nb._batch: `max_credits` refuses items that would cross the budget before sending them,
-        a re-run resumes submitted jobs and skips finished ones, `webhook_url=True` (or a URL with its
-        `receiver=`) waits for signed webhooks instead of reading job status. `transport` ("graphql" or "rest")
-        and `timeout` (seconds to wait for each job) override the client's for this batch.
+        `options` apply to every prompt (`size="512x512"`, `seed=3`); a GenerationRequest keeps its own. See
+        doitong_nb._batch: `max_credits` refuses items that would cross it before sending them, a re-run resumes
+        submitted jobs and skips finished ones, `webhook_url=True` (or a URL with its `receiver=`) waits for signed
+        webhooks instead of reading job status. `transport` ("graphql" or "rest") and `timeout` (seconds to wait
+        for each job) override the client's for these images. `progress` is a bar, a callback, or False.
         """
         return self._runtime.run(
-            self._async.batch(
+            self._async.generate_many(
                 prompts,
                 max_credits=max_credits,
                 refresh=refresh,
@@ -394,10 +405,12 @@ class Flux(_Base):
             )
         )
 
+    batch = generate_many  # the earlier name
+
     def submit(self, prompt: str | GenerationRequest, *, idempotency_key: str | None = None, **options: Any) -> Job:
         """Submit without waiting (no store, no journal): the low-level call."""
         request = as_request(prompt, options)
-        self.engine.check_budget(request)
+        self.engine.admit(request.estimated_credits)
         return self.run(self.engine.submit(request, idempotency_key or str(uuid.uuid4()), self._deadline()))
 
     def status(self, job_id: str) -> Job:
@@ -481,6 +494,9 @@ class AsyncFlux(_Base):
                 if isinstance(step, Sleep):
                     await asyncio.sleep(step.seconds)
                     continue
+                if isinstance(step, WaitFor):
+                    value = await _settled(step)
+                    continue
                 try:
                     value = await (asyncio.to_thread(step.fn) if isinstance(step, Work) else self._execute(step))
                 except Exception as exc:
@@ -521,7 +537,7 @@ class AsyncFlux(_Base):
         request = as_request(prompt, options)
         return await self.run(self.engine.generate(request, refresh=refresh, progress=progress))
 
-    async def batch(
+    async def generate_many(
         self,
         prompts: Sequence[str | GenerationRequest],
         *,
@@ -535,13 +551,7 @@ class AsyncFlux(_Base):
         timeout: float | None = None,
         **options: Any,
     ) -> BatchResult:
-        """Many images, paced at the plan's limits; outcomes in input order, each failure in its place.
-
-        See doitong_nb._batch: `max_credits` refuses items that would cross the budget before sending them,
-        a re-run resumes submitted jobs and skips finished ones, `webhook_url=True` (or a URL with its
-        `receiver=`) waits for signed webhooks instead of reading job status. `transport` ("graphql" or "rest")
-        and `timeout` (seconds to wait for each job) override the client's for this batch.
-        """
+        """Many images at once on the running loop, paced at the plan's limits; `Flux.generate_many` says more."""
         from ._batch import run_async
 
         return await run_async(
@@ -558,11 +568,13 @@ class AsyncFlux(_Base):
             timeout=timeout,
         )
 
+    batch = generate_many  # the earlier name
+
     async def submit(
         self, prompt: str | GenerationRequest, *, idempotency_key: str | None = None, **options: Any
     ) -> Job:
         request = as_request(prompt, options)
-        self.engine.check_budget(request)
+        self.engine.admit(request.estimated_credits)
         return await self.run(self.engine.submit(request, idempotency_key or str(uuid.uuid4()), self._deadline()))
 
     async def status(self, job_id: str) -> Job:

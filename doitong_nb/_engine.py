@@ -1,22 +1,27 @@
 """The engine: every operation written once, as a generator of I/O steps.
 
-A flow yields `Send`, `Fetch`, `Sleep` and `Work` steps and receives their outcomes; `client.Flux`
-runs flows with a blocking httpx.Client and `client.AsyncFlux` with an httpx.AsyncClient. So retries,
-polling, the journal and replay are the same code in sync and async use, and can be tested once.
+A flow yields `Send`, `Fetch`, `Sleep`, `Work` and `WaitFor` steps and receives their outcomes; `client.AsyncFlux`
+carries them out on an event loop, and `client.Flux` is the same driver on a loop thread. So retries, polling, the
+journal and replay are the same code in sync and async use, and can be tested once, without I/O.
+
+What happens is published as `Event`s (`Engine.subscribe`), and what images would cost is asked of `Engine.quote`
+and let through by `Engine.admit`: the faces (magics, panel, batches) build requests and show results, and read
+neither replies nor the store's bookkeeping themselves.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from . import _contract as contract
@@ -55,7 +60,7 @@ from ._wire.base import account_from
 T = TypeVar("T")
 Flow = Generator["Step", Any, T]
 Progress = Callable[[str, float, str], None]
-Completion = Callable[[str], "dict[str, Any] | None"]  # job id -> its (verified) webhook payload, once it came
+Completion = Callable[[str], "concurrent.futures.Future[dict[str, Any]]"]  # job id -> its verified webhook payload
 Waiting = Callable[[str], None]  # told why a request waits, before the wait
 WAITING_FOR_RATE = "waiting for the plan's rate limit"
 WAITING_FOR_SLOT = "waiting for a free job slot"
@@ -66,7 +71,6 @@ DOWNLOAD_ATTEMPTS = 4
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # a 4096x4096 PNG is at most ~50 MB
 WEBHOOK_GRACE = 4.0  # no webhook after this many predicted durations, plus the slack below: read the status
 WEBHOOK_SLACK = 5.0  # seconds a delivery may take on top (network, the sender's queue)
-_EVENT_TICK = 0.01  # look for a job's webhook every 1% of its predicted duration
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,76 @@ class Work:
     fn: Callable[[], Any]
 
 
-Step = Send | Fetch | Sleep | Work
+@dataclass(frozen=True)
+class WaitFor:
+    """Wait until `future` is resolved (a job's webhook came) or `seconds` have passed; the outcome is its result,
+    or None at the deadline. One step, not a loop of ticks: the driver wakes the flow when the webhook arrives."""
+
+    future: concurrent.futures.Future[Any]
+    seconds: float
+
+
+Step = Send | Fetch | Sleep | Work | WaitFor
+
+EventKind = Literal["submitted", "status", "completed", "failed", "charged", "refused"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """What happened, as the engine classified it: faces subscribe (`Engine.subscribe`) instead of reading replies.
+
+    `submitted`: the service accepted a submission (key, job_id; journaled by now). `status`: a job's status was
+    heard, read or by webhook (job_id, status). `completed`: the job is done, its image is fetched next (key, job_id).
+    `failed`: the job failed and its credits are refunded (key, job_id, error). `charged`: the session's credits
+    changed by `credits` (job_id; negative for a refund). `refused`: the service refused a request (error, e.g. a
+    RateLimitError), which the engine retries or raises. `key` is the image's replay key (`request.key(variant)`).
+    """
+
+    kind: EventKind
+    key: str | None = None
+    job_id: str | None = None
+    status: str | None = None
+    credits: int = 0
+    error: DoitongError | None = None
+
+
+Listener = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class Priced:
+    """One distinct image of a `Quote`."""
+
+    index: int  # its (first) position in the quoted list
+    request: GenerationRequest
+    variant: int
+    cost: int  # credits it may charge now: 0 for a replay, or for a journaled job that was paid already
+    replay: bool  # the store has it (or the lock records it): returned with no job and no charge
+    copies: tuple[int, ...] = ()  # later positions asking for the same seeded image: they share its job
+
+    @property
+    def key(self) -> str:
+        return self.request.key(self.variant)
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What images would cost now, asked before anything is sent, with the budget's verdict on them together."""
+
+    items: tuple[Priced, ...]
+    refusal: BudgetExceededError | None = None  # None: the budget lets them all go (or there is none)
+
+    @property
+    def total(self) -> int:
+        return sum(item.cost for item in self.items)
+
+    @property
+    def costs(self) -> list[int]:
+        """The cost of each quoted position, in order (a shared seeded repeat costs nothing of its own)."""
+        costs = [0] * sum(1 + len(item.copies) for item in self.items)
+        for item in self.items:
+            costs[item.index] = item.cost
+        return costs
 
 
 class ConnectFailed(OSError):
@@ -214,6 +287,24 @@ class Engine:
         self.requests: Counter[str] = Counter()
         self._submission_cost: str | None = None  # "present"/"absent": a creditCost in the last submission's answer
         self.reached = False  # the service has answered once: from then on a failed connection is retried
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Hear every `Event` of this engine's flows, on the thread that runs them, until the returned function is
+        called. A listener must be quick; what it raises goes into the flow it was told about (a KeyboardInterrupt
+        stops a batch, as from a progress callback)."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _emit(self, kind: EventKind, **fields: Any) -> None:
+        event = Event(kind, **fields)
+        for listener in tuple(self._listeners):
+            listener(event)
 
     def use_plan(self, name: str) -> None:
         """Pace at a named plan's limits until the service's headers say otherwise."""
@@ -280,6 +371,8 @@ class Engine:
                 self.budget.observe(reply.headers)
                 if self.budget.window_told:  # a speed-scaled service is as much faster as its window is shorter
                     self.durations.assume(self.budget.window / contract.RATE_WINDOW_SECONDS)
+                if self.plan is None and (plan := contract.plan_with_rate(self.budget.limit)) is not None:
+                    self.plan = plan.name  # each plan's X-RateLimit-Limit is its own
                 body = reply.body if isinstance(reply.body, dict) else {}
                 if reply.status < 400 and not body.get("errors") and reply.body is not None:
                     return body
@@ -287,6 +380,7 @@ class Engine:
                 if mismatch:  # the service has no such query: discovered (or named) once, never retried
                     raise SchemaMismatchError(mismatch)
                 error = from_response(reply.status, reply.body, _retry_after(reply.headers))
+                self._emit("refused", error=error)
                 if isinstance(error, RateLimitError):
                     self.requests["429"] += 1
                     delay = error.retry_after if error.retry_after is not None else backoff(attempt, self.rng)
@@ -333,7 +427,7 @@ class Engine:
         if job.id not in self._charged:  # the same Idempotency-Key sent again is answered with the first job
             cost = job.credit_cost if job.credit_cost is not None else request.estimated_credits  # cost-late: a quote
             self._charged[job.id] = cost
-            self._charge(cost)
+            self._charge(cost, job.id)
         return job
 
     def status(
@@ -353,7 +447,9 @@ class Engine:
             via, body = yield from self._find_rest_job_path(job_id, deadline)
         if via.name == "rest" and self.rest_job_path is None:
             self.rest_job_path = getattr(via, "job_path", None)
-        return via.parse_job(body)
+        job = via.parse_job(body)
+        self._emit("status", job_id=job.id, status=job.status)
+        return job
 
     def discover(self, deadline: float) -> Flow[tuple[StatusQuery | None, str]]:
         """One introspection request: the schema's status query (None if it has none we recognise), and what
@@ -475,19 +571,18 @@ class Engine:
     def _await_webhook(
         self, job: Job, pixels: int, deadline: float, accepted_at: float, completion: Completion
     ) -> Flow[Job]:
-        """Look up the job's webhook locally (no API request) until it comes or the grace period ends."""
+        """Wait for the job's webhook (no API request) until it comes or the grace period ends; then the job as it
+        told, or as it was (the caller reads its status: the webhook may be lost)."""
         expected = self.durations.predict(pixels) or expected_seconds(pixels)
         give_up = min(deadline, accepted_at + WEBHOOK_GRACE * expected + WEBHOOK_SLACK)
-        first = accepted_at + 0.9 * expected - self.clock()
-        if first > 0:
-            yield Sleep(first)
-        while (payload := completion(job.id)) is None:
-            if self.clock() >= give_up:
-                return job
-            yield Sleep(max(0.002, _EVENT_TICK * expected))
+        payload = yield WaitFor(completion(job.id), max(0.0, give_up - self.clock()))
+        if payload is None:
+            return job
         metadata = {**job.metadata, **(payload.get("metadata") or {})}
         done = Job.from_payload({**payload, "metadata": metadata})
-        return replace(done, id=job.id, credit_cost=job.credit_cost, created_at=done.created_at or job.created_at)
+        done = replace(done, id=job.id, credit_cost=job.credit_cost, created_at=done.created_at or job.created_at)
+        self._emit("status", job_id=job.id, status=done.status)
+        return done
 
     def download(self, job: Job, request: GenerationRequest, deadline: float) -> Flow[Path]:
         """Stream the output to the store's partial folder and check it is the whole, decodable image."""
@@ -527,29 +622,73 @@ class Engine:
                 yield Sleep(backoff(attempt, self.rng))
         raise AssertionError("unreachable")
 
-    # --- the whole thing ------------------------------------------------------------------------
-    def check_budget(self, request: GenerationRequest) -> None:
-        """Refuse, before sending, a job that would cross the session's credit budget."""
-        self.check_costs([request.estimated_credits])
+    # --- what it costs, and whether it may go -------------------------------------------------------
+    def quote(
+        self,
+        requests: Sequence[GenerationRequest | tuple[GenerationRequest, int]],
+        *,
+        refresh: bool = False,
+        max_credits: int | None = None,
+        spent: int | None = None,
+        budget_name: str = "max_credits",
+    ) -> Quote:
+        """What `generate` would charge now for these images, before anything is sent, and the budget's verdict.
 
-    def check_costs(self, costs: list[int]) -> None:
-        """Refuse, before sending, jobs that together would cross the session's budget: one verdict for a cell."""
-        refusal = budget_refusal(costs, self.session_credits, self.max_credits)
+        Each distinct image is priced once: a seeded repeat shares the first one's job, an unseeded repeat is the
+        next variant, a (request, variant) pair keeps its variant. One the store has (or the lock records) replays
+        for nothing, and a journaled job that was paid is picked up for nothing. `refusal` weighs the total against
+        `max_credits` (default: the session's) over `spent` (default: what the session spent). Asked first, so a
+        folder that cannot take the images is refused here already.
+        """
+        self.store.prepare()
+        items: list[Priced] = []
+        firsts: dict[str, int] = {}  # a request's key without variant -> its item, which seeded repeats share
+        copies: dict[int, list[int]] = {}
+        variants: dict[str, int] = {}
+        for index, asked in enumerate(requests):
+            request, variant = asked if isinstance(asked, tuple) else (asked, None)
+            if variant is None:
+                base = request.key()
+                if base in firsts and request.seed is not None:
+                    copies[firsts[base]].append(index)
+                    continue
+                variant = variants[base] = variants.get(base, -1) + 1
+                firsts.setdefault(base, len(items))
+            key = request.key(variant)
+            replay = self.replay and not refresh and self._replays(key)
+            entry = None if replay else self.unfinished(key)
+            cost = 0 if replay or (entry is not None and entry.job_id) else request.estimated_credits
+            copies[len(items)] = []
+            items.append(Priced(index, request, variant, cost, replay))
+        priced = tuple(replace(item, copies=tuple(copies[n])) for n, item in enumerate(items))
+        refusal = budget_refusal(
+            [item.cost for item in priced if item.cost],
+            self.session_credits if spent is None else spent,
+            self.max_credits if max_credits is None else max_credits,
+            budget_name,
+        )
+        return Quote(priced, refusal)
+
+    def admit(self, charge: Quote | int) -> None:
+        """The gate before anything is sent: raise a quote's refusal, or refuse one image's `charge` that would take
+        the session past its budget (every flow's own last check, just before it submits)."""
+        refusal = (
+            charge.refusal
+            if isinstance(charge, Quote)
+            else budget_refusal([charge], self.session_credits, self.max_credits)
+        )
         if refusal is not None:
             raise refusal
 
-    def charge_for(self, request: GenerationRequest, variant: int = 0, refresh: bool = False) -> int:
-        """What `generate` would charge now: nothing for a replay, or for a journaled job it picks up.
+    def _replays(self, key: str) -> bool:
+        """`generate` returns `key` with no job: the store has it (an unreadable one too: it fails in its place), or
+        the lock records it."""
+        try:
+            return self.store.find(key, self.settings.origin) is not None or self._locked(key)
+        except DoitongError:
+            return True
 
-        Asked before anything is sent, so a folder that cannot take the image is refused here already.
-        """
-        self.store.prepare()
-        key = request.key(variant)
-        if self.replay and not refresh and (self.stored(key) is not None or self._locked(key)):
-            return 0
-        entry = self.unfinished(key)
-        return 0 if entry is not None and entry.job_id is not None else request.estimated_credits
-
+    # --- the whole thing ------------------------------------------------------------------------
     def generate(
         self,
         request: GenerationRequest,
@@ -631,7 +770,7 @@ class Engine:
                     ) from None
                 entry = None
         if entry is None:
-            self.check_budget(request)
+            self.admit(request.estimated_credits)
             entry = journal.begin(key, request, origin)
         resumed = job is not None  # submitted, and paid for, before an interrupt or in an earlier session
         if job is None:
@@ -641,6 +780,8 @@ class Engine:
                 journal.mark_submitted(entry.idempotency_key, job.id)
             except StorageError as exc:
                 raise self._not_stored(exc, entry, job.id) from None
+            finally:  # told even when the journal failed: the job is accepted and paid for all the same
+                self._emit("submitted", key=key, job_id=job.id)
         accepted_at = self.clock()
         pixels = request.width * request.height
         job = yield from self.wait(job, pixels, deadline, accepted_at, progress, via, completion)
@@ -648,21 +789,24 @@ class Engine:
             with suppress(StorageError):  # unrecorded, a re-run reads the same failure again: nothing is lost
                 journal.mark_failed(entry.idempotency_key, job.error_code or contract.GENERATION_FAILED)
             if job.id in self._charged:  # a job resumed from an earlier session was not counted in this one
-                self._charge(-self._charged.pop(job.id))
+                self._charge(-self._charged.pop(job.id), job.id)
             advice = (
                 "rephrase the prompt"
                 if job.error_code == contract.CONTENT_MODERATED
                 else "try again, perhaps with another seed or prompt"
             )
-            raise GenerationFailedError(
+            failure = GenerationFailedError(
                 f"job {job.id} failed ({job.error_code}: {job.error_message}); its credits are refunded: {advice}",
                 code=job.error_code or contract.GENERATION_FAILED,
                 job_id=job.id,
             )
+            self._emit("failed", key=key, job_id=job.id, error=failure)
+            raise failure
+        self._emit("completed", key=key, job_id=job.id)
         charged = self._charged.get(job.id)
         if charged is not None and job.credit_cost is not None and job.credit_cost != charged:  # the cost came late
             self._charged[job.id] = job.credit_cost
-            self._charge(job.credit_cost - charged)
+            self._charge(job.credit_cost - charged, job.id)
         if progress:
             progress("downloading", self.clock() - accepted_at, "")
         try:
@@ -699,10 +843,6 @@ class Engine:
             ids |= {e.job_id for e in pending if e.job_id and e.request.get(ORIGIN, origin) == origin}
         return len(ids)
 
-    def stored(self, key: str) -> ImageResult | None:
-        """The result `generate` would replay for `key` (made by this engine's service), if any."""
-        return self.store.find(key, self.settings.origin)
-
     def _locked(self, key: str) -> bool:
         """The lock file records `key` for this engine's service (its image may still have to be fetched)."""
         return self.store.lock is not None and self.store.lock.find(key, self.settings.origin) is not None
@@ -711,10 +851,11 @@ class Engine:
         """The journal's unfinished submission of `key` to this engine's service, if any."""
         return self.store.journal.unfinished(key, self.settings.origin)
 
-    def _charge(self, credits: int) -> None:
+    def _charge(self, credits: int, job_id: str) -> None:
         self.session_credits += credits
         if self.balance is not None:
             self.balance -= credits
+        self._emit("charged", job_id=job_id, credits=credits)
 
     def _annotate(self, result: ImageResult) -> ImageResult:
         result.session_credits = self.session_credits
@@ -723,9 +864,10 @@ class Engine:
 
 
 def budget_refusal(
-    costs: list[int], spent: int, budget: int | None, name: str = "max_credits"
+    costs: list[int], spent: int, budget: int | None, name: str = "max_credits", whose: str = "the session has spent"
 ) -> BudgetExceededError | None:
-    """The refusal of images that would cross a session budget, with the advice its numbers allow, or None."""
+    """The refusal of images that would cross a budget, with the advice its numbers allow, or None: the one rule,
+    for the session's budget, the panel's and a batch's (`whose` says which spent what)."""
     total = sum(costs)
     if budget is None or spent + total <= budget:
         return None
@@ -739,9 +881,7 @@ def budget_refusal(
         advice = f"a smaller size fits (from {cheapest} credits an image) or raise {name}"
     else:
         advice = f"raise {name}"
-    return BudgetExceededError(
-        f"{what} and the session has spent {spent} of its {budget}-credit budget, {left} left: {advice}"
-    )
+    return BudgetExceededError(f"{what} and {whose} {spent} of its {budget}-credit budget, {left} left: {advice}")
 
 
 def _discard(path: Path) -> None:

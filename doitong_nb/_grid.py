@@ -200,10 +200,10 @@ def sweep(client: Any, prompt: str, *, refresh: bool = False, quiet: bool = Fals
     base = {AXES.get(k, k): v for k, v in options.items() if not isinstance(v, (list, tuple))}
     requests = [GenerationRequest.build(prompt, **options_for(cell, base)) for cell in cells(axes)]
     engine = client.engine
-    charges = [engine.charge_for(r, 0, refresh) for r in requests]
+    quote = engine.quote(requests, refresh=refresh)
     if not quiet:
-        print(cost_line(axes, charges))
-    engine.check_costs(charges)
+        print(cost_line(axes, quote.costs))
+    engine.admit(quote)
     outcomes = client.run_many([engine.generate(r, refresh=refresh) for r in requests], return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):

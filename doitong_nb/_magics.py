@@ -244,8 +244,7 @@ class Flux(Magics):
         )
         args = SimpleNamespace(refresh=refresh, timeout=None, transport=None)
         try:
-            engine = client.engine
-            engine.check_costs([engine.charge_for(request, variant, refresh)])
+            client.engine.admit(client.engine.quote([(request, variant)], refresh=refresh))
             self._generate([(request, variant)], args, None)
         except DoitongError as exc:
             self._fail(exc)
@@ -283,7 +282,7 @@ class Flux(Magics):
                 self._show_dry_run([r for r, _ in pairs], args.transport)
                 return
             engine = self.client.engine  # one verdict on the budget for the whole cell, not one line an image
-            engine.check_costs([engine.charge_for(r, v, args.refresh) for r, v in pairs])
+            engine.admit(engine.quote(pairs, refresh=args.refresh))
             if args.background or self.settings.background:
                 job = self._background(pairs, args)
                 if args.out:  # bound at once: `.result()` waits, the repr shows the state
@@ -353,12 +352,12 @@ class Flux(Magics):
                         cell_args.size = None
                 pairs.append(self._requests(prompt, cell_args)[0])
             engine = self.client.engine
-            charges = [engine.charge_for(r, v, args.refresh) for r, v in pairs]
+            quote = engine.quote(pairs, refresh=args.refresh)
             if args.dry_run:
-                print(grid.cost_line(axes, charges) + "; --dry-run: nothing was sent")
+                print(grid.cost_line(axes, quote.costs) + "; --dry-run: nothing was sent")
                 return
-            engine.check_costs(charges)
-            print(grid.cost_line(axes, charges))
+            engine.admit(quote)
+            print(grid.cost_line(axes, quote.costs))
         except DoitongError as exc:
             self._fail(exc)
             return
@@ -468,9 +467,9 @@ class Flux(Magics):
 
         client = self.client
         for result in results:  # a lone card shows them; a grid shows them once, below it
-            result.session_credits, result.balance = client.session_credits, client.engine.balance
+            result.session_credits, result.balance = client.session_credits, client.balance
         return result_display(
-            results, self.settings.preview_px, session_credits=client.session_credits, balance=client.engine.balance
+            results, self.settings.preview_px, session_credits=client.session_credits, balance=client.balance
         )
 
     def _interrupted(self, pairs: list[tuple[Any, int]]) -> None:

@@ -22,7 +22,7 @@ import ipywidgets as widgets
 from . import _contract as contract
 from . import _session
 from ._display import cost_text, credits_text, error_text, make_preview, result_bundle
-from ._engine import budget_refusal
+from ._engine import Event
 from ._errors import DoitongError, InvalidRequestError, RateLimitError
 from ._request import MAX_SEED, GenerationRequest, per_image
 
@@ -117,12 +117,13 @@ class _Job:
 
     number: int
     request: GenerationRequest
+    key: str  # its replay key: the engine's events name it
     cost: int
     row: widgets.HTML
     queued_at: float = field(default_factory=time.monotonic)
     status: str = "queued"
     detail: str = ""
-    charged: bool = False  # the engine reports progress only after the submit was accepted and charged
+    charged: bool = False  # its submission was accepted (the engine's `submitted` event): its cost is spent
 
     def paint(self) -> None:
         r = self.request
@@ -290,8 +291,8 @@ class FluxPanel:
     def _refresh_account(self) -> None:
         client = self._client()
         parts = [f"session <b>{credits_text(client.session_credits)}</b>"]
-        if client.engine.balance is not None:
-            parts.append(f"balance <b>{client.engine.balance}</b>")
+        if client.balance is not None:
+            parts.append(f"balance <b>{client.balance}</b>")
         if self.budget.value:
             parts.append(f"budget {self.budget.value}")
         if client.settings.sandbox:
@@ -309,35 +310,34 @@ class FluxPanel:
         self._refresh_account()
 
     # --- jobs -------------------------------------------------------------------------------------
-    def _check_budget(self, client: Flux, costs: list[int]) -> None:
-        """Refuse before sending: spent + not yet charged jobs of this panel + this click > budget."""
-        if not self.budget.value:
-            return
-        with self._lock:
-            pending = sum(j.cost for j in self._jobs if not j.charged)
-        refusal = budget_refusal(
-            [c for c in costs if c], client.session_credits + pending, self.budget.value, "the budget"
-        )
-        if refusal is not None:
-            raise refusal
-
     def _on_generate(self, _button: Any = None) -> list[_Job]:
-        """Queue the images of the current settings; returns at once, the work runs in a worker thread."""
+        """Queue the images of the current settings; returns at once, the work runs in a worker thread.
+
+        The engine's quote is weighed against the panel's budget over what the session spent and what this
+        panel's jobs not yet charged will spend, so two quick clicks cannot cross it together."""
         self._clear_errors()
         try:
             client = self._client()
             pairs = self.requests()
             via = client.engine.transport_named(self.transport.value)
-            costs = [client.engine.charge_for(r, v) for r, v in pairs]
-            self._check_budget(client, costs)
+            with self._lock:
+                pending = sum(j.cost for j in self._jobs if not j.charged)
+            quote = client.engine.quote(  # no budget of its own (0): the session's max_credits
+                pairs,
+                max_credits=self.budget.value or None,
+                spent=client.session_credits + pending,
+                budget_name="the budget" if self.budget.value else "max_credits",
+            )
+            client.engine.admit(quote)
         except DoitongError as exc:
             self._show_error(exc)
             return []
         with self._lock:
             jobs = []
-            for (request, _), cost in zip(pairs, costs, strict=True):
+            for item in quote.items:
                 self._counter += 1
-                jobs.append(_Job(self._counter, request, cost, _classed(widgets.HTML(), "flux-job")))
+                row = _classed(widgets.HTML(), "flux-job")
+                jobs.append(_Job(self._counter, item.request, item.key, item.cost, row))
             self._jobs.extend(jobs)
             for job in jobs:
                 job.paint()
@@ -346,14 +346,22 @@ class FluxPanel:
             self._tracked(job, client.engine.generate(r, variant=v, progress=self._progress(job), via=via))
             for job, (r, v) in zip(jobs, pairs, strict=True)
         ]
+        unsubscribe = client.engine.subscribe(lambda event: self._heard(jobs, event))
         future = self._executor.submit(client.run_many, flows, return_exceptions=True)
-        future.add_done_callback(self._batch_done)
+        future.add_done_callback(lambda done: self._batch_done(done, unsubscribe))
         self._start_ticker()
         return jobs
 
+    def _heard(self, jobs: list[_Job], event: Event) -> None:
+        """A job of this click was accepted by the service: its cost is in the session's spending from now on."""
+        if event.kind == "submitted":
+            job = next((j for j in jobs if j.key == event.key and not j.charged), None)
+            if job is not None:
+                job.charged = True
+
     def _progress(self, job: _Job) -> Callable[[str, float, str], None]:
         def report(status: str, elapsed: float, detail: str) -> None:
-            job.charged, job.status, job.detail = True, status, detail if status != "downloading" else ""
+            job.status, job.detail = status, detail if status != "downloading" else ""
             job.paint()
 
         return report
@@ -381,8 +389,10 @@ class FluxPanel:
             self.jobs.children = tuple(c for c in self.jobs.children if c is not job.row)
         self._refresh_account()
 
-    def _batch_done(self, future: Future[list[Any]]) -> None:
-        """A failure of the driver itself (not of a job) still reaches the banner."""
+    def _batch_done(self, future: Future[list[Any]], unsubscribe: Callable[[], None]) -> None:
+        """The click's flows ended: stop hearing their events; a failure of the driver itself (not of a job) still
+        reaches the banner."""
+        unsubscribe()
         error = future.exception()
         if error is not None:
             self._show_error(error)

@@ -9,6 +9,8 @@ event of each job and ignores later copies.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import contextlib
 import hmac
 import json
 import math
@@ -96,9 +98,10 @@ CONTRACT_SIGNATURE_FORM = "timestamp.body, hex"
 class WebhookReceiver:
     """A threaded HTTP server on loopback that verifies each call and records it by job id.
 
-    `.get(job_id)` is the engine's completion source in webhook mode; `.url` is what the service
-    is given. A GET on the URL answers with this receiver's token, so `reachable()` can tell that a
-    (tunnelled) URL really leads here.
+    `.future(job_id)` is the engine's completion source in webhook mode (resolved when the job's call
+    comes, so a waiting flow wakes at once); `.url` is what the service is given. A GET on the URL
+    answers with this receiver's token, so `reachable()` can tell that a (tunnelled) URL really leads
+    here.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class WebhookReceiver:
         self.duplicates = self.rejected = 0
         self.signed_as: str | None = None  # how the last verified call was signed (`signature_form`)
         self._events: dict[str, dict[str, Any]] = {}
+        self._waiters: dict[str, list[concurrent.futures.Future[dict[str, Any]]]] = {}
         self._seen: set[tuple[str, str | None, str]] = set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -161,6 +165,18 @@ class WebhookReceiver:
         with self._lock:
             return self._events.get(job_id)
 
+    def future(self, job_id: str) -> concurrent.futures.Future[dict[str, Any]]:
+        """A future of `job_id`'s verified payload: resolved already if it came, else when it comes. The waiter
+        may cancel it (it stopped waiting); the receiver then leaves it be."""
+        future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+        with self._lock:
+            payload = self._events.get(job_id)
+            if payload is None:
+                self._waiters.setdefault(job_id, []).append(future)
+        if payload is not None:
+            future.set_result(payload)
+        return future
+
     @property
     def events(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -199,6 +215,10 @@ class WebhookReceiver:
                 self.duplicates += 1
             else:
                 self._events[job_id] = payload
+            waiters = self._waiters.pop(job_id, [])
+        for waiter in waiters:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled: it stopped waiting
+                waiter.set_result(payload)
         return 200
 
 

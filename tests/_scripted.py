@@ -1,5 +1,6 @@
 """A driver for the engine's flows with no I/O, the h11 way: each `Send` is answered from a prepared list, each
-`Sleep` advances a fake clock, `Work` runs, a `Fetch` gets a small JPEG; what the flow sent is recorded."""
+`Sleep` advances a fake clock, `Work` runs, a `Fetch` gets a small JPEG, a `WaitFor` gets its future's result at
+once when it is resolved, else None after its seconds on the fake clock; what the flow sent is recorded."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from PIL import Image
 
 from doitong_nb import _contract as contract
-from doitong_nb._engine import Fetch, Fetched, Reply, Send, Sleep, Work
+from doitong_nb._engine import Fetch, Fetched, Reply, Send, Sleep, WaitFor, Work
 
 Answer = Reply | BaseException
 
@@ -31,6 +32,7 @@ class Script:
         self.sent: list[Send] = []
         self.sent_at: list[float] = []
         self.slept: list[float] = []
+        self.waited: list[float] = []  # each WaitFor's seconds, whether or not it waited them
         self.before_send: Callable[[Send], None] | None = None
 
     def clock(self) -> float:
@@ -54,6 +56,12 @@ class Script:
                 return step.fn(), None
             except Exception as exc:
                 return None, exc
+        if isinstance(step, WaitFor):
+            self.waited.append(step.seconds)
+            if step.future.done():
+                return step.future.result(), None
+            self.now += step.seconds
+            return None, None
         if isinstance(step, Fetch):
             step.dest.write_bytes(self.image)
             return Fetched(200, len(self.image), len(self.image)), None

@@ -89,6 +89,18 @@ def test_the_async_client_checks_and_stores_images_off_the_event_loop(
     assert len(stored_on) == 1 and stored_on[0] is not loop_thread
 
 
+def test_generate_many_on_the_free_plan_delivers_every_image_with_no_concurrency_error(tmp_path: Path) -> None:
+    """The free plan runs one job at a time and 10 requests a minute: 12 images all arrive, in order, and the
+    service never refuses one for a job already running (CONCURRENCY_LIMITED) or for the rate."""
+    prompts = [f"{PROMPT}, study {i}" for i in range(12)]
+    with Sandbox(plan="free", credits=1000, speed=200) as box, client_for(box, tmp_path) as flux:
+        results = flux.generate_many(prompts, size="256x256", seed=1, progress=False)
+        total = box.stats()["total"]
+    assert [r.request.prompt for r in results.images] == prompts and not results.errors
+    assert total["rate_limited"] == 0 and results.stats.rate_limited == 0 and total["submissions"] == 12
+    assert flux.plan == "free" and flux.session_credits == 12 * 10
+
+
 def test_identical_request_replays_at_zero_credits(flux: Flux, sandbox: Sandbox) -> None:
     first = flux.generate(PROMPT, seed=1)
     again = flux.generate(PROMPT, seed=1)

@@ -61,12 +61,17 @@ def refused(status: int, code: str, message: str = "no") -> Reply:
     return Reply(status, httpx.Headers({}), {"errors": [{"message": message, "extensions": {"code": code}}]})
 
 
-def make_engine(out: Path, max_credits: int | None = None) -> Engine:
-    return Engine(Settings(KEY, BASE, "graphql", out, 30.0, sandbox=False), max_credits=max_credits)
+def make_engine(out: Path, max_credits: int | None = None, clock: Any = time.monotonic) -> Engine:
+    return Engine(Settings(KEY, BASE, "graphql", out, 30.0, sandbox=False), max_credits=max_credits, clock=clock)
 
 
 def errors(engine: Engine) -> list[str | None]:
     return [row[0] for row in engine.store.journal._read("SELECT error FROM jobs ORDER BY created_at")]
+
+
+def cost(engine: Engine, request: GenerationRequest, refresh: bool = False) -> int:
+    """What the engine quotes for one image now."""
+    return engine.quote([request], refresh=refresh).total
 
 
 def entries(engine: Engine) -> list[tuple[str, str | None]]:
@@ -115,8 +120,8 @@ def test_an_interrupted_job_resumes_from_the_journal_with_no_new_submission_or_c
     assert first.store.journal.unfinished(REQUEST.key(), "https://another.example") is None  # its origin is kept
 
     again = make_engine(tmp_path)  # a new session (or a re-run cell): nothing charged yet
-    assert again.charge_for(REQUEST) == 0
-    assert again.charge_for(REQUEST.with_seed(6)) == REQUEST.estimated_credits
+    assert cost(again, REQUEST) == 0
+    assert cost(again, REQUEST.with_seed(6)) == REQUEST.estimated_credits
     resumed = Script(ok(job("job_a"), name="job"))
     result = resumed.run(again.generate(REQUEST))
     assert resumed.kinds() == ["status"]  # read, not submitted again
@@ -124,8 +129,8 @@ def test_an_interrupted_job_resumes_from_the_journal_with_no_new_submission_or_c
     assert (result.job_id, result.resumed, result.credits) == ("job_a", True, 0)
     assert again.session_credits == 0
     assert entries(again) == [(DONE, "job_a")]
-    assert again.charge_for(REQUEST) == 0  # stored now: a replay
-    assert again.charge_for(REQUEST, refresh=True) == REQUEST.estimated_credits
+    assert cost(again, REQUEST) == 0  # stored now: a replay
+    assert cost(again, REQUEST, refresh=True) == REQUEST.estimated_credits
 
 
 def test_a_job_the_service_forgot_is_submitted_anew_under_a_new_key(tmp_path: Path) -> None:
@@ -158,7 +163,7 @@ def test_a_failed_job_is_refunded_and_a_rerun_pays_again(tmp_path: Path) -> None
         Script(ok(job("job_a", "PROCESSING")), ok(failed, name="job")).run(engine.generate(REQUEST))
     assert engine.session_credits == 0
     assert entries(engine) == [(FAILED, "job_a")]
-    assert engine.charge_for(REQUEST) == REQUEST.estimated_credits
+    assert cost(engine, REQUEST) == REQUEST.estimated_credits
 
 
 def test_a_cost_told_late_replaces_the_quote(tmp_path: Path) -> None:
@@ -194,13 +199,17 @@ def test_a_job_over_the_budget_is_refused_before_anything_is_journaled_or_sent(t
     assert engine.session_credits == 20
 
 
-def test_check_costs_weighs_the_whole_cell(tmp_path: Path) -> None:
+def test_one_quote_weighs_the_whole_cell_against_the_budget(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, max_credits=30)
-    engine.check_costs([10, 20])
-    with pytest.raises(BudgetExceededError, match="these 2 images cost 31 credits"):
-        engine.check_costs([10, 21])
+    fits = engine.quote([REQUEST.with_seed(s) for s in (1, 2, 3)])
+    assert (fits.costs, fits.total, fits.refusal) == ([10, 10, 10], 30, None)
+    engine.admit(fits)
+    over = engine.quote([REQUEST.with_seed(s) for s in range(4)])
+    assert str(over.refusal).startswith("these 4 images cost 40 credits and the session has spent 0 of its 30")
+    with pytest.raises(BudgetExceededError, match="3 of them fit"):
+        engine.admit(over)
     engine.max_credits = None
-    engine.check_costs([10**6])
+    engine.admit(engine.quote([REQUEST.with_seed(s) for s in range(100)]))
 
 
 @pytest.mark.parametrize(
@@ -295,7 +304,7 @@ def plan(engine: Engine, requests: list[GenerationRequest], max_credits: int | N
     return _Batch(engine, requests, max_credits=max_credits, refresh=False, progress=False, completion=None)
 
 
-def test_a_batch_counts_nothing_for_stored_or_paid_jobs_and_shares_seeded_duplicates(tmp_path: Path) -> None:
+def test_a_quote_counts_nothing_for_stored_or_paid_jobs_and_shares_seeded_duplicates(tmp_path: Path) -> None:
     engine = make_engine(tmp_path)
     stored, paid, unsent, fresh = (REQUEST.with_seed(s) for s in (1, 2, 3, 4))
     Script(ok(job("job_s"))).run(engine.generate(stored))
@@ -303,15 +312,44 @@ def test_a_batch_counts_nothing_for_stored_or_paid_jobs_and_shares_seeded_duplic
     journal.mark_submitted(journal.begin(paid.key(), paid, engine.settings.origin).idempotency_key, "job_p")
     journal.begin(unsent.key(), unsent, engine.settings.origin)  # journaled, maybe never sent: may charge
     unseeded = GenerationRequest.build("a kite over a dune", size="256x256")
-    batch = plan(engine, [stored, paid, unsent, fresh, fresh, unseeded, unseeded])
-    assert [(i.index, i.variant, i.cost, i.replay, i.copies) for i in batch.items] == [
-        (0, 0, 0, True, []),
-        (1, 0, 0, False, []),
-        (2, 0, 10, False, []),
-        (3, 0, 10, False, [4]),
-        (5, 0, 10, False, []),
-        (6, 1, 10, False, []),
+    quote = engine.quote([stored, paid, unsent, fresh, fresh, unseeded, unseeded])
+    assert [(i.index, i.variant, i.cost, i.replay, i.copies) for i in quote.items] == [
+        (0, 0, 0, True, ()),
+        (1, 0, 0, False, ()),
+        (2, 0, 10, False, ()),
+        (3, 0, 10, False, (4,)),
+        (5, 0, 10, False, ()),
+        (6, 1, 10, False, ()),
     ]
+    assert (quote.costs, quote.total) == ([0, 0, 10, 10, 0, 10, 10], 40)
+    assert plan(engine, [stored, paid, unsent, fresh, fresh, unseeded, unseeded]).items == quote.items  # the batch's
+    again = engine.quote([stored, paid], refresh=True)  # a new image of the stored one; the paid job is picked up
+    assert [(i.cost, i.replay) for i in again.items] == [(10, False), (0, False)]
+
+
+def test_a_quote_keeps_the_variant_of_each_pair_and_shares_nothing(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    Script(ok(job("job_s"))).run(engine.generate(REQUEST, variant=1))
+    quote = engine.quote([(REQUEST, 0), (REQUEST, 1), (REQUEST, 0)])
+    assert [(i.variant, i.cost, i.replay) for i in quote.items] == [(0, 10, False), (1, 0, True), (0, 10, False)]
+    assert quote.items[1].key == REQUEST.key(1)
+
+
+def test_a_quote_weighs_a_budget_of_its_own_over_what_it_is_told_was_spent(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, max_credits=1000)
+    panel = engine.quote([REQUEST], max_credits=25, spent=20, budget_name="the budget")
+    assert str(panel.refusal).endswith("spent 20 of its 25-credit budget, 5 left: raise the budget")
+    assert engine.quote([REQUEST], max_credits=30, spent=20).refusal is None
+    with pytest.raises(BudgetExceededError, match="raise the budget"):
+        engine.admit(panel)
+
+
+def test_admitting_one_image_weighs_it_against_the_session_budget(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, max_credits=20)
+    engine.session_credits = 10
+    engine.admit(10)
+    with pytest.raises(BudgetExceededError, match="this image costs 11 credits and the session has spent 10 of its 20"):
+        engine.admit(11)
 
 
 def test_a_batch_admits_items_exactly_up_to_its_budget_and_free_ones_past_it(tmp_path: Path) -> None:
@@ -322,9 +360,8 @@ def test_a_batch_admits_items_exactly_up_to_its_budget_and_free_ones_past_it(tmp
     batch._admit(first)
     batch._admit(second)
     assert (batch.committed, batch.charged) == (20, 2)
-    with pytest.raises(
-        BudgetExceededError, match=r"item 2 \(256x256\) costs 10 credits and the batch has committed 20 "
-    ):
+    refused = r"^item 2 \(256x256\): this image costs 10 credits and the batch has committed 20 of its 20-credit budget"
+    with pytest.raises(BudgetExceededError, match=refused + ", 0 left: raise max_credits; nothing was sent for it$"):
         batch._admit(third)
     batch._admit(replay)  # costs nothing
     assert (batch.committed, batch.charged) == (20, 2)
@@ -384,7 +421,7 @@ def test_resume_by_job_id_reads_and_stores_the_paid_job_under_its_request(tmp_pa
     result = script.run(engine.resume("job_a"))
     assert script.kinds() == ["status", "status"] and engine.session_credits == 10  # job_b's only
     assert (result.job_id, result.resumed, result.credits, result.seed) == ("job_a", True, 0, 5)
-    assert engine.stored(REQUEST.key()).job_id == "job_a" and engine.pending() == []
+    assert engine.store.find(REQUEST.key(), engine.settings.origin).job_id == "job_a" and engine.pending() == []
     again = Script()
     assert again.run(engine.resume("job_a")).job_id == "job_a" and again.sent == []  # stored: no request
     assert again.run(engine.resume("job_b")).job_id == "job_b"
@@ -680,3 +717,109 @@ def test_a_network_error_never_carries_a_key_not_yet_remembered(tmp_path: Path) 
     with pytest.raises(NetworkError) as caught:
         Script(httpx.ConnectError(f"for {fresh}")).run(engine.call(engine.transport.account(), deadline=0))
     assert fresh not in str(caught.value) and "httpx" not in str(caught.value) and "ConnectError" in str(caught.value)
+
+
+# --- a webhook is one step; what happens is told as events ---------------------------------------------
+
+
+def webhook(payload: dict[str, Any] | None) -> Any:
+    """A completion source whose future for any job is resolved with `payload` (None: the webhook never comes)."""
+    from concurrent.futures import Future
+
+    def future(job_id: str) -> Future[dict[str, Any]]:
+        pending: Future[dict[str, Any]] = Future()
+        if payload is not None:
+            pending.set_result(payload)
+        return pending
+
+    return future
+
+
+def test_a_job_whose_webhook_comes_is_waited_for_in_one_step_with_no_status_read(tmp_path: Path) -> None:
+    from doitong_nb._engine import WEBHOOK_GRACE, WEBHOOK_SLACK
+    from doitong_nb._polling import expected_seconds
+
+    script = Script(ok(job("job_a", "PROCESSING")))
+    engine = make_engine(tmp_path, clock=script.clock)
+    result = script.run(engine.generate(REQUEST, completion=webhook(job("job_a")), timeout=100.0))
+    assert script.kinds() == ["submit"] and result.job_id == "job_a" and result.path.is_file()
+    assert script.waited == [pytest.approx(WEBHOOK_GRACE * expected_seconds(SIZE * SIZE) + WEBHOOK_SLACK)]
+    assert script.slept == [] and script.now == 0.0  # woken by the webhook, not by a tick
+
+
+def test_a_lost_webhook_is_waited_for_until_the_grace_ends_then_the_status_is_read(tmp_path: Path) -> None:
+    from doitong_nb._engine import WEBHOOK_GRACE, WEBHOOK_SLACK
+    from doitong_nb._polling import expected_seconds
+
+    grace = WEBHOOK_GRACE * expected_seconds(SIZE * SIZE) + WEBHOOK_SLACK
+    script = Script(ok(job("job_a", "PROCESSING")), ok(job("job_a"), name="job"))
+    engine = make_engine(tmp_path, clock=script.clock)
+    result = script.run(engine.generate(REQUEST, completion=webhook(None), timeout=100.0))
+    assert script.kinds() == ["submit", "status"] and result.job_id == "job_a"
+    assert script.waited == [pytest.approx(grace)] and script.sent_at[1] >= grace
+
+
+def test_the_webhook_wait_ends_at_the_call_deadline(tmp_path: Path) -> None:
+    from doitong_nb._errors import JobTimeoutError
+
+    script = Script(ok(job("job_a", "PROCESSING")))
+    engine = make_engine(tmp_path, clock=script.clock)
+    with pytest.raises(JobTimeoutError, match="stopped waiting for job job_a"):
+        script.run(engine.generate(REQUEST, completion=webhook(None), timeout=3.0))
+    assert script.waited == [pytest.approx(3.0)] and script.kinds() == ["submit"]
+
+
+def heard(engine: Engine) -> list[tuple[Any, ...]]:
+    """Every event the engine publishes, as (kind, key, job_id, status, credits, error code)."""
+    events: list[tuple[Any, ...]] = []
+    engine.subscribe(
+        lambda e: events.append((e.kind, e.key, e.job_id, e.status, e.credits, e.error and e.error.code))
+    )
+    return events
+
+
+def test_a_flow_tells_its_submission_charge_status_and_completion_as_events(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    events = heard(engine)
+    Script(ok(job("job_a", "PROCESSING")), ok(job("job_a"), name="job")).run(engine.generate(REQUEST))
+    key = REQUEST.key()
+    assert events == [
+        ("charged", None, "job_a", None, 10, None),
+        ("submitted", key, "job_a", None, 0, None),
+        ("status", None, "job_a", contract.STATUS_COMPLETED, 0, None),
+        ("completed", key, "job_a", None, 0, None),
+    ]
+    events.clear()
+    Script().run(engine.generate(REQUEST))  # a replay: nothing happens at the service
+    assert events == []
+
+
+def test_a_failed_job_is_told_with_its_refund_and_a_refusal_before_its_retry(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    events = heard(engine)
+    failed = job("job_a", "FAILED", error={"code": contract.GENERATION_FAILED, "message": "boom"})
+    busy = refused(429, contract.CONCURRENCY_LIMITED)
+    with pytest.raises(GenerationFailedError):
+        Script(busy, ok(job("job_a", "PROCESSING")), ok(failed, name="job")).run(engine.generate(REQUEST))
+    assert [e[0] for e in events] == ["refused", "charged", "submitted", "status", "charged", "failed"]
+    assert events[0][5] == contract.CONCURRENCY_LIMITED and events[4][4] == -10
+    assert events[5][1:3] == (REQUEST.key(), "job_a") and events[5][5] == contract.GENERATION_FAILED
+
+
+def test_an_unsubscribed_listener_hears_no_more(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    told: list[str] = []
+    unsubscribe = engine.subscribe(lambda e: told.append(e.kind))
+    Script(ok(job("job_a"))).run(engine.generate(REQUEST))
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    Script(ok(job("job_b"))).run(engine.generate(REQUEST.with_seed(6)))
+    assert told == ["charged", "submitted", "completed"]
+
+
+def test_the_rate_header_names_the_plan(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    free = contract.PLANS["free"]
+    limited = Reply(200, httpx.Headers({"X-RateLimit-Limit": str(free.requests_per_minute)}), ok(job("a")).body)
+    Script(limited).run(engine.call(engine.transport.account(), deadline=10))
+    assert engine.plan == "free"

@@ -72,7 +72,7 @@ def test_a_job_picked_up_from_the_journal_says_already_paid(flux: Flux, sandbox:
     job = flux.run(flux.engine.submit(request, entry.idempotency_key, float("inf")))
     flux.store.journal.mark_submitted(entry.idempotency_key, job.id)
     spent = flux.session_credits
-    assert flux.engine.charge_for(request) == 0
+    assert flux.engine.quote([request]).total == 0
     result = flux.generate(request)
     assert result.job_id == job.id and result.resumed and result.credits == 0
     assert flux.session_credits == spent and sandbox.stats()["total"]["jobs_created"] == 1

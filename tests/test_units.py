@@ -44,9 +44,9 @@ def test_the_budget_allows_spending_exactly_up_to_max_credits(tmp_path: Path, sp
     request = GenerationRequest.build("x", size="256x256")  # 10 credits
     if refused:
         with pytest.raises(BudgetExceededError, match="40-credit budget"):
-            engine.check_budget(request)
+            engine.admit(request.estimated_credits)
     else:
-        engine.check_budget(request)
+        engine.admit(request.estimated_credits)
 
 
 def test_every_variant_has_its_own_replay_key_and_the_key_is_stable_across_releases() -> None:

@@ -83,3 +83,15 @@ def test_the_receiver_is_reachable_at_its_url_only_while_started() -> None:
     assert receiver.reachable()
     receiver.stop()
     assert not receiver.reachable(url, timeout=0.5)
+
+
+def test_a_waiter_wakes_when_its_jobs_call_comes_and_one_that_stopped_waiting_is_left_be() -> None:
+    receiver = WebhookReceiver(SECRET)  # `receive` is what the server calls: no socket needed here
+    stamp = str(int(time.time()))
+    waiting, gave_up = receiver.future("job_abc"), receiver.future("job_abc")
+    gave_up.cancel()  # the engine's wait timed out: it reads the status instead
+    assert not waiting.done()
+    assert receiver.receive(BODY, signed(timestamp=stamp), stamp) == 200
+    assert waiting.result(timeout=0)["status"] == "completed" and gave_up.cancelled()
+    assert receiver.future("job_abc").result(timeout=0) == waiting.result()  # it came already: resolved at once
+    assert not receiver.future("job_xyz").done()
