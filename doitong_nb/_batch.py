@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from . import _contract as contract
 from ._config import ENV_WEBHOOK_SECRET
-from ._engine import Completion, Engine, Event, Flow, Priced, Sleep, budget_refusal
+from ._engine import Completion, Engine, Event, Flow, Priced, Progress, Sleep, budget_refusal
 from ._errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -99,8 +99,11 @@ class _Batch:
         completion: Completion | None,
         transport: str | None = None,
         timeout: float | None = None,
+        item_progress: Callable[[int], Progress] | None = None,
+        item_done: Callable[[int, Outcome], None] | None = None,
     ) -> None:
         self.engine, self.refresh, self.completion = engine, refresh, completion
+        self.item_progress, self.item_done = item_progress, item_done
         self.via, self.timeout = engine.transport_named(transport), timeout
         self.max_credits = max_credits
         self.stats = BatchStats(total=len(requests), webhooks=completion is not None)
@@ -193,7 +196,11 @@ class _Batch:
         if item.replay:
             if isinstance(self.closed, StorageError) and self.closed.kind == "gone":  # it went with the folder
                 raise _unsent(self.closed)
-            return (yield from self.engine.generate(item.request, variant=item.variant, via=self.via))
+            return (
+                yield from self.engine.generate(
+                    item.request, variant=item.variant, via=self.via, progress=self._progress(item)
+                )
+            )
         self._admit(item)
         while self.active >= self.cap:
             yield Sleep(self._tick())
@@ -211,6 +218,7 @@ class _Batch:
                     completion=self.completion,
                     via=self.via,
                     timeout=self.timeout,
+                    progress=self._progress(item),
                 )
             )
         except DoitongError as exc:
@@ -219,6 +227,9 @@ class _Batch:
             raise
         finally:
             self._release(item)
+
+    def _progress(self, item: Priced) -> Progress | None:
+        return self.item_progress(item.index) if self.item_progress is not None else None
 
     def _release(self, item: Priced) -> None:
         """The item's job is final (or its flow ended): its slot is free again."""
@@ -275,6 +286,8 @@ class _Batch:
     def _finish(self, item: Priced, outcome: Outcome) -> None:
         for index in (item.index, *item.copies):
             self.outcomes[index] = outcome
+            if self.item_done is not None:
+                self.item_done(index, outcome)
         count = 1 + len(item.copies)
         if isinstance(outcome, ImageResult):
             self.stats.done += count
@@ -359,6 +372,8 @@ def _batch(
     receiver: WebhookReceiver | None = None,
     transport: str | None = None,
     timeout: float | None = None,
+    item_progress: Callable[[int], Progress] | None = None,
+    item_done: Callable[[int, Outcome], None] | None = None,
 ) -> Iterator[_Batch]:
     """Build the batch; in webhook mode run (or use) a receiver for its lifetime."""
     engine = client.engine
@@ -384,6 +399,8 @@ def _batch(
         completion=completion,
         transport=transport,
         timeout=timeout,
+        item_progress=item_progress,
+        item_done=item_done,
     )
     unsubscribe = engine.subscribe(batch.heard)
     try:

@@ -379,6 +379,8 @@ class Flux(_Base):
         receiver: WebhookReceiver | None = None,
         transport: str | None = None,
         timeout: float | None = None,
+        item_progress: Callable[[int], Progress] | None = None,
+        item_done: Callable[[int, ImageResult | DoitongError], None] | None = None,
         **options: Any,
     ) -> BatchResult:
         """Many images at once, paced at the plan's limits (its job slots and requests a minute, so the free plan
@@ -388,7 +390,9 @@ class Flux(_Base):
         doitong_nb._batch: `max_credits` refuses items that would cross it before sending them, a re-run resumes
         submitted jobs and skips finished ones, `webhook_url=True` (or a URL with its `receiver=`) waits for signed
         webhooks instead of reading job status. `transport` ("graphql" or "rest") and `timeout` (seconds to wait
-        for each job) override the client's for these images. `progress` is a bar, a callback, or False.
+        for each job) override the client's for these images. `progress` is a bar, a callback of the batch's
+        stats, or False; `item_progress(i)` gives input i's own status callback, `item_done(i, outcome)` is called
+        as each input's image (or error) is ready.
         """
         return self._runtime.run(
             self._async.generate_many(
@@ -401,6 +405,8 @@ class Flux(_Base):
                 receiver=receiver,
                 transport=transport,
                 timeout=timeout,
+                item_progress=item_progress,
+                item_done=item_done,
                 **options,
             )
         )
@@ -549,6 +555,8 @@ class AsyncFlux(_Base):
         receiver: WebhookReceiver | None = None,
         transport: str | None = None,
         timeout: float | None = None,
+        item_progress: Callable[[int], Progress] | None = None,
+        item_done: Callable[[int, ImageResult | DoitongError], None] | None = None,
         **options: Any,
     ) -> BatchResult:
         """Many images at once on the running loop, paced at the plan's limits; `Flux.generate_many` says more."""
@@ -566,6 +574,8 @@ class AsyncFlux(_Base):
             receiver=receiver,
             transport=transport,
             timeout=timeout,
+            item_progress=item_progress,
+            item_done=item_done,
         )
 
     batch = generate_many  # the earlier name

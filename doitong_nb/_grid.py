@@ -204,8 +204,5 @@ def sweep(client: Any, prompt: str, *, refresh: bool = False, quiet: bool = Fals
     if not quiet:
         print(cost_line(axes, quote.costs))
     engine.admit(quote)
-    outcomes = client.run_many([engine.generate(r, refresh=refresh) for r in requests], return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
-            raise outcome
-    return GridView(axes, outcomes)
+    outcomes = client.generate_many(requests, refresh=refresh, progress=False)
+    return GridView(axes, list(outcomes))

@@ -361,8 +361,6 @@ class Flux(Magics):
         except DoitongError as exc:
             self._fail(exc)
             return
-        client = self.client
-        via = engine.transport_named(args.transport)
         timeout = checked("timeout", args.timeout)
         line = ProgressLine(f"grid × {len(pairs)}")
         line.update("starting")
@@ -376,21 +374,23 @@ class Flux(Magics):
 
             return report
 
-        flows = [
-            engine.generate(r, variant=v, refresh=args.refresh, progress=progress_for(i), via=via, timeout=timeout)
-            for i, (r, v) in enumerate(pairs)
-        ]
-        try:
-            outcomes = client.run_many(flows, return_exceptions=True)
+        try:  # the batch scheduler: the grid's cells are paced at the plan's job slots like any other batch
+            outcomes = list(
+                self.client.generate_many(
+                    [r for r, _ in pairs],
+                    refresh=args.refresh,
+                    progress=False,
+                    transport=args.transport,
+                    timeout=timeout,
+                    item_progress=progress_for,
+                )
+            )
         except KeyboardInterrupt:
             line.close()
             self._interrupted(pairs)
             raise
         finally:
             line.close()
-        for failure in outcomes:
-            if isinstance(failure, BaseException) and not isinstance(failure, DoitongError):
-                raise failure
         view = grid.GridView(axes, outcomes, self.settings.preview_px)
         line.replace_with(view)
         failures = [o for o in outcomes if isinstance(o, DoitongError)]

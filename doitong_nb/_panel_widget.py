@@ -11,7 +11,7 @@ import html
 import random
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -319,7 +319,6 @@ class FluxPanel:
         try:
             client = self._client()
             pairs = self.requests()
-            via = client.engine.transport_named(self.transport.value)
             with self._lock:
                 pending = sum(j.cost for j in self._jobs if not j.charged)
             quote = client.engine.quote(  # no budget of its own (0): the session's max_credits
@@ -342,12 +341,16 @@ class FluxPanel:
             for job in jobs:
                 job.paint()
             self.jobs.children = (*self.jobs.children, *(j.row for j in jobs))
-        flows = [
-            self._tracked(job, client.engine.generate(r, variant=v, progress=self._progress(job), via=via))
-            for job, (r, v) in zip(jobs, pairs, strict=True)
-        ]
+        by_index = {item.index: job for item, job in zip(quote.items, jobs, strict=True)}
         unsubscribe = client.engine.subscribe(lambda event: self._heard(jobs, event))
-        future = self._executor.submit(client.run_many, flows, return_exceptions=True)
+        future = self._executor.submit(  # the batch scheduler: paced at the plan's job slots, like `%%flux -n`
+            client.generate_many,
+            [r for r, _ in pairs],  # unseeded repeats become variants 0, 1, ... as quoted
+            progress=False,
+            transport=self.transport.value,
+            item_progress=lambda index: self._progress(by_index[index]),
+            item_done=lambda index, outcome: self._ended_item(by_index.get(index), outcome),
+        )
         future.add_done_callback(lambda done: self._batch_done(done, unsubscribe))
         self._start_ticker()
         return jobs
@@ -366,15 +369,13 @@ class FluxPanel:
 
         return report
 
-    def _tracked(self, job: _Job, flow: Generator[Any, Any, ImageResult]) -> Generator[Any, Any, ImageResult]:
-        """The engine's flow, reporting its end to the panel (the driver's errors pass through to it)."""
-        try:
-            result = yield from flow
-        except Exception as exc:
-            self._ended(job, error=exc)
-            raise
-        self._ended(job, result=result)
-        return result
+    def _ended_item(self, job: _Job | None, outcome: ImageResult | DoitongError) -> None:
+        """An image of this click is ready (or failed); a seeded repeat shares its first's job and shows once."""
+        if job is not None:
+            if isinstance(outcome, DoitongError):
+                self._ended(job, error=outcome)
+            else:
+                self._ended(job, result=outcome)
 
     def _ended(self, job: _Job, result: ImageResult | None = None, error: BaseException | None = None) -> None:
         if result is not None:

@@ -200,3 +200,4 @@ def test_without_a_client_the_panel_uses_the_loaded_extension(monkeypatch: pytes
     magics = next(m for m in shell.magics_manager.registry.values() if type(m).__name__ == "Flux")
     panel = FluxPanel()
     assert panel._client() is magics.client  # one store, replay, journal and rate budget with %%flux
+    panel._executor.shutdown(wait=True)  # its account query ends under this test's environment, not the next's
