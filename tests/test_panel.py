@@ -89,6 +89,19 @@ def test_each_job_reports_its_status_while_it_runs(tmp_path: Path) -> None:
     assert len(panel.gallery.children) == 2
 
 
+def test_a_click_for_several_images_on_the_free_plan_is_paced_and_never_refused(tmp_path: Path) -> None:
+    """The free plan runs one job at a time: the panel's images go through the batch scheduler, which waits for
+    the slot instead of sending a job the service would refuse (CONCURRENCY_LIMITED) or a request over the rate."""
+    with Sandbox(plan="free", credits=1000, speed=200) as box:
+        with Flux(api_key=box.api_key, base_url=box.base_url, output_dir=tmp_path) as flux:
+            panel = FluxPanel(flux)
+            panel.count.value = 4
+            _generate(panel)
+        total = box.stats()["total"]
+    assert len(panel.gallery.children) == 4 and panel.banner.value == ""  # no error shown
+    assert (total["submissions"], total["rate_limited"]) == (4, 0)
+
+
 def test_the_same_request_again_is_replayed_and_marked(flux: Flux) -> None:
     panel = FluxPanel(flux)
     panel.seed.value = "7"
