@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import os
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from doitong_nb._client import Flux
-from doitong_nb._magics import register
-from doitong_nb.sandbox import Sandbox
+if TYPE_CHECKING:  # imported where used: `make unit` starts no server and needs none of them
+    from doitong_nb._client import Flux
+    from doitong_nb.sandbox import Sandbox
 
 _OUTPUTS = Path(tempfile.mkdtemp(prefix="doitong-nb-tests-"))
 _NOTEBOOKS_RUN: set[str] = set()  # stems of the notebooks nbval executed in this session
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     parser.addoption(
         "--update-fullres-hashes",
         action="store_true",
         help="rewrite notebooks/<name>.sha256.json from this run's full-resolution files instead of comparing",
     )
+    if not pluginmanager.has_plugin("nbval"):
+        # `make unit` runs with `-p no:nbval`: nbval only runs notebooks, and its imports (nbformat, jsonschema,
+        # jupyter_client) take 2 s of the loop's 10. The nbval options in addopts are then accepted and unused.
+        for flag in ("--nbval", "--nbval-current-env"):
+            parser.addoption(flag, action="store_true", help="unused: nbval is not loaded (-p no:nbval)")
+        parser.addoption("--nbval-sanitize-with", help="unused: nbval is not loaded (-p no:nbval)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,21 +43,72 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _SERVER_FIXTURES = {"sandbox", "flux", "shell_for", "ip", "notebook_outputs"}  # the last: files notebooks made
+_STARTERS = {"Sandbox", "kernel", "start_new_kernel", "NotebookClient"}  # a module that binds one starts it itself
+_NOT_UNIT = ("integration", "slow", "browser", "soak")
+
+
+def _top_level_names(statements: list[ast.stmt]) -> Iterator[str]:
+    """The names a module binds when it is imported (not those of `if TYPE_CHECKING:` or inside functions)."""
+    for node in statements:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield from (alias.asname or alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield node.name
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            yield from (target.id for target in targets if isinstance(target, ast.Name))
+        elif isinstance(node, ast.If) and not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+            yield from _top_level_names(node.body + node.orelse)
+        elif isinstance(node, ast.Try):
+            yield from _top_level_names(
+                node.body + node.orelse + node.finalbody + [s for handler in node.handlers for s in handler.body]
+            )
+
+
+@functools.cache
+def _module_is_end_to_end(path: Path) -> bool:
+    """Whether a test module binds one of _STARTERS at its top level, or marks all its tests with one of _NOT_UNIT
+    (`pytestmark`): read from its source, so `-m unit` need not import it."""
+    try:
+        tree = ast.parse(path.read_bytes(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return False  # collected as usual: pytest reports the error
+    if _STARTERS & set(_top_level_names(tree.body)):
+        return True
+    return any(
+        isinstance(node, ast.Assign)
+        and any(isinstance(target, ast.Name) and target.id == "pytestmark" for target in node.targets)
+        and any(isinstance(mark, ast.Attribute) and mark.attr in _NOT_UNIT for mark in ast.walk(node.value))
+        for node in tree.body
+    )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`make unit` (`-m unit`) does not even import a module that holds no unit test: seconds of imports saved."""
+    if (
+        config.option.markexpr == "unit"
+        and collection_path.suffix == ".py"
+        and collection_path.name.startswith("test_")
+        and _module_is_end_to_end(collection_path)
+    ):
+        return True
+    return None  # not False: that would overrule --ignore and the other plugins
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the engine's unit tests: no server, no kernel, no browser, so `make unit` runs them in seconds on
-    every edit. A test is end-to-end when it is a notebook cell, uses a server fixture, or its module starts a
-    Sandbox or a kernel itself."""
+    """Mark the engine's unit tests: no server, kernel, browser or other process, milliseconds each, so `make unit`
+    runs them all in seconds on every edit. A test is not unit when it is a notebook cell, uses a server fixture,
+    is marked `integration` (it starts another process: a pytest, a kernel through papermill or nbconvert, a child
+    it kills), `slow` (detailed 4K images), `browser` or `soak`, or its module starts a Sandbox or a kernel itself
+    (binds one of _STARTERS at its top level). A unit test that starts a process anyway fails
+    (`_unit_tests_start_no_process`)."""
     for item in items:
-        module = getattr(item, "module", None)
-        namespace = vars(module) if module is not None else {}
+        path = Path(str(item.fspath))
         end_to_end = (
-            str(item.fspath).endswith(".ipynb")
+            path.suffix == ".ipynb"
             or _SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
-            or any(name in namespace for name in ("Sandbox", "kernel", "start_new_kernel", "NotebookClient"))
-            or item.get_closest_marker("browser")
-            or item.get_closest_marker("soak")
+            or any(item.get_closest_marker(name) for name in _NOT_UNIT)
+            or (path.suffix == ".py" and _module_is_end_to_end(path))
         )
         if not end_to_end:
             item.add_marker(pytest.mark.unit)
@@ -65,6 +125,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _NOTEBOOKS_RUN.add(path.stem)
 
 
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeps the unit mark honest: a unit test that starts a process fails, telling how to mark it."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a unit test starts no process: mark this test `pytest.mark.integration` (conftest.py)")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    if hasattr(os, "fork"):
+        monkeypatch.setattr(os, "fork", refuse)
+
+
 @pytest.fixture
 def notebook_outputs() -> dict[str, Path]:
     """Notebook stem -> the output folder its kernel wrote to, for the notebooks executed in this session."""
@@ -74,6 +148,8 @@ def notebook_outputs() -> dict[str, Path]:
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
     """A fast sandbox on loopback (every duration divided by 1000), pro plan, 1000 credits."""
+    from doitong_nb.sandbox import Sandbox
+
     with Sandbox(speed=1000) as sb:
         yield sb
 
@@ -81,6 +157,8 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def flux(sandbox: Sandbox, tmp_path: Path) -> Iterator[Flux]:
     """A blocking client talking to `sandbox`, storing results under tmp_path."""
+    from doitong_nb._client import Flux
+
     with Flux(api_key=sandbox.api_key, base_url=sandbox.base_url, output_dir=tmp_path / "out") as client:
         yield client
 
@@ -105,6 +183,8 @@ def failed_cell() -> Callable[..., str]:
 def shell_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[Sandbox, Path], Any]:
     """Makes the IPython shell with fresh magics, no `%config Flux` left over, bound to a sandbox by the environment."""
     from IPython.terminal.interactiveshell import TerminalInteractiveShell
+
+    from doitong_nb._magics import register
 
     def bind(box: Sandbox, out: Path) -> Any:
         monkeypatch.setenv("DOITONG_API_KEY", box.api_key)

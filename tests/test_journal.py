@@ -148,6 +148,7 @@ def test_threads_can_share_one_journal(journal: Journal) -> None:
     assert sorted(e.job_id for e in journal.pending()) == sorted(f"job-{n}-{i}" for n in range(8) for i in range(20))
 
 
+@pytest.mark.integration
 def test_processes_can_write_the_same_file_at_once(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     writers = [writer(path, f"p{n}", 25) for n in range(3)]
@@ -159,6 +160,7 @@ def test_processes_can_write_the_same_file_at_once(tmp_path: Path) -> None:
     journal.close()
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_committed_entries_survive_a_kill_in_the_middle_of_a_write(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"

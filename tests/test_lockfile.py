@@ -99,6 +99,7 @@ def test_a_merge_conflict_left_in_the_lock_is_reported_with_how_to_resolve_it() 
         parse(text)
 
 
+@pytest.mark.integration
 def test_two_processes_adding_at_once_lose_no_entry(tmp_path: Path) -> None:
     path = tmp_path / "shared.lock.jsonl"
     script = textwrap.dedent(

@@ -10,6 +10,7 @@ import nbformat
 import pytest
 
 papermill = pytest.importorskip("papermill")
+pytestmark = pytest.mark.integration  # papermill starts a kernel
 
 
 def execute(*args: object, **kwargs: object) -> object:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import doitong_nb
 
 
@@ -16,6 +18,7 @@ def test_every_public_name_resolves() -> None:
     )
 
 
+@pytest.mark.integration
 def test_importing_the_package_loads_no_http_client_imaging_or_sandbox() -> None:
     heavy = ("httpx", "PIL", "numpy", "starlette")
     code = f"import sys, doitong_nb; print(sorted(m for m in {heavy!r} if m in sys.modules))"

@@ -32,6 +32,7 @@ def test_same_arguments_give_identical_bytes() -> None:
     assert render("neon city at night", 256, 256, 7) == render("neon city at night", 256, 256, 7)
 
 
+@pytest.mark.integration
 def test_a_fresh_process_renders_the_same_bytes() -> None:
     here = hashlib.sha256(render("snowy mountains", 320, 256, 42, raw=True)).hexdigest()
     code = (
@@ -53,7 +54,9 @@ def test_raw_is_flatter_than_the_default_look() -> None:
     assert raw.std() < default.std()
 
 
-@pytest.mark.parametrize(("width", "height"), [(256, 256), (3840, 2160), (256, 4096)])
+@pytest.mark.parametrize(
+    ("width", "height"), [(256, 256), pytest.param(3840, 2160, marks=pytest.mark.slow), (256, 4096)]
+)
 def test_exact_size_as_jpeg(width: int, height: int) -> None:
     image = _decode(render("city skyline", width, height, 1))
     assert (image.format, image.size, image.mode) == ("JPEG", (width, height), "RGB")

@@ -14,19 +14,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 from PIL import Image
 
 from doitong_nb import _display as display
-from tests.test_display import make_result, picture
+from tests.test_display import grain, make_result, picture
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _cells(notebook: Path) -> list[dict]:
+    """A committed notebook's cells as nbformat.read gives them (each output's lines joined into one string), read
+    as JSON: importing nbformat takes a second (its schema validator), more than these tests."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    for output in (o for cell in cells for o in cell.get("outputs", [])):
+        data = output.get("data", {})
+        data.update({mime: "".join(value) for mime, value in data.items() if isinstance(value, list)})
+    return cells
+
+
 def _grainy(path: Path, size: int, seed: int = 1) -> Path:
-    grain = Image.effect_noise((size, size), 64).convert("RGB")
-    Image.blend(picture(size, size, seed=seed), grain, 0.3).save(path, quality=92)
+    Image.blend(picture(size, size, seed=seed), grain(size, size, 64, seed), 0.3).save(path, quality=92)
     return path
 
 
@@ -47,6 +55,7 @@ def test_the_image_result_repr_is_the_same_bundle(tmp_path: Path) -> None:
     assert "image/jpeg" in data and metadata["image/jpeg"]["width"] == 512
 
 
+@pytest.mark.slow
 def test_a_4k_result_stays_within_300kb_of_notebook(tmp_path: Path) -> None:
     """The preview is in the bundle twice (HTML data URI and image/jpeg): both together stay under 300 KB."""
     result = make_result(_grainy(tmp_path / "job_4k.jpg", 4096))
@@ -55,7 +64,7 @@ def test_a_4k_result_stays_within_300kb_of_notebook(tmp_path: Path) -> None:
 
 
 def test_a_grid_carries_one_contact_sheet(tmp_path: Path) -> None:
-    results = [make_result(_grainy(tmp_path / f"job_{i}.jpg", 1024, seed=i), job_id=f"job_{i}") for i in range(3)]
+    results = [make_result(_grainy(tmp_path / f"job_{i}.jpg", 512, seed=i), job_id=f"job_{i}") for i in range(3)]
     data, metadata = display.result_display(results, session_credits=90, balance=910)
     with Image.open(io.BytesIO(base64.b64decode(data["image/jpeg"]))) as sheet:
         assert sheet.size == (3 * 262 + 6, 262 + 6)
@@ -83,15 +92,15 @@ def _export(notebook: Path, to: str, out: Path, *options: str) -> Path:
 
 def _results_in(notebook: Path) -> int:
     """How many outputs of the committed notebook are result cards (images or grids)."""
-    nb = nbformat.read(notebook, as_version=4)
     return sum(
         1
-        for cell in nb.cells
+        for cell in _cells(notebook)
         for output in cell.get("outputs", [])
         if "<figure" in output.get("data", {}).get("text/html", "")
     )
 
 
+@pytest.mark.integration  # nbconvert runs in a process of its own
 def test_markdown_export_of_the_quickstart_has_one_image_file_per_result(tmp_path: Path) -> None:
     notebook = REPO / "notebooks" / "quickstart.ipynb"
     out = _export(notebook, "markdown", tmp_path)
@@ -103,6 +112,7 @@ def test_markdown_export_of_the_quickstart_has_one_image_file_per_result(tmp_pat
             assert im.format == "JPEG"
 
 
+@pytest.mark.integration  # nbconvert runs in a process of its own
 def test_markdown_export_for_html_free_viewers_links_each_image_file(tmp_path: Path) -> None:
     """By default nbconvert's Markdown keeps the HTML card (its image inline); preferring images links the files."""
     notebook = REPO / "notebooks" / "quickstart.ipynb"
@@ -114,9 +124,12 @@ def test_markdown_export_for_html_free_viewers_links_each_image_file(tmp_path: P
     assert "<figure" not in markdown and "data:image" not in markdown
 
 
+@pytest.mark.integration  # nbconvert runs in a process of its own
 def test_latex_export_of_the_quickstart_includes_the_images(tmp_path: Path) -> None:
     """LaTeX (and PDF) exports: the markdown cells are left out here because nbconvert needs pandoc for them, which
     has nothing to do with how results export; the code cells and their outputs go through as they are."""
+    import nbformat
+
     notebook = REPO / "notebooks" / "quickstart.ipynb"
     nb = nbformat.read(notebook, as_version=4)
     nb.cells = [c for c in nb.cells if c.cell_type == "code"]
@@ -132,10 +145,9 @@ def test_latex_export_of_the_quickstart_includes_the_images(tmp_path: Path) -> N
 @pytest.mark.parametrize("to", ["markdown"])
 def test_an_export_never_carries_an_empty_output(tmp_path: Path, to: str) -> None:
     """The progress line leaves nothing behind (it becomes the card; see issue 12)."""
-    nb = nbformat.read(REPO / "notebooks" / "quickstart.ipynb", as_version=4)
     empty = [
         o
-        for cell in nb.cells
+        for cell in _cells(REPO / "notebooks" / "quickstart.ipynb")
         for o in cell.get("outputs", [])
         if o.get("output_type") == "display_data" and not any(v for v in o.get("data", {}).values())
     ]
