@@ -41,11 +41,16 @@ test: $(foreach v,$(TEST_PYTHONS),.venv-$(v)/.installed)  ## the whole suite (no
 	  echo "== Python $$v"; .venv-$$v/bin/python -m pytest || exit $$?; \
 	done
 
-unit: $(VENV)/.installed  ## the fast loop for every edit: the engine's unit tests, no server, kernel or browser
-	$(PY) -m pytest -q -m unit tests
+# The fast loop for every edit, in under 10 s: which tests are unit is said in conftest.py. nbval (it runs the
+# notebooks, never a unit test) and Hypothesis's plugin (it imports hypothesis at the end of any session) are left
+# unloaded: 3 s of imports out of the 10.
+unit: $(VENV)/.installed  ## the engine's unit tests in seconds: no server, kernel, browser or other process
+	$(PY) -m pytest -q -m unit -p no:nbval -p no:hypothesispytest tests
 
-mutation: $(VENV)/.installed  ## mutation score of the guarantee-critical modules (slow; see benchmarks/MUTATION.md)
-	$(VENV)/bin/mutmut run
+# MUTANTS narrows the run to some functions, e.g. MUTANTS='"doitong_nb._limits*"' (see benchmarks/MUTATION.md).
+MUTANTS ?=
+mutation: $(VENV)/.installed  ## mutation score of the guarantee-critical modules against the unit tests (tens of minutes)
+	$(VENV)/bin/mutmut run $(MUTANTS)
 	$(VENV)/bin/mutmut results
 
 # Same setting as under nbval (conftest.py): sanitize.cfg then reads their outputs the same way.
