@@ -312,10 +312,19 @@ class Flux(Magics):
             failed = f", {stats.failed} failed" if stats.failed else ""
             line.update(f"{stats.done}/{stats.total} done{failed}", f"{stats.credits} credits")
 
-        requests = [r for r, _ in pairs]
+        outcomes = self._many(pairs, args, timeout, line, progress=report)
+        for index, error in outcomes.errors.items():
+            print(f"item {index}: {error_text(error)}", file=sys.stderr)
+        if outcomes.images:
+            line.replace_with(_Bundle(self._bundle(outcomes.images)))  # the line becomes the grid
+        return list(outcomes)
+
+    def _many(self, pairs: list[tuple[Any, int]], args: Any, timeout: float | None, line: Any, **hooks: Any) -> Any:
+        """The cell's images through the batch scheduler, paced at the plan's job slots and requests a minute; an
+        unseeded repeat becomes the next variant, as the cell quoted it. Ctrl-C says what goes on being paid."""
         try:
-            outcomes = self.client.batch(
-                requests, refresh=args.refresh, progress=report, transport=args.transport, timeout=timeout
+            return self.client.generate_many(
+                [r for r, _ in pairs], refresh=args.refresh, transport=args.transport, timeout=timeout, **hooks
             )
         except KeyboardInterrupt:
             line.close()
@@ -323,11 +332,6 @@ class Flux(Magics):
             raise
         finally:
             line.close()
-        for index, error in outcomes.errors.items():
-            print(f"item {index}: {error_text(error)}", file=sys.stderr)
-        if outcomes.images:
-            line.replace_with(_Bundle(self._bundle(outcomes.images)))  # the line becomes the grid
-        return list(outcomes)
 
     def _grid(self, prompt: str, args: Any) -> None:
         """`--grid`: one request per combination of the axes, cost told first, shown as a labelled matrix."""
@@ -374,23 +378,7 @@ class Flux(Magics):
 
             return report
 
-        try:  # the batch scheduler: the grid's cells are paced at the plan's job slots like any other batch
-            outcomes = list(
-                self.client.generate_many(
-                    [r for r, _ in pairs],
-                    refresh=args.refresh,
-                    progress=False,
-                    transport=args.transport,
-                    timeout=timeout,
-                    item_progress=progress_for,
-                )
-            )
-        except KeyboardInterrupt:
-            line.close()
-            self._interrupted(pairs)
-            raise
-        finally:
-            line.close()
+        outcomes = list(self._many(pairs, args, timeout, line, progress=False, item_progress=progress_for))
         view = grid.GridView(axes, outcomes, self.settings.preview_px)
         line.replace_with(view)
         failures = [o for o in outcomes if isinstance(o, DoitongError)]
