@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from . import _contract as contract
 from ._config import ENV_WEBHOOK_SECRET
-from ._engine import Completion, Engine, Event, Flow, Priced, Progress, Sleep, budget_refusal
+from ._engine import Engine, Priced, budget_refusal
 from ._errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -42,6 +42,7 @@ from ._errors import (
 )
 from ._request import GenerationRequest, as_request
 from ._result import ImageResult
+from ._steps import Completion, Event, Flow, Progress, Sleep
 from ._webhooks import WebhookReceiver
 
 if TYPE_CHECKING:

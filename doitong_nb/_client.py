@@ -29,10 +29,11 @@ import httpx
 
 from . import __version__
 from ._config import HTTP_TIMEOUT, Settings, resolve
-from ._engine import ConnectFailed, Engine, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, WaitFor, Work
+from ._engine import Engine
 from ._errors import DoitongError, DownloadError, UnsafeResponseError
 from ._request import GenerationRequest, as_request
 from ._result import ImageResult, Job
+from ._steps import ConnectFailed, Fetch, Fetched, Flow, Progress, Reply, Send, Sleep, Step, WaitFor, Work
 from ._wire import Account
 
 if TYPE_CHECKING:

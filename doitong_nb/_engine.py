@@ -1,8 +1,9 @@
 """The engine: every operation written once, as a generator of I/O steps.
 
-A flow yields `Send`, `Fetch`, `Sleep`, `Work` and `WaitFor` steps and receives their outcomes; `client.AsyncFlux`
-carries them out on an event loop, and `client.Flux` is the same driver on a loop thread. So retries, polling, the
-journal and replay are the same code in sync and async use, and can be tested once, without I/O.
+A flow yields `Send`, `Fetch`, `Sleep`, `Work` and `WaitFor` steps (`_steps`) and receives their outcomes;
+`_client.AsyncFlux` carries them out on an event loop, and `_client.Flux` is the same driver on a loop thread. So
+retries, polling, the journal and replay are the same code in sync and async use, and can be tested once, without
+I/O.
 
 What happens is published as `Event`s (`Engine.subscribe`), and what images would cost is asked of `Engine.quote`
 and let through by `Engine.admit`: the faces (magics, panel, batches) build requests and show results, and read
@@ -11,17 +12,16 @@ neither replies nor the store's bookkeeping themselves.
 
 from __future__ import annotations
 
-import concurrent.futures
 import ipaddress
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from . import _contract as contract
@@ -53,14 +53,26 @@ from ._limits import RateBudget
 from ._polling import DurationModel, expected_seconds
 from ._request import GenerationRequest
 from ._result import ImageResult, Job
+from ._steps import (
+    Completion,
+    ConnectFailed,
+    Event,
+    EventKind,
+    Fetch,
+    Fetched,
+    Flow,
+    Listener,
+    Progress,
+    Reply,
+    Send,
+    Sleep,
+    WaitFor,
+    Work,
+)
 from ._store import Store
 from ._wire import Account, HttpCall, StatusQuery, Transport, make_transport
 from ._wire.base import account_from
 
-T = TypeVar("T")
-Flow = Generator["Step", Any, T]
-Progress = Callable[[str, float, str], None]
-Completion = Callable[[str], "concurrent.futures.Future[dict[str, Any]]"]  # job id -> its verified webhook payload
 Waiting = Callable[[str], None]  # told why a request waits, before the wait
 WAITING_FOR_RATE = "waiting for the plan's rate limit"
 WAITING_FOR_SLOT = "waiting for a free job slot"
@@ -73,82 +85,6 @@ WEBHOOK_GRACE = 4.0  # no webhook after this many predicted durations, plus the 
 WEBHOOK_SLACK = 5.0  # seconds a delivery may take on top (network, the sender's queue)
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: Any  # a case-insensitive mapping (httpx.Headers)
-    body: Any  # parsed JSON, or None when the body was not JSON
-
-
-@dataclass(frozen=True)
-class Send:
-    call: HttpCall
-    headers: dict[str, str]
-
-
-@dataclass(frozen=True)
-class Fetch:
-    """Stream `url` into `dest` (no credentials attached); the outcome is a `Fetched`."""
-
-    url: str
-    dest: Path
-    max_bytes: int
-
-
-@dataclass(frozen=True)
-class Fetched:
-    status: int
-    content_length: int | None
-    written: int
-
-
-@dataclass(frozen=True)
-class Sleep:
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Work:
-    """Run `fn()`: disk and CPU work (checking, then storing an image). The async driver runs it in a
-    thread, so the event loop keeps serving the other flows; an exception is thrown into the flow."""
-
-    fn: Callable[[], Any]
-
-
-@dataclass(frozen=True)
-class WaitFor:
-    """Wait until `future` is resolved (a job's webhook came) or `seconds` have passed; the outcome is its result,
-    or None at the deadline. One step, not a loop of ticks: the driver wakes the flow when the webhook arrives."""
-
-    future: concurrent.futures.Future[Any]
-    seconds: float
-
-
-Step = Send | Fetch | Sleep | Work | WaitFor
-
-EventKind = Literal["submitted", "status", "completed", "failed", "charged", "refused"]
-
-
-@dataclass(frozen=True)
-class Event:
-    """What happened, as the engine classified it: faces subscribe (`Engine.subscribe`) instead of reading replies.
-
-    `submitted`: the service accepted a submission (key, job_id; journaled by now). `status`: a job's status was
-    heard, read or by webhook (job_id, status). `completed`: the job is done, its image is fetched next (key, job_id).
-    `failed`: the job failed and its credits are refunded (key, job_id, error). `charged`: the session's credits
-    changed by `credits` (job_id; negative for a refund). `refused`: the service refused a request (error, e.g. a
-    RateLimitError), which the engine retries or raises. `key` is the image's replay key (`request.key(variant)`).
-    """
-
-    kind: EventKind
-    key: str | None = None
-    job_id: str | None = None
-    status: str | None = None
-    credits: int = 0
-    error: DoitongError | None = None
-
-
-Listener = Callable[[Event], None]
 
 
 @dataclass(frozen=True)
@@ -185,11 +121,6 @@ class Quote:
         for item in self.items:
             costs[item.index] = item.cost
         return costs
-
-
-class ConnectFailed(OSError):
-    """What a driver throws into a flow when no connection could be opened (the name does not resolve, the
-    port refuses): before the service has ever answered, that is a wrong host, not a blip worth retrying."""
 
 
 def backoff(attempt: int, rng: random.Random) -> float:

@@ -22,9 +22,9 @@ import ipywidgets as widgets
 from . import _contract as contract
 from . import _session
 from ._display import cost_text, credits_text, error_text, make_preview, result_bundle
-from ._engine import Event
 from ._errors import DoitongError, InvalidRequestError, RateLimitError
 from ._request import MAX_SEED, GenerationRequest, per_image
+from ._steps import Event
 
 if TYPE_CHECKING:
     from ._client import Flux

@@ -18,7 +18,7 @@ import pytest
 
 from doitong_nb import _contract as contract
 from doitong_nb._client import Flux
-from doitong_nb._engine import Sleep, check_output_url
+from doitong_nb._engine import check_output_url
 from doitong_nb._errors import (
     JobTimeoutError,
     SchemaMismatchError,
@@ -29,6 +29,7 @@ from doitong_nb._errors import (
 from doitong_nb._limits import reset_seconds, retry_after_seconds
 from doitong_nb._request import GenerationRequest
 from doitong_nb._result import ImageResult, Job
+from doitong_nb._steps import Sleep
 from doitong_nb._webhooks import verify_signature
 from doitong_nb.sandbox import Sandbox
 from doitong_nb.sandbox.dialects import DIALECTS

@@ -19,7 +19,7 @@ from _scripted import Script as _Script
 
 from doitong_nb import _contract as contract
 from doitong_nb._config import Settings, checked_api_key
-from doitong_nb._engine import Engine, Reply, Send, Sleep, budget_refusal
+from doitong_nb._engine import Engine, budget_refusal
 from doitong_nb._errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -32,6 +32,7 @@ from doitong_nb._errors import (
 )
 from doitong_nb._journal import DONE, FAILED, SUBMITTED, SUBMITTING
 from doitong_nb._request import GenerationRequest
+from doitong_nb._steps import Reply, Send, Sleep
 
 KEY = "sk-scripted-0123456789abcdef"
 BASE = "http://127.0.0.1:9"
@@ -679,7 +680,7 @@ def test_a_call_gives_up_after_eight_attempts(tmp_path: Path) -> None:
 
 
 def test_a_connection_refused_before_any_answer_fails_at_once_and_later_is_retried(tmp_path: Path) -> None:
-    from doitong_nb._engine import ConnectFailed
+    from doitong_nb._steps import ConnectFailed
 
     engine = make_engine(tmp_path)
     script = Script(ConnectFailed("refused"))

@@ -24,8 +24,9 @@ from doitong_nb import _contract as contract
 from doitong_nb._client import Flux
 from doitong_nb._config import Settings
 from doitong_nb._display import result_bundle
-from doitong_nb._engine import WAITING_FOR_RATE, WAITING_FOR_SLOT, Engine, Reply, Sleep
+from doitong_nb._engine import WAITING_FOR_RATE, WAITING_FOR_SLOT, Engine
 from doitong_nb._request import GenerationRequest
+from doitong_nb._steps import Reply, Sleep
 from doitong_nb.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
