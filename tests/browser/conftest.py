@@ -58,20 +58,27 @@ class Lab:
             page.goto(f"{self.url}/notebooks/{notebook}?token={self.token}")
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
         dialog = page.locator(".jp-Dialog", has_text="Select Kernel")  # when the kernel preference is not known
-        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-        for _ in range(180):  # up to 90 s: a loaded machine may show the kernel dialog late, so answer it whenever
-            if idle.count():
-                break
+
+        def answer_the_kernel_dialog() -> None:  # it may come late on a loaded machine, even after the kernel idles
             if dialog.count():
                 with contextlib.suppress(PlaywrightTimeout):
                     dialog.locator("button.jp-mod-accept").click(timeout=3_000)
+
+        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+        for _ in range(180):  # up to 90 s
+            if idle.count():
+                break
+            answer_the_kernel_dialog()
             page.wait_for_timeout(500)
         idle.first.wait_for(state="attached", timeout=10_000)
         first_prompt = page.locator(".jp-CodeCell .jp-InputPrompt").first
-        for _ in range(3):  # a click while the kernel's websocket is still (re)connecting can be lost
-            page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+        run_all = page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$"))
+        for _ in range(5):  # a click while the kernel's websocket is still (re)connecting, or under a dialog, is lost
+            answer_the_kernel_dialog()
             try:
+                if not run_all.is_visible():  # the menu may still be open from a lost attempt
+                    page.locator(".lm-MenuBar-item", has_text="Run").first.click(timeout=5_000)
+                run_all.click(timeout=5_000)
                 page.wait_for_function(
                     "el => /[0-9*]/.test(el.textContent)", arg=first_prompt.element_handle(), timeout=10_000
                 )
