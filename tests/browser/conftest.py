@@ -49,7 +49,7 @@ class Lab:
 
     def run_all(self, page: Any, notebook: str, app: str = "lab") -> None:
         """Open a notebook in JupyterLab (`app="lab"`) or Notebook 7 (`app="notebook"`), wait for its kernel,
-        then Run > Run All Cells from the menu bar, as a person would."""
+        then Run > Run All Cells from the menu bar, as a person would, until every code cell has run."""
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
         if app == "lab":  # reset: no tabs of earlier tests
@@ -71,7 +71,9 @@ class Lab:
             answer_the_kernel_dialog()
             page.wait_for_timeout(500)
         idle.first.wait_for(state="attached", timeout=10_000)
-        first_prompt = page.locator(".jp-CodeCell .jp-InputPrompt").first
+        prompts = "[...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]"
+        started = f"() => {prompts}.some(p => /[0-9*]/.test(p.textContent))"
+        all_ran = f"() => {{ const p = {prompts}; return p.length > 0 && p.every(e => /[0-9]/.test(e.textContent)); }}"
         run_all = page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$"))
         for _ in range(5):  # a click while the kernel's websocket is still (re)connecting, or under a dialog, is lost
             answer_the_kernel_dialog()
@@ -79,9 +81,9 @@ class Lab:
                 if not run_all.is_visible():  # the menu may still be open from a lost attempt
                     page.locator(".lm-MenuBar-item", has_text="Run").first.click(timeout=5_000)
                 run_all.click(timeout=5_000)
-                page.wait_for_function(
-                    "el => /[0-9*]/.test(el.textContent)", arg=first_prompt.element_handle(), timeout=10_000
-                )
+                page.wait_for_function(started, timeout=10_000)
+                # every cell ran: a kernel replaced while the cells were queued (a late kernel dialog) drops them
+                page.wait_for_function(all_ran, timeout=60_000)
                 return
             except PlaywrightTimeout:
                 continue
