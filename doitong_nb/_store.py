@@ -464,7 +464,8 @@ class Store:
         marker = self.root / ".upload" / entry["file"]
         try:
             marker.parent.mkdir(exist_ok=True)
-            marker.write_text(entry["sha256"], encoding="ascii")
+            with _atomic_write(marker) as out:  # another thread's _upload_waiting never reads it half written
+                out.write(entry["sha256"].encode("ascii"))
         except OSError:
             pass  # the upload is tried now anyway
         try:
@@ -485,10 +486,12 @@ class Store:
     def _upload_waiting(self) -> int:
         """Upload the files whose earlier upload failed; how many were sent."""
         sent = 0
-        for marker in sorted(self.root.glob(".upload/*")):
+        for marker in self._markers():
             try:
                 sha256 = marker.read_text(encoding="ascii").strip()
             except OSError:
+                continue
+            if not sha256:  # written by another process that has not finished: its own upload follows
                 continue
             if not (self.root / marker.name).is_file():
                 with suppress(OSError):
@@ -499,7 +502,11 @@ class Store:
 
     def waiting_uploads(self) -> list[str]:
         """The files stored here that the shared store does not have yet."""
-        return sorted(p.name for p in self.root.glob(".upload/*"))
+        return [p.name for p in self._markers()]
+
+    def _markers(self) -> list[Path]:
+        """The markers in `.upload/`, not the temporary files they are written through."""
+        return sorted(p for p in self.root.glob(".upload/*") if not p.name.startswith("."))
 
     def sync(self) -> int:
         """Put every stored image into the lock file and upload what waits; returns how many were uploaded.

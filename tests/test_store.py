@@ -326,3 +326,20 @@ def test_a_legacy_sidecar_of_a_real_image_replays_for_the_real_service(store: St
     (store.root / "job_1.json").write_text(json.dumps(data))
     assert store.find(KEY, ORIGIN) is not None
     assert store.find(KEY, "sandbox") is None
+
+
+def test_an_upload_marker_still_being_written_is_left_for_its_writer_not_a_crash(tmp_path: Path) -> None:
+    """Puts run in worker threads (and other processes share the folder): one put's look at the waiting uploads
+    may meet another's marker before its sha256 is in it, or the temporary file it is written through."""
+    shared = Store(tmp_path / "out", lock=False, remote=f"memory://{tmp_path.name}/team")
+    try:
+        stored = put(shared, "job_1")
+        waiting = shared.root / ".upload"
+        (waiting / "job_2.jpg").write_text("")  # a marker whose writer has not written it yet
+        (shared.root / "job_2.jpg").write_bytes(stored.path.read_bytes())
+        (waiting / ".job_3.jpg.x1.tmp").write_text(stored.sha256[:10])  # a marker half written, not yet renamed
+        assert shared.sync() == 0
+        assert shared.waiting_uploads() == ["job_2.jpg"]
+        assert (waiting / ".job_3.jpg.x1.tmp").exists()  # not taken for an orphan and deleted under its writer
+    finally:
+        shared.close()
