@@ -159,7 +159,9 @@ def test_an_unmounted_folder_mid_batch_is_told_per_item_and_a_rerun_after_it_is_
         again = flux.batch(prompts(4), size="1024x1024", seed=1, progress=False)
     unsent = [o for o in first if isinstance(o, StorageError) and not o.paid]
     assert not again.errors
-    assert charged(sandbox) == before + COST_1024 * (len(unsent) + 1)  # the stored image went with the mount
+    # the unsent items are paid now; the image stored before the mount went is made again, unless its job was
+    # still journaled as unfinished when the mount went (then the session fetches it again, free)
+    assert charged(sandbox) - before in (COST_1024 * len(unsent), COST_1024 * (len(unsent) + 1))
     assert {r.job_id for r in again} >= {e.job_id for e in failed}
 
 
