@@ -221,16 +221,21 @@ _GRID_PREVIEW_PX = 384  # a grid's previews: its columns' width with room for a 
 _TALLEST_BOX = 4 / 3  # grid image boxes are at most this tall for their width; taller images are letterboxed
 
 
+def _data_img(data: bytes, mime: str, width: int, height: int, alt: str, style: str) -> str:
+    """A preview inlined as a data URI (`alt` already escaped): result cards and history thumbnails alike."""
+    return (
+        f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}" alt="{alt}" width="{width}" '
+        f'height="{height}" style="{style}">'
+    )
+
+
 def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: int, account: bool) -> str:
     esc = html.escape
     prompt = esc(result.request.prompt)
     href, label = _link(result.path)
     try:
         data, mime, (w, h) = _preview(result.path, preview_px)
-        image = (
-            f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}" alt="{prompt}" width="{w}" '
-            f'height="{h}" style="display:block;width:100%;height:auto;margin:0;{image_style}">'
-        )
+        image = _data_img(data, mime, w, h, prompt, f"display:block;width:100%;height:auto;margin:0;{image_style}")
     except OSError as exc:  # missing or unreadable file: still show the provenance
         image = f'<div style="padding:24px;text-align:center;{_MUTED}">no preview: {esc(type(exc).__name__)}</div>'
     badges = ""
@@ -685,10 +690,13 @@ class HistoryGallery:
         href, _ = _link(r.path)
         try:
             data, mime, (w, h) = _preview(r.path, _THUMB_PX)
-            image = (
-                f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}" alt="{esc(r.request.prompt)}" '
-                f'width="{w}" height="{h}" style="display:block;width:100%;aspect-ratio:1;object-fit:contain;'
-                'background:rgba(127,127,127,.1);margin:0">'
+            image = _data_img(
+                data,
+                mime,
+                w,
+                h,
+                esc(r.request.prompt),
+                "display:block;width:100%;aspect-ratio:1;object-fit:contain;background:rgba(127,127,127,.1);margin:0",
             )
         except OSError as exc:
             image = f'<div style="padding:24px;text-align:center;{_MUTED}">no preview: {esc(type(exc).__name__)}</div>'
