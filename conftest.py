@@ -15,7 +15,7 @@ import pytest
 
 if TYPE_CHECKING:  # imported where used: `make unit` starts no server and needs none of them
     from doitong_nb._client import Flux
-    from doitong_nb.sandbox import Sandbox
+    from doitong_sandbox import Sandbox
 
 _OUTPUTS = Path(tempfile.mkdtemp(prefix="doitong-nb-tests-"))
 _NOTEBOOKS_RUN: set[str] = set()  # stems of the notebooks nbval executed in this session
@@ -148,7 +148,7 @@ def notebook_outputs() -> dict[str, Path]:
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
     """A fast sandbox on loopback (every duration divided by 1000), pro plan, 1000 credits."""
-    from doitong_nb.sandbox import Sandbox
+    from doitong_sandbox import Sandbox
 
     with Sandbox(speed=1000) as sb:
         yield sb

@@ -1,4 +1,4 @@
-"""A sandbox in its own process (the `python -m doitong_nb.sandbox` CLI), so that its rendering
+"""A sandbox in its own process (the `python -m doitong_sandbox` CLI), so that its rendering
 never competes with the measured client for the GIL. Loopback only."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class CliSandbox:
         self.argv = [
             sys.executable,
             "-m",
-            "doitong_nb.sandbox",
+            "doitong_sandbox",
             "--host",
             "127.0.0.1",
             "--port",

@@ -1,6 +1,6 @@
 """Batch throughput at the plan's ceiling: doitong_nb (polling, webhooks) against a naive client and the bound.
 
-One sandbox per case, each in its own process (the `python -m doitong_nb.sandbox` CLI, so that its
+One sandbox per case, each in its own process (the `python -m doitong_sandbox` CLI, so that its
 image rendering never competes with the client for the GIL; counters from /_sandbox/stats),
 speed-scaled (the speed divides job durations and the rate-limit window alike, so every ratio below
 is the one the real service would show). For the free plan (20 jobs) and the
@@ -37,7 +37,7 @@ from doitong_nb import _contract as contract
 from doitong_nb._client import AsyncFlux, Flux
 from doitong_nb._request import GenerationRequest
 from doitong_nb._wire.graphql import JOB_QUERY, GraphQLTransport
-from doitong_nb.sandbox.engine import generation_seconds
+from doitong_sandbox.engine import generation_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _sandbox_proc import CliSandbox

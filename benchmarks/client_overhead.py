@@ -10,7 +10,7 @@
 2. Status reads: a few jobs at a realistic speed (20x), through `Flux.generate` and through the
    doc's fixed loop (a read every 2 s, i.e. every 2/20 s here); status reads per job for each.
 
-The sandbox runs in its own process (the `python -m doitong_nb.sandbox` CLI), so the server never
+The sandbox runs in its own process (the `python -m doitong_sandbox` CLI), so the server never
 competes with the client for the GIL. Run: `python benchmarks/client_overhead.py`.
 """
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from doitong_nb.sandbox.render import JPEG_QUALITY, render
+from doitong_sandbox.render import JPEG_QUALITY, render
 
 PROMPT = "neon city skyline over the sea at night with flying cars"
 SIDES = (1024, 2048, 4096)

@@ -27,7 +27,7 @@ from . import _contract as contract
 from ._errors import AuthenticationError, InvalidRequestError, remember_secret
 
 if TYPE_CHECKING:
-    from .sandbox import Sandbox
+    from doitong_sandbox import Sandbox
 
 # --- the environment: every variable the package reads ---------------------------------------------
 ENV_API_KEY = "DOITONG_API_KEY"
@@ -410,7 +410,7 @@ def shared_sandbox(plan: str, credits: int, speed: float) -> Sandbox:
     global _sandbox
     with _sandbox_lock:
         if _sandbox is None:
-            from .sandbox import Sandbox
+            from doitong_sandbox import Sandbox
 
             _sandbox = Sandbox(plan=plan, credits=credits, speed=speed)
             _sandbox.start()

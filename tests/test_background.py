@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 PROMPT = "A lighthouse on a cliff at dawn"
 

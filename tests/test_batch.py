@@ -18,7 +18,7 @@ from doitong_nb._errors import AuthenticationError, BudgetExceededError, Generat
 from doitong_nb._request import GenerationRequest
 from doitong_nb._result import ImageResult
 from doitong_nb._wire.graphql import GraphQLTransport
-from doitong_nb.sandbox import Faults, Sandbox
+from doitong_sandbox import Faults, Sandbox
 
 SPEED = 200
 

@@ -25,7 +25,7 @@ from doitong_nb import (
 from doitong_nb._client import AsyncFlux, Flux
 from doitong_nb._request import GenerationRequest
 from doitong_nb._store import Store
-from doitong_nb.sandbox import Faults, Sandbox
+from doitong_sandbox import Faults, Sandbox
 
 PROMPT = "A futuristic city with flying cars and neon lights"
 

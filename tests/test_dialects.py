@@ -31,8 +31,8 @@ from doitong_nb._request import GenerationRequest
 from doitong_nb._result import ImageResult, Job
 from doitong_nb._steps import Sleep
 from doitong_nb._webhooks import verify_signature
-from doitong_nb.sandbox import Sandbox
-from doitong_nb.sandbox.dialects import DIALECTS
+from doitong_sandbox import Sandbox
+from doitong_sandbox.dialects import DIALECTS
 
 PROMPT = "A lighthouse on a cliff at dawn"
 
@@ -448,7 +448,7 @@ def test_every_dialect_resumes_a_generate_killed_with_sigkill(name: str, moment:
     import subprocess
     import sys
 
-    from doitong_nb.sandbox import Faults
+    from doitong_sandbox import Faults
 
     out = tmp_path / "out"
     transport = "rest" if name == "rest-shape" else "graphql"

@@ -27,7 +27,7 @@ from doitong_nb._display import result_bundle
 from doitong_nb._engine import WAITING_FOR_RATE, WAITING_FOR_SLOT, Engine
 from doitong_nb._request import GenerationRequest
 from doitong_nb._steps import Reply, Sleep
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "A lighthouse on a basalt cliff at dawn"
@@ -86,7 +86,7 @@ def test_a_job_picked_up_from_the_journal_says_already_paid(flux: Flux, sandbox:
 
 def _sandbox_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "doitong_nb.sandbox", *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+        [sys.executable, "-m", "doitong_sandbox", *args], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
 
 

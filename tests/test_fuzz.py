@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 ACCOUNT = {"query": "query Account { account { credits plan } }"}

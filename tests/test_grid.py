@@ -14,7 +14,7 @@ from PIL import Image
 from doitong_nb import _grid as grid
 from doitong_nb._client import Flux
 from doitong_nb._errors import InvalidRequestError
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 PROMPT = "A paper boat on a pond"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from IPython.core.error import UsageError
 
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from doitong_nb import AuthenticationError, DoitongError
 from doitong_nb._client import Flux
 from doitong_nb._display import error_text
-from doitong_nb.sandbox import Faults, Sandbox
+from doitong_sandbox import Faults, Sandbox
 
 SECRET = "sk-test/SECRET+4f1c=9a7e2b6d8053"  # '/', '+' and '=' make its base64 and percent forms differ
 PROMPT = "a lighthouse at dusk"

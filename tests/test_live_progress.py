@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 CELLS = [
     "%load_ext doitong_nb",

@@ -13,7 +13,7 @@ import pytest
 from doitong_nb import _config as config
 from doitong_nb import _login as login
 from doitong_nb._errors import AuthenticationError, DoitongError
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 KEY = "dtk_live_0123456789abcdefLEAK"
 

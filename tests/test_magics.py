@@ -15,7 +15,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from doitong_nb._errors import InvalidRequestError
 from doitong_nb._request import GenerationRequest
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 PROMPT = "A futuristic city with flying cars and neon lights"
 

@@ -11,7 +11,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from doitong_nb._client import Flux
 from doitong_nb._errors import JobTimeoutError
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 PROMPT = "A lighthouse on a cliff at dawn"
 

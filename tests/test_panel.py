@@ -11,7 +11,7 @@ from IPython.testing.globalipapp import get_ipython
 
 from doitong_nb._client import Flux
 from doitong_nb._panel_widget import FluxPanel
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 PROMPT = "A lighthouse on a basalt cliff at dawn"
 

@@ -15,7 +15,7 @@ from doitong_nb._client import Flux
 from doitong_nb._errors import UnsafeResponseError
 from doitong_nb._pinned import PinnedTransport
 from doitong_nb._request import GenerationRequest
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 
 def resolver(table: dict[str, list[str]]):

@@ -28,7 +28,7 @@ from PIL import Image
 from doitong_nb import _contract as contract
 from doitong_nb._client import Flux
 from doitong_nb._errors import DownloadError, UnsafeResponseError
-from doitong_nb.sandbox import Faults, Sandbox
+from doitong_sandbox import Faults, Sandbox
 
 PROMPT = "A futuristic city with flying cars and neon lights"
 

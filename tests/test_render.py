@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from doitong_nb.sandbox.render import METADATA_TEXT, SOFTWARE, render
+from doitong_sandbox.render import METADATA_TEXT, SOFTWARE, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def test_same_arguments_give_identical_bytes() -> None:
 def test_a_fresh_process_renders_the_same_bytes() -> None:
     here = hashlib.sha256(render("snowy mountains", 320, 256, 42, raw=True)).hexdigest()
     code = (
-        "import hashlib; from doitong_nb.sandbox.render import render; "
+        "import hashlib; from doitong_sandbox.render import render; "
         "print(hashlib.sha256(render('snowy mountains', 320, 256, 42, raw=True)).hexdigest())"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

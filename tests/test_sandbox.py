@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from doitong_nb import _contract as contract
-from doitong_nb.sandbox import Faults, Sandbox
-from doitong_nb.sandbox.engine import generation_seconds
+from doitong_sandbox import Faults, Sandbox
+from doitong_sandbox.engine import generation_seconds
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -732,7 +732,7 @@ def test_cli_prints_where_it_listens_and_stops_on_sigint(http: httpx.Client) -> 
     command = [
         sys.executable,
         "-m",
-        "doitong_nb.sandbox",
+        "doitong_sandbox",
         "--port",
         "0",
         "--speed",

@@ -24,7 +24,7 @@ from doitong_nb._client import Flux
 from doitong_nb._errors import InvalidRequestError, WebhookVerificationError
 from doitong_nb._request import MAX_SEED, GenerationRequest
 from doitong_nb._webhooks import WebhookReceiver, verify_signature
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 SECRET = "sk-test-SECRET-4f1c9a7e2b6d8053"
 PROMPT = "A futuristic city with flying cars and neon lights"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from _kernel import kernel, run
 
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 PROMPT = "A futuristic city with flying cars and neon lights"
 CELL = f"%%flux --size 256x256 --seed 5\n{PROMPT}"

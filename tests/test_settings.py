@@ -21,7 +21,7 @@ from doitong_nb._config import CONFIGURABLE, ENVIRONMENT, OPTIONS, checked, reso
 from doitong_nb._errors import AuthenticationError, InvalidRequestError
 
 if TYPE_CHECKING:
-    from doitong_nb.sandbox import Sandbox
+    from doitong_sandbox import Sandbox
 
 PROMPT = "A lighthouse on a basalt cliff at dawn"
 KEY = "sk-settings-0123456789"
@@ -339,7 +339,7 @@ def test_the_panel_starts_from_the_environment_under_config(
 
 def test_count_on_the_free_plan_is_paced_by_the_plan_and_delivers_every_image(tmp_path: Path, shell_for) -> None:
     """`-n 12` on the free plan (one job at a time) gave 9 images and 3 'too many jobs' errors (issue 10)."""
-    from doitong_nb.sandbox import Sandbox
+    from doitong_sandbox import Sandbox
 
     with Sandbox(plan="free", credits=1000, speed=1000) as box:
         ip = shell_for(box, tmp_path / "out")

@@ -21,7 +21,7 @@ from doitong_nb._errors import MissingResultError  # noqa: E402
 from doitong_nb._lockfile import LockFile  # noqa: E402
 from doitong_nb._store import Store  # noqa: E402
 from doitong_nb._stores import ObjectStore, RemoteStoreError, content_path  # noqa: E402
-from doitong_nb.sandbox import Sandbox  # noqa: E402
+from doitong_sandbox import Sandbox  # noqa: E402
 
 _buckets = itertools.count()
 

@@ -17,8 +17,8 @@ from PIL import Image
 from doitong_nb._client import Flux
 from doitong_nb._errors import DoitongError
 from doitong_nb._result import ImageResult
-from doitong_nb.sandbox import Faults, Sandbox
-from doitong_nb.sandbox.faults import KINDS
+from doitong_sandbox import Faults, Sandbox
+from doitong_sandbox.faults import KINDS
 
 JOBS = 200
 TIME_LIMIT = 90.0

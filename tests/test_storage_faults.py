@@ -33,7 +33,7 @@ from doitong_nb._journal import Journal
 from doitong_nb._request import GenerationRequest
 from doitong_nb._result import ImageResult, Job
 from doitong_nb._store import STALE_SECONDS, Store
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 COST_2048 = GenerationRequest("x", width=2048, height=2048).estimated_credits
 COST_1024 = GenerationRequest("x", width=1024, height=1024).estimated_credits

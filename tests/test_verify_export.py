@@ -16,7 +16,7 @@ from doitong_nb._cli import main
 from doitong_nb._client import Flux
 from doitong_nb._display import result_bundle
 from doitong_nb._lockfile import LockFile, render
-from doitong_nb.sandbox import Sandbox
+from doitong_sandbox import Sandbox
 
 PROMPTS = ["a lighthouse at dusk", "a harbour in fog"]
 

@@ -1,6 +1,5 @@
-"""A local, faithful Doitong Flux Ultra service for tests, demos and offline notebooks."""
+"""The bundled sandbox under its earlier name: `doitong_sandbox` is the package (kept for users' imports)."""
 
-from doitong_nb.sandbox.faults import Faults
-from doitong_nb.sandbox.server import Sandbox
+from doitong_sandbox import Faults, Sandbox
 
 __all__ = ["Faults", "Sandbox"]

@@ -21,9 +21,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from doitong_nb import _contract as c
-from doitong_nb.sandbox import gql, validation
-from doitong_nb.sandbox.engine import Account, Engine
-from doitong_nb.sandbox.errors import ApiError
+from doitong_sandbox import gql, validation
+from doitong_sandbox.engine import Account, Engine
+from doitong_sandbox.errors import ApiError
 
 MAX_BODY_BYTES = 1 << 20
 logger = logging.getLogger(__name__)

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 import uvicorn
 
-from doitong_nb.sandbox.app import api_app, cdn_app
-from doitong_nb.sandbox.dialects import Dialect
-from doitong_nb.sandbox.dialects import dialect as as_dialect
-from doitong_nb.sandbox.engine import Engine
-from doitong_nb.sandbox.faults import Faults
+from doitong_sandbox.app import api_app, cdn_app
+from doitong_sandbox.dialects import Dialect
+from doitong_sandbox.dialects import dialect as as_dialect
+from doitong_sandbox.engine import Engine
+from doitong_sandbox.faults import Faults
 
 T = TypeVar("T")
 _START_TIMEOUT = 10.0

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from doitong_nb import _contract as c
-from doitong_nb.sandbox.errors import ApiError
+from doitong_sandbox.errors import ApiError
 
 _MAX_SEED = 2**31 - 1
 _TYPES: dict[str, type] = {

@@ -18,12 +18,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from doitong_nb import _contract as c
-from doitong_nb.sandbox.dialects import Dialect
-from doitong_nb.sandbox.errors import ApiError
-from doitong_nb.sandbox.faults import Faults
-from doitong_nb.sandbox.outputs import Outputs
-from doitong_nb.sandbox.validation import Spec
-from doitong_nb.sandbox.webhooks import WebhookSender
+from doitong_sandbox.dialects import Dialect
+from doitong_sandbox.errors import ApiError
+from doitong_sandbox.faults import Faults
+from doitong_sandbox.outputs import Outputs
+from doitong_sandbox.validation import Spec
+from doitong_sandbox.webhooks import WebhookSender
 
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 _LOG_LIMIT = 10_000

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from doitong_nb.sandbox.engine import Job
+    from doitong_sandbox.engine import Job
 
 _KEPT = 32  # rendered (or rendering) outputs kept; a pro plan runs 10 jobs at once
 _KEPT_BYTES = 256 * 1024 * 1024  # and no more bytes than this (a 4096x4096 PNG is tens of MB)
@@ -25,7 +25,7 @@ _RENDER_THREADS = 2
 
 
 def _render(job: Job) -> bytes:
-    from doitong_nb.sandbox.render import render  # lazy: numpy, and the slow part
+    from doitong_sandbox.render import render  # lazy: numpy, and the slow part
 
     spec = job.spec
     return render(spec.prompt, spec.width, spec.height, job.seed, raw=spec.raw, output_format=spec.output_format)
@@ -36,7 +36,7 @@ class Outputs:
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(_RENDER_THREADS, thread_name_prefix="sandbox-render")
-        self._pool.submit(importlib.import_module, "doitong_nb.sandbox.render")  # now, not in the first job's way
+        self._pool.submit(importlib.import_module, "doitong_sandbox.render")  # now, not in the first job's way
         self._renders: OrderedDict[str, asyncio.Future[bytes]] = OrderedDict()
 
     def start(self, job: Job, on_rendered: Callable[[], None] | None = None) -> None:

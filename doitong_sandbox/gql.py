@@ -13,9 +13,9 @@ from graphql.language import DocumentNode, SelectionSetNode, Visitor, visit
 from graphql.validation import NoSchemaIntrospectionCustomRule, specified_rules
 
 from doitong_nb import _contract as c
-from doitong_nb.sandbox import validation
-from doitong_nb.sandbox.engine import Account, Engine
-from doitong_nb.sandbox.errors import ApiError
+from doitong_sandbox import validation
+from doitong_sandbox.engine import Account, Engine
+from doitong_sandbox.errors import ApiError
 
 logger = logging.getLogger(__name__)
 _FIELD_PATTERNS = (re.compile(r"(?:required|unknown) field '(\w+)'"), re.compile(r"at \.(?:[\w.\[\]]*\.)?(\w+):"))
