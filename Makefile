@@ -47,7 +47,7 @@ test: $(foreach v,$(TEST_PYTHONS),.venv-$(v)/.installed)  ## the whole suite (no
 unit: $(VENV)/.installed  ## the engine's unit tests in seconds: no server, kernel, browser or other process
 	$(PY) -m pytest -q -m unit -p no:nbval -p no:hypothesispytest tests
 
-# MUTANTS narrows the run to some functions, e.g. MUTANTS='"doitong_nb._limits*"' (see benchmarks/MUTATION.md).
+# MUTANTS narrows the run to some functions, e.g. MUTANTS='"doitong_nb._core.limits*"' (see benchmarks/MUTATION.md).
 MUTANTS ?=
 mutation: $(VENV)/.installed  ## mutation score of the guarantee-critical modules against the unit tests (tens of minutes)
 	$(VENV)/bin/mutmut run $(MUTANTS)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # imported where used: `make unit` starts no server and needs none of them
-    from doitong_nb._client import Flux
+    from doitong_nb._runtime.client import Flux
     from doitong_sandbox import Sandbox
 
 _OUTPUTS = Path(tempfile.mkdtemp(prefix="doitong-nb-tests-"))
@@ -157,7 +157,7 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def flux(sandbox: Sandbox, tmp_path: Path) -> Iterator[Flux]:
     """A blocking client talking to `sandbox`, storing results under tmp_path."""
-    from doitong_nb._client import Flux
+    from doitong_nb._runtime.client import Flux
 
     with Flux(api_key=sandbox.api_key, base_url=sandbox.base_url, output_dir=tmp_path / "out") as client:
         yield client
@@ -169,7 +169,7 @@ def failed_cell() -> Callable[..., str]:
     to change), a CellError otherwise. Either stops Run All, papermill and nbval at the cell."""
     from IPython.core.error import UsageError
 
-    from doitong_nb._magics import CellError
+    from doitong_nb._notebook.magics import CellError
 
     def run(ip: Any, line: str, cell: str, sent: bool = False) -> str:
         with pytest.raises(CellError if sent else UsageError) as caught:
@@ -184,7 +184,7 @@ def shell_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[Sandbox, Path], Any]
     """Makes the IPython shell with fresh magics, no `%config Flux` left over, bound to a sandbox by the environment."""
     from IPython.terminal.interactiveshell import TerminalInteractiveShell
 
-    from doitong_nb._magics import register
+    from doitong_nb._notebook.magics import register
 
     def bind(box: Sandbox, out: Path) -> Any:
         monkeypatch.setenv("DOITONG_API_KEY", box.api_key)

@@ -34,8 +34,8 @@ from pathlib import Path
 import httpx
 
 from doitong_nb import _contract as contract
-from doitong_nb._client import AsyncFlux, Flux
-from doitong_nb._request import GenerationRequest
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._runtime.client import AsyncFlux, Flux
 from doitong_nb._wire.graphql import JOB_QUERY, GraphQLTransport
 from doitong_sandbox.engine import generation_seconds
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 
 from doitong_nb import _contract as contract
-from doitong_nb._client import Flux
-from doitong_nb._request import GenerationRequest
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._runtime.client import Flux
 from doitong_nb._wire.graphql import JOB_QUERY, GraphQLTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._errors import (
+from doitong_nb._core.errors import (
     AuthenticationError,
     BudgetExceededError,
     DoitongError,
@@ -20,6 +20,7 @@ from ._errors import (
     NetworkError,
     NotFoundError,
     RateLimitError,
+    SchemaMismatchError,
     ServerError,
     StorageError,
     StoreIntegrityError,
@@ -27,41 +28,42 @@ from ._errors import (
     UnsafeResponseError,
     WebhookVerificationError,
 )
+from doitong_nb._version import __version__
 
 if TYPE_CHECKING:
-    from ._batch import BatchResult, BatchStats
-    from ._client import AsyncFlux, Flux
-    from ._display import gallery
-    from ._export import export_ro_crate
-    from ._panel_widget import panel
-    from ._request import GenerationRequest
-    from ._result import ImageResult, Job
-    from ._store import read_embedded_provenance as read_provenance
-    from ._verify import Verification, verify
-    from ._webhooks import WebhookReceiver, verify_signature
-    from ._wire import Account
-    from .sandbox import Sandbox
+    from doitong_nb._core.request import GenerationRequest
+    from doitong_nb._core.result import ImageResult, Job
+    from doitong_nb._notebook.display import gallery
+    from doitong_nb._notebook.panel import panel
+    from doitong_nb._runtime.batch import BatchResult, BatchStats
+    from doitong_nb._runtime.client import AsyncFlux, Flux
+    from doitong_nb._runtime.webhooks import WebhookReceiver
+    from doitong_nb._store.provenance import read_embedded_provenance as read_provenance
+    from doitong_nb._tools.export import export_ro_crate
+    from doitong_nb._tools.verify import Verification, verify
+    from doitong_nb._wire import Account
+    from doitong_nb._wire.webhooks import verify_signature
+    from doitong_nb.sandbox import Sandbox
 
-__version__ = "0.1.0"
 
 _LAZY = {  # name -> "module" or "module:attribute": loaded on first use, so `%load_ext doitong_nb` stays quick
-    "Account": "_wire",
-    "AsyncFlux": "_client",
-    "BatchResult": "_batch",
-    "BatchStats": "_batch",
-    "Flux": "_client",
-    "GenerationRequest": "_request",
-    "ImageResult": "_result",
-    "Job": "_result",
+    "Account": "_wire.base",
+    "AsyncFlux": "_runtime.client",
+    "BatchResult": "_runtime.batch",
+    "BatchStats": "_runtime.batch",
+    "Flux": "_runtime.client",
+    "GenerationRequest": "_core.request",
+    "ImageResult": "_core.result",
+    "Job": "_core.result",
     "Sandbox": "sandbox",
-    "Verification": "_verify",
-    "WebhookReceiver": "_webhooks",
-    "export_ro_crate": "_export",
-    "gallery": "_display",
-    "panel": "_panel_widget",
-    "read_provenance": "_store:read_embedded_provenance",
-    "verify": "_verify",
-    "verify_signature": "_webhooks",
+    "Verification": "_tools.verify",
+    "WebhookReceiver": "_runtime.webhooks",
+    "export_ro_crate": "_tools.export",
+    "gallery": "_notebook.display",
+    "panel": "_notebook.panel",
+    "read_provenance": "_store.provenance:read_embedded_provenance",
+    "verify": "_tools.verify",
+    "verify_signature": "_wire.webhooks",
 }
 
 
@@ -82,9 +84,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The public names (lazy ones included) and the module's dunders, not its helpers: httpx's way."""
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext doitong_nb`: register %%flux, %flux and friends."""
-    from ._magics import register
+    from doitong_nb._notebook.magics import register
 
     register(ipython)
 
@@ -111,6 +118,7 @@ __all__ = [
     "NotFoundError",
     "RateLimitError",
     "Sandbox",
+    "SchemaMismatchError",
     "ServerError",
     "StorageError",
     "StoreIntegrityError",
@@ -128,6 +136,7 @@ __all__ = [
     "verify_signature",
 ]
 
-for _name in __all__:
-    if _name not in _LAZY:
-        _publish(globals()[_name])
+for _eager in __all__:
+    if _eager not in _LAZY:
+        _publish(globals()[_eager])
+del _eager

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 # --- endpoints [doc] -------------------------------------------------------------------------
 PRODUCTION_BASE_URL = "https://api.doitong.com"
+MAX_SEED = 2**31 - 1  # [assumed] GraphQL's Int is 32-bit signed
+TRANSPORTS = ("graphql", "rest")  # the wire formats: GraphQL (POST /graphql) and REST
 GRAPHQL_PATH = "/graphql"
 REST_SUBMIT_PATH = "/v1/text_to_image"
 REST_JOB_PATH = "/v1/jobs/{id}"  # [assumed]
@@ -70,8 +72,18 @@ STATUS_SPELLINGS: dict[str, tuple[str, ...]] = {
     STATUS_PROCESSING: ("processing", "running", "in_progress", "started", "generating", "active"),
     STATUS_COMPLETED: ("completed", "succeeded", "success", "successful", "done", "ready", "finished", "complete"),
     STATUS_FAILED: (
-        "failed", "failure", "error", "errored", "moderated", "request_moderated", "content_moderated",
-        "canceled", "cancelled", "rejected", "expired", "task_not_found",
+        "failed",
+        "failure",
+        "error",
+        "errored",
+        "moderated",
+        "request_moderated",
+        "content_moderated",
+        "canceled",
+        "cancelled",
+        "rejected",
+        "expired",
+        "task_not_found",
     ),
 }
 MODERATED_STATUSES = ("moderated", "request_moderated", "content_moderated")  # failed with CONTENT_MODERATED
@@ -90,6 +102,7 @@ def status_key(raw: object) -> str:
 def status_meaning(raw: object) -> str | None:
     """The contract's status a service's spelling means, or None for a status nobody listed."""
     return _STATUS_MEANING.get(status_key(raw))
+
 
 # --- errors ------------------------------------------------------------------------------------
 BAD_USER_INPUT = "BAD_USER_INPUT"
@@ -165,8 +178,15 @@ def plan_with_rate(requests_per_minute: float | None) -> Plan | None:
     """The plan an X-RateLimit-Limit names (each plan's rate is its own), or None for a custom one."""
     return next((p for p in PLANS.values() if p.requests_per_minute == requests_per_minute), None)
 
+
 # [assumed] cost = round(linear interpolation by pixel count between these points)
 _PRICE_POINTS = ((512 * 512, 10), (1024 * 1024, 20), (2048 * 2048, 30), (4096 * 4096, 50))
+
+
+def typical_seconds(pixels: int) -> float:
+    """[assumed] The service's typical duration for an image of `pixels`: 8 s up to 1 MP, linear to 15 s at the
+    largest size. The client plans its polling by it; the sandbox renders in this time (plus a seed's jitter)."""
+    return 8.0 + 7.0 * max(0, pixels - 1024 * 1024) / (MAX_PIXELS - 1024 * 1024)
 
 
 def credit_cost(width: int, height: int) -> int:

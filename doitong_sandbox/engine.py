@@ -51,8 +51,7 @@ def iso(t: float) -> str:
 
 def generation_seconds(width: int, height: int, seed: int) -> float:
     """Unscaled time to render: 8 s up to 1 MP, linear to 15 s at 4096x4096, +-0.5 s jitter from the seed."""
-    extra = max(0, width * height - 1024 * 1024) / (c.MAX_PIXELS - 1024 * 1024)
-    return 8.0 + 7.0 * extra + random.Random(seed).uniform(-0.5, 0.5)
+    return c.typical_seconds(width * height) + random.Random(seed).uniform(-0.5, 0.5)
 
 
 class _Window:
@@ -138,7 +137,9 @@ class Engine:
         self.api_request_log: deque[dict[str, Any]] = deque(maxlen=_LOG_LIMIT)
         self.cdn_requests: deque[dict[str, str]] = deque(maxlen=_LOG_LIMIT)
         self.webhooks = WebhookSender(
-            scaled=self.scaled, clock=clock, log=deque(maxlen=_LOG_LIMIT),
+            scaled=self.scaled,
+            clock=clock,
+            log=deque(maxlen=_LOG_LIMIT),
             sign=None if self.dialect.default else self.dialect.webhook_headers,
         )
         self.outputs = Outputs()

@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 from doitong_nb import _contract as c
 from doitong_sandbox.errors import ApiError
 
-_MAX_SEED = 2**31 - 1
 _TYPES: dict[str, type] = {
     "service": str,
     "prompt": str,
@@ -94,8 +93,8 @@ def _spec(p: dict[str, Any], names: dict[str, str]) -> Spec:
         )
     width, height = _size(p)
     seed = p.get("seed")
-    if seed is not None and not 0 <= seed <= _MAX_SEED:
-        raise _bad("seed", f"seed {seed} is out of range; allowed: 0 to {_MAX_SEED}")
+    if seed is not None and not 0 <= seed <= c.MAX_SEED:
+        raise _bad("seed", f"seed {seed} is out of range; allowed: 0 to {c.MAX_SEED}")
     tolerance = p.get("safetyTolerance")
     low, high = c.SAFETY_TOLERANCE_RANGE
     if tolerance is not None and not low <= tolerance <= high:

@@ -11,7 +11,7 @@ from typing import Any
 from PIL import Image
 
 from doitong_nb import _contract as contract
-from doitong_nb._steps import Fetch, Fetched, Reply, Send, Sleep, WaitFor, Work
+from doitong_nb._core.steps import Fetch, Fetched, Reply, Send, Sleep, WaitFor, Work
 
 Answer = Reply | BaseException
 

@@ -12,11 +12,11 @@ import httpx
 import pytest
 
 from doitong_nb import _contract as contract
-from doitong_nb._batch import BatchStats
-from doitong_nb._client import AsyncFlux, Flux
-from doitong_nb._errors import AuthenticationError, BudgetExceededError, GenerationFailedError
-from doitong_nb._request import GenerationRequest
-from doitong_nb._result import ImageResult
+from doitong_nb._core.errors import AuthenticationError, BudgetExceededError, GenerationFailedError
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.result import ImageResult
+from doitong_nb._runtime.batch import BatchStats
+from doitong_nb._runtime.client import AsyncFlux, Flux
 from doitong_nb._wire.graphql import GraphQLTransport
 from doitong_sandbox import Faults, Sandbox
 

@@ -22,9 +22,9 @@ from doitong_nb import (
     NotFoundError,
     RateLimitError,
 )
-from doitong_nb._client import AsyncFlux, Flux
-from doitong_nb._request import GenerationRequest
-from doitong_nb._store import Store
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._runtime.client import AsyncFlux, Flux
+from doitong_nb._store.store import Store
 from doitong_sandbox import Faults, Sandbox
 
 PROMPT = "A futuristic city with flying cars and neon lights"

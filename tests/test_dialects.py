@@ -17,20 +17,20 @@ from urllib.parse import urlsplit
 import pytest
 
 from doitong_nb import _contract as contract
-from doitong_nb._client import Flux
-from doitong_nb._engine import check_output_url
-from doitong_nb._errors import (
+from doitong_nb._core.errors import (
     JobTimeoutError,
     SchemaMismatchError,
     UnknownStatusError,
     UnsafeResponseError,
     WebhookVerificationError,
 )
-from doitong_nb._limits import reset_seconds, retry_after_seconds
-from doitong_nb._request import GenerationRequest
-from doitong_nb._result import ImageResult, Job
-from doitong_nb._steps import Sleep
-from doitong_nb._webhooks import verify_signature
+from doitong_nb._core.limits import reset_seconds, retry_after_seconds
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.result import ImageResult, Job
+from doitong_nb._core.steps import Sleep
+from doitong_nb._engine.engine import check_output_url
+from doitong_nb._runtime.client import Flux
+from doitong_nb._wire.webhooks import verify_signature
 from doitong_sandbox import Sandbox
 from doitong_sandbox.dialects import DIALECTS
 
@@ -135,14 +135,14 @@ def test_a_crash_after_submitting_leaves_the_job_pending_and_resumable(sandbox: 
 
 
 def test_resuming_an_unknown_job_says_how_to_list_the_pending_ones(flux: Flux) -> None:
-    from doitong_nb._errors import NotFoundError
+    from doitong_nb._core.errors import NotFoundError
 
     with pytest.raises(NotFoundError, match="flux_jobs"):
         flux.resume("job_nothing")
 
 
 def flux_request(prompt: str, **options):
-    from doitong_nb._request import GenerationRequest
+    from doitong_nb._core.request import GenerationRequest
 
     return GenerationRequest.build(prompt, size="512x512", seed=1, **options)
 
@@ -188,7 +188,11 @@ def test_every_dialect_delivers_the_images_or_keeps_the_job_and_says_what_to_set
         assert batch.errors == {}, batch.errors
         delivered += batch.images
         hooked = flux.batch(
-            [f"{PROMPT}, by webhook"], size="256x256", seed=3, progress=False, webhook_url=True,
+            [f"{PROMPT}, by webhook"],
+            size="256x256",
+            seed=3,
+            progress=False,
+            webhook_url=True,
             webhook_secret=box.webhook_secret,
         )
         assert hooked.errors == {} and hooked.stats.webhooks, hooked.errors
@@ -255,7 +259,7 @@ def test_an_expired_signed_url_gets_one_fresh_status_read(tmp_path: Path) -> Non
 
 
 def test_errors_answered_with_http_200_and_no_code_are_still_typed(tmp_path: Path) -> None:
-    from doitong_nb._errors import NotFoundError
+    from doitong_nb._core.errors import NotFoundError
 
     with Sandbox(speed=1000, dialect="errors-200") as box, client_for(box, tmp_path) as flux:
         with pytest.raises(NotFoundError):
@@ -346,7 +350,7 @@ def test_every_dialect_has_a_doctor_test() -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", ["default", *DOCTOR_NAMES])
 def test_doctor_names_each_dialects_difference(name: str, tmp_path: Path) -> None:
-    from doitong_nb._doctor import run
+    from doitong_nb._tools.doctor import run
 
     with Sandbox(speed=1000, dialect=name) as box, client_for(box, tmp_path) as flux:
         if name != "no-introspection":
@@ -368,19 +372,25 @@ def test_doctor_names_each_dialects_difference(name: str, tmp_path: Path) -> Non
 
 
 def test_doctor_says_what_only_a_paid_job_would_show_and_how_the_client_copes(sandbox: Sandbox, tmp_path: Path) -> None:
-    from doitong_nb._doctor import run
+    from doitong_nb._tools.doctor import run
 
     with client_for(sandbox, tmp_path) as flux:
         text, failed = run(flux)
     assert not failed and charged(sandbox) == 0, text
-    assert re.search(r"note cost +no submission seen .*unchecked \(only a paid submission shows it\); the client "
-                     r"counts the quote", text), text
-    assert re.search(r"note webhooks +.*no delivery received .*unchecked \(only a paid job with a webhook shows it\); "
-                     r"the receiver verifies hex or base64", text), text
+    assert re.search(
+        r"note cost +no submission seen .*unchecked \(only a paid submission shows it\); the client "
+        r"counts the quote",
+        text,
+    ), text
+    assert re.search(
+        r"note webhooks +.*no delivery received .*unchecked \(only a paid job with a webhook shows it\); "
+        r"the receiver verifies hex or base64",
+        text,
+    ), text
 
 
 def test_doctor_sees_a_late_cost_on_a_job_still_in_flight(tmp_path: Path) -> None:
-    from doitong_nb._doctor import run
+    from doitong_nb._tools.doctor import run
 
     with Sandbox(speed=1, dialect="cost-late") as box, client_for(box, tmp_path, timeout=0.001) as flux:
         with pytest.raises(JobTimeoutError):
@@ -397,14 +407,17 @@ def test_doctor_cli_exits_non_zero_when_something_essential_fails(tmp_path: Path
 
     with Sandbox(speed=1000, dialect="no-introspection") as box:
         env = {**os.environ, "DOITONG_API_KEY": box.api_key, "PYTHONPATH": str(Path(__file__).parents[1])}
-        argv = [sys.executable, "-m", "doitong_nb._cli", "doctor", "--base-url", box.base_url]
+        argv = [sys.executable, "-m", "doitong_nb._tools.cli", "doctor", "--base-url", box.base_url]
         done = subprocess.run(
             [*argv, "--output-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=60
         )
         assert done.returncode == 1 and "Flux.status_query" in done.stdout, done.stdout + done.stderr
         named = subprocess.run(
             [*argv, "--output-dir", str(tmp_path), "--status-query", "getJob(jobId)"],
-            capture_output=True, text=True, env=env, timeout=60,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
         )
         assert named.returncode == 0 and box.api_key not in named.stdout, named.stdout + named.stderr
 
@@ -413,7 +426,7 @@ def test_doctor_cli_exits_non_zero_when_something_essential_fails(tmp_path: Path
 
 _KILLED_SCRIPT = """
 import sys
-from doitong_nb._client import Flux
+from doitong_nb._runtime.client import Flux
 
 key, url, out, transport, status_query = sys.argv[1:6]
 with Flux(api_key=key, base_url=url, output_dir=out, transport=transport, status_query=status_query or None) as flux:
@@ -489,7 +502,8 @@ def test_every_dialect_resumes_a_generate_killed_with_sigkill(name: str, moment:
 
 
 def test_codeless_errors_are_classified_by_the_contracts_message_rules(monkeypatch: pytest.MonkeyPatch) -> None:
-    from doitong_nb._errors import NotFoundError, RateLimitError, from_response
+    from doitong_nb._core.errors import NotFoundError, RateLimitError
+    from doitong_nb._wire.replies import from_response
 
     body = {"errors": [{"message": "Job quota exhausted"}]}
     assert type(from_response(200, body)) is not RateLimitError

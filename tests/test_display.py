@@ -15,10 +15,10 @@ from statistics import NormalDist
 import pytest
 from PIL import Image, ImageDraw, PngImagePlugin
 
-from doitong_nb import _display as display
-from doitong_nb._errors import InsufficientCreditsError
-from doitong_nb._request import GenerationRequest
-from doitong_nb._result import ImageResult
+from doitong_nb._core.errors import InsufficientCreditsError
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.result import ImageResult
+from doitong_nb._notebook import display, previews
 
 
 def picture(width: int, height: int, seed: int = 7) -> Image.Image:
@@ -97,7 +97,7 @@ def preview_size(data: bytes) -> tuple[int, int]:
 def test_preview_long_side_is_capped_and_aspect_kept(tmp_path: Path) -> None:
     path = tmp_path / "wide.png"
     picture(1024, 512).save(path, compress_level=0)
-    data, mime = display.make_preview(path, max_px=512)
+    data, mime = previews.make_preview(path, max_px=512)
     assert mime == "image/jpeg"
     assert preview_size(data) == (512, 256)
 
@@ -105,13 +105,13 @@ def test_preview_long_side_is_capped_and_aspect_kept(tmp_path: Path) -> None:
 def test_preview_never_upscales_small_images(tmp_path: Path) -> None:
     path = tmp_path / "small.jpg"
     picture(320, 240).save(path)
-    data, _ = display.make_preview(path, max_px=1024)
+    data, _ = previews.make_preview(path, max_px=1024)
     assert preview_size(data) == (320, 240)
 
 
 @pytest.mark.slow
 def test_preview_of_4096_jpeg_is_1024_and_well_under_300kb_base64(tmp_path: Path) -> None:
-    data, _ = display.make_preview(save_as_result(picture(4096, 4096), tmp_path / "job_abc123.jpg"))
+    data, _ = previews.make_preview(save_as_result(picture(4096, 4096), tmp_path / "job_abc123.jpg"))
     assert preview_size(data) == (1024, 1024)
     assert len(base64.b64encode(data)) < 300_000
 
@@ -122,8 +122,8 @@ def test_preview_bytes_ignore_embedded_metadata(tmp_path: Path) -> None:
     pixels.save(first, quality=92, comment=b"job_one 2026-11-24T10:00:00Z", exif=exif_with("job_one"))
     pixels.save(second, quality=92, comment=b"job_two 2026-11-25T11:11:11Z", exif=exif_with("job_two"))
     assert first.read_bytes() != second.read_bytes()
-    preview, _ = display.make_preview(first)
-    assert preview == display.make_preview(second)[0]
+    preview, _ = previews.make_preview(first)
+    assert preview == previews.make_preview(second)[0]
     assert b"job_one" not in preview and b"Exif" not in preview
 
 
@@ -135,27 +135,27 @@ def test_preview_bytes_ignore_png_text_chunks(tmp_path: Path) -> None:
         info.add_text("doitong", f'{{"job_id": "{job}"}}')
         paths.append(tmp_path / f"{job}.png")
         pixels.save(paths[-1], pnginfo=info, compress_level=0)
-    assert display.make_preview(paths[0]) == display.make_preview(paths[1])
+    assert previews.make_preview(paths[0]) == previews.make_preview(paths[1])
 
 
 def test_preview_bytes_follow_the_pixels(tmp_path: Path) -> None:
     first, second = tmp_path / "a.png", tmp_path / "b.png"
     picture(600, 400, seed=1).save(first, compress_level=0)
     picture(600, 400, seed=2).save(second, compress_level=0)
-    assert display.make_preview(first) != display.make_preview(second)
+    assert previews.make_preview(first) != previews.make_preview(second)
 
 
 def test_preview_is_cached_until_the_file_changes(tmp_path: Path) -> None:
     path = tmp_path / "img.png"
     picture(600, 400, seed=1).save(path, compress_level=0)
-    first = display.make_preview(path)
-    hits = display._cached_preview.cache_info().hits
-    assert display.make_preview(path) == first
-    assert display._cached_preview.cache_info().hits == hits + 1
+    first = previews.make_preview(path)
+    hits = previews._cached_preview.cache_info().hits
+    assert previews.make_preview(path) == first
+    assert previews._cached_preview.cache_info().hits == hits + 1
     picture(600, 400, seed=2).save(path, compress_level=0)
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert display.make_preview(path) != first
+    assert previews.make_preview(path) != first
 
 
 def test_preview_applies_exif_orientation(tmp_path: Path) -> None:
@@ -163,14 +163,14 @@ def test_preview_applies_exif_orientation(tmp_path: Path) -> None:
     exif = exif_with("job_x")
     exif[0x0112] = 6  # stored landscape, shown rotated 90 degrees clockwise
     picture(400, 200).save(path, exif=exif)
-    data, _ = display.make_preview(path)
+    data, _ = previews.make_preview(path)
     assert preview_size(data) == (200, 400)
 
 
 def test_preview_keeps_alpha_as_png(tmp_path: Path) -> None:
     path = tmp_path / "alpha.png"
     Image.new("RGBA", (300, 200), (255, 0, 0, 128)).save(path, compress_level=0)
-    data, mime = display.make_preview(path)
+    data, mime = previews.make_preview(path)
     assert mime == "image/png"
     with Image.open(io.BytesIO(data)) as im:
         assert im.mode == "RGBA"

@@ -13,11 +13,11 @@ import pytest
 from _scripted import Script
 
 from doitong_nb import _contract as contract
-from doitong_nb._config import Settings
-from doitong_nb._engine import Engine
-from doitong_nb._errors import JobTimeoutError, NetworkError
-from doitong_nb._request import GenerationRequest
-from doitong_nb._steps import Reply, Send, Sleep
+from doitong_nb._core.errors import JobTimeoutError, NetworkError
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.settings import Settings
+from doitong_nb._core.steps import Reply, Send, Sleep
+from doitong_nb._engine.engine import Engine
 
 REQUEST = GenerationRequest.build("a lighthouse at dawn", size="512x512", seed=3)
 
@@ -105,7 +105,7 @@ def test_a_job_still_running_at_the_deadline_is_handed_back_by_id_without_real_w
 
 
 def test_an_unreachable_host_at_first_contact_fails_without_a_retry(script: Script, tmp_path: Path) -> None:
-    from doitong_nb._steps import ConnectFailed
+    from doitong_nb._core.steps import ConnectFailed
 
     engine = engine_for(script, tmp_path)
     engine.reached = False

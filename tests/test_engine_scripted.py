@@ -18,9 +18,7 @@ from _scripted import Answer, jpeg
 from _scripted import Script as _Script
 
 from doitong_nb import _contract as contract
-from doitong_nb._config import Settings, checked_api_key
-from doitong_nb._engine import Engine, budget_refusal
-from doitong_nb._errors import (
+from doitong_nb._core.errors import (
     AuthenticationError,
     BudgetExceededError,
     DoitongError,
@@ -28,11 +26,14 @@ from doitong_nb._errors import (
     NetworkError,
     NotFoundError,
     StorageError,
-    redact,
 )
-from doitong_nb._journal import DONE, FAILED, SUBMITTED, SUBMITTING
-from doitong_nb._request import GenerationRequest
-from doitong_nb._steps import Reply, Send, Sleep
+from doitong_nb._core.keys import checked_api_key
+from doitong_nb._core.redaction import redact
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.settings import Settings
+from doitong_nb._core.steps import Reply, Send, Sleep
+from doitong_nb._engine.engine import Engine, budget_refusal
+from doitong_nb._store.journal import DONE, FAILED, SUBMITTED, SUBMITTING
 
 KEY = "sk-scripted-0123456789abcdef"
 BASE = "http://127.0.0.1:9"
@@ -300,7 +301,7 @@ def test_checked_api_key_strips_refuses_by_position_and_remembers_the_key() -> N
 
 
 def plan(engine: Engine, requests: list[GenerationRequest], max_credits: int | None = None) -> Any:
-    from doitong_nb._batch import _Batch
+    from doitong_nb._runtime.batch import _Batch
 
     return _Batch(engine, requests, max_credits=max_credits, refresh=False, progress=False, completion=None)
 
@@ -369,7 +370,7 @@ def test_a_batch_admits_items_exactly_up_to_its_budget_and_free_ones_past_it(tmp
 
 
 def test_a_batch_stops_charging_items_at_the_daily_cap(tmp_path: Path) -> None:
-    from doitong_nb._errors import RateLimitError
+    from doitong_nb._core.errors import RateLimitError
 
     engine = make_engine(tmp_path)
     Script(ok(job("job_s"))).run(engine.generate(REQUEST.with_seed(1)))
@@ -404,7 +405,7 @@ def test_with_replay_off_the_same_request_is_generated_again(tmp_path: Path) -> 
 
 
 def test_a_call_timeout_ends_the_retries_at_its_deadline(tmp_path: Path) -> None:
-    from doitong_nb._errors import ServerError
+    from doitong_nb._core.errors import ServerError
 
     engine = make_engine(tmp_path)
     script = Script(refused(503, contract.INTERNAL))
@@ -474,7 +475,7 @@ def test_a_call_on_another_transport_goes_there_throughout(tmp_path: Path) -> No
 def test_a_remembered_key_of_four_characters_is_scrubbed_from_every_error() -> None:
     import secrets
 
-    from doitong_nb._errors import remember_secret
+    from doitong_nb._core.redaction import remember_secret
 
     short = f"~{secrets.token_hex(1)}~"  # fresh in each process (mutmut forks after the clean run)
     remember_secret(short)
@@ -502,7 +503,7 @@ def test_a_rest_call_carries_rest_auth_and_resumes_over_rest(tmp_path: Path) -> 
 
 
 def test_a_resume_keeps_its_own_timeout(tmp_path: Path) -> None:
-    from doitong_nb._errors import ServerError
+    from doitong_nb._core.errors import ServerError
 
     engine = make_engine(tmp_path)
     entry = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)
@@ -656,7 +657,7 @@ def test_a_429_without_retry_after_backs_off(tmp_path: Path) -> None:
 
 
 def test_a_call_waits_for_its_booked_slot_even_a_short_one(tmp_path: Path) -> None:
-    from doitong_nb._limits import RateBudget
+    from doitong_nb._core.limits import RateBudget
 
     engine = make_engine(tmp_path)
     clock = Clock()
@@ -669,8 +670,8 @@ def test_a_call_waits_for_its_booked_slot_even_a_short_one(tmp_path: Path) -> No
 
 
 def test_a_call_gives_up_after_eight_attempts(tmp_path: Path) -> None:
-    from doitong_nb._engine import MAX_ATTEMPTS
-    from doitong_nb._errors import ServerError
+    from doitong_nb._core.errors import ServerError
+    from doitong_nb._engine.engine import MAX_ATTEMPTS
 
     engine = make_engine(tmp_path)
     script = Script(*[refused(503, contract.INTERNAL)] * 9)
@@ -680,7 +681,7 @@ def test_a_call_gives_up_after_eight_attempts(tmp_path: Path) -> None:
 
 
 def test_a_connection_refused_before_any_answer_fails_at_once_and_later_is_retried(tmp_path: Path) -> None:
-    from doitong_nb._steps import ConnectFailed
+    from doitong_nb._core.steps import ConnectFailed
 
     engine = make_engine(tmp_path)
     script = Script(ConnectFailed("refused"))
@@ -697,7 +698,7 @@ def test_an_empty_success_is_retried_and_a_refusal_without_errors_is_not(tmp_pat
     engine = make_engine(tmp_path)
     script = Script(Reply(200, httpx.Headers({}), None), ok(job("job_a")))
     assert script.run(engine.generate(REQUEST)).job_id == "job_a" and len(script.sent) == 2
-    from doitong_nb._errors import InvalidRequestError
+    from doitong_nb._core.errors import InvalidRequestError
 
     bad_input = {"errors": [{"message": "bad", "extensions": {"code": contract.BAD_USER_INPUT}}]}
     for refusal in (
@@ -737,8 +738,8 @@ def webhook(payload: dict[str, Any] | None) -> Any:
 
 
 def test_a_job_whose_webhook_comes_is_waited_for_in_one_step_with_no_status_read(tmp_path: Path) -> None:
-    from doitong_nb._engine import WEBHOOK_GRACE, WEBHOOK_SLACK
-    from doitong_nb._polling import expected_seconds
+    from doitong_nb._core.polling import expected_seconds
+    from doitong_nb._engine.engine import WEBHOOK_GRACE, WEBHOOK_SLACK
 
     script = Script(ok(job("job_a", "PROCESSING")))
     engine = make_engine(tmp_path, clock=script.clock)
@@ -749,8 +750,8 @@ def test_a_job_whose_webhook_comes_is_waited_for_in_one_step_with_no_status_read
 
 
 def test_a_lost_webhook_is_waited_for_until_the_grace_ends_then_the_status_is_read(tmp_path: Path) -> None:
-    from doitong_nb._engine import WEBHOOK_GRACE, WEBHOOK_SLACK
-    from doitong_nb._polling import expected_seconds
+    from doitong_nb._core.polling import expected_seconds
+    from doitong_nb._engine.engine import WEBHOOK_GRACE, WEBHOOK_SLACK
 
     grace = WEBHOOK_GRACE * expected_seconds(SIZE * SIZE) + WEBHOOK_SLACK
     script = Script(ok(job("job_a", "PROCESSING")), ok(job("job_a"), name="job"))
@@ -761,7 +762,7 @@ def test_a_lost_webhook_is_waited_for_until_the_grace_ends_then_the_status_is_re
 
 
 def test_the_webhook_wait_ends_at_the_call_deadline(tmp_path: Path) -> None:
-    from doitong_nb._errors import JobTimeoutError
+    from doitong_nb._core.errors import JobTimeoutError
 
     script = Script(ok(job("job_a", "PROCESSING")))
     engine = make_engine(tmp_path, clock=script.clock)
@@ -773,9 +774,7 @@ def test_the_webhook_wait_ends_at_the_call_deadline(tmp_path: Path) -> None:
 def heard(engine: Engine) -> list[tuple[Any, ...]]:
     """Every event the engine publishes, as (kind, key, job_id, status, credits, error code)."""
     events: list[tuple[Any, ...]] = []
-    engine.subscribe(
-        lambda e: events.append((e.kind, e.key, e.job_id, e.status, e.credits, e.error and e.error.code))
-    )
+    engine.subscribe(lambda e: events.append((e.kind, e.key, e.job_id, e.status, e.credits, e.error and e.error.code)))
     return events
 
 

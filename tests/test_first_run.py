@@ -21,12 +21,12 @@ except ImportError:  # Python 3.10: pytest's own dependency reads TOML the same 
     import tomli as tomllib
 
 from doitong_nb import _contract as contract
-from doitong_nb._client import Flux
-from doitong_nb._config import Settings
-from doitong_nb._display import result_bundle
-from doitong_nb._engine import WAITING_FOR_RATE, WAITING_FOR_SLOT, Engine
-from doitong_nb._request import GenerationRequest
-from doitong_nb._steps import Reply, Sleep
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.settings import Settings
+from doitong_nb._core.steps import Reply, Sleep
+from doitong_nb._engine.engine import WAITING_FOR_RATE, WAITING_FOR_SLOT, Engine
+from doitong_nb._notebook.display import result_bundle
+from doitong_nb._runtime.client import Flux
 from doitong_sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from doitong_nb import _grid as grid
-from doitong_nb._client import Flux
-from doitong_nb._errors import InvalidRequestError
+from doitong_nb._core import grid
+from doitong_nb._core.errors import InvalidRequestError
+from doitong_nb._runtime.client import Flux
 from doitong_sandbox import Sandbox
 
 PROMPT = "A paper boat on a pond"

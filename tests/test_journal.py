@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from doitong_nb._journal import Journal
-from doitong_nb._request import GenerationRequest
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._store.journal import Journal
 
 REQUEST = GenerationRequest("a lighthouse at dusk", seed=7)
 REPO = Path(__file__).resolve().parents[1]
@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from doitong_nb._journal import Journal
-    from doitong_nb._request import GenerationRequest
+    from doitong_nb._store.journal import Journal
+    from doitong_nb._core.request import GenerationRequest
 
     journal = Journal(Path(sys.argv[1]))
     request = GenerationRequest("a lighthouse at dusk")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from doitong_nb._errors import StorageError
-from doitong_nb._journal import FAILED, SUBMITTING, Journal
-from doitong_nb._request import GenerationRequest
+from doitong_nb._core.errors import StorageError
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._store.journal import FAILED, SUBMITTING, Journal
 
 HOOKED = GenerationRequest.build("a kite", size="512x512", seed=1, webhook_url="https://example.com/hook")
 

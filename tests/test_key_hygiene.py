@@ -10,8 +10,8 @@ from urllib.parse import quote
 import pytest
 
 from doitong_nb import AuthenticationError, DoitongError
-from doitong_nb._client import Flux
-from doitong_nb._display import error_text
+from doitong_nb._notebook.display import error_text
+from doitong_nb._runtime.client import Flux
 from doitong_sandbox import Faults, Sandbox
 
 SECRET = "sk-test/SECRET+4f1c=9a7e2b6d8053"  # '/', '+' and '=' make its base64 and percent forms differ

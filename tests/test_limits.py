@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from doitong_nb import _contract as contract
-from doitong_nb._limits import RateBudget
-from doitong_nb._polling import DurationModel, expected_seconds
+from doitong_nb._core.limits import RateBudget
+from doitong_nb._core.polling import DurationModel, expected_seconds
 
 
 class Clock:

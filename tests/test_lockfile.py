@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from doitong_nb import __version__
-from doitong_nb._lockfile import FIELDS, LockFile, LockFileError, lock_path_for, parse, render
-from doitong_nb._request import GenerationRequest
-from doitong_nb._result import Job
-from doitong_nb._store import Store
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.result import Job
+from doitong_nb._store.lockfile import FIELDS, LockFile, LockFileError, lock_path_for, parse, render
+from doitong_nb._store.store import Store
+from doitong_nb._version import __version__
 
 ORIGIN = "https://api.doitong.com"
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def test_two_processes_adding_at_once_lose_no_entry(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys
-        from doitong_nb._lockfile import LockFile
+        from doitong_nb._store.lockfile import LockFile
         lock = LockFile({str(path)!r})
         who = sys.argv[1]
         for i in range(40):

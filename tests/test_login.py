@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from doitong_nb import _config as config
-from doitong_nb import _login as login
-from doitong_nb._errors import AuthenticationError, DoitongError
+from doitong_nb._core import env
+from doitong_nb._core.errors import AuthenticationError, DoitongError
+from doitong_nb._notebook import login as login_magics
+from doitong_nb._runtime import login
+from doitong_nb._runtime import settings as runtime_settings
 from doitong_sandbox import Sandbox
 
 KEY = "dtk_live_0123456789abcdefLEAK"
@@ -24,23 +26,23 @@ def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     monkeypatch.setattr(login, "_login_key", None)
     monkeypatch.setattr(login, "_keyring", lambda: None)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.delenv(config.ENV_API_KEY, raising=False)
-    monkeypatch.delenv(config.ENV_BASE_URL, raising=False)
+    monkeypatch.delenv(env.ENV_API_KEY, raising=False)
+    monkeypatch.delenv(env.ENV_BASE_URL, raising=False)
     yield
 
 
 # --- the warning --------------------------------------------------------------------------------------
 
 LEAKS = {
-    "%env": f"%env {config.ENV_API_KEY}={KEY}",
-    "os.environ": f'import os\nos.environ["{config.ENV_API_KEY}"] = "{KEY}"',
+    "%env": f"%env {env.ENV_API_KEY}={KEY}",
+    "os.environ": f'import os\nos.environ["{env.ENV_API_KEY}"] = "{KEY}"',
     "Flux(api_key=)": f'from doitong_nb import Flux\nflux = Flux(api_key="{KEY}")',
 }
 
 
 @pytest.mark.parametrize("form", sorted(LEAKS))
 def test_each_key_literal_form_is_named_by_line_and_the_key_never_shown(form: str) -> None:
-    message = login.warning_for(LEAKS[form])
+    message = login_magics.warning_for(LEAKS[form])
     assert message is not None
     assert KEY not in message and KEY[:12] not in message
     assert "%flux_login" in message and "rotate the key" in message
@@ -50,23 +52,23 @@ def test_each_key_literal_form_is_named_by_line_and_the_key_never_shown(form: st
 @pytest.mark.parametrize(
     "source",
     [
-        f'key = os.environ.get("{config.ENV_API_KEY}")',
-        f'os.environ["{config.ENV_API_KEY}"] = getpass.getpass()',
-        f'os.environ["{config.ENV_API_KEY}"] = os.environ.get("OTHER_KEY_VARIABLE_NAME", "")',
-        f"%env {config.ENV_API_KEY}=$secret_from_a_variable",
-        f"%env {config.ENV_API_KEY}",  # a read
+        f'key = os.environ.get("{env.ENV_API_KEY}")',
+        f'os.environ["{env.ENV_API_KEY}"] = getpass.getpass()',
+        f'os.environ["{env.ENV_API_KEY}"] = os.environ.get("OTHER_KEY_VARIABLE_NAME", "")',
+        f"%env {env.ENV_API_KEY}=$secret_from_a_variable",
+        f"%env {env.ENV_API_KEY}",  # a read
         "flux = Flux(api_key=my_key_from_a_vault)",
         'flux = Flux(api_key="...")',  # a placeholder in documentation
-        f'if os.environ["{config.ENV_API_KEY}"] == "dtk_live_0123456789abcdef": pass',
+        f'if os.environ["{env.ENV_API_KEY}"] == "dtk_live_0123456789abcdef": pass',
     ],
 )
 def test_reads_getpass_and_placeholders_are_not_leaks(source: str) -> None:
-    assert login.key_literals(source) == []
+    assert login_magics.key_literals(source) == []
 
 
 def test_other_setters_are_caught_too() -> None:
-    assert login.key_literals(f'os.environ.setdefault("{config.ENV_API_KEY}", "{KEY}")')
-    assert login.key_literals(f'os.environ.update({config.ENV_API_KEY}="{KEY}")')
+    assert login_magics.key_literals(f'os.environ.setdefault("{env.ENV_API_KEY}", "{KEY}")')
+    assert login_magics.key_literals(f'os.environ.update({env.ENV_API_KEY}="{KEY}")')
 
 
 def test_the_warning_fires_before_the_cell_and_the_cell_still_runs(
@@ -83,7 +85,7 @@ def test_the_warning_fires_before_the_cell_and_the_cell_still_runs(
         assert "writes an API key into the notebook" in err, form
         assert KEY not in err
         assert ip.user_ns["ran"] == form
-        os.environ.pop(config.ENV_API_KEY, None)
+        os.environ.pop(env.ENV_API_KEY, None)
 
 
 # --- login, logout and the lookup order ---------------------------------------------------------------------------
@@ -92,14 +94,14 @@ def test_the_warning_fires_before_the_cell_and_the_cell_still_runs(
 def test_lookup_order_is_argument_then_login_then_environment_then_saved(monkeypatch: pytest.MonkeyPatch) -> None:
     url = "https://api.example.test"
     monkeypatch.setattr(login, "saved", lambda: "saved_key_0123456789")
-    assert config.resolve(base_url=url).api_key == "saved_key_0123456789"
-    monkeypatch.setenv(config.ENV_API_KEY, "env_key_0123456789")
-    assert config.resolve(base_url=url).api_key == "env_key_0123456789"
+    assert runtime_settings.resolve(base_url=url).api_key == "saved_key_0123456789"
+    monkeypatch.setenv(env.ENV_API_KEY, "env_key_0123456789")
+    assert runtime_settings.resolve(base_url=url).api_key == "env_key_0123456789"
     login.login("  login_key_0123456789\n")
-    assert config.resolve(base_url=url).api_key == "login_key_0123456789"
-    assert config.resolve(base_url=url, api_key="arg_key_0123456789").api_key == "arg_key_0123456789"
+    assert runtime_settings.resolve(base_url=url).api_key == "login_key_0123456789"
+    assert runtime_settings.resolve(base_url=url, api_key="arg_key_0123456789").api_key == "arg_key_0123456789"
     login.logout()
-    assert config.resolve(base_url=url).api_key == "env_key_0123456789"
+    assert runtime_settings.resolve(base_url=url).api_key == "env_key_0123456789"
 
 
 def test_a_login_key_is_checked_and_scrubbed_like_any_key() -> None:
@@ -113,7 +115,7 @@ def test_flux_login_asks_hidden_keeps_it_in_the_kernel_and_logout_forgets(
     shell_for, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     ip = shell_for(sandbox, tmp_path / "out")
-    monkeypatch.delenv(config.ENV_API_KEY)  # from here the login is the only key the magics could see
+    monkeypatch.delenv(env.ENV_API_KEY)  # from here the login is the only key the magics could see
     prompts = []
     monkeypatch.setattr(getpass, "getpass", lambda prompt="": prompts.append(prompt) or sandbox.api_key + "\n")
     ip.run_line_magic("flux_login", "")

@@ -13,8 +13,8 @@ import pytest
 from _kernel import collect
 from IPython.core.interactiveshell import InteractiveShell
 
-from doitong_nb._errors import InvalidRequestError
-from doitong_nb._request import GenerationRequest
+from doitong_nb._core.errors import InvalidRequestError
+from doitong_nb._core.request import GenerationRequest
 from doitong_sandbox import Sandbox
 
 PROMPT = "A futuristic city with flying cars and neon lights"
@@ -142,7 +142,7 @@ def test_grid_of_four_adds_under_300kb_to_the_notebook(ip: InteractiveShell, mon
 
 
 def test_line_magic_usage_names_the_prompt() -> None:
-    from doitong_nb._magics import Flux
+    from doitong_nb._notebook.magics import Flux
 
     assert Flux.flux_line.__doc__.lstrip(":\n ").startswith("%flux PROMPT [--size SIZE]")
     assert Flux.flux.__doc__.lstrip(":\n ").startswith("%%flux [--size SIZE]")

@@ -9,8 +9,8 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from doitong_nb._client import Flux
-from doitong_nb._errors import JobTimeoutError
+from doitong_nb._core.errors import JobTimeoutError
+from doitong_nb._runtime.client import Flux
 from doitong_sandbox import Sandbox
 
 PROMPT = "A lighthouse on a cliff at dawn"

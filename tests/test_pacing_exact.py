@@ -9,7 +9,7 @@ import time
 import pytest
 
 from doitong_nb import _contract as contract
-from doitong_nb._limits import RateBudget, Slot, reset_seconds, retry_after_seconds
+from doitong_nb._core.limits import RateBudget, Slot, reset_seconds, retry_after_seconds
 
 MARGIN, FIRST_TRIP, DECAY = 0.005, 0.25, 0.9
 EXACT = 1e-9

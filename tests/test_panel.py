@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from IPython.testing.globalipapp import get_ipython
 
-from doitong_nb._client import Flux
-from doitong_nb._panel_widget import FluxPanel
+from doitong_nb._notebook.panel import FluxPanel
+from doitong_nb._runtime.client import Flux
 from doitong_sandbox import Sandbox
 
 PROMPT = "A lighthouse on a basalt cliff at dawn"

@@ -18,6 +18,7 @@ def execute(*args: object, **kwargs: object) -> object:
     with ThreadPoolExecutor(1) as thread:
         return thread.submit(papermill.execute_notebook, *args, **kwargs).result()
 
+
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "notebooks" / "quickstart.ipynb"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from doitong_nb._client import Flux
-from doitong_nb._errors import UnsafeResponseError
-from doitong_nb._pinned import PinnedTransport
-from doitong_nb._request import GenerationRequest
+from doitong_nb._core.errors import UnsafeResponseError
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._runtime.client import Flux
+from doitong_nb._runtime.pinned import PinnedTransport
 from doitong_sandbox import Sandbox
 
 

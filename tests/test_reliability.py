@@ -26,8 +26,8 @@ import pytest
 from PIL import Image
 
 from doitong_nb import _contract as contract
-from doitong_nb._client import Flux
-from doitong_nb._errors import DownloadError, UnsafeResponseError
+from doitong_nb._core.errors import DownloadError, UnsafeResponseError
+from doitong_nb._runtime.client import Flux
 from doitong_sandbox import Faults, Sandbox
 
 PROMPT = "A futuristic city with flying cars and neon lights"
@@ -36,7 +36,7 @@ PROMPT = "A futuristic city with flying cars and neon lights"
 
 _BATCH_SCRIPT = """
 import sys
-from doitong_nb._client import Flux
+from doitong_nb._runtime.client import Flux
 
 key, url, out = sys.argv[1:4]
 prompts = [f"a crash-safe lighthouse, study {i}" for i in range(8)]

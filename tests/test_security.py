@@ -20,10 +20,11 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from doitong_nb import _contract as contract
-from doitong_nb._client import Flux
-from doitong_nb._errors import InvalidRequestError, WebhookVerificationError
-from doitong_nb._request import MAX_SEED, GenerationRequest
-from doitong_nb._webhooks import WebhookReceiver, verify_signature
+from doitong_nb._core.errors import InvalidRequestError, WebhookVerificationError
+from doitong_nb._core.request import MAX_SEED, GenerationRequest
+from doitong_nb._runtime.client import Flux
+from doitong_nb._runtime.webhooks import WebhookReceiver
+from doitong_nb._wire.webhooks import verify_signature
 from doitong_sandbox import Sandbox
 
 SECRET = "sk-test-SECRET-4f1c9a7e2b6d8053"

@@ -1,6 +1,6 @@
 """Every setting comes from one order: explicit argument > `%config Flux.*` > login (the key) > environment > default.
 
-The resolution is pure (no server): each source, and each pair of neighbours, is tested on `config.resolve` itself.
+The resolution is pure (no server): each source, and each pair of neighbours, is tested on `resolve` itself.
 Then every face reads it: `%%flux` honours the environment and `%config`, a cell's option wins over both, the panel
 starts from the same settings, and `-n` is paced by the plan like `--each` (a failing cell stopping papermill:
 test_papermill).
@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from doitong_nb import _config as config
-from doitong_nb import _login as login
-from doitong_nb._config import CONFIGURABLE, ENVIRONMENT, OPTIONS, checked, resolve
-from doitong_nb._errors import AuthenticationError, InvalidRequestError
+from doitong_nb._core import env
+from doitong_nb._core.errors import AuthenticationError, InvalidRequestError
+from doitong_nb._core.settings import CONFIGURABLE, ENVIRONMENT, OPTIONS, checked
+from doitong_nb._runtime import login
+from doitong_nb._runtime import settings as runtime_settings
+from doitong_nb._runtime.sandbox import connect
+from doitong_nb._runtime.settings import resolve
 
 if TYPE_CHECKING:
     from doitong_sandbox import Sandbox
@@ -81,7 +84,7 @@ def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 
 
-def used(settings: config.Settings, name: str) -> Any:
+def used(settings: runtime_settings.Settings, name: str) -> Any:
     """The option as the settings hold it, comparable with `checked` (the output folder is kept as a Path)."""
     value = getattr(settings, name)
     return str(value) if name == "output_dir" else value
@@ -100,7 +103,7 @@ def test_with_nothing_set_every_option_is_its_default_and_the_settings_name_the_
     assert {name: used(settings, name) for name in OPTIONS} == {
         name: option.default for name, option in OPTIONS.items()
     }
-    assert settings.sandbox and settings.api_key == "" and settings.base_url == ""  # connect() starts it, not resolve
+    assert settings.sandbox and settings.api_key == "" and settings.base_url == ""  # connect() starts it
 
 
 @pytest.mark.parametrize("name", WITH_ENV)
@@ -132,7 +135,7 @@ def test_the_key_comes_from_the_argument_then_the_login_then_the_environment_the
 ) -> None:
     monkeypatch.setattr(login, "saved", lambda: "saved_key_0123456789")
     assert resolve(base_url=URL).api_key == "saved_key_0123456789"
-    monkeypatch.setenv(config.ENV_API_KEY, "env_key_0123456789")
+    monkeypatch.setenv(env.ENV_API_KEY, "env_key_0123456789")
     assert resolve(base_url=URL).api_key == "env_key_0123456789"
     login.login("login_key_0123456789")
     assert resolve(base_url=URL).api_key == "login_key_0123456789"
@@ -143,7 +146,7 @@ def test_the_base_url_comes_from_the_argument_then_the_environment_then_the_prod
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert resolve(api_key=KEY).base_url == "https://api.doitong.com"
-    monkeypatch.setenv(config.ENV_BASE_URL, "https://env.example.test/")
+    monkeypatch.setenv(env.ENV_BASE_URL, "https://env.example.test/")
     assert resolve(api_key=KEY).base_url == "https://env.example.test"
     assert resolve(api_key=KEY, base_url=URL).base_url == URL
     assert not resolve(api_key=KEY).sandbox
@@ -155,9 +158,9 @@ def test_a_base_url_without_a_key_is_refused_saying_where_a_key_goes() -> None:
 
 
 def test_a_blank_value_is_unset_in_every_source(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(config.ENV_TRANSPORT, "  ")
+    monkeypatch.setenv(env.ENV_TRANSPORT, "  ")
     assert resolve({"transport": ""}, transport=None).transport == "graphql"
-    monkeypatch.setenv(config.ENV_TRANSPORT, "rest")
+    monkeypatch.setenv(env.ENV_TRANSPORT, "rest")
     assert resolve({"plan": ""}, transport="").transport == "rest"
 
 
@@ -176,11 +179,11 @@ def test_a_bad_value_names_the_source_it_came_from(monkeypatch: pytest.MonkeyPat
         resolve(timeout=-1)
     with pytest.raises(InvalidRequestError, match=r"^%config Flux\.timeout: timeout -1 must be a positive number"):
         resolve({"timeout": -1})
-    monkeypatch.setenv(config.ENV_TIMEOUT, "abc")
+    monkeypatch.setenv(env.ENV_TIMEOUT, "abc")
     with pytest.raises(InvalidRequestError, match=r"^DOITONG_TIMEOUT: timeout 'abc' must be a positive number"):
         resolve()
-    monkeypatch.setenv(config.ENV_TIMEOUT, "30")
-    monkeypatch.setenv(config.ENV_PLAN, "gold")
+    monkeypatch.setenv(env.ENV_TIMEOUT, "30")
+    monkeypatch.setenv(env.ENV_PLAN, "gold")
     with pytest.raises(InvalidRequestError, match=r"^DOITONG_PLAN: plan 'gold' is unknown; use one of: free, "):
         resolve()
 
@@ -193,7 +196,7 @@ def test_an_unknown_setting_is_a_type_error() -> None:
 def test_every_configurable_option_is_a_trait_that_starts_unset_and_is_checked_as_it_is_set() -> None:
     from traitlets import TraitError
 
-    from doitong_nb._magics import Flux as FluxMagics
+    from doitong_nb._notebook.magics import Flux as FluxMagics
 
     magics = FluxMagics(shell=None)
     assert set(FluxMagics.class_traits(config=True)) == set(CONFIGURABLE)
@@ -215,7 +218,7 @@ def test_a_running_client_takes_live_options_while_a_change_of_service_needs_a_n
 
 def test_settings_that_name_a_service_connect_to_it_without_a_sandbox() -> None:
     settings = resolve(api_key=KEY, base_url=URL)
-    assert settings.connect() is settings
+    assert connect(settings) is settings
 
 
 def test_the_readme_lists_every_setting() -> None:
@@ -315,7 +318,7 @@ def test_an_output_folder_set_in_the_environment_is_seen_at_the_next_cell(
 
 
 def test_the_panel_starts_from_config(ip: InteractiveShell) -> None:
-    from doitong_nb._panel_widget import FluxPanel
+    from doitong_nb._notebook.panel import FluxPanel
 
     ip.run_line_magic("config", "Flux.size = '2048x2048'")
     ip.run_line_magic("config", "Flux.transport = 'rest'")
@@ -327,7 +330,7 @@ def test_the_panel_starts_from_config(ip: InteractiveShell) -> None:
 def test_the_panel_starts_from_the_environment_under_config(
     ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from doitong_nb._panel_widget import FluxPanel
+    from doitong_nb._notebook.panel import FluxPanel
 
     monkeypatch.setenv("DOITONG_TRANSPORT", "rest")
     monkeypatch.setenv("DOITONG_MAX_CREDITS", "70")

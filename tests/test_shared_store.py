@@ -16,11 +16,11 @@ moto_server = pytest.importorskip("moto.server")
 
 import fsspec  # noqa: E402
 
-from doitong_nb._client import Flux  # noqa: E402
-from doitong_nb._errors import MissingResultError  # noqa: E402
-from doitong_nb._lockfile import LockFile  # noqa: E402
-from doitong_nb._store import Store  # noqa: E402
-from doitong_nb._stores import ObjectStore, RemoteStoreError, content_path  # noqa: E402
+from doitong_nb._core.errors import MissingResultError  # noqa: E402
+from doitong_nb._runtime.client import Flux  # noqa: E402
+from doitong_nb._store.lockfile import LockFile  # noqa: E402
+from doitong_nb._store.remote import ObjectStore, RemoteStoreError, content_path  # noqa: E402
+from doitong_nb._store.store import Store  # noqa: E402
 from doitong_sandbox import Sandbox  # noqa: E402
 
 _buckets = itertools.count()
@@ -223,7 +223,7 @@ def test_a_local_folder_replays_from_the_lock_when_another_machine_shares_the_fo
     with Flux(api_key=sandbox.api_key, base_url=sandbox.base_url, output_dir=tmp_path / "out") as flux:
         flux.generate(PROMPTS[0], size="1024x1024", seed=3)
     fresh = Store(tmp_path / "elsewhere", lock=tmp_path / "out.lock.jsonl")
-    from doitong_nb._request import GenerationRequest
+    from doitong_nb._core.request import GenerationRequest
 
     key = GenerationRequest(PROMPTS[0], width=1024, height=1024, seed=3).key()
     with pytest.raises(MissingResultError, match="no shared store is set"):

@@ -14,9 +14,9 @@ import pytest
 from _provenance import served_sha256
 from PIL import Image
 
-from doitong_nb._client import Flux
-from doitong_nb._errors import DoitongError
-from doitong_nb._result import ImageResult
+from doitong_nb._core.errors import DoitongError
+from doitong_nb._core.result import ImageResult
+from doitong_nb._runtime.client import Flux
 from doitong_sandbox import Faults, Sandbox
 from doitong_sandbox.faults import KINDS
 

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from doitong_nb import _store as store_module
-from doitong_nb._client import AsyncFlux, Flux
-from doitong_nb._errors import StorageError
-from doitong_nb._journal import Journal
-from doitong_nb._request import GenerationRequest
-from doitong_nb._result import ImageResult, Job
-from doitong_nb._store import STALE_SECONDS, Store
+from doitong_nb._core.errors import StorageError
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.result import ImageResult, Job
+from doitong_nb._runtime.client import AsyncFlux, Flux
+from doitong_nb._store.journal import Journal
+from doitong_nb._store.store import STALE_SECONDS, Store
+from doitong_nb._store.store import store as store_module
 from doitong_sandbox import Sandbox
 
 COST_2048 = GenerationRequest("x", width=2048, height=2048).estimated_credits
@@ -268,7 +268,7 @@ def test_an_injected_full_disk_fails_one_generate_with_its_job_id_and_the_same_c
 def test_a_full_disk_during_the_download_is_not_retried(
     sandbox: Sandbox, flux: Flux, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import doitong_nb._client as client_module
+    from doitong_nb._runtime import client as client_module
 
     def full(handle: object, chunk: bytes, written: int, max_bytes: int) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -513,7 +513,7 @@ def test_a_plain_cell_on_a_full_disk_prints_one_line_with_the_job_and_the_recove
 def test_the_panel_shows_a_storage_failure_in_its_banner(
     sandbox: Sandbox, flux: Flux, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from doitong_nb._panel_widget import FluxPanel
+    from doitong_nb._notebook.panel import FluxPanel
 
     _FullDisk(monkeypatch).full = True
     panel = FluxPanel(flux)

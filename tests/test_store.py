@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from doitong_nb._errors import DownloadError, StoreIntegrityError, UnsafeResponseError
-from doitong_nb._request import GenerationRequest
-from doitong_nb._result import Job
-from doitong_nb._store import Store, read_embedded_provenance
+from doitong_nb._core.errors import DownloadError, StoreIntegrityError, UnsafeResponseError
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.result import Job
+from doitong_nb._store.provenance import read_embedded_provenance
+from doitong_nb._store.store import Store
 
 REQUEST = GenerationRequest("a lighthouse at dusk, 35mm film", width=1024, height=768, seed=7)
 KEY = REQUEST.key()

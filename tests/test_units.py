@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from doitong_nb._config import Settings
-from doitong_nb._engine import Engine
-from doitong_nb._errors import BudgetExceededError, redact
-from doitong_nb._request import GenerationRequest
+from doitong_nb._core.errors import BudgetExceededError
+from doitong_nb._core.redaction import redact
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.settings import Settings
+from doitong_nb._engine.engine import Engine
 
 KEY = "sk-unit-0123456789abcdef"
 

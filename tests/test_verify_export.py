@@ -12,10 +12,10 @@ import nbformat
 import pytest
 from IPython.core.error import UsageError
 
-from doitong_nb._cli import main
-from doitong_nb._client import Flux
-from doitong_nb._display import result_bundle
-from doitong_nb._lockfile import LockFile, render
+from doitong_nb._notebook.display import result_bundle
+from doitong_nb._runtime.client import Flux
+from doitong_nb._store.lockfile import LockFile, render
+from doitong_nb._tools.cli import main
 from doitong_sandbox import Sandbox
 
 PROMPTS = ["a lighthouse at dusk", "a harbour in fog"]

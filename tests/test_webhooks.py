@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from doitong_nb import _contract as contract
-from doitong_nb._errors import WebhookVerificationError
-from doitong_nb._webhooks import WebhookReceiver, verify_signature
+from doitong_nb._core.errors import WebhookVerificationError
+from doitong_nb._runtime.webhooks import WebhookReceiver
+from doitong_nb._wire.webhooks import verify_signature
 
 SECRET = "whsec_test"
 BODY = json.dumps({"id": "job_abc", "status": "completed", "url": "http://127.0.0.1/outputs/job_abc.jpg"}).encode()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from .. import _contract as contract
-from .._errors import InvalidRequestError
-from .base import Account, HttpCall, Transport
-from .graphql import GraphQLTransport, StatusQuery
-from .rest import RestTransport
+from doitong_nb import _contract as contract
+from doitong_nb._core.errors import InvalidRequestError
+from doitong_nb._core.steps import HttpCall
+from doitong_nb._wire.base import Account, Transport
+from doitong_nb._wire.graphql import GraphQLTransport, StatusQuery
+from doitong_nb._wire.rest import RestTransport
 
-TRANSPORTS = ("graphql", "rest")
+TRANSPORTS = contract.TRANSPORTS
 
 
 def make_transport(

@@ -5,19 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .._errors import ServerError
-from .._request import GenerationRequest
-from .._result import Job
-
-
-@dataclass(frozen=True)
-class HttpCall:
-    """One API request, before the engine adds the base URL, auth and idempotency headers."""
-
-    method: str
-    path: str
-    json: dict[str, Any] | None = None
-    kind: str = "status"  # "submit" | "status" | "account": for retries, stats and the rate budget
+from doitong_nb._core.errors import ServerError
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.result import Job
+from doitong_nb._core.steps import HttpCall
 
 
 @dataclass(frozen=True)

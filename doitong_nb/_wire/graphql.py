@@ -6,11 +6,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _contract as contract
-from .._errors import InvalidRequestError
-from .._request import GenerationRequest
-from .._result import Job
-from .base import HttpCall, job_from
+from doitong_nb import _contract as contract
+from doitong_nb._core.errors import InvalidRequestError
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.result import Job
+from doitong_nb._core.settings import parse_status_query
+from doitong_nb._core.steps import HttpCall
+from doitong_nb._wire.base import job_from
 
 JOB_FIELDS = "id status type provider url metadata creditCost createdAt completedAt error { code message }"
 GENERATE = (
@@ -37,15 +39,7 @@ class StatusQuery:
     @classmethod
     def parse(cls, text: str) -> StatusQuery:
         """`getJob(jobId)`, `getJob(jobId: String!)` or `generation` (argument `id`)."""
-        match = re.fullmatch(r"\s*(\w+)\s*(?:\(\s*(\w+)\s*(?::\s*([\w!\[\]]+)\s*)?\))?\s*", str(text))
-        if not match or not all(_NAME.fullmatch(p) for p in match.groups() if p and not p.endswith(("!", "]"))):
-            raise InvalidRequestError(
-                f"status query {text!r} is not of the form name(argument), e.g. getJob(jobId) or generation(id)",
-                field="status_query",
-                value=text,
-            )
-        name, arg, arg_type = match.groups()
-        return cls(name, arg or contract.STATUS_QUERY_ARG, arg_type or "ID!")
+        return cls(*parse_status_query(text))
 
     def __str__(self) -> str:
         return f"{self.name}({self.arg}: {self.arg_type})"
@@ -54,6 +48,8 @@ class StatusQuery:
         if self == StatusQuery():
             return JOB_QUERY  # the contract's query, exactly as before
         return f"query Job($id: {self.arg_type}) {{ {self.name}({self.arg}: $id) {{ {self.fields} }} }}"
+
+
 ACCOUNT_QUERY = "query Account { account { credits plan } }"
 MUTATIONS = ("generate", "generateImage")
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from .. import _contract as contract
-from .._request import GenerationRequest
-from .._result import Job
-from .base import HttpCall, job_from
+from doitong_nb import _contract as contract
+from doitong_nb._core.request import GenerationRequest
+from doitong_nb._core.result import Job
+from doitong_nb._core.steps import HttpCall
+from doitong_nb._wire.base import job_from
 
 
 class RestTransport:

@@ -1,0 +1,676 @@
+"""Previews and the HTML / plain-text rendering of results, plus a live progress line.
+
+The notebook keeps only a small preview; the full-resolution file stays on disk behind a link. Previews
+are byte-deterministic (no metadata, fixed encoder settings) so re-running a cell does not churn the
+notebook's diff, and everything rendered here is escaped: prompts are user text and ids come from a server.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import functools
+import html
+import io
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+from PIL import Image
+
+from doitong_nb._core.errors import DoitongError
+from doitong_nb._core.result import credits_text, parse_time
+from doitong_nb._notebook.previews import _cached_preview, _choose_encoding, _fit, _preview
+
+if TYPE_CHECKING:
+    from doitong_nb._core.result import ImageResult
+
+
+# --- text ----------------------------------------------------------------------------------------
+
+
+def _seconds(value: float) -> str:
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(round(value), 60)
+    return f"{minutes} min {seconds:02d} s"
+
+
+def _short_id(job_id: str) -> str:
+    return job_id if len(job_id) <= 16 else job_id[:12] + "…"
+
+
+def _date(value: str | None) -> str:
+    parsed = parse_time(value)
+    return parsed.date().isoformat() if parsed else (value or "an earlier run")
+
+
+def cost_text(result: ImageResult) -> str:
+    """What the result cost in this session: a job picked up from the journal was paid when it was submitted."""
+    if result.resumed:
+        return "picked up, already paid"
+    return credits_text(0 if result.replayed else result.credits)
+
+
+def _new_one_hint(result: ImageResult) -> str:
+    """How to get another image instead of this replay: a seeded request makes the same pixels again."""
+    return "re-run with --refresh for a new one" if result.request.seed is None else "change --seed for a new one"
+
+
+def _account_figures(session_credits: int | None, balance: int | None) -> list[str]:
+    figures = []
+    if session_credits is not None:
+        figures.append(f"session {session_credits}")
+    if balance is not None:
+        figures.append(f"balance {balance}")
+    return figures
+
+
+def _link(path: Path) -> tuple[str, str]:
+    """(href, label): relative to the working directory when under it, as Jupyter serves such links."""
+    absolute = os.path.abspath(path)
+    try:
+        relative = os.path.relpath(absolute, os.getcwd())
+    except ValueError:  # another drive on Windows
+        relative = os.pardir
+    if relative.startswith(os.pardir):
+        return Path(absolute).as_uri(), absolute
+    posix = Path(relative).as_posix()
+    return quote(posix), posix
+
+
+def result_text(result: ImageResult, account: bool = True) -> str:
+    """One line for terminals and text exports; a grid leaves the account figures to its last line."""
+    parts = [f"<ImageResult {_short_id(result.job_id)} {result.width}x{result.height}"]
+    if result.seed is not None:
+        parts.append(f"seed={result.seed}")
+    parts.append(result.version)
+    if result.duration is not None:
+        parts.append(_seconds(result.duration))
+    if result.replayed:
+        parts.append(f"replayed from {_date(result.created_at)}, 0 credits ({_new_one_hint(result)})")
+    else:
+        parts.append(cost_text(result))
+    if account and (figures := _account_figures(result.session_credits, result.balance)):
+        parts.append(f"({', '.join(figures)})")
+    if result.metadata.get("sandbox"):
+        parts.append("[sandbox]")
+    return " ".join(parts) + f" -> {_link(result.path)[1]}>"
+
+
+def error_text(exc: BaseException) -> str:
+    """One line to print instead of a traceback: our errors already say what to do next."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, DoitongError):
+        return f"Flux error: {text}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --- HTML ----------------------------------------------------------------------------------------
+
+_FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif"
+_MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace"
+_CARD = (
+    "margin:0;border:1px solid rgba(127,127,127,.3);border-radius:10px;overflow:hidden;"
+    "background:rgba(127,127,127,.06);color:inherit"
+)
+_BADGE = "display:inline-block;padding:1px 7px;border-radius:999px;font-size:11px;font-weight:600;margin-right:4px;"
+_REPLAYED = _BADGE + "background:rgba(46,160,67,.16);border:1px solid rgba(46,160,67,.55)"
+_SANDBOX = _BADGE + "background:rgba(210,153,34,.16);border:1px solid rgba(210,153,34,.6)"
+_MUTED = "opacity:.72"
+_SINGLE_BOX = 640  # px: a lone card fits its image in this square
+_GRID_MIN, _GRID_MAX = 220, 300  # px: grid columns are at least MIN wide; a few images spread to about MAX
+_GRID_PREVIEW_PX = 384  # a grid's previews: its columns' width with room for a 1.3x screen, ~50 KB each
+_TALLEST_BOX = 4 / 3  # grid image boxes are at most this tall for their width; taller images are letterboxed
+
+
+def _data_img(data: bytes, mime: str, width: int, height: int, alt: str, style: str) -> str:
+    """A preview inlined as a data URI (`alt` already escaped): result cards and history thumbnails alike."""
+    return (
+        f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}" alt="{alt}" width="{width}" '
+        f'height="{height}" style="{style}">'
+    )
+
+
+def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: int, account: bool) -> str:
+    esc = html.escape
+    prompt = esc(result.request.prompt)
+    href, label = _link(result.path)
+    try:
+        data, mime, (w, h) = _preview(result.path, preview_px)
+        image = _data_img(data, mime, w, h, prompt, f"display:block;width:100%;height:auto;margin:0;{image_style}")
+    except OSError as exc:  # missing or unreadable file: still show the provenance
+        image = f'<div style="padding:24px;text-align:center;{_MUTED}">no preview: {esc(type(exc).__name__)}</div>'
+    badges = ""
+    if result.replayed:
+        badges += (
+            f'<span style="{_REPLAYED}" title="identical request found in the store; nothing was charged">'
+            f"replayed · {esc(_date(result.created_at))} · 0 credits</span>"
+            f'<span style="{_MUTED};font-size:11px">{esc(_new_one_hint(result))}</span>'
+        )
+    if result.metadata.get("sandbox"):
+        badges += (
+            f'<span style="{_SANDBOX}" title="generated by the local sandbox, not the real service">sandbox</span>'
+        )
+    if badges:
+        badges = f'<div style="margin-bottom:4px">{badges}</div>'
+    facts = [
+        f'<code style="{_MONO};font-size:11px;background:none;padding:0">{esc(result.job_id)}</code>',
+        f"{result.width}×{result.height}",
+    ]
+    if result.seed is not None:
+        facts.append(f"seed {result.seed}")
+    facts.append(esc(result.version))
+    if result.duration is not None:
+        facts.append(_seconds(result.duration))
+    money = [f"<b>{esc(cost_text(result))}</b>"]
+    if account:
+        money += _account_figures(result.session_credits, result.balance)
+    clamp = f"display:-webkit-box;-webkit-line-clamp:{clamp_lines};-webkit-box-orient:vertical;overflow:hidden"
+    return (
+        f'<figure style="{_CARD}"><a href="{esc(href)}" target="_blank" title="open full resolution">{image}</a>'
+        f'<figcaption style="padding:8px 11px 10px;font-size:12px;line-height:1.5">'
+        f"{badges}"
+        f'<div style="font-size:13px;margin-bottom:3px;{clamp}" title="{prompt}">{prompt}</div>'
+        f'<div style="{_MUTED}">{" · ".join(facts)}</div>'
+        f'<div style="{_MUTED}">{" · ".join(money)}</div>'
+        f'<a href="{esc(href)}" target="_blank" style="color:inherit;{_MUTED};{_MONO};font-size:11px;'
+        f'word-break:break-all">{esc(label)} ↗</a></figcaption></figure>'
+    )
+
+
+def result_bundle(
+    results: list[ImageResult],
+    preview_px: int = 1024,
+    *,
+    session_credits: int | None = None,
+    balance: int | None = None,
+) -> dict[str, str]:
+    """text/plain and text/html for one result (a card) or several (a responsive grid of cards).
+
+    A lone card shows its result's account figures. A grid's cards show what each one cost, and the
+    session total and balance given here come once, below the grid: cards finish in any order, so
+    figures taken as each one finished would read out of order.
+    """
+    single = len(results) == 1
+    lines = [result_text(r, account=single) for r in results] or ["<no images>"]
+    footer = [] if single else _account_figures(session_credits, balance)
+    if footer:
+        lines.append(", ".join(footer))
+    if single:
+        width, _ = _fit(results[0].width, results[0].height, _SINGLE_BOX)
+        grid, image_style, clamp = f"grid-template-columns:minmax(0,{max(width, 320)}px)", "", 4
+    else:
+        # One box shape for every card (the tallest image's, within reason) so captions line up.
+        tallest = min(_TALLEST_BOX, max((r.height / r.width for r in results), default=1.0))
+        grid = (
+            f"grid-template-columns:repeat(auto-fill,minmax({_GRID_MIN}px,1fr));max-width:{len(results) * _GRID_MAX}px"
+        )
+        image_style = f"aspect-ratio:{1 / tallest:.4f};object-fit:contain;background:rgba(127,127,127,.1)"
+        clamp = 3
+        preview_px = min(preview_px, _GRID_PREVIEW_PX)
+    cards = "".join(_card(r, preview_px, image_style, clamp, single) for r in results)
+    page = f'<div style="display:grid;{grid};gap:12px;{_FONT};color:inherit">{cards}</div>'
+    if footer:
+        page += f'<div style="{_FONT};font-size:12px;margin-top:6px;{_MUTED}">{" · ".join(footer)}</div>'
+    bundle = {"text/plain": "\n".join(lines), "text/html": page}
+    picture = _plain_image(results, preview_px)
+    if picture is not None:
+        data, mime, _ = picture
+        bundle[mime] = base64.b64encode(data).decode()
+    return bundle
+
+
+def result_display(
+    results: list[ImageResult],
+    preview_px: int = 1024,
+    *,
+    session_credits: int | None = None,
+    balance: int | None = None,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """(data, metadata) for IPython's display: result_bundle's data, and the plain image's display width.
+
+    Front ends that render HTML show the card; exporters and viewers that drop or sanitise HTML (nbconvert to
+    Markdown, LaTeX or PDF, Quarto's PDF builds, repository viewers) show the image/jpeg (or image/png) beside
+    it, at the width in the metadata; a terminal shows the text line.
+    """
+    data = result_bundle(results, preview_px, session_credits=session_credits, balance=balance)
+    picture = _plain_image(results, preview_px)
+    metadata: dict[str, Any] = {}
+    if picture is not None:
+        _, mime, (w, h) = picture
+        shown = _fit(w, h, _SINGLE_BOX) if len(results) == 1 else (w, h)
+        metadata[mime] = {"width": shown[0], "height": shown[1]}
+    return data, metadata
+
+
+def _plain_image(results: list[ImageResult], preview_px: int) -> tuple[bytes, str, tuple[int, int]] | None:
+    """The image that stands for the bundle without HTML: a lone result's preview (the card's own bytes), or one
+    contact sheet of a grid's previews; None when no preview can be read."""
+    try:
+        if len(results) == 1:
+            return _preview(results[0].path, preview_px)
+        if not results:
+            return None
+        return _sheet(tuple((os.path.abspath(r.path), os.stat(r.path).st_mtime_ns) for r in results), None)
+    except OSError:
+        return None
+
+
+_SHEET_GAP = 6
+
+
+@functools.lru_cache(maxsize=16)
+def _sheet(
+    files: tuple[tuple[str, int], ...],
+    labels: tuple[tuple[str, ...], tuple[str, ...]] | None,
+    tile: int = 256,
+    columns: int = 4,
+) -> tuple[bytes, str, tuple[int, int]]:
+    """A grid's previews tiled into one JPEG (row-major, up to four across; or rows x columns when labelled)."""
+    columns = len(labels[1]) if labels else min(columns, len(files))
+    rows = math.ceil(len(files) / columns)
+    gap = _SHEET_GAP
+    left = 110 if labels and any(labels[0]) else 0  # room for row labels
+    top = 22 if labels else 0  # room for column labels
+    sheet = Image.new("RGB", (left + columns * (tile + gap) + gap, top + rows * (tile + gap) + gap), (255, 255, 255))
+    if labels:
+        from PIL import ImageDraw
+
+        draw = ImageDraw.Draw(sheet)
+        for column, text in enumerate(labels[1]):
+            draw.text(
+                (left + gap + column * (tile + gap) + tile // 2, top // 2), text[:40], fill=(0, 0, 0), anchor="mm"
+            )
+        for row, text in enumerate(labels[0]):
+            draw.text((left - 4, top + gap + row * (tile + gap) + tile // 2), text[:18], fill=(0, 0, 0), anchor="rm")
+    for index, (path, mtime_ns) in enumerate(files):
+        data, _, _ = _cached_preview(path, mtime_ns, os.stat(path).st_size, tile)
+        with Image.open(io.BytesIO(data)) as im:
+            part = im.convert("RGB")
+        row, column = divmod(index, columns)
+        x = left + gap + column * (tile + gap) + (tile - part.width) // 2
+        y = top + gap + row * (tile + gap) + (tile - part.height) // 2
+        sheet.paste(part, (x, y))
+    data, mime = _choose_encoding(sheet)
+    return data, mime, sheet.size
+
+
+# --- progress --------------------------------------------------------------------------------------
+
+
+def _frontend() -> str | None:
+    """'kernel' (Jupyter, VS Code...), 'terminal' (an interactive tty) or None (tests, pipes)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        ip = None
+    else:
+        ip = get_ipython()
+    if ip is not None and ("IPKernelApp" in ip.config or type(ip).__name__ == "ZMQInteractiveShell"):
+        return "kernel"
+    isatty = getattr(sys.stderr, "isatty", None)
+    return "terminal" if isatty is not None and isatty() else None
+
+
+class ProgressLine:
+    """A status line updated in place while a job runs, its clock ticking between status reports.
+
+    Repaints are throttled to keep notebooks small; a light thread repaints the elapsed time every `tick`
+    seconds (the engine reports only around its requests, which may be seconds apart).
+    """
+
+    min_interval = 0.25  # seconds between repaints, unless the status itself changes
+    tick = 0.5  # seconds between repaints of the clock alone
+
+    def __init__(self, label: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.label = label
+        self._clock = clock
+        self._started = clock()
+        self._mode = _frontend()
+        self._handle: Any = None
+        self._last_paint = -math.inf
+        self._status: str | None = None
+        self._detail = ""
+        self._width = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def _line(self) -> str:
+        elapsed = _seconds(self._clock() - self._started)
+        return " · ".join(p for p in (self.label, self._status, elapsed, self._detail) if p)
+
+    def update(self, status: str, detail: str = "") -> None:
+        """Show the job's status; repaints closer than min_interval are dropped (the ticker shows them)."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            changed = status != self._status
+            self._status, self._detail = status, detail
+            if changed or self._clock() - self._last_paint >= self.min_interval:
+                self._repaint()
+        if self._mode is not None and self._ticker is None:
+            # a copy of the context: ipykernel keeps the cell's parent header in a context variable
+            run = contextvars.copy_context().run
+            self._ticker = threading.Thread(target=run, args=(self._tick,), name="flux-progress", daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._closed.wait(self.tick):
+            with self._lock:
+                if not self._closed.is_set():
+                    self._repaint()
+
+    def _repaint(self) -> None:
+        """Paint the current status with the current elapsed time; the caller holds the lock."""
+        self._last_paint = self._clock()
+        text = self._line()
+        if self._mode == "kernel":
+            from IPython.display import display
+
+            if self._handle is None:  # becomes the cell's result: see close()
+                self._handle = display(_BLANK, raw=True, display_id=True)
+            span = f'<span style="{_MONO};font-size:12px;opacity:.75">⏳ {html.escape(text)}</span>'
+            self._handle.update({"text/plain": text, "text/html": span}, raw=True)
+        elif self._mode == "terminal":
+            sys.stderr.write("\r" + text.ljust(self._width))
+            sys.stderr.flush()
+            self._width = len(text)
+
+    def close(self, final: Any = None) -> None:
+        """Stop the clock. In a notebook the line becomes `final` (the cell's cards) in place, or, with nothing to
+        show, its last status; so no empty output is left behind. Tools that record only first displays (nbval)
+        are given the display updates by notebooks/conftest.py, as nbclient and JupyterLab apply them."""
+        with self._lock:
+            if self._closed.is_set():  # stopped before: only the result is left to show
+                if final is not None and self._handle is not None:
+                    self._handle.update(final)
+                    return
+                if final is None:
+                    return
+            self._closed.set()
+            if self._mode == "kernel" and self._handle is not None:
+                if final is not None:
+                    self._handle.update(final)
+                else:
+                    text = " · ".join(p for p in (self.label, self._status or "stopped") if p)
+                    self._handle.update({"text/plain": text}, raw=True)
+                final = None
+            elif self._mode == "terminal" and self._width:
+                sys.stderr.write("\r" + " " * self._width + "\r")
+                sys.stderr.flush()
+            self._width = 0
+        if self._ticker is not None:
+            self._ticker.join()
+        if final is not None:  # never painted, or not in a notebook: shown below
+            from IPython.display import display
+
+            display(final)
+
+    def replace_with(self, obj: Any) -> None:
+        """Turn the line into obj (e.g. the ImageResult's card): in place in a notebook, else right below."""
+        self.close(obj)
+
+
+_BLANK = {"text/plain": ""}
+
+
+# --- account, history, dry run ---------------------------------------------------------------------
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    cells = "".join(
+        f'<tr><th style="text-align:left;padding:2px 12px 2px 0;{_MUTED}">{html.escape(k)}</th>'
+        f'<td style="text-align:left;padding:2px 0">{html.escape(v)}</td></tr>'
+        for k, v in rows
+    )
+    return f'<table style="{_FONT};font-size:13px;border-collapse:collapse">{cells}</table>'
+
+
+class AccountView:
+    """`%flux_account`: where the account lives, plan, balance, the plan's limits and this session's spend.
+
+    The host comes first and the bundled sandbox says so: its account reads like a real one otherwise.
+    """
+
+    def __init__(self, account: Any, plan: Any, session_credits: int, base_url: str, sandbox: bool) -> None:
+        host = urlsplit(base_url).netloc or base_url
+        self.sandbox = sandbox
+        self.rows = [("service", f"{host} (sandbox: no real credits)" if sandbox else host)]
+        self.rows += [("plan", account.plan), ("balance", credits_text(account.credits))]
+        if plan is not None:
+            daily = "unlimited" if plan.daily_limit is None else f"{plan.daily_limit:,} jobs"
+            self.rows += [
+                ("requests per minute", str(plan.requests_per_minute)),
+                ("concurrent jobs", str(plan.concurrent_jobs)),
+                ("daily limit", daily),
+            ]
+        self.rows.append(("spent this session", credits_text(session_credits)))
+
+    def __repr__(self) -> str:
+        return "\n".join(f"{k}: {v}" for k, v in self.rows)
+
+    def _repr_html_(self) -> str:
+        badge = (
+            f'<div style="{_FONT};margin-bottom:4px"><span style="{_SANDBOX}" '
+            'title="the bundled local sandbox, not the real service">sandbox</span></div>'
+            if self.sandbox
+            else ""
+        )
+        return badge + _table(self.rows)
+
+
+def history_table(results: list[ImageResult]) -> Any:
+    """Stored results, newest job first, as a pandas DataFrame when pandas is installed, else a plain table.
+
+    Ordered by the service's creation time: submissions happen in input order even when jobs finish in
+    another, so a re-run shows the same table.
+    """
+    results = sorted(
+        results, key=lambda r: parse_time(r.created_at) or datetime.min.replace(tzinfo=timezone.utc), reverse=True
+    )
+    rows = [
+        {
+            "job_id": r.job_id,
+            "created": _date(r.created_at),
+            "prompt": r.request.prompt,
+            "size": f"{r.width}x{r.height}",
+            "seed": r.seed,
+            "credits": r.credit_cost,
+            "file": _link(r.path)[1],
+        }
+        for r in results
+    ]
+    try:
+        import pandas
+    except ImportError:
+        return _Rows(rows)
+    return pandas.DataFrame(rows)
+
+
+class _Rows:
+    """A list of dicts shown as an HTML table (the no-pandas `%flux_history`)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "no stored results yet"
+        return "\n".join("  ".join(str(v) for v in row.values()) for row in self.rows)
+
+    def _repr_html_(self) -> str:
+        if not self.rows:
+            return "<em>no stored results yet</em>"
+        head = "".join(f'<th style="text-align:left;padding:2px 8px">{html.escape(k)}</th>' for k in self.rows[0])
+        body = "".join(
+            "<tr>"
+            + "".join(f'<td style="text-align:left;padding:2px 8px">{html.escape(str(v))}</td>' for v in row.values())
+            + "</tr>"
+            for row in self.rows
+        )
+        return f'<table style="{_FONT};font-size:12px;border-collapse:collapse"><tr>{head}</tr>{body}</table>'
+
+
+def dry_run_bundle(base_url: str, calls: list[Any], auth: dict[str, str], total: int) -> dict[str, str]:
+    """`--dry-run`: the exact requests that would be sent (key shown as a placeholder) and their cost."""
+    import json
+
+    blocks = []
+    for call in calls:
+        headers = {"Content-Type": "application/json", **auth}
+        lines = [f"{call.method} {base_url}{call.path}", *(f"{k}: {v}" for k, v in headers.items())]
+        if call.json is not None:
+            lines += ["", json.dumps(call.json, indent=2, ensure_ascii=False)]
+        blocks.append("\n".join(lines))
+    summary = f"dry run: {len(calls)} request(s), estimated {credits_text(total)}; nothing was sent"
+    text = summary + "\n\n" + "\n\n".join(blocks)
+    pre = "".join(
+        f'<pre style="{_MONO};font-size:12px;margin:6px 0;white-space:pre-wrap">{html.escape(b)}</pre>' for b in blocks
+    )
+    return {"text/plain": text, "text/html": f'<div style="{_FONT}"><strong>{html.escape(summary)}</strong>{pre}</div>'}
+
+
+class Gallery:
+    """Results shown as one grid of cards (what `%%flux -n` shows), for notebooks that make images in Python."""
+
+    def __init__(self, results: list[ImageResult], preview_px: int = 1024) -> None:
+        self.results, self.preview_px = list(results), preview_px
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return result_bundle(self.results, self.preview_px)
+
+
+def gallery(results: list[ImageResult], preview_px: int = 1024) -> Gallery:
+    """`display(gallery(results))`: the cards of several results in one grid, previews sized to it."""
+    return Gallery(results, preview_px)
+
+
+# --- history gallery -----------------------------------------------------------------------------------
+
+_THUMB_PX = 192  # a gallery thumbnail's long side: ~8-15 KB each
+
+
+class HistoryGallery:
+    """`%flux_history`: stored results as thumbnails, newest first, each with its metadata and cost.
+
+    HTML shows the gallery; a plain contact sheet (image/jpeg) and one text line per result stand in where HTML
+    is not shown. `total` is how many matched before `--limit`.
+    """
+
+    def __init__(self, results: list[ImageResult], total: int, where: str = "") -> None:
+        self.results = results
+        self.total = total
+        self.where = where
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def _heading(self) -> str:
+        shown = len(self.results)
+        more = f" (newest {shown} of {self.total}; --limit N shows more)" if shown < self.total else ""
+        matched = f" matching {self.where}" if self.where else ""
+        return f"{self.total} stored result(s){matched}{more}"
+
+    def _line(self, r: ImageResult) -> str:
+        seed = f" seed={r.seed}" if r.seed is not None else ""
+        prompt = r.request.prompt if len(r.request.prompt) <= 60 else r.request.prompt[:59] + "…"
+        return (
+            f"{r.job_id}  {_date(r.created_at)}  {r.width}x{r.height}{seed}  {credits_text(r.credit_cost)}  {prompt!r}"
+        )
+
+    def __repr__(self) -> str:
+        if not self.results:
+            return "no stored results" + (f" matching {self.where}" if self.where else " yet")
+        return "\n".join([self._heading(), *(self._line(r) for r in self.results)])
+
+    def _thumb(self, r: ImageResult) -> str:
+        esc = html.escape
+        href, _ = _link(r.path)
+        try:
+            data, mime, (w, h) = _preview(r.path, _THUMB_PX)
+            image = _data_img(
+                data,
+                mime,
+                w,
+                h,
+                esc(r.request.prompt),
+                "display:block;width:100%;aspect-ratio:1;object-fit:contain;background:rgba(127,127,127,.1);margin:0",
+            )
+        except OSError as exc:
+            image = f'<div style="padding:24px;text-align:center;{_MUTED}">no preview: {esc(type(exc).__name__)}</div>'
+        facts = [f"{r.width}×{r.height}"]
+        if r.seed is not None:
+            facts.append(f"seed {r.seed}")
+        facts.append(esc(credits_text(r.credit_cost)))
+        clamp = "display:-webkit-box;-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow:hidden"
+        return (
+            f'<figure style="{_CARD}"><a href="{esc(href)}" target="_blank" title="open full resolution">{image}</a>'
+            f'<figcaption style="padding:5px 8px 7px;font-size:11px;line-height:1.45">'
+            f'<div style="font-size:12px;{clamp}" title="{esc(r.request.prompt)}">{esc(r.request.prompt)}</div>'
+            f'<div style="{_MUTED}">{esc(_date(r.created_at))} · {" · ".join(facts)}</div>'
+            f'<div style="{_MUTED};{_MONO};font-size:10px" title="%flux_history --rerun {esc(r.job_id)}">'
+            f"{esc(r.job_id)}</div></figcaption></figure>"
+        )
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, str], dict[str, Any]]:
+        text = repr(self)
+        if not self.results:
+            return {"text/plain": text, "text/html": f"<em>{html.escape(text)}</em>"}, {}
+        cards = "".join(self._thumb(r) for r in self.results)
+        page = (
+            f'<div style="{_FONT};font-size:12px;margin-bottom:6px;{_MUTED}">{html.escape(self._heading())} · '
+            "<code>%flux_history --rerun ID</code> makes one again (0 credits: a replay)</div>"
+            f'<div style="display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:8px;'
+            f'{_FONT};color:inherit">{cards}</div>'
+        )
+        data = {"text/plain": text, "text/html": page}
+        metadata: dict[str, Any] = {}
+        try:
+            files = tuple((os.path.abspath(r.path), os.stat(r.path).st_mtime_ns) for r in self.results)
+            sheet, mime, (w, h) = _sheet(files, None, _THUMB_PX - 32, 6)  # a gallery's sheet: small tiles
+        except OSError:
+            return data, metadata
+        data[mime] = base64.b64encode(sheet).decode()
+        metadata[mime] = {"width": w, "height": h}
+        return data, metadata
+
+
+def filter_history(
+    results: list[ImageResult], text: str = "", since: str | None = None, until: str | None = None
+) -> list[ImageResult]:
+    """Newest first; `text` in the prompt (any case); `since`/`until` as ISO dates (inclusive)."""
+    from datetime import date
+
+    def day(value: str, option: str) -> date:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            from doitong_nb._core.errors import InvalidRequestError
+
+            raise InvalidRequestError(f"{option} {value!r}: write a date as YYYY-MM-DD", field=option) from None
+
+    low, high = (day(since, "--since") if since else None), (day(until, "--until") if until else None)
+    epoch = datetime.min.replace(tzinfo=timezone.utc)
+    kept = []
+    for r in results:
+        if text and text.lower() not in r.request.prompt.lower():
+            continue
+        created = parse_time(r.created_at)
+        if (low or high) and created is None:
+            continue
+        if created is not None and ((low and created.date() < low) or (high and created.date() > high)):
+            continue
+        kept.append(r)
+    return sorted(kept, key=lambda r: parse_time(r.created_at) or epoch, reverse=True)

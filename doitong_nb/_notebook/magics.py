@@ -1,0 +1,648 @@
+"""%%flux, %flux, %flux_account, %flux_history: the notebook face of the engine.
+
+Options are parsed by IPython's magic_arguments (so `%%flux?` shows them); each setting comes from the cell's
+option > `%config Flux.*` (traitlets, unset by default) > the login > the environment > the default, resolved by
+config.py. Errors print one line that says what to change; a traceback is for bugs, not for a wrong option.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
+
+from doitong_nb import _contract as contract
+from doitong_nb._core.env import ENV_API_KEY
+from doitong_nb._core.errors import BudgetExceededError, DoitongError, InvalidRequestError
+from doitong_nb._core.settings import CONFIGURABLE, Settings, checked, help_for
+from doitong_nb._notebook import session as _session
+from doitong_nb._runtime.settings import fingerprint, resolve
+
+
+def _options(usage_name: str) -> Callable[[Any], Any]:
+    """The options shared by %%flux and %flux (one list, so the two never drift apart).
+
+    `usage_name` heads the usage line after its "%": "%flux" for the cell magic, "flux PROMPT" for the line
+    magic, whose prompt comes before the options and is split off before they are parsed.
+    """
+    return lambda func: _with_options(func, usage_name)
+
+
+def _with_options(func: Any, usage_name: str) -> Any:
+    decorators = [
+        argument("--size", help="WIDTHxHEIGHT, each 256..4096 and a multiple of 16 (default: Flux.size)"),
+        argument("--aspect", help="aspect ratio such as 16:9, instead of --size (about one megapixel)"),
+        argument("--seed", type=int, help="seed for a reproducible image; with -n, seeds N, N+1, ..."),
+        argument("--raw", action="store_true", help="the natural, less processed RAW look"),
+        argument("--version", choices=contract.VERSIONS, help="model version"),
+        argument("--quality", choices=contract.QUALITIES, help="quality setting"),
+        argument("--format", dest="output_format", choices=contract.OUTPUT_FORMATS, help="output file format"),
+        argument("-n", "--count", type=int, default=1, help="number of images (shown as a grid)"),
+        argument("--transport", choices=("graphql", "rest"), help="wire protocol (default: Flux.transport)"),
+        argument("--webhook", help="URL the service notifies on completion"),
+        argument("--refresh", action="store_true", help="generate anew instead of replaying a stored result"),
+        argument("--dry-run", action="store_true", help="show the exact request and its cost; send nothing"),
+        argument("-o", "--out", help="bind the result (a list with -n or --each) to this variable"),
+        argument("--each", metavar="NAME", help="one image per item of the list NAME; write {item} in the prompt"),
+        argument("--timeout", type=float, help="seconds to wait before handing back the job id"),
+        argument(
+            "--grid",
+            action="append",
+            metavar="NAME=V1,V2",
+            help='a sweep axis, e.g. --grid "seed=1,2,3" --grid "aspect=1:1,16:9" (rows, then columns)',
+        ),
+        argument(
+            "--background",
+            action="store_true",
+            help="return at once with a live card that becomes the result; -o binds a handle (Flux.background)",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return magic_arguments(usage_name)(func)
+
+
+def _split_line(line: str) -> tuple[str, str]:
+    """'%flux A cat's nap --seed 3' -> ('A cat's nap', '--seed 3'): the prompt may hold any quote."""
+    words = line.split(" ")
+    for i, word in enumerate(words):
+        if word.startswith("--") or word in ("-n", "-o") or (word.startswith("-n") and word[2:].isdigit()):
+            return " ".join(words[:i]).strip(), " ".join(words[i:])
+    return line.strip(), ""
+
+
+@magics_class
+class Flux(Magics):
+    """Named Flux so that `%config Flux.size = "2048x2048"` reads as the user thinks of it. Every trait is unset
+    (None) until set, so that the environment and the defaults (config.py) show through."""
+
+    size = Unicode(None, allow_none=True, help=help_for("size")).tag(config=True)
+    output_dir = Unicode(None, allow_none=True, help=help_for("output_dir")).tag(config=True)
+    on_missing = Enum(["error", "regenerate"], None, allow_none=True, help=help_for("on_missing")).tag(config=True)
+    preview_px = Int(None, allow_none=True, help=help_for("preview_px")).tag(config=True)
+    transport = Enum(["graphql", "rest"], None, allow_none=True, help=help_for("transport")).tag(config=True)
+    replay = Bool(None, allow_none=True, help=help_for("replay")).tag(config=True)
+    max_credits = Int(None, allow_none=True, help=help_for("max_credits")).tag(config=True)
+    timeout = Float(None, allow_none=True, help=help_for("timeout")).tag(config=True)
+    status_query = Unicode(None, allow_none=True, help=help_for("status_query")).tag(config=True)
+    plan = Unicode(None, allow_none=True, help=help_for("plan")).tag(config=True)
+    background = Bool(None, allow_none=True, help=help_for("background")).tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self._client: Any = None
+        self._built: Settings | None = None  # the settings the client was built for
+        self._settings: Settings | None = None
+        self._sources: tuple[Any, ...] | None = None
+
+    @validate(*CONFIGURABLE)
+    def _check(self, proposal: Any) -> Any:
+        """`%config Flux.x = value` is checked as it is set, with the same words as anywhere else (config.py)."""
+        name = proposal["trait"].name
+        try:
+            return checked(name, proposal["value"])
+        except InvalidRequestError as exc:
+            raise TraitError(f"%config Flux.{name}: {exc}") from None
+
+    # --- the shared client --------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        """This kernel's settings now: `%config Flux.*` > login > environment > default, resolved again when one of
+        them changed (a key or base URL set with `%env` while the kernel runs is seen at the next cell)."""
+        configured = {name: getattr(self, name) for name in CONFIGURABLE}
+        sources = (configured, fingerprint())
+        if self._settings is None or sources != self._sources:
+            try:
+                self._settings, self._sources = resolve(configured), sources
+            except InvalidRequestError as exc:  # a bad environment value: one line in every magic, no traceback
+                raise UsageError(str(exc)) from None
+        return self._settings
+
+    @property
+    def client(self) -> Any:
+        """One client per service: a change of key, address, wire format, folder or plan gives a new client at the
+        next cell (said once, in one line); other settings (replay, budget, timeout...) reach the running one."""
+        from doitong_nb._runtime.client import Flux as FluxClient
+
+        settings = self.settings
+        if self._client is None or self._built is None or settings.service() != self._built.service():
+            previous = self._client
+            self._client = FluxClient._of(settings)
+            if previous is not None:
+                if previous.settings.origin == self._client.settings.origin:  # the same account: keep its tally
+                    self._client.engine.session_credits = previous.session_credits
+                    self._client.engine.balance = previous.engine.balance
+                else:
+                    print(f"doitong_nb: the service changed; images now come from {_where(self._client.settings)}.")
+                previous.close()
+        elif settings is not self._built:
+            self._client._adopt(settings)
+        self._built = settings
+        return self._client
+
+    # --- magics ---------------------------------------------------------------------------------
+    @_options("%flux")
+    @needs_local_scope
+    @cell_magic
+    def flux(self, line: str, cell: str, local_ns: Any = None) -> None:
+        """Generate images from the cell's text: `%%flux --size 2048x2048 --seed 7` then the prompt.
+
+        The prompt expands `{expr}` and `$name` from the notebook (`$$` and `{{ }}` for literals).
+        """
+        args = _parse(self.flux, line)
+        try:
+            keep_item = {"item": "{item}"} if args.each else {}  # filled per item by _run
+            prompt = _expand(cell, {**self.shell.user_ns, **(local_ns or {}), **keep_item})
+        except DoitongError as exc:
+            self._fail(exc)
+        self._run(prompt, args, local_ns)
+
+    @_options("flux PROMPT")
+    @needs_local_scope
+    @line_magic("flux")
+    def flux_line(self, line: str, local_ns: Any = None) -> None:
+        """Generate on one line: `%flux A lighthouse at dawn --seed 3`."""
+        prompt, rest = _split_line(line)
+        args = _parse(self.flux_line, rest)
+        self._run(prompt, args, local_ns)
+
+    @line_magic
+    def flux_account(self, line: str = "") -> Any:
+        """Plan, credit balance, the plan's limits and this session's spend."""
+        from doitong_nb._notebook.display import AccountView
+
+        try:
+            account = self.client.account()
+        except DoitongError as exc:
+            self._fail(exc)
+        settings = self.client.settings
+        return AccountView(
+            account, contract.PLANS.get(account.plan), self.client.session_credits, settings.base_url, settings.sandbox
+        )
+
+    @line_magic
+    def flux_panel(self, line: str = "") -> Any:
+        """The ipywidgets panel, on the same engine (store, replay, journal, limits) as these magics."""
+        from doitong_nb._notebook.panel import panel
+
+        return panel(client=lambda: self.client)
+
+    @magic_arguments("%flux_history")
+    @argument("text", nargs="*", help="show only results whose prompt contains this text")
+    @argument("--since", help="created on or after this date, YYYY-MM-DD")
+    @argument("--until", help="created on or before this date, YYYY-MM-DD")
+    @argument("--limit", type=int, default=24, help="show at most this many, newest first (default 24)")
+    @argument("--df", action="store_true", help="a table (a pandas DataFrame when pandas is installed)")
+    @argument("--rerun", metavar="ID", help="make the stored request of job ID again: a replay at 0 credits")
+    @argument("--refresh", action="store_true", help="with --rerun: generate anew (charged) instead of replaying")
+    @line_magic
+    def flux_history(self, line: str = "") -> Any:
+        """The stored results as a thumbnail gallery, newest first, each with its metadata and cost.
+
+        `%flux_history fox --since 2026-11-01 --limit 8` filters; `--df` gives the table; `--rerun ID` re-runs
+        a stored request (replayed at 0 credits unless `--refresh`).
+        """
+        from doitong_nb._notebook.display import HistoryGallery, filter_history, history_table
+
+        args = _parse(self.flux_history, line)
+        if args.rerun:
+            return self._rerun(args.rerun, args.refresh)
+        if args.limit < 1:
+            raise UsageError("%flux_history: --limit must be 1 or more")
+        text = " ".join(args.text)
+        try:
+            results = filter_history(self.client.store.history(), text, args.since, args.until)
+        except DoitongError as exc:
+            raise UsageError(f"%flux_history: {exc}") from None
+        if args.df:
+            return history_table(results[: args.limit])
+        where = " ".join(
+            p
+            for p in (
+                repr(text) if text else "",
+                f"since {args.since}" if args.since else "",
+                f"until {args.until}" if args.until else "",
+            )
+            if p
+        )
+        return HistoryGallery(results[: args.limit], len(results), where)
+
+    def _rerun(self, job_id: str, refresh: bool) -> None:
+        """`%flux_history --rerun ID`: the stored request (and variant) of job ID, through the usual cell path."""
+        from types import SimpleNamespace
+
+        client = self.client
+        stored = next((r for r in client.store.history() if r.job_id == job_id), None)
+        if stored is None:
+            raise UsageError(f"%flux_history --rerun: no stored result {job_id!r}; `%flux_history` shows the ids")
+        request, origin = stored.request, client.settings.origin
+        variant = next(
+            (v for v in range(64) if (f := client.store.find(request.key(v), origin)) and f.job_id == job_id), 0
+        )
+        args = SimpleNamespace(refresh=refresh, timeout=None, transport=None)
+        try:
+            client.engine.admit(client.engine.quote([(request, variant)], refresh=refresh))
+            self._generate([(request, variant)], args, None)
+        except DoitongError as exc:
+            self._fail(exc)
+
+    # --- the work -------------------------------------------------------------------------------
+    def _requests(self, prompt: str, args: Any) -> list[tuple[Any, int]]:
+        """(request, variant) pairs for -n images: seeds N.. when a seed is given, else variants."""
+        from doitong_nb._core.request import GenerationRequest, per_image
+
+        if args.count < 1 or args.count > 64:
+            raise InvalidRequestError(f"count {args.count} must be from 1 to 64", field="count", value=args.count)
+        options: dict[str, Any] = {"raw": args.raw, "webhook_url": args.webhook}
+        for name in ("version", "quality", "output_format"):
+            if getattr(args, name) is not None:
+                options[name] = getattr(args, name)
+        if args.aspect:
+            options["aspect_ratio"] = args.aspect
+        if args.size or not args.aspect:  # both given: refused by the request, as in the Python API
+            options["size"] = args.size or self.settings.size
+        return per_image(GenerationRequest.build(prompt, seed=args.seed, **options), args.count)
+
+    def _run(self, prompt: str, args: Any, local_ns: Any) -> None:
+        """One cell's images. A failure raises, so Run All, papermill and nbval stop at this cell; `-o NAME` is
+        bound first (a list keeps each failure in its place), never silently left unset."""
+        if args.grid:
+            self._grid(prompt, args)
+            return
+        try:
+            if args.each:
+                pairs = [self._requests(p, args)[0] for p in _each_prompts(prompt, args, self.shell.user_ns, local_ns)]
+            else:
+                pairs = self._requests(prompt, args)
+            timeout = checked("timeout", args.timeout)
+            if args.dry_run:
+                self._show_dry_run([r for r, _ in pairs], args.transport)
+                return
+            engine = self.client.engine  # one verdict on the budget for the whole cell, not one line an image
+            engine.admit(engine.quote(pairs, refresh=args.refresh))
+            if args.background or self.settings.background:
+                job = self._background(pairs, args)
+                if args.out:  # bound at once: `.result()` waits, the repr shows the state
+                    self.shell.user_ns[args.out] = job
+                return
+            many = bool(args.each) or len(pairs) > 1
+            outcomes = self._batch(pairs, args, timeout) if many else self._generate(pairs, args, timeout)
+        except DoitongError as exc:
+            self._fail(exc)
+        if args.out:
+            self.shell.user_ns[args.out] = outcomes if many else outcomes[0]
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise CellError(f"{len(failures)} of {len(outcomes)} images failed (each said above, in its place)")
+
+    def _batch(self, pairs: list[tuple[Any, int]], args: Any, timeout: float | None) -> list[Any]:
+        """`-n` and `--each`: the batch scheduler paces the items at the plan's limits (its job slots, its
+        requests a minute); one progress line updates in place; failures print in place. An unseeded `-n`
+        repeats one request: the batch makes its copies variants 0, 1, ..., the replay keys a cell would use."""
+        from doitong_nb._notebook.display import ProgressLine, error_text
+
+        label = f"--each {args.each}" if args.each else pairs[0][0].size
+        line = ProgressLine(f"{label} × {len(pairs)}")
+        line.update("starting")  # painted from the cell's thread: the line belongs to this cell
+
+        def report(stats: Any) -> None:  # one line updated in place, not a bar an item
+            failed = f", {stats.failed} failed" if stats.failed else ""
+            line.update(f"{stats.done}/{stats.total} done{failed}", f"{stats.credits} credits")
+
+        outcomes = self._many(pairs, args, timeout, line, progress=report)
+        for index, error in outcomes.errors.items():
+            print(f"item {index}: {error_text(error)}", file=sys.stderr)
+        if outcomes.images:
+            line.replace_with(_Bundle(self._bundle(outcomes.images)))  # the line becomes the grid
+        return list(outcomes)
+
+    def _many(self, pairs: list[tuple[Any, int]], args: Any, timeout: float | None, line: Any, **hooks: Any) -> Any:
+        """The cell's images through the batch scheduler, paced at the plan's job slots and requests a minute; an
+        unseeded repeat becomes the next variant, as the cell quoted it. Ctrl-C says what goes on being paid."""
+        try:
+            return self.client.generate_many(
+                [r for r, _ in pairs], refresh=args.refresh, transport=args.transport, timeout=timeout, **hooks
+            )
+        except KeyboardInterrupt:
+            line.close()
+            self._interrupted(pairs)
+            raise
+        finally:
+            line.close()
+
+    def _grid(self, prompt: str, args: Any) -> None:
+        """`--grid`: one request per combination of the axes, cost told first, shown as a labelled matrix."""
+        import copy
+
+        from doitong_nb._core import grid as grid
+        from doitong_nb._notebook.display import ProgressLine, error_text
+
+        try:
+            if args.each or args.count != 1 or args.background or self.settings.background:
+                raise InvalidRequestError("--grid cannot be combined with --each, -n or --background", field="grid")
+            axes = [grid.parse_axis(text) for text in args.grid]
+            pairs = []
+            for cell in grid.cells(axes):
+                cell_args = copy.copy(args)
+                for name, value in cell.items():
+                    attribute = {"aspect_ratio": "aspect", "output_format": "output_format"}.get(
+                        grid.AXES[name], grid.AXES[name]
+                    )
+                    setattr(cell_args, attribute, value)
+                    if attribute == "aspect":
+                        cell_args.size = None
+                pairs.append(self._requests(prompt, cell_args)[0])
+            engine = self.client.engine
+            quote = engine.quote(pairs, refresh=args.refresh)
+            if args.dry_run:
+                print(grid.cost_line(axes, quote.costs) + "; --dry-run: nothing was sent")
+                return
+            engine.admit(quote)
+            print(grid.cost_line(axes, quote.costs))
+        except DoitongError as exc:
+            self._fail(exc)
+            return
+        timeout = checked("timeout", args.timeout)
+        line = ProgressLine(f"grid × {len(pairs)}")
+        line.update("starting")
+        done: set[int] = set()
+
+        def progress_for(index: int) -> Any:
+            def report(status: str, elapsed: float, detail: str) -> None:
+                if status in ("downloading", "completed"):
+                    done.add(index)
+                line.update(f"{len(done)}/{len(pairs)} done, {status}", detail)
+
+            return report
+
+        outcomes = list(self._many(pairs, args, timeout, line, progress=False, item_progress=progress_for))
+        view = grid.GridView(axes, outcomes, self.settings.preview_px)
+        line.replace_with(view)
+        failures = [o for o in outcomes if isinstance(o, DoitongError)]
+        for failure in failures:
+            print(error_text(failure), file=sys.stderr)
+        if args.out:
+            self.shell.user_ns[args.out] = view
+        if failures:
+            raise CellError(f"{len(failures)} of {len(outcomes)} images failed (each said above)")
+
+    def _background(self, pairs: list[tuple[Any, int]], args: Any) -> Any:
+        """`--background`: start the flows on the client's loop thread and return a live card's handle at once."""
+        from doitong_nb._notebook.background import BackgroundJob
+
+        client = self.client
+        engine = client.engine
+        timeout = checked("timeout", args.timeout)
+        via = engine.transport_named(args.transport)
+
+        def start(index: int, progress: Any) -> Any:
+            request, variant = pairs[index]
+            flow = engine.generate(
+                request, variant=variant, refresh=args.refresh, progress=progress, via=via, timeout=timeout
+            )
+            return client.start(flow)
+
+        def unfinished() -> list[str]:
+            return [e.job_id for r, v in pairs if (e := engine.unfinished(r.key(v))) is not None and e.job_id]
+
+        job = BackgroundJob(
+            pairs,
+            start,
+            lambda results: _Bundle(self._bundle(results)),
+            predicted=lambda r: engine.durations.predict(r.width * r.height),
+            unfinished=unfinished,
+        )
+        job.bound_as = args.out
+        job.show()
+        return job
+
+    def _generate(self, pairs: list[tuple[Any, int]], args: Any, timeout: float | None) -> list[Any]:
+        """One image, with a live progress line that becomes its card."""
+        from doitong_nb._notebook.display import ProgressLine
+
+        client = self.client
+        ((request, variant),) = pairs
+        via = client.engine.transport_named(args.transport)
+        line = ProgressLine(request.size)
+        line.update("starting")  # painted from the cell's thread: the line belongs to this cell
+        flow = client.engine.generate(
+            request,
+            variant=variant,
+            refresh=args.refresh,
+            progress=lambda status, elapsed, detail: line.update(status, detail),
+            via=via,
+            timeout=timeout,
+        )
+        try:
+            result = client.run(flow)
+        except KeyboardInterrupt:
+            line.close()
+            self._interrupted(pairs)
+            raise
+        except BaseException:
+            line.close()
+            raise
+        line.close()
+        line.replace_with(_Bundle(self._bundle([result])))
+        return [result]
+
+    def _bundle(self, results: list[Any]) -> tuple[dict[str, str], dict[str, Any]]:
+        """The cards of a cell and the plain image beside them, with the session total and balance as they are now."""
+        from doitong_nb._notebook.display import result_display
+
+        client = self.client
+        for result in results:  # a lone card shows them; a grid shows them once, below it
+            result.session_credits, result.balance = client.session_credits, client.balance
+        return result_display(
+            results, self.settings.preview_px, session_credits=client.session_credits, balance=client.balance
+        )
+
+    def _interrupted(self, pairs: list[tuple[Any, int]]) -> None:
+        engine = self.client.engine
+        ids = [e.job_id for r, v in pairs if (e := engine.unfinished(r.key(v))) is not None and e.job_id]
+        service = "the sandbox" if self.client.settings.sandbox else "Doitong"
+        if len(ids) > 1:
+            told = f"jobs {', '.join(ids)} go on at {service} and are paid for. Re-run this cell to pick them up: "
+            told += "they will not be charged again."
+        else:
+            which = f"job {ids[0]}" if ids else "any submitted job"
+            told = f"{which} goes on at {service} and is paid for. Re-run this cell to pick it up: "
+            told += "it will not be charged again."
+        print(f"Stopped waiting; {told}", file=sys.stderr)
+
+    def _show_dry_run(self, requests: list[Any], transport: str | None) -> None:
+        from doitong_nb._notebook.display import dry_run_bundle
+
+        via = self.client.engine.transport_named(transport)
+        calls = [via.submit(r) for r in requests]
+        auth = {k: f"<{ENV_API_KEY}>" for k in via.auth_headers("")}
+        total = sum(r.estimated_credits for r in requests)
+        from IPython.display import display
+
+        display(_Bundle(dry_run_bundle(self.client.settings.base_url, calls, auth, total)))
+
+    def _fail(self, exc: DoitongError) -> NoReturn:
+        """Raise the failure as one line: a UsageError when nothing was sent (a value to change), else CellError."""
+        from doitong_nb._notebook.display import error_text
+
+        if isinstance(exc, (InvalidRequestError, BudgetExceededError)):
+            raise UsageError(error_text(exc).removeprefix("Flux error: ")) from None
+        raise CellError(error_text(exc)) from None
+
+    # --- first contact: pending jobs, resume, doctor (issue 11) ----------------------------------------
+    @line_magic
+    def flux_jobs(self, line: str = "") -> Any:
+        """Background cells running in this kernel, and paid jobs not delivered yet (kept in the journal):
+        `%flux_resume ID` or `%flux_resume --all` fetches those; `%flux_jobs --cancel bgN` stops waiting for a
+        background cell (its job stays resumable)."""
+        from doitong_nb._notebook import background as background
+
+        words = line.split()
+        if len(words) == 2 and words[0] == "--cancel":
+            job = background.find(words[1])
+            if job is None:
+                raise UsageError(f"no background cell {words[1]!r} in this kernel; `%flux_jobs` lists them")
+            job.cancel()
+            print(f"{job.name}: stopped waiting; its job stays in the journal (below), paid for and resumable.")
+        elif words:
+            raise UsageError("usage: %flux_jobs  or  %flux_jobs --cancel bgN")
+        if running := background.running():
+            print(f"{len(running)} background cell(s) running in this kernel (`%flux_jobs --cancel NAME` stops one):")
+            for job in running:
+                print(f"  {job.summary()}")
+        jobs = self.client.jobs()
+        if not jobs:
+            print("No pending jobs: every paid job has been delivered.")
+            return None
+        print(f"{len(jobs)} pending job(s), paid for; `%flux_resume ID` or `%flux_resume --all` fetches them:")
+        for job in jobs:
+            print(f"  {job}")
+        return None
+
+    @line_magic
+    def flux_resume(self, line: str = "") -> Any:
+        """`%flux_resume JOB_ID` or `%flux_resume --all`: fetch pending jobs at no new cost and show them."""
+        from IPython.display import display
+
+        from doitong_nb._notebook.display import error_text, result_display
+
+        words = line.split()
+        if words == ["--all"]:
+            outcomes = self.client.resume_all()
+        elif len(words) == 1 and not words[0].startswith("-"):
+            try:
+                outcomes = [self.client.resume(words[0])]
+            except DoitongError as exc:
+                outcomes = [exc]
+        else:
+            raise UsageError("usage: %flux_resume JOB_ID  or  %flux_resume --all  (`%flux_jobs` lists the ids)")
+        results = [o for o in outcomes if not isinstance(o, BaseException)]
+        for failure in (o for o in outcomes if isinstance(o, BaseException)):
+            if not isinstance(failure, DoitongError):
+                raise failure
+            print(error_text(failure), file=sys.stderr)
+        if results:
+            display(_Bundle(result_display(results, self.settings.preview_px)))
+        elif not outcomes:
+            print("No pending jobs to resume.")
+        return None
+
+    @line_magic
+    def flux_doctor(self, line: str = "") -> Any:
+        """Check the configured service against the contract, one line per assumption; spends no credit."""
+        from doitong_nb._tools.doctor import run
+
+        text, failed = run(self.client)
+        print(text, file=sys.stderr if failed else sys.stdout)
+        return None
+
+    @line_magic
+    def flux_verify(self, line: str = "") -> None:
+        """`%flux_verify [NOTEBOOK.ipynb ...]`: every image the notebooks show (or, with none named, every image
+        the lock records) is in the lock file and the store with its sha256; one line each, then a summary."""
+        from doitong_nb._tools.verify import verify
+
+        try:
+            settings = self.settings
+            checks = verify(settings.store or settings.output_dir, notebooks=line.split(), lock=settings.lock_file)
+        except (DoitongError, OSError) as exc:
+            raise UsageError(f"%flux_verify: {exc}") from None
+        print(checks)
+        if not checks.ok:
+            raise UsageError(f"%flux_verify: {sum(not c.ok for c in checks)} of {len(checks)} images failed")
+
+
+class CellError(Exception):
+    """A %%flux cell that did not deliver. IPython shows its one line instead of a traceback
+    (`_render_traceback_`), and the cell counts as failed, so Run All, papermill and nbval stop there."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
+class _Bundle:
+    """A ready mimebundle, or (data, metadata), shown by IPython's display()."""
+
+    def __init__(self, bundle: dict[str, str] | tuple[dict[str, str], dict[str, Any]]) -> None:
+        self.bundle = bundle
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        return self.bundle
+
+
+def _where(settings: Any) -> str:
+    return "the bundled offline sandbox" if settings.sandbox else settings.base_url
+
+
+def _parse(magic: Any, line: str) -> Any:
+    """magic_arguments' parsing, with a shell-quoting slip reported as a usage line, not a traceback."""
+    try:
+        return parse_argstring(magic, line)
+    except ValueError as exc:
+        raise UsageError(f"%flux: {exc}; check the quotes in the options") from None
+
+
+def _each_prompts(template: str, args: Any, user_ns: dict[str, Any], local_ns: Any) -> list[str]:
+    """`--each NAME`: the prompt with `{item}` replaced by each item of the notebook's list NAME."""
+    namespace = {**user_ns, **(local_ns or {})}
+    if args.each not in namespace:
+        raise InvalidRequestError(f"--each {args.each}: there is no variable {args.each!r} in the notebook")
+    items = namespace[args.each]
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        raise InvalidRequestError(f"--each {args.each}: expected a list of items, got {type(items).__name__}")
+    if "{item}" not in template:
+        raise InvalidRequestError("with --each, write {item} in the prompt where each item goes", field="prompt")
+    if args.count != 1:
+        raise InvalidRequestError("-n cannot be combined with --each: one image per item", field="count")
+    return [template.replace("{item}", str(item)) for item in items]
+
+
+def _expand(cell: str, namespace: dict[str, Any]) -> str:
+    """IPython's `{expr}` and `$name` expansion of the cell, with a clear error instead of silence."""
+    from IPython.utils.text import DollarFormatter
+
+    try:
+        return DollarFormatter().vformat(cell, args=[], kwargs=namespace)
+    except Exception as exc:
+        raise InvalidRequestError(
+            f"the prompt could not be expanded ({type(exc).__name__}: {exc}); write $$ for a literal $ and "
+            "{{ }} for literal braces",
+            field="prompt",
+        ) from None
+
+
+def register(ipython: Any) -> None:
+    """Register the magics and make `%config Flux.*` reach them."""
+    from doitong_nb._runtime import login as login
+
+    magics = Flux(shell=ipython)
+    ipython.register_magics(magics)
+    _session.current = magics
+    login.register(ipython)  # %flux_login, %flux_logout, and the key-literal warning before each cell
+    if magics not in ipython.configurables:
+        ipython.configurables.append(magics)

@@ -1,0 +1,516 @@
+"""The widget panel: the engine behind a form, a live job list and a gallery.
+
+The panel only builds requests and shows results; every job runs through the same client as the
+magics (store, replay, journal, rate budget), in the panel's own worker threads so that the kernel
+stays free while images are made. Each panel keeps its own jobs and gallery.
+"""
+
+from __future__ import annotations
+
+import html
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Union
+
+import ipywidgets as widgets
+
+from doitong_nb import _contract as contract
+from doitong_nb._core.errors import DoitongError, InvalidRequestError, RateLimitError
+from doitong_nb._core.request import MAX_SEED, GenerationRequest, per_image
+from doitong_nb._core.result import credits_text
+from doitong_nb._core.steps import Event
+from doitong_nb._notebook import session as _session
+from doitong_nb._notebook.display import cost_text, error_text, result_bundle
+from doitong_nb._notebook.previews import make_preview
+
+if TYPE_CHECKING:
+    from doitong_nb._core.result import ImageResult
+    from doitong_nb._runtime.client import Flux
+
+ClientSource = Union["Flux", Callable[[], "Flux"], None]
+
+SIZES = (
+    ("1024 × 1024", "1024x1024"),
+    ("2048 × 2048", "2048x2048"),
+    ("4096 × 4096", "4096x4096"),
+    ("3840 × 2160 · 4K UHD", "3840x2160"),
+    ("Custom…", ""),
+)
+ASPECTS = (("— (use size)", ""), *((r, r) for r in ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")))
+MAX_COUNT = 16
+THUMB_PX, DETAIL_PX = 256, 768
+_WORKERS = 4  # batches (clicks) that run at once; the images of one batch interleave in one thread
+_TICK = 0.5  # seconds between repaints of the running jobs' elapsed time
+
+_CSS = """<style>
+.flux-panel{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;gap:8px;padding:12px 14px;
+  border:1px solid rgba(127,127,127,.3);border-radius:12px;background:rgba(127,127,127,.04);max-width:1000px}
+.flux-panel .flux-header{justify-content:space-between;align-items:baseline}
+.flux-panel .flux-title{font-size:15px;font-weight:600}
+.flux-panel .flux-account{font-size:12px;opacity:.8}
+.flux-panel .flux-prompt textarea{font-size:13px;border-radius:6px}
+.flux-panel .flux-row{flex-wrap:wrap;gap:4px 14px;align-items:center}
+.flux-panel .flux-generate button{font-weight:600;border-radius:6px}
+.flux-panel .flux-estimate{font-size:13px}
+.flux-panel :is(.flux-caption,.flux-job,.flux-banner,.flux-detail) .widget-html-content{line-height:1.4}
+.flux-banner .flux-banner-box{padding:8px 12px;border-radius:8px;font-size:13px;line-height:1.45;
+  background:rgba(215,58,73,.12);border:1px solid rgba(215,58,73,.55)}
+.flux-job{font-size:12px;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+.flux-job .flux-bar{display:inline-block;width:56px;height:6px;margin-right:8px;border-radius:3px;vertical-align:middle;
+  background:linear-gradient(90deg,rgba(47,129,247,.15),rgba(47,129,247,.8),rgba(47,129,247,.15));
+  background-size:200% 100%;animation:flux-slide 1.2s linear infinite}
+@keyframes flux-slide{from{background-position:100% 0}to{background-position:-100% 0}}
+.flux-gallery{gap:10px}
+.flux-thumb{position:relative;border:1px solid rgba(127,127,127,.3);border-radius:8px;overflow:hidden;
+  background:rgba(127,127,127,.08)}
+.flux-thumb.flux-selected{outline:2px solid rgba(47,129,247,.9);outline-offset:1px}
+.flux-thumb .flux-open{position:absolute;inset:0;width:100%;height:100%;margin:0;opacity:0;cursor:zoom-in}
+.flux-thumb .flux-caption{display:block;height:auto;margin:0;padding:5px 8px 6px;opacity:.85}
+.flux-thumb .flux-caption .widget-html-content{display:block;height:auto;line-height:16px;font-size:11px}
+.flux-thumb .flux-caption .widget-html-content>div{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.flux-badge{display:inline-block;padding:0 6px;border-radius:999px;font-size:10px;font-weight:600;
+  background:rgba(46,160,67,.16);border:1px solid rgba(46,160,67,.55)}
+.flux-detail{gap:6px}
+</style>"""
+
+
+def _classed(widget: widgets.Widget, *names: str) -> widgets.Widget:
+    for name in names:
+        widget.add_class(name)
+    return widget
+
+
+def _magics_client() -> Callable[[], Flux] | None:
+    """The loaded extension's client (read on every job, so `%config Flux.*` changes reach the panel)."""
+    magics = _session.current
+    return None if magics is None else lambda: magics.client
+
+
+def _client_source(client: ClientSource) -> Callable[[], Flux]:
+    if callable(client):
+        return client
+    if client is not None:
+        return lambda: client
+    from_magics = _magics_client()
+    if from_magics is not None:
+        return from_magics
+    from doitong_nb._runtime.client import Flux
+
+    own = Flux()
+    return lambda: own
+
+
+def _banner_text(exc: BaseException) -> str:
+    """error_text, plus the wall-clock time a rate limit resets, which tells the user when to come back."""
+    text = error_text(exc)
+    if isinstance(exc, RateLimitError) and exc.reset_at is not None:
+        text += f" (the limit resets at {datetime.fromtimestamp(exc.reset_at):%H:%M:%S})"
+    return text
+
+
+@dataclass
+class _Job:
+    """One image of one Generate click, with its own progress row."""
+
+    number: int
+    request: GenerationRequest
+    key: str  # its replay key: the engine's events name it
+    cost: int
+    row: widgets.HTML
+    queued_at: float = field(default_factory=time.monotonic)
+    status: str = "queued"
+    detail: str = ""
+    charged: bool = False  # its submission was accepted (the engine's `submitted` event): its cost is spent
+
+    def paint(self) -> None:
+        r = self.request
+        seed = f"seed {r.seed}" if r.seed is not None else "random seed"
+        parts = [f"#{self.number}", r.size, seed, self.status, f"{time.monotonic() - self.queued_at:.1f} s"]
+        if self.detail:
+            parts.append(self.detail)
+        text = html.escape(" · ".join(parts))
+        self.row.value = f'<span class="flux-bar"></span>{text}'
+
+
+class FluxPanel:
+    """The widgets of one panel and the jobs it started; `widget` is what the notebook displays."""
+
+    def __init__(self, client: ClientSource = None) -> None:
+        self._client = _client_source(client)
+        self._executor = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="flux-panel")
+        self._lock = threading.Lock()
+        self._jobs: list[_Job] = []
+        self._results: list[ImageResult] = []
+        self._errors: list[str] = []
+        self._counter = 0
+        self._ticker: threading.Thread | None = None
+        self._build()
+        self._start_from_settings()
+        self._refresh_estimate()
+        self._refresh_account()
+        self._executor.submit(self._fetch_account)
+
+    def _start_from_settings(self) -> None:
+        """The client's settings are the panel's starting values: on the extension's client, `%config Flux.*` >
+        the environment > the defaults, as for `%%flux` (config.py)."""
+        settings = self._client().settings
+        self.transport.value = settings.transport
+        self.budget.value = settings.max_credits or 0
+        listed = settings.size in (value for _, value in SIZES)
+        self.size.value = settings.size if listed else ""  # "" is "Custom…"
+        if not listed:
+            self.custom_size.value = settings.size
+
+    # --- layout -----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        wide = {"description_width": "initial"}
+        self.prompt = _classed(
+            widgets.Textarea(
+                placeholder="Describe the image: a lighthouse on a basalt cliff at dawn, volumetric fog…",
+                layout=widgets.Layout(width="100%", height="76px"),
+            ),
+            "flux-prompt",
+        )
+        self.size = widgets.Dropdown(options=SIZES, value="1024x1024", description="Size", style=wide)
+        self.custom_size = widgets.Text(
+            value="1536x1024", placeholder="WIDTHxHEIGHT", layout=widgets.Layout(width="110px", display="none")
+        )
+        self.aspect = widgets.Dropdown(
+            options=ASPECTS, value="", description="Aspect", style=wide, layout=widgets.Layout(width="190px")
+        )
+        self.seed = widgets.Text(
+            placeholder="random", description="Seed", style=wide, layout=widgets.Layout(width="150px")
+        )
+        self.dice = _classed(
+            widgets.Button(tooltip="roll a random seed", icon="random", layout=widgets.Layout(width="36px")),
+            "flux-dice",
+        )
+        self.raw = widgets.ToggleButton(
+            description="RAW", tooltip="the natural, less processed look", layout=widgets.Layout(width="64px")
+        )
+        self.version = widgets.Dropdown(
+            options=contract.VERSIONS, value=contract.DEFAULT_VERSION, description="Version", style=wide
+        )
+        self.count = widgets.BoundedIntText(
+            value=1, min=1, max=MAX_COUNT, description="Count", style=wide, layout=widgets.Layout(width="110px")
+        )
+        self.transport = widgets.Dropdown(
+            options=("graphql", "rest"), value="graphql", description="Transport", style=wide
+        )
+        self.budget = widgets.BoundedIntText(
+            value=0,
+            min=0,
+            max=10**9,
+            description="Budget",
+            tooltip="session credit budget; 0 means none",
+            style=wide,
+            layout=widgets.Layout(width="150px"),
+        )
+        self.generate = _classed(
+            widgets.Button(description="Generate", button_style="primary", icon="magic"), "flux-generate"
+        )
+        self.estimate = _classed(widgets.HTML(), "flux-estimate")
+        self.account = _classed(widgets.HTML(), "flux-account")
+        self.banner = _classed(widgets.HTML(layout=widgets.Layout(display="none")), "flux-banner")
+        self.dismiss = widgets.Button(description="Dismiss", layout=widgets.Layout(display="none", width="90px"))
+        self.jobs = _classed(widgets.VBox(), "flux-jobs")
+        self.gallery = _classed(
+            widgets.GridBox(layout=widgets.Layout(grid_template_columns="repeat(auto-fill, minmax(170px, 1fr))")),
+            "flux-gallery",
+        )
+        self.detail_view = widgets.HTML()
+        self.close_detail = widgets.Button(description="Close", icon="times", layout=widgets.Layout(width="90px"))
+        self.detail = _classed(
+            widgets.VBox([self.detail_view, self.close_detail], layout=widgets.Layout(display="none")), "flux-detail"
+        )
+
+        header = _classed(
+            widgets.HBox([_classed(widgets.HTML("Flux Ultra"), "flux-title"), self.account]), "flux-header"
+        )
+        settings = _classed(
+            widgets.HBox([self.size, self.custom_size, self.aspect, widgets.HBox([self.seed, self.dice]), self.raw]),
+            "flux-row",
+        )
+        more = _classed(widgets.HBox([self.version, self.count, self.transport, self.budget]), "flux-row")
+        action = _classed(widgets.HBox([self.generate, self.estimate]), "flux-row")
+        errors = widgets.HBox([self.banner, self.dismiss], layout=widgets.Layout(align_items="flex-start"))
+        parts = [widgets.HTML(_CSS), header, self.prompt, settings, more, action, errors, self.jobs, self.gallery]
+        self.widget = _classed(widgets.VBox([*parts, self.detail]), "flux-panel")
+
+        for control in (self.size, self.custom_size, self.aspect, self.seed, self.count, self.budget):
+            control.observe(self._on_settings, names="value")
+        self.dice.on_click(self._roll_seed)
+        self.generate.on_click(self._on_generate)
+        self.dismiss.on_click(lambda _: self._clear_errors())
+        self.close_detail.on_click(lambda _: self._hide_detail())
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    # --- settings -> requests ---------------------------------------------------------------------
+    def _seed(self) -> int | None:
+        text = self.seed.value.strip()
+        if not text:
+            return None
+        if not text.isdigit():
+            raise InvalidRequestError(f"seed {text!r} must be a whole number from 0 to {MAX_SEED}", field="seed")
+        return int(text)
+
+    def requests(self, prompt: str | None = None) -> list[tuple[GenerationRequest, int]]:
+        """(request, variant) per image, as the magics make them: seeds N, N+1... or unseeded variants."""
+        options: dict[str, Any] = {"raw": self.raw.value, "version": self.version.value}
+        if self.aspect.value:
+            options["aspect_ratio"] = self.aspect.value
+        else:
+            options["size"] = self.size.value or self.custom_size.value
+        base = GenerationRequest.build(self.prompt.value if prompt is None else prompt, seed=self._seed(), **options)
+        return per_image(base, self.count.value)
+
+    def _on_settings(self, _change: Any = None) -> None:
+        self.custom_size.layout.display = "" if self.size.value == "" and not self.aspect.value else "none"
+        self.size.disabled = bool(self.aspect.value)
+        self._refresh_estimate()
+        self._refresh_account()
+
+    def _refresh_estimate(self) -> None:
+        try:
+            pairs = self.requests(prompt="estimate")  # the prompt does not change the price
+        except DoitongError as exc:
+            self.estimate.value = f'<span style="color:#d73a49">{html.escape(str(exc))}</span>'
+            return
+        each = pairs[0][0].estimated_credits
+        total = each * len(pairs)
+        split = f" ({len(pairs)} × {each})" if len(pairs) > 1 else ""
+        self.estimate.value = f"≈ <b>{credits_text(total)}</b>{split} · {html.escape(pairs[0][0].size)}"
+
+    def _refresh_account(self) -> None:
+        client = self._client()
+        parts = [f"session <b>{credits_text(client.session_credits)}</b>"]
+        if client.balance is not None:
+            parts.append(f"balance <b>{client.balance}</b>")
+        if self.budget.value:
+            parts.append(f"budget {self.budget.value}")
+        if client.settings.sandbox:
+            parts.append("sandbox")
+        self.account.value = " · ".join(parts)
+
+    def _roll_seed(self, _button: Any = None) -> None:
+        self.seed.value = str(random.randint(0, MAX_SEED - MAX_COUNT))
+
+    def _fetch_account(self) -> None:
+        try:
+            self._client().account()
+        except Exception as exc:
+            self._show_error(exc)
+        self._refresh_account()
+
+    # --- jobs -------------------------------------------------------------------------------------
+    def _on_generate(self, _button: Any = None) -> list[_Job]:
+        """Queue the images of the current settings; returns at once, the work runs in a worker thread.
+
+        The engine's quote is weighed against the panel's budget over what the session spent and what this
+        panel's jobs not yet charged will spend, so two quick clicks cannot cross it together."""
+        self._clear_errors()
+        try:
+            client = self._client()
+            pairs = self.requests()
+            with self._lock:
+                pending = sum(j.cost for j in self._jobs if not j.charged)
+            quote = client.engine.quote(  # no budget of its own (0): the session's max_credits
+                pairs,
+                max_credits=self.budget.value or None,
+                spent=client.session_credits + pending,
+                budget_name="the budget" if self.budget.value else "max_credits",
+            )
+            client.engine.admit(quote)
+        except DoitongError as exc:
+            self._show_error(exc)
+            return []
+        with self._lock:
+            jobs = []
+            for item in quote.items:
+                self._counter += 1
+                row = _classed(widgets.HTML(), "flux-job")
+                jobs.append(_Job(self._counter, item.request, item.key, item.cost, row))
+            self._jobs.extend(jobs)
+            for job in jobs:
+                job.paint()
+            self.jobs.children = (*self.jobs.children, *(j.row for j in jobs))
+        by_index = {item.index: job for item, job in zip(quote.items, jobs, strict=True)}
+        unsubscribe = client.engine.subscribe(lambda event: self._heard(jobs, event))
+        future = self._executor.submit(  # the batch scheduler: paced at the plan's job slots, like `%%flux -n`
+            client.generate_many,
+            [r for r, _ in pairs],  # unseeded repeats become variants 0, 1, ... as quoted
+            progress=False,
+            transport=self.transport.value,
+            item_progress=lambda index: self._progress(by_index[index]),
+            item_done=lambda index, outcome: self._ended_item(by_index.get(index), outcome),
+        )
+        future.add_done_callback(lambda done: self._batch_done(done, unsubscribe))
+        self._start_ticker()
+        return jobs
+
+    def _heard(self, jobs: list[_Job], event: Event) -> None:
+        """A job of this click was accepted by the service: its cost is in the session's spending from now on."""
+        if event.kind == "submitted":
+            job = next((j for j in jobs if j.key == event.key and not j.charged), None)
+            if job is not None:
+                job.charged = True
+
+    def _progress(self, job: _Job) -> Callable[[str, float, str], None]:
+        def report(status: str, elapsed: float, detail: str) -> None:
+            job.status, job.detail = status, detail if status != "downloading" else ""
+            job.paint()
+
+        return report
+
+    def _ended_item(self, job: _Job | None, outcome: ImageResult | DoitongError) -> None:
+        """An image of this click is ready (or failed); a seeded repeat shares its first's job and shows once."""
+        if job is not None:
+            if isinstance(outcome, DoitongError):
+                self._ended(job, error=outcome)
+            else:
+                self._ended(job, result=outcome)
+
+    def _ended(self, job: _Job, result: ImageResult | None = None, error: BaseException | None = None) -> None:
+        if result is not None:
+            try:
+                self._add_to_gallery(result)
+            except Exception as exc:  # e.g. an unreadable file: say so, keep the panel alive
+                error = exc
+        if error is not None:
+            self._show_error(error)
+        with self._lock:
+            self._jobs.remove(job)
+            self.jobs.children = tuple(c for c in self.jobs.children if c is not job.row)
+        self._refresh_account()
+
+    def _batch_done(self, future: Future[list[Any]], unsubscribe: Callable[[], None]) -> None:
+        """The click's flows ended: stop hearing their events; a failure of the driver itself (not of a job) still
+        reaches the banner."""
+        unsubscribe()
+        error = future.exception()
+        if error is not None:
+            self._show_error(error)
+
+    def _start_ticker(self) -> None:
+        """One thread per panel repaints the elapsed time of running jobs, and ends with the last of them."""
+        with self._lock:
+            if self._ticker is not None and self._ticker.is_alive():
+                return
+            self._ticker = threading.Thread(target=self._tick, name="flux-panel-ticker", daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while True:
+            time.sleep(_TICK)
+            with self._lock:
+                running = list(self._jobs)
+            if not running:
+                return
+            for job in running:
+                job.paint()
+
+    # --- results ----------------------------------------------------------------------------------
+    def _add_to_gallery(self, result: ImageResult) -> None:
+        data, mime = make_preview(result.path, THUMB_PX)
+        # overflow hidden: lumino styles widgets `overflow: visible`, and Chromium then paints the part that
+        # object-fit: cover crops off a replaced element, over the caption below it. Cropped from the
+        # top, so that a sandbox image keeps its SANDBOX banner (at the bottom) in view.
+        fill = widgets.Layout(
+            width="100%",
+            height="150px",
+            object_fit="cover",
+            object_position="50% 100%",
+            flex="none",
+            margin="0",
+            overflow="hidden",
+        )
+        image = widgets.Image(value=data, format=mime.split("/")[1], layout=fill)
+        opener = _classed(
+            widgets.Button(description="open", tooltip=result.request.prompt, layout=widgets.Layout(height="auto")),
+            "flux-open",
+        )
+        badge = '<span class="flux-badge">replayed</span> ' if result.replayed else ""
+        seed = f"seed {result.seed}" if result.seed is not None else "random seed"
+        # two lines, the seed first: a 10-digit seed after the badge and the cost was cut off by the ellipsis
+        caption = _classed(
+            widgets.HTML(
+                f"<div>{seed}</div><div>{badge}{html.escape(cost_text(result))}</div>",
+                tooltip=f"{result.width}×{result.height}",
+            ),
+            "flux-caption",
+        )
+        thumb = _classed(widgets.VBox([image, caption, opener]), "flux-thumb")
+        if result.replayed:
+            thumb.add_class("flux-replayed")
+        opener.on_click(lambda _: self.show(result, thumb))
+        with self._lock:
+            self._results.insert(0, result)
+            self.gallery.children = (thumb, *self.gallery.children)
+
+    def show(self, result: ImageResult, thumb: widgets.Widget | None = None) -> None:
+        """The large view of one result: preview, metadata, credits and a link to the full-resolution file."""
+        for other in self.gallery.children:
+            other.remove_class("flux-selected")
+        if thumb is not None:
+            thumb.add_class("flux-selected")
+        self.detail_view.value = result_bundle([result], DETAIL_PX)["text/html"]
+        self.detail.layout.display = ""
+
+    def _hide_detail(self) -> None:
+        self.detail.layout.display = "none"
+        for other in self.gallery.children:
+            other.remove_class("flux-selected")
+
+    @property
+    def results(self) -> list[ImageResult]:
+        """This panel's finished images, newest first."""
+        with self._lock:
+            return list(self._results)
+
+    @property
+    def running(self) -> int:
+        """How many of this panel's images are still queued or running."""
+        with self._lock:
+            return len(self._jobs)
+
+    # --- errors -----------------------------------------------------------------------------------
+    def _show_error(self, exc: BaseException) -> None:
+        with self._lock:
+            text = _banner_text(exc)
+            if text not in self._errors:
+                self._errors.append(text)
+            items = "".join(f"<div>{html.escape(t)}</div>" for t in self._errors)
+        self.banner.value = f'<div class="flux-banner-box" role="alert">{items}</div>'
+        self.banner.layout.display = ""
+        self.dismiss.layout.display = ""
+
+    def _clear_errors(self) -> None:
+        with self._lock:
+            self._errors.clear()
+        self.banner.value = ""
+        self.banner.layout.display = "none"
+        self.dismiss.layout.display = "none"
+
+    @property
+    def errors(self) -> list[str]:
+        """The banner's messages, one line each."""
+        with self._lock:
+            return list(self._errors)
+
+
+def panel(client: ClientSource = None) -> widgets.Widget:
+    """The panel's widget: `doitong_nb.panel()` in a notebook, or `%flux_panel`.
+
+    `client` is a Flux client, or a function returning the current one (as `lambda: magics.client`);
+    by default the loaded extension's client, so panel and magics share store, replay, journal and limits.
+    """
+    return FluxPanel(client).widget

@@ -1,0 +1,88 @@
+"""`doitong-nb`: the command line (`doitong-nb doctor`, `verify`, `export`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from doitong_nb import _contract as contract
+from doitong_nb._core.env import ENV_BASE_URL
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="doitong-nb", description="doitong-nb tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    doc = sub.add_parser(
+        "doctor", help="check the configured service against the contract, one line per assumption; spends no credit"
+    )
+    doc.add_argument("--base-url", help=f"default: {ENV_BASE_URL}, else the production API")
+    doc.add_argument("--transport", choices=("graphql", "rest"))
+    doc.add_argument("--output-dir", help="where the client keeps its journal and what it discovered")
+    doc.add_argument("--status-query", help="the status query you named, e.g. getJob(jobId)")
+    doc.add_argument("--plan", choices=list(contract.PLANS), help="the plan you pay for")
+    ver = sub.add_parser(
+        "verify", help="every image the notebooks show is in the lock file and the store, with its sha256"
+    )
+    ver.add_argument("notebooks", nargs="*", help="notebooks to check (none: every image the lock records)")
+    ver.add_argument(
+        "--output-dir", help="folder or store URL (default: DOITONG_OUTPUT_DIR, else flux_outputs beside each notebook)"
+    )
+    ver.add_argument("--lock", help="the lock file (default: beside the output folder)")
+    exp = sub.add_parser("export", help="an RO-Crate of a notebook, its images and lock file")
+    exp.add_argument("notebook")
+    exp.add_argument("--ro-crate", required=True, metavar="DIR|ZIP", help="a folder, or a file ending in .zip")
+    exp.add_argument("--output-dir", help="folder or store URL (default as for verify)")
+    exp.add_argument("--lock", help="the lock file (default: beside the output folder)")
+    args = parser.parse_args(argv)
+    if args.command == "verify":
+        return _verify(args)
+    if args.command == "export":
+        return _export(args)
+    from doitong_nb._core.errors import DoitongError
+    from doitong_nb._runtime.client import Flux
+    from doitong_nb._tools.doctor import run
+
+    try:
+        with Flux(
+            base_url=args.base_url,
+            transport=args.transport,
+            output_dir=args.output_dir,
+            status_query=args.status_query,
+            plan=args.plan,
+        ) as client:
+            text, failed = run(client)
+    except DoitongError as exc:
+        print(f"FAIL {exc}")
+        return 2
+    print(text)
+    return 1 if failed else 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from doitong_nb._core.errors import DoitongError
+    from doitong_nb._tools.verify import verify
+
+    try:
+        checks = verify(args.output_dir, notebooks=args.notebooks or (), lock=args.lock)
+    except DoitongError as exc:
+        print(f"FAIL {exc}")
+        return 2
+    print(checks)
+    return 0 if checks.ok else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from doitong_nb._core.errors import DoitongError
+    from doitong_nb._tools.export import export_ro_crate
+
+    try:
+        where, count = export_ro_crate(args.notebook, args.ro_crate, output_dir=args.output_dir, lock=args.lock)
+    except DoitongError as exc:
+        print(f"FAIL {exc}")
+        return 2
+    print(f"wrote an RO-Crate of {args.notebook} with {count} image(s) to {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

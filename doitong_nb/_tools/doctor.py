@@ -1,0 +1,310 @@
+"""`doitong-nb doctor` and `%flux_doctor`: check every [assumed] part of the contract against the configured
+service, without spending a credit, one line per assumption; each failed line says what to set.
+
+Probes: the host resolves and answers (TLS when https); the key is accepted (the account query); the plan's
+limits come in X-RateLimit-* headers; the server's clock (Date header); a status read of a job that does not
+exist (`NOT_FOUND` means the query exists; "cannot query field" means it does not, and one introspection request
+looks for the service's own); the REST job path likewise; how errors are answered; and, when this output folder
+holds a job of this service, that job read again (status spelling, cost, where and how its URL is served).
+Two things only a paid job shows (the contract has no dry submission and no test webhook): whether a
+submission's answer names its creditCost, and how a webhook is signed. The client notes both in the folder's
+discovery file when it sees them, and doctor reports what it noted, or says that it could not check them.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from doitong_nb import _contract as contract
+from doitong_nb._core.env import ENV_API_KEY, ENV_BASE_URL, ENV_WEBHOOK_SECRET
+from doitong_nb._core.errors import DoitongError
+from doitong_nb._store.discovery_cache import DiscoveryCache
+from doitong_nb._wire.discovery import INTROSPECTION, query_names, status_query_from
+from doitong_nb._wire.replies import error_code, schema_mismatch
+
+PROBE_ID = "job_doctor_probe_0000"
+MAX_SKEW_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool | None  # None: a difference the client tolerates (a warning), or nothing to check
+    detail: str
+    essential: bool = False
+
+    def __str__(self) -> str:
+        mark = {True: "ok  ", False: "FAIL", None: "note"}[self.ok]
+        return f"{mark} {self.name:<16} {self.detail}"
+
+
+def _post(api: httpx.Client, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
+    return api.post(contract.GRAPHQL_PATH, json={"query": query, "variables": variables or {}})
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def diagnose(client: Any) -> list[Check]:
+    """Every check against `client`'s service (a doitong_nb.Flux); no request here can spend a credit."""
+    settings = client.settings
+    url = urlsplit(settings.base_url)
+    checks: list[Check] = []
+    try:
+        socket.getaddrinfo(url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    except OSError as exc:
+        why = f"{url.hostname} does not resolve ({exc}): set {ENV_BASE_URL}"
+        return [Check("reachable", False, why, True)]
+    headers = {"Authorization": f"Bearer {settings.api_key}", "User-Agent": "doitong-nb doctor"}
+    with httpx.Client(base_url=settings.base_url, headers=headers, timeout=15, follow_redirects=False) as api:
+        try:
+            started = time.time()
+            account = _post(api, "query Account { account { credits plan } }")
+        except httpx.HTTPError as exc:
+            tls = " (TLS)" if url.scheme == "https" and "SSL" in str(exc) else ""
+            return [Check("reachable", False, f"{settings.base_url}{tls}: {exc}; check {ENV_BASE_URL}", True)]
+        how = "TLS ok" if url.scheme == "https" else "plain http"
+        checks.append(Check("reachable", True, f"{settings.base_url} answers ({how})"))
+        body = _body(account)
+        data = ((body or {}).get("data") or {}).get("account") if isinstance(body, dict) else None
+        if account.status_code == 401 or error_code(body) == contract.UNAUTHENTICATED:
+            checks.append(Check("key", False, f"the key is refused: set {ENV_API_KEY}", True))
+            return checks
+        if not isinstance(data, dict):
+            checks.append(Check("key", False, f"the account query answered HTTP {account.status_code}", True))
+        else:
+            checks.append(Check("key", True, f"accepted; plan {data.get('plan')}, {data.get('credits')} credits"))
+        checks.append(_limits(account, data))
+        checks.append(_clock(account, started))
+        checks.append(_status_query(api, client))
+        checks.append(_errors(api))
+        checks.append(_rest_path(api, settings))
+        checks.extend(_last_job(api, client))
+    seen = client.engine.discovery.get(settings.origin)  # what this folder's client saw the service do
+    if not any(c.name == "cost" for c in checks):
+        checks.append(_cost(seen.get("submission_cost")))
+    checks.append(_webhooks(seen.get("webhook_signature"), settings.webhook_secret))
+    return checks
+
+
+def _limits(response: httpx.Response, account: Any) -> Check:
+    limit = response.headers.get(contract.HEADER_RATE_LIMIT)
+    if limit is None:
+        plan = account.get("plan") if isinstance(account, dict) else None
+        named = f"; the account says plan {plan!r}" if plan else ""
+        return Check(
+            "plan and limits",
+            None,
+            f"no {contract.HEADER_RATE_LIMIT} headers{named}: the client paces from 429s; set Flux(plan=...) or "
+            "%config Flux.plan to pace ahead",
+        )
+    plan = contract.plan_with_rate(float(limit)) if limit.replace(".", "", 1).isdigit() else None
+    reset = response.headers.get(contract.HEADER_RATE_RESET, "")
+    form = ""
+    try:
+        form = " (Reset in seconds from now)" if float(reset) < contract.RESET_IS_UNIX_TIME_ABOVE else ""
+    except ValueError:
+        form = f" (Reset {reset!r} unreadable)" if reset else ""
+    name = plan.name if plan else "custom"
+    return Check("plan and limits", True, f"{limit} requests/min: plan {name}{form}")
+
+
+def _clock(response: httpx.Response, started: float) -> Check:
+    date = response.headers.get("Date")
+    if not date:
+        return Check("clock", None, "no Date header: clock skew unknown (webhook timestamps allow 5 minutes)")
+    try:
+        skew = parsedate_to_datetime(date).timestamp() - started
+    except (TypeError, ValueError):
+        return Check("clock", None, f"unreadable Date header {date!r}")
+    if abs(skew) > MAX_SKEW_SECONDS:
+        return Check("clock", False, f"the server's clock is {skew:+.0f} s from this machine's: set the system clock")
+    return Check("clock", True, f"skew {skew:+.1f} s")
+
+
+def _status_query(api: httpx.Client, client: Any) -> Check:
+    engine = client.engine
+    asked = engine.status_query
+    query = asked.query() if asked else "query Job($id: ID!) { job(id: $id) { id status } }"
+    name = f"{asked}" if asked else "job(id: ID!)"
+    reply = _post(api, query, {"id": PROBE_ID})
+    body = _body(reply)
+    mismatch = schema_mismatch(body)
+    if not mismatch:
+        named = " (as named)" if engine.status_query_named else ""
+        if name == "job(id: ID!)":
+            return Check("status query", True, f"{name}{named}")
+        return Check("status query", None, f"differs: jobs are read with {name}{named}, not the contract's job(id:)")
+    intro = _body(_post(api, INTROSPECTION))
+    schema = ((intro or {}).get("data") or {}).get("__schema") if isinstance(intro, dict) else None
+    if not schema:
+        errors = intro.get("errors") if isinstance(intro, dict) else None
+        message = errors[0].get("message", "no answer") if isinstance(errors, list) and errors else "no answer"
+        return Check(
+            "status query",
+            False,
+            f"no {name} query ({mismatch}) and introspection is disabled ({message}): set "
+            '%config Flux.status_query = "getJob(jobId)" or Flux(status_query="getJob(jobId)") to the service\'s '
+            "query (name and argument)",
+            True,
+        )
+    found = status_query_from(schema)
+    if found is None:
+        return Check(
+            "status query",
+            False,
+            f"no {name} query, and none that reads a job among: {', '.join(query_names(schema))}; "
+            'set Flux(status_query="name(argument)")',
+            True,
+        )
+    DiscoveryCache(client.settings.output_dir).put(
+        client.settings.origin, status_query=f"{found.name}({found.arg}: {found.arg_type})"
+    )
+    return Check("status query", None, f"differs: jobs are read with {found} (found by introspection; remembered)")
+
+
+def _errors(api: httpx.Client) -> Check:
+    """A query for a field no schema has: the contract answers 400 with extensions.code."""
+    reply = api.post(contract.GRAPHQL_PATH, json={"query": "query { doctorNoSuchField }"})
+    coded, status = error_code(_body(reply)) is not None, reply.status_code
+    if status == 200 or not coded:
+        how = f"with HTTP {status}" + ("" if coded else ", without extensions.code")
+        return Check("errors", None, f"differs: GraphQL errors answered {how}; the client reads their messages")
+    return Check("errors", True, f"GraphQL errors answered with HTTP {status} and extensions.code")
+
+
+def _rest_path(api: httpx.Client, settings: Any) -> Check:
+    rest = {"X-API-Key": settings.api_key}
+    for path in contract.REST_JOB_PATHS:
+        reply = api.get(path.format(id=PROBE_ID), headers=rest)
+        text = str(_body(reply))
+        if reply.status_code == 404 and PROBE_ID in text and f"{path.split('{')[0]}" not in text:
+            if path == contract.REST_JOB_PATH:
+                return Check("rest job path", True, f"GET {path}")
+            return Check("rest job path", None, f"differs: jobs are read at GET {path} (found on first use)")
+        if reply.status_code == 200:
+            return Check("rest job path", True, f"GET {path}")
+    return Check("rest job path", None, "no REST path answered for a job; use the GraphQL transport")
+
+
+def _last_job(api: httpx.Client, client: Any) -> list[Check]:
+    """A job this folder holds for this service, read again (free): statuses, cost, URL host and expiry."""
+    history = [r for r in client.store.history()]
+    pending = client.jobs()
+    job_id = pending[-1].job_id if pending and pending[-1].job_id else (history[0].job_id if history else None)
+    if job_id is None:
+        return [Check("job", None, "no job of this service in this output folder yet: statuses and the CDN unchecked")]
+    try:
+        reply = client.engine.transport.status(job_id)
+        raw = api.request(reply.method, reply.path, json=reply.json, headers=_auth(client))
+        body = _body(raw) or {}
+        payload = next((v for v in (body.get("data") or {}).values() if isinstance(v, dict)), {})
+    except (httpx.HTTPError, DoitongError, AttributeError) as exc:
+        return [Check("job", None, f"could not read job {job_id}: {exc}")]
+    from doitong_nb._core.result import Job
+
+    job = Job.from_payload(payload)
+    checks = []
+    spelled = job.raw_status or "?"
+    if job.known and spelled == job.status:
+        checks.append(Check("statuses", True, f"job {job_id}: {spelled!r}"))
+    elif job.known:
+        checks.append(Check("statuses", None, f"differs: job {job_id} is {spelled!r}, read as {job.status!r}"))
+    else:
+        checks.append(Check("statuses", False, f"job {job_id} is {spelled!r}, a status nobody listed"))
+    snake = [k for k in ("credit_cost", "created_at", "completed_at") if k in payload]
+    if snake or isinstance(payload.get("metadata"), str):
+        checks.append(Check("fields", None, f"differs: snake_case fields {snake}, metadata as text: read as such"))
+    if not job.done and job.credit_cost is None:
+        checks.append(
+            Check("cost", None, f"differs: job {job_id} is not finished and names no creditCost yet; {_COST_LATE}")
+        )
+    if job.url:
+        host, api_host = urlsplit(job.url).hostname, urlsplit(client.settings.base_url).hostname
+        signed = any(k in job.url.lower() for k in contract.SIGNED_URL_MARKERS)
+        where = "another host" if host != api_host else "the API's host"
+        note = f"outputs on {host} ({where}){', signed and expiring: downloaded at once' if signed else ''}"
+        try:
+            fetched = httpx.get(job.url, timeout=15, headers={"Range": "bytes=0-0"})
+            cdn = Check("cdn", fetched.status_code in (200, 206), f"{note}; HTTP {fetched.status_code}")
+        except httpx.HTTPError as exc:
+            cdn = Check("cdn", False, f"{note}; unreachable: {exc}")
+        checks.append(cdn if not signed or not cdn.ok else Check("cdn", None, "differs: " + cdn.detail))
+    return checks
+
+
+def _auth(client: Any) -> dict[str, str]:
+    return client.engine.transport.auth_headers(client.settings.api_key)
+
+
+_COST_LATE = "the client counts the quote until the finished job names its cost, then the cost it names"
+
+
+def _cost(form: str | None) -> Check:
+    """Whether the submission's answer names its creditCost, as this folder's client last saw it (a submission
+    is the only request that shows it, and it is paid: doctor never sends one)."""
+    if form == "absent":
+        return Check("cost", None, f"differs: the last submission's answer had no creditCost; {_COST_LATE}")
+    if form == "present":
+        return Check("cost", True, "the last submission's answer named its creditCost")
+    return Check(
+        "cost",
+        None,
+        "no submission seen from this output folder: whether its answer names creditCost is unchecked (only a paid "
+        f"submission shows it); {_COST_LATE}",
+    )
+
+
+def _webhooks(form: str | None, secret: str | None) -> Check:
+    """How the service signs webhooks, as this folder's receiver last verified one (the contract offers no test
+    delivery, and only a paid job with a webhookUrl makes one)."""
+    from doitong_nb._wire.webhooks import CONTRACT_SIGNATURE_FORM
+
+    tolerated = "the receiver verifies hex or base64, over timestamp.body or the body alone (strict=True refuses "
+    if form == CONTRACT_SIGNATURE_FORM:
+        return Check("webhooks", True, "the last delivery was signed over timestamp.body in hex, as the contract says")
+    if form:
+        over, encoding = form.split(", ")
+        what = "the raw body alone (no X-Doitong-Timestamp header)" if over == "body" else "timestamp.body"
+        return Check(
+            "webhooks",
+            None,
+            f"differs: the last delivery was signed over {what}, in {encoding}; {tolerated}a signature without "
+            "a timestamp)",
+        )
+    has = "secret set" if secret else f"no {ENV_WEBHOOK_SECRET}"
+    return Check(
+        "webhooks",
+        None,
+        f"{has}; no delivery received in this output folder yet: the signing form is unchecked (only a paid "
+        f"job with a webhook shows it); {tolerated}signatures without a timestamp)",
+    )
+
+
+def report(checks: list[Check]) -> str:
+    lines = [str(c) for c in checks]
+    failed = [c for c in checks if c.ok is False]
+    notes, ok = sum(c.ok is None for c in checks), sum(bool(c.ok) for c in checks)
+    lines.append(f"{len(failed)} failed, {notes} notes, {ok} ok")
+    return "\n".join(lines)
+
+
+def essential_failed(checks: list[Check]) -> bool:
+    return any(c.ok is False and c.essential for c in checks)
+
+
+def run(client: Any) -> tuple[str, bool]:
+    """The report for `client`'s service, and whether something essential failed."""
+    checks = diagnose(client)
+    return report(checks), essential_failed(checks)
