@@ -28,7 +28,7 @@ from doitong_nb._core.errors import (
     UnsafeResponseError,
     WebhookVerificationError,
 )
-from doitong_nb._version import __version__
+from doitong_nb._version import __version__ as __version__
 
 if TYPE_CHECKING:
     from doitong_nb._core.request import GenerationRequest

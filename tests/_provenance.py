@@ -1,6 +1,6 @@
 """The image bytes as the CDN served them: a stored file minus the provenance our store embedded.
 
-Written apart from store.py on purpose: a test that compares a stored file with the CDN's own hash must not
+Written apart from _store/provenance.py on purpose: a test that compares a stored file with the CDN's own hash must not
 trust the code under test to undo what it did.
 """
 

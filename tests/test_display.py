@@ -149,9 +149,9 @@ def test_preview_is_cached_until_the_file_changes(tmp_path: Path) -> None:
     path = tmp_path / "img.png"
     picture(600, 400, seed=1).save(path, compress_level=0)
     first = previews.make_preview(path)
-    hits = previews._cached_preview.cache_info().hits
+    hits = previews.cached_preview.cache_info().hits
     assert previews.make_preview(path) == first
-    assert previews._cached_preview.cache_info().hits == hits + 1
+    assert previews.cached_preview.cache_info().hits == hits + 1
     picture(600, 400, seed=2).save(path, compress_level=0)
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))

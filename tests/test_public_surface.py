@@ -52,3 +52,41 @@ def test_implementation_modules_are_private_and_public_names_say_doitong_nb() ->
     ]
     assert misplaced == []
     assert repr(doitong_nb.AuthenticationError) == "<class 'doitong_nb.AuthenticationError'>"
+
+
+def test_dir_lists_the_public_names_and_dunders_only() -> None:
+    shown = dir(doitong_nb)
+    assert [name for name in shown if not name.startswith("__")] == sorted(doitong_nb.__all__)
+    assert {"TYPE_CHECKING", "Any", "annotations", "_LAZY", "_publish"}.isdisjoint(shown)
+    assert "__version__" in shown
+
+
+def test_all_names_exactly_what_the_package_exports() -> None:
+    """httpx's test_exported_members: every public name is in __all__, and __all__ holds nothing else."""
+    import types
+
+    eager = {
+        name
+        for name, value in vars(doitong_nb).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)  # submodules are not exports
+    }
+    eager -= {"TYPE_CHECKING", "Any", "annotations"}
+    lazy = set(doitong_nb._LAZY)
+    assert sorted(eager | lazy | {"load_ipython_extension"}) == sorted(doitong_nb.__all__)
+    assert "SchemaMismatchError" in doitong_nb.__all__
+
+
+def test_no_face_reaches_into_the_engine() -> None:
+    """Faces (_notebook, _tools) use Flux / AsyncFlux and engine events; `client.engine` is the runtime's."""
+    import ast
+    from pathlib import Path
+
+    package = Path(doitong_nb.__file__).parent
+    reaching = [
+        f"{path.relative_to(package)}:{node.lineno}"
+        for folder in ("_notebook", "_tools")
+        for path in sorted((package / folder).rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "engine"
+    ]
+    assert reaching == []

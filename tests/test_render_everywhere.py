@@ -74,7 +74,7 @@ def test_a_grid_carries_one_contact_sheet(tmp_path: Path) -> None:
 
 def test_an_unreadable_file_still_renders_text_and_html(tmp_path: Path) -> None:
     result = make_result(_grainy(tmp_path / "job_gone.jpg", 256))
-    previews._cached_preview.cache_clear()
+    previews.cached_preview.cache_clear()
     result.path.unlink()
     data, metadata = display.result_display([result])
     assert set(data) == {"text/plain", "text/html"} and metadata == {}

@@ -30,9 +30,9 @@ from doitong_nb._core.errors import StorageError
 from doitong_nb._core.request import GenerationRequest
 from doitong_nb._core.result import ImageResult, Job
 from doitong_nb._runtime.client import AsyncFlux, Flux
+from doitong_nb._store import store as store_module
 from doitong_nb._store.journal import Journal
 from doitong_nb._store.store import STALE_SECONDS, Store
-from doitong_nb._store.store import store as store_module
 from doitong_sandbox import Sandbox
 
 COST_2048 = GenerationRequest("x", width=2048, height=2048).estimated_credits

@@ -1,15 +1,10 @@
-"""TODO docstring."""
+"""API key checks, before any request: a key an HTTP header cannot carry is refused by position, never shown."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from doitong_nb._core.env import ENV_API_KEY
 from doitong_nb._core.errors import AuthenticationError
 from doitong_nb._core.redaction import remember_secret
-
-if TYPE_CHECKING:
-    pass
 
 
 def checked_api_key(key: str | None) -> str | None:

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Redaction: every key this process used is scrubbed, in each of its encodings, from the errors it builds."""
 
 from __future__ import annotations
 

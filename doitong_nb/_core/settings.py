@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from doitong_nb import _contract as contract
@@ -38,10 +38,6 @@ from doitong_nb._core.env import (
     ENV_WEBHOOK_SECRET,
 )
 from doitong_nb._core.errors import InvalidRequestError
-
-if TYPE_CHECKING:
-    pass
-
 
 HTTP_TIMEOUT = 30.0  # one HTTP exchange
 SANDBOX_ORIGIN = "sandbox"
@@ -194,7 +190,7 @@ def _option(
 class Settings:
     """Every setting of a client and of the faces, as `resolve` found them; keys and secrets stay out of the repr."""
 
-    api_key: str = field(repr=False)  # explicit > %flux_login > DOITONG_API_KEY > the saved key (login.py)
+    api_key: str = field(repr=False)  # explicit > %flux_login > DOITONG_API_KEY > the saved key (_runtime/login.py)
     base_url: str  # explicit > DOITONG_BASE_URL > the production API; "" until connect() when `sandbox`
     transport: str = _option(
         "graphql",
@@ -224,7 +220,7 @@ class Settings:
     sandbox: bool  # no key and no base URL anywhere: the bundled sandbox
     store: str | None = None  # the shared fsspec store when output_dir is a URL (output_dir is then a local cache)
     lock_file: Path | None = _option(
-        None, _lock_file, "the lock file (unset: beside the output folder, see lockfile.py)", env=ENV_LOCK_FILE
+        None, _lock_file, "the lock file (unset: beside the output folder, see _store/lockfile.py)", env=ENV_LOCK_FILE
     )
     replay: bool = _option(
         True,
@@ -322,14 +318,14 @@ ENVIRONMENT = (ENV_API_KEY, ENV_BASE_URL, *(option.env for option in OPTIONS.val
 _LIVE = frozenset(name for name, option in OPTIONS.items() if option.live)
 
 
-def _given(value: Any) -> bool:
+def given(value: Any) -> bool:
     return value is not None and not (isinstance(value, str) and not value.strip())
 
 
 def checked(name: str, value: Any, where: str = "") -> Any:
     """`value` as option `name` uses it (None or blank: unset, None), or an InvalidRequestError that says what to
     give instead, naming `where` it was given (`%config Flux.timeout`, `DOITONG_TIMEOUT`)."""
-    if not _given(value):
+    if not given(value):
         return None
     try:
         return OPTIONS[name].check(value)

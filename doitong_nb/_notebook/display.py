@@ -27,7 +27,7 @@ from PIL import Image
 
 from doitong_nb._core.errors import DoitongError
 from doitong_nb._core.result import credits_text, parse_time
-from doitong_nb._notebook.previews import _cached_preview, _choose_encoding, _fit, _preview
+from doitong_nb._notebook.previews import cached_preview, choose_encoding, fit, preview_of
 
 if TYPE_CHECKING:
     from doitong_nb._core.result import ImageResult
@@ -144,7 +144,7 @@ def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: i
     prompt = esc(result.request.prompt)
     href, label = _link(result.path)
     try:
-        data, mime, (w, h) = _preview(result.path, preview_px)
+        data, mime, (w, h) = preview_of(result.path, preview_px)
         image = _data_img(data, mime, w, h, prompt, f"display:block;width:100%;height:auto;margin:0;{image_style}")
     except OSError as exc:  # missing or unreadable file: still show the provenance
         image = f'<div style="padding:24px;text-align:center;{_MUTED}">no preview: {esc(type(exc).__name__)}</div>'
@@ -205,7 +205,7 @@ def result_bundle(
     if footer:
         lines.append(", ".join(footer))
     if single:
-        width, _ = _fit(results[0].width, results[0].height, _SINGLE_BOX)
+        width, _ = fit(results[0].width, results[0].height, _SINGLE_BOX)
         grid, image_style, clamp = f"grid-template-columns:minmax(0,{max(width, 320)}px)", "", 4
     else:
         # One box shape for every card (the tallest image's, within reason) so captions line up.
@@ -246,7 +246,7 @@ def result_display(
     metadata: dict[str, Any] = {}
     if picture is not None:
         _, mime, (w, h) = picture
-        shown = _fit(w, h, _SINGLE_BOX) if len(results) == 1 else (w, h)
+        shown = fit(w, h, _SINGLE_BOX) if len(results) == 1 else (w, h)
         metadata[mime] = {"width": shown[0], "height": shown[1]}
     return data, metadata
 
@@ -256,7 +256,7 @@ def _plain_image(results: list[ImageResult], preview_px: int) -> tuple[bytes, st
     contact sheet of a grid's previews; None when no preview can be read."""
     try:
         if len(results) == 1:
-            return _preview(results[0].path, preview_px)
+            return preview_of(results[0].path, preview_px)
         if not results:
             return None
         return _sheet(tuple((os.path.abspath(r.path), os.stat(r.path).st_mtime_ns) for r in results), None)
@@ -292,14 +292,14 @@ def _sheet(
         for row, text in enumerate(labels[0]):
             draw.text((left - 4, top + gap + row * (tile + gap) + tile // 2), text[:18], fill=(0, 0, 0), anchor="rm")
     for index, (path, mtime_ns) in enumerate(files):
-        data, _, _ = _cached_preview(path, mtime_ns, os.stat(path).st_size, tile)
+        data, _, _ = cached_preview(path, mtime_ns, os.stat(path).st_size, tile)
         with Image.open(io.BytesIO(data)) as im:
             part = im.convert("RGB")
         row, column = divmod(index, columns)
         x = left + gap + column * (tile + gap) + (tile - part.width) // 2
         y = top + gap + row * (tile + gap) + (tile - part.height) // 2
         sheet.paste(part, (x, y))
-    data, mime = _choose_encoding(sheet)
+    data, mime = choose_encoding(sheet)
     return data, mime, sheet.size
 
 
@@ -599,7 +599,7 @@ class HistoryGallery:
         esc = html.escape
         href, _ = _link(r.path)
         try:
-            data, mime, (w, h) = _preview(r.path, _THUMB_PX)
+            data, mime, (w, h) = preview_of(r.path, _THUMB_PX)
             image = _data_img(
                 data,
                 mime,

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""`%flux_login` / `%flux_logout` and the warning for a key pasted into a cell (the key's storage is
+_runtime/login.py).
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Options are parsed by IPython's magic_arguments (so `%%flux?` shows them); each setting comes from the cell's
 option > `%config Flux.*` (traitlets, unset by default) > the login > the environment > the default, resolved by
-config.py. Errors print one line that says what to change; a traceback is for bugs, not for a wrong option.
+_core/settings.py. Errors print one line that says what to change; a traceback is for bugs, not for a wrong option.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _split_line(line: str) -> tuple[str, str]:
 @magics_class
 class Flux(Magics):
     """Named Flux so that `%config Flux.size = "2048x2048"` reads as the user thinks of it. Every trait is unset
-    (None) until set, so that the environment and the defaults (config.py) show through."""
+    (None) until set, so that the environment and the defaults (_core/settings.py) show through."""
 
     size = Unicode(None, allow_none=True, help=help_for("size")).tag(config=True)
     output_dir = Unicode(None, allow_none=True, help=help_for("output_dir")).tag(config=True)
@@ -102,7 +102,7 @@ class Flux(Magics):
 
     @validate(*CONFIGURABLE)
     def _check(self, proposal: Any) -> Any:
-        """`%config Flux.x = value` is checked as it is set, with the same words as anywhere else (config.py)."""
+        """`%config Flux.x = value` is checked as it is set, in the same words as anywhere (_core/settings)."""
         name = proposal["trait"].name
         try:
             return checked(name, proposal["value"])
@@ -135,8 +135,7 @@ class Flux(Magics):
             self._client = FluxClient._of(settings)
             if previous is not None:
                 if previous.settings.origin == self._client.settings.origin:  # the same account: keep its tally
-                    self._client.engine.session_credits = previous.session_credits
-                    self._client.engine.balance = previous.engine.balance
+                    self._client.carry_tally(previous)
                 else:
                     print(f"doitong_nb: the service changed; images now come from {_where(self._client.settings)}.")
                 previous.close()
@@ -246,7 +245,7 @@ class Flux(Magics):
         )
         args = SimpleNamespace(refresh=refresh, timeout=None, transport=None)
         try:
-            client.engine.admit(client.engine.quote([(request, variant)], refresh=refresh))
+            client.admit(client.quote([(request, variant)], refresh=refresh))
             self._generate([(request, variant)], args, None)
         except DoitongError as exc:
             self._fail(exc)
@@ -283,8 +282,8 @@ class Flux(Magics):
             if args.dry_run:
                 self._show_dry_run([r for r, _ in pairs], args.transport)
                 return
-            engine = self.client.engine  # one verdict on the budget for the whole cell, not one line an image
-            engine.admit(engine.quote(pairs, refresh=args.refresh))
+            client = self.client  # one verdict on the budget for the whole cell, not one line an image
+            client.admit(client.quote(pairs, refresh=args.refresh))
             if args.background or self.settings.background:
                 job = self._background(pairs, args)
                 if args.out:  # bound at once: `.result()` waits, the repr shows the state
@@ -357,12 +356,12 @@ class Flux(Magics):
                     if attribute == "aspect":
                         cell_args.size = None
                 pairs.append(self._requests(prompt, cell_args)[0])
-            engine = self.client.engine
-            quote = engine.quote(pairs, refresh=args.refresh)
+            client = self.client
+            quote = client.quote(pairs, refresh=args.refresh)
             if args.dry_run:
                 print(grid.cost_line(axes, quote.costs) + "; --dry-run: nothing was sent")
                 return
-            engine.admit(quote)
+            client.admit(quote)
             print(grid.cost_line(axes, quote.costs))
         except DoitongError as exc:
             self._fail(exc)
@@ -396,25 +395,28 @@ class Flux(Magics):
         from doitong_nb._notebook.background import BackgroundJob
 
         client = self.client
-        engine = client.engine
         timeout = checked("timeout", args.timeout)
-        via = engine.transport_named(args.transport)
 
         def start(index: int, progress: Any) -> Any:
             request, variant = pairs[index]
-            flow = engine.generate(
-                request, variant=variant, refresh=args.refresh, progress=progress, via=via, timeout=timeout
+            flow = client.generation(
+                request,
+                variant=variant,
+                refresh=args.refresh,
+                progress=progress,
+                transport=args.transport,
+                timeout=timeout,
             )
             return client.start(flow)
 
         def unfinished() -> list[str]:
-            return [e.job_id for r, v in pairs if (e := engine.unfinished(r.key(v))) is not None and e.job_id]
+            return [job_id for r, v in pairs if (job_id := client.unfinished_job(r, v))]
 
         job = BackgroundJob(
             pairs,
             start,
             lambda results: _Bundle(self._bundle(results)),
-            predicted=lambda r: engine.durations.predict(r.width * r.height),
+            predicted=client.predicted_seconds,
             unfinished=unfinished,
         )
         job.bound_as = args.out
@@ -427,15 +429,14 @@ class Flux(Magics):
 
         client = self.client
         ((request, variant),) = pairs
-        via = client.engine.transport_named(args.transport)
         line = ProgressLine(request.size)
         line.update("starting")  # painted from the cell's thread: the line belongs to this cell
-        flow = client.engine.generate(
+        flow = client.generation(
             request,
             variant=variant,
             refresh=args.refresh,
             progress=lambda status, elapsed, detail: line.update(status, detail),
-            via=via,
+            transport=args.transport,
             timeout=timeout,
         )
         try:
@@ -463,8 +464,7 @@ class Flux(Magics):
         )
 
     def _interrupted(self, pairs: list[tuple[Any, int]]) -> None:
-        engine = self.client.engine
-        ids = [e.job_id for r, v in pairs if (e := engine.unfinished(r.key(v))) is not None and e.job_id]
+        ids = [job_id for r, v in pairs if (job_id := self.client.unfinished_job(r, v))]
         service = "the sandbox" if self.client.settings.sandbox else "Doitong"
         if len(ids) > 1:
             told = f"jobs {', '.join(ids)} go on at {service} and are paid for. Re-run this cell to pick them up: "
@@ -478,9 +478,8 @@ class Flux(Magics):
     def _show_dry_run(self, requests: list[Any], transport: str | None) -> None:
         from doitong_nb._notebook.display import dry_run_bundle
 
-        via = self.client.engine.transport_named(transport)
-        calls = [via.submit(r) for r in requests]
-        auth = {k: f"<{ENV_API_KEY}>" for k in via.auth_headers("")}
+        calls = self.client.submissions(requests, transport)
+        auth = {name: f"<{ENV_API_KEY}>" for name in self.client.auth_header_names(transport)}
         total = sum(r.estimated_credits for r in requests)
         from IPython.display import display
 
@@ -638,7 +637,7 @@ def _expand(cell: str, namespace: dict[str, Any]) -> str:
 
 def register(ipython: Any) -> None:
     """Register the magics and make `%config Flux.*` reach them."""
-    from doitong_nb._runtime import login as login
+    from doitong_nb._notebook import login
 
     magics = Flux(shell=ipython)
     ipython.register_magics(magics)

@@ -157,7 +157,7 @@ class FluxPanel:
 
     def _start_from_settings(self) -> None:
         """The client's settings are the panel's starting values: on the extension's client, `%config Flux.*` >
-        the environment > the defaults, as for `%%flux` (config.py)."""
+        the environment > the defaults, as for `%%flux` (_runtime/settings.py)."""
         settings = self._client().settings
         self.transport.value = settings.transport
         self.budget.value = settings.max_credits or 0
@@ -323,13 +323,13 @@ class FluxPanel:
             pairs = self.requests()
             with self._lock:
                 pending = sum(j.cost for j in self._jobs if not j.charged)
-            quote = client.engine.quote(  # no budget of its own (0): the session's max_credits
+            quote = client.quote(  # no budget of its own (0): the session's max_credits
                 pairs,
                 max_credits=self.budget.value or None,
                 spent=client.session_credits + pending,
                 budget_name="the budget" if self.budget.value else "max_credits",
             )
-            client.engine.admit(quote)
+            client.admit(quote)
         except DoitongError as exc:
             self._show_error(exc)
             return []
@@ -344,7 +344,7 @@ class FluxPanel:
                 job.paint()
             self.jobs.children = (*self.jobs.children, *(j.row for j in jobs))
         by_index = {item.index: job for item, job in zip(quote.items, jobs, strict=True)}
-        unsubscribe = client.engine.subscribe(lambda event: self._heard(jobs, event))
+        unsubscribe = client.subscribe(lambda event: self._heard(jobs, event))
         future = self._executor.submit(  # the batch scheduler: paced at the plan's job slots, like `%%flux -n`
             client.generate_many,
             [r for r, _ in pairs],  # unseeded repeats become variants 0, 1, ... as quoted

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Inline previews: a result's full-resolution file as a small sRGB JPEG or WebP, within a byte budget, cached
+by file identity so a re-display costs nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +8,8 @@ import functools
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image, ImageCms, ImageOps
-
-if TYPE_CHECKING:
-    pass
-
 
 # Raw preview bytes we aim for. The bundle carries them twice (the HTML card's data URI and the plain
 # image/jpeg beside it, for exporters and viewers that drop HTML), so ~140 KB once base64-encoded each keeps
@@ -26,7 +23,7 @@ _QUALITIES = (82, 72, 62, 50)
 _SRGB = ImageCms.createProfile("sRGB")
 
 
-def _fit(width: int, height: int, max_px: int) -> tuple[int, int]:
+def fit(width: int, height: int, max_px: int) -> tuple[int, int]:
     """The size with the long side at most max_px, aspect kept, never upscaled."""
     scale = min(1.0, max_px / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
@@ -54,7 +51,7 @@ def _encode(im: Image.Image, fmt: str, quality: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def _choose_encoding(im: Image.Image) -> tuple[bytes, str]:
+def choose_encoding(im: Image.Image) -> tuple[bytes, str]:
     """JPEG at the highest quality within budget; PNG for an image with alpha (halved until within budget).
 
     Both are types every exporter understands (nbconvert's Markdown, LaTeX and PDF, Quarto, GitHub's viewer),
@@ -74,10 +71,10 @@ def _choose_encoding(im: Image.Image) -> tuple[bytes, str]:
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_preview(path: str, mtime_ns: int, size: int, max_px: int) -> tuple[bytes, str, tuple[int, int]]:
+def cached_preview(path: str, mtime_ns: int, size: int, max_px: int) -> tuple[bytes, str, tuple[int, int]]:
     """The preview, its mime type and pixel size; mtime_ns and size are in the key so an edited file is re-read."""
     with Image.open(path) as im:
-        target = _fit(*im.size, max_px)
+        target = fit(*im.size, max_px)
         if im.format == "JPEG":  # decode at a reduced DCT scale, leaving 2x for a clean resample
             im.draft("RGB", (target[0] * 2, target[1] * 2))
         has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
@@ -87,19 +84,19 @@ def _cached_preview(path: str, mtime_ns: int, size: int, max_px: int) -> tuple[b
     work = _to_srgb(ImageOps.exif_transpose(work))  # in this order: the colour transform drops EXIF
     # A fresh image: no comment, EXIF, ICC or text chunk of the original can reach the preview.
     clean = Image.frombytes(work.mode, work.size, work.tobytes())
-    data, mime = _choose_encoding(clean)
+    data, mime = choose_encoding(clean)
     if mime == "image/png":  # a halved PNG: its own size
         with Image.open(io.BytesIO(data)) as encoded:
             return data, mime, encoded.size
     return data, mime, clean.size
 
 
-def _preview(path: Path, max_px: int) -> tuple[bytes, str, tuple[int, int]]:
+def preview_of(path: Path, max_px: int) -> tuple[bytes, str, tuple[int, int]]:
     stat = os.stat(path)
-    return _cached_preview(os.path.abspath(path), stat.st_mtime_ns, stat.st_size, max_px)
+    return cached_preview(os.path.abspath(path), stat.st_mtime_ns, stat.st_size, max_px)
 
 
 def make_preview(path: Path, max_px: int = 1024) -> tuple[bytes, str]:
     """A small metadata-free preview (bytes, mime) of the image at path; cached per file version."""
-    data, mime, _ = _preview(path, max_px)
+    data, mime, _ = preview_of(path, max_px)
     return data, mime

@@ -21,10 +21,10 @@ import sys
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, fields, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 from doitong_nb import _contract as contract
@@ -44,9 +44,6 @@ from doitong_nb._core.result import ImageResult
 from doitong_nb._core.steps import Completion, Event, Flow, Progress, Sleep
 from doitong_nb._engine.engine import Engine, Priced, budget_refusal
 from doitong_nb._runtime.webhooks import WebhookReceiver
-
-if TYPE_CHECKING:
-    from doitong_nb._runtime.client import AsyncFlux, Flux
 
 Outcome = ImageResult | DoitongError
 _TICK = 0.01  # a waiting worker looks again after 1% of a typical job's predicted duration
@@ -349,7 +346,7 @@ def _requests(prompts: Sequence[str | GenerationRequest], options: dict[str, Any
 
 
 def _webhook_secret(engine: Engine, given: str | None) -> str:
-    secret = given or engine.settings.webhook_secret  # the environment's, or the bundled sandbox's (config.py)
+    secret = given or engine.settings.webhook_secret  # the environment's, or the bundled sandbox's
     if not secret:
         raise InvalidRequestError(
             f"webhook mode needs the account's webhook secret: pass webhook_secret= or set {ENV_WEBHOOK_SECRET}",
@@ -358,32 +355,43 @@ def _webhook_secret(engine: Engine, given: str | None) -> str:
     return secret
 
 
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a batch runs, beside what each image is (`Flux.generate_many`'s keywords, said once for both faces)."""
+
+    max_credits: int | None = None
+    refresh: bool = False
+    progress: bool | Callable[[BatchStats], None] = True
+    webhook_url: str | bool | None = None
+    webhook_secret: str | None = None
+    receiver: WebhookReceiver | None = None
+    transport: str | None = None
+    timeout: float | None = None
+    item_progress: Callable[[int], Progress] | None = None
+    item_done: Callable[[int, Outcome], None] | None = None
+
+    @classmethod
+    def of(cls, arguments: dict[str, Any]) -> BatchOptions:
+        """The options among a call's arguments (`locals()` of `generate_many`)."""
+        return cls(**{f.name: arguments[f.name] for f in fields(cls)})
+
+
+Run = Callable[[Flow[Any]], Awaitable[Any]]  # the async driver: runs one flow on the client's loop
+
+
 @contextmanager
 def _batch(
-    client: Flux | AsyncFlux,
-    prompts: Sequence[str | GenerationRequest],
-    options: dict[str, Any],
-    *,
-    max_credits: int | None = None,
-    refresh: bool = False,
-    progress: bool | Callable[[BatchStats], None] = True,
-    webhook_url: str | bool | None = None,
-    webhook_secret: str | None = None,
-    receiver: WebhookReceiver | None = None,
-    transport: str | None = None,
-    timeout: float | None = None,
-    item_progress: Callable[[int], Progress] | None = None,
-    item_done: Callable[[int, Outcome], None] | None = None,
+    engine: Engine, prompts: Sequence[str | GenerationRequest], request_options: dict[str, Any], how: BatchOptions
 ) -> Iterator[_Batch]:
     """Build the batch; in webhook mode run (or use) a receiver for its lifetime."""
-    engine = client.engine
-    requests = _requests(prompts, options)
+    requests = _requests(prompts, request_options)
+    receiver, webhook_url = how.receiver, how.webhook_url
     engine.store.prepare()  # a folder that cannot take the images is refused before anything is sent
     completion: Completion | None = None
     own: WebhookReceiver | None = None
     if webhook_url:
         if receiver is None:
-            own = receiver = _local_receiver(webhook_url, _webhook_secret(engine, webhook_secret))
+            own = receiver = _local_receiver(webhook_url, _webhook_secret(engine, how.webhook_secret))
         url = webhook_url if isinstance(webhook_url, str) else receiver.url
         if url == receiver.url or receiver.reachable(url):  # a URL of our own needs no test call
             completion = receiver.future
@@ -393,14 +401,14 @@ def _batch(
     batch = _Batch(
         engine,
         requests,
-        max_credits=max_credits,
-        refresh=refresh,
-        progress=progress,
+        max_credits=how.max_credits,
+        refresh=how.refresh,
+        progress=how.progress,
         completion=completion,
-        transport=transport,
-        timeout=timeout,
-        item_progress=item_progress,
-        item_done=item_done,
+        transport=how.transport,
+        timeout=how.timeout,
+        item_progress=how.item_progress,
+        item_done=how.item_done,
     )
     unsubscribe = engine.subscribe(batch.heard)
     try:
@@ -428,13 +436,17 @@ def _local_receiver(webhook_url: str | bool, secret: str) -> WebhookReceiver:
 
 
 async def run_async(
-    client: AsyncFlux, prompts: Sequence[str | GenerationRequest], options: dict[str, Any], **settings: Any
+    engine: Engine,
+    run: Run,
+    prompts: Sequence[str | GenerationRequest],
+    request_options: dict[str, Any],
+    how: BatchOptions,
 ) -> BatchResult:
-    """AsyncFlux.batch: the same worker flows as tasks on the running loop."""
-    with _batch(client, prompts, options, **settings) as batch:
+    """AsyncFlux.generate_many: the worker flows as tasks on the running loop, each run by the client's driver."""
+    with _batch(engine, prompts, request_options, how) as batch:
         try:
             batch.prepare()
-            await asyncio.gather(*(client.run(worker) for worker in batch.workers()))
+            await asyncio.gather(*(run(worker) for worker in batch.workers()))
         except (KeyboardInterrupt, asyncio.CancelledError):
             batch.interrupted()
             raise

@@ -1,6 +1,6 @@
 """Flux and AsyncFlux: the Python face of the engine, over httpx.
 
-One driver carries out the engine's flows (engine.py): AsyncFlux, on the caller's event loop. Flux is the
+One driver carries out the engine's flows (_engine/engine.py): AsyncFlux, on the caller's event loop. Flux is the
 same driver on a loop thread of its own, so sync and async users, batches, grids and the panel all run on
 one runtime. API calls never follow redirects (a custom auth header would follow them to another host);
 downloads go through a second client that holds no credentials at all.
@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import inspect
 import json
 import os
 import re
@@ -36,6 +37,8 @@ from doitong_nb._core.steps import (
     Fetch,
     Fetched,
     Flow,
+    HttpCall,
+    Listener,
     Progress,
     Reply,
     Send,
@@ -44,14 +47,14 @@ from doitong_nb._core.steps import (
     WaitFor,
     Work,
 )
-from doitong_nb._engine.engine import Engine
+from doitong_nb._engine.engine import Engine, Quote
+from doitong_nb._runtime.batch import BatchOptions, BatchResult, BatchStats, run_async
 from doitong_nb._runtime.sandbox import connect
 from doitong_nb._runtime.settings import resolve
 from doitong_nb._version import __version__
-from doitong_nb._wire import Account
+from doitong_nb._wire import Account, StatusQuery
 
 if TYPE_CHECKING:
-    from doitong_nb._runtime.batch import BatchResult, BatchStats
     from doitong_nb._runtime.webhooks import WebhookReceiver
 
 _CHUNK = 1 << 16
@@ -175,6 +178,85 @@ class _Base:
     def plan(self) -> str | None:
         """The plan's name, from the account or the rate headers; None until the service has said."""
         return self.engine.plan
+
+    # --- what the faces use: the engine's rules, flows and events, never its state --------------------
+    def quote(
+        self,
+        requests: Sequence[GenerationRequest | tuple[GenerationRequest, int]],
+        *,
+        refresh: bool = False,
+        max_credits: int | None = None,
+        spent: int | None = None,
+        budget_name: str = "max_credits",
+    ) -> Quote:
+        """What these images would cost now (stored ones and paid repeats at 0) and the budget's verdict: the one
+        quote behind `--dry-run`, the cell's gate, the panel's and a grid's. Sends nothing."""
+        return self.engine.quote(
+            requests, refresh=refresh, max_credits=max_credits, spent=spent, budget_name=budget_name
+        )
+
+    def admit(self, quote: Quote) -> None:
+        """Raise the quote's refusal (a BudgetExceededError that says what to change), before anything is sent."""
+        self.engine.admit(quote)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Hear every engine `Event` (submitted, status, completed, failed, charged, refused) until the returned
+        function is called; the listener runs on the loop thread and must be quick."""
+        return self.engine.subscribe(listener)
+
+    def generation(
+        self,
+        request: GenerationRequest,
+        *,
+        variant: int = 0,
+        refresh: bool = False,
+        progress: Progress | None = None,
+        transport: str | None = None,
+        timeout: float | None = None,
+    ) -> Flow[ImageResult]:
+        """One image's flow, to `run` or `start` on this client: a face's way to show its own progress."""
+        via = self.engine.transport_named(transport)
+        return self.engine.generate(
+            request, variant=variant, refresh=refresh, progress=progress, via=via, timeout=timeout
+        )
+
+    def unfinished_job(self, request: GenerationRequest, variant: int = 0) -> str | None:
+        """The id of this request's job that was sent and not yet delivered (the journal's), if the service named
+        one."""
+        entry = self.engine.unfinished(request.key(variant))
+        return entry.job_id if entry is not None else None
+
+    def predicted_seconds(self, request: GenerationRequest) -> float | None:
+        """How long this image should take, from this session's jobs; None before the first one."""
+        return self.engine.durations.predict(request.width * request.height)
+
+    def submissions(self, requests: Sequence[GenerationRequest], transport: str | None = None) -> list[HttpCall]:
+        """The HTTP calls that would submit these requests (`--dry-run` shows them); sends nothing."""
+        via = self.engine.transport_named(transport)
+        return [via.submit(request) for request in requests]
+
+    def auth_header_names(self, transport: str | None = None) -> list[str]:
+        """The names of the headers that carry the key (a dry run shows them with a placeholder, never the key)."""
+        return list(self.engine.transport_named(transport).auth_headers(""))
+
+    def status_call(self, job_id: str) -> HttpCall:
+        """The HTTP call that reads one job, in the query this client uses (the contract's, named or discovered)."""
+        return self.engine.transport.status(job_id)
+
+    @property
+    def status_query(self) -> tuple[StatusQuery | None, bool]:
+        """(the GraphQL status query in use, None for the contract's; whether the user named it)."""
+        return self.engine.status_query, self.engine.status_query_named
+
+    def carry_tally(self, previous: _Base) -> None:
+        """Go on counting from `previous` (a client of the same account the settings replaced): the session's
+        credits and the balance as last heard."""
+        self.engine.session_credits = previous.session_credits
+        self.engine.balance = previous.balance
+
+    def discovered(self) -> dict[str, Any]:
+        """What this client's folder has learned about its service (status query, webhook form, submission cost)."""
+        return dict(self.engine.discovery.get(self.settings.origin))
 
     def __repr__(self) -> str:
         s = self.settings
@@ -376,28 +458,13 @@ class Flux(_Base):
     def grid(self, prompt: str, *, refresh: bool = False, **options: Any) -> Any:
         """A sweep as a labelled grid: `flux.grid("a fox", seed=[1, 2, 3], aspect_ratio=["1:1", "16:9"])`.
 
-        Options given as lists are the axes (rows, then columns); the cost is printed before sending; see grid.py.
+        Options given as lists are the axes (rows, then columns); the cost is printed before sending (_runtime/grid.py).
         """
         from doitong_nb._runtime.grid import sweep
 
         return sweep(self, prompt, refresh=refresh, **options)
 
-    def generate_many(
-        self,
-        prompts: Sequence[str | GenerationRequest],
-        *,
-        max_credits: int | None = None,
-        refresh: bool = False,
-        progress: bool | Callable[[BatchStats], None] = True,
-        webhook_url: str | bool | None = None,
-        webhook_secret: str | None = None,
-        receiver: WebhookReceiver | None = None,
-        transport: str | None = None,
-        timeout: float | None = None,
-        item_progress: Callable[[int], Progress] | None = None,
-        item_done: Callable[[int, ImageResult | DoitongError], None] | None = None,
-        **options: Any,
-    ) -> BatchResult:
+    def generate_many(self, prompts: Sequence[str | GenerationRequest], **keywords: Any) -> BatchResult:
         """Many images at once, paced at the plan's limits (its job slots and requests a minute, so the free plan
         meets no "too many jobs" refusal); outcomes in input order, each failure in its place.
 
@@ -409,22 +476,7 @@ class Flux(_Base):
         stats, or False; `item_progress(i)` gives input i's own status callback, `item_done(i, outcome)` is called
         as each input's image (or error) is ready.
         """
-        return self._runtime.run(
-            self._async.generate_many(
-                prompts,
-                max_credits=max_credits,
-                refresh=refresh,
-                progress=progress,
-                webhook_url=webhook_url,
-                webhook_secret=webhook_secret,
-                receiver=receiver,
-                transport=transport,
-                timeout=timeout,
-                item_progress=item_progress,
-                item_done=item_done,
-                **options,
-            )
-        )
+        return self._runtime.run(self._async.generate_many(prompts, **keywords))
 
     batch = generate_many  # the earlier name
 
@@ -575,23 +627,8 @@ class AsyncFlux(_Base):
         **options: Any,
     ) -> BatchResult:
         """Many images at once on the running loop, paced at the plan's limits; `Flux.generate_many` says more."""
-        from doitong_nb._runtime.batch import run_async
-
-        return await run_async(
-            self,
-            prompts,
-            options,
-            max_credits=max_credits,
-            refresh=refresh,
-            progress=progress,
-            webhook_url=webhook_url,
-            webhook_secret=webhook_secret,
-            receiver=receiver,
-            transport=transport,
-            timeout=timeout,
-            item_progress=item_progress,
-            item_done=item_done,
-        )
+        how = BatchOptions.of(locals())
+        return await run_async(self.engine, self.run, prompts, options, how)
 
     batch = generate_many  # the earlier name
 
@@ -627,5 +664,8 @@ class AsyncFlux(_Base):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+
+# The sync face takes the async face's keywords, spelled once there: help() and Jupyter's tooltips show them.
+Flux.generate_many.__signature__ = inspect.signature(AsyncFlux.generate_many)  # type: ignore[attr-defined]
 
 __all__ = ["AsyncFlux", "Flux", "PendingJob"]

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`Flux.grid`: a sweep of options as axes, quoted and admitted before anything is sent."""
 
 from __future__ import annotations
 
@@ -30,10 +30,9 @@ def sweep(client: Any, prompt: str, *, refresh: bool = False, quiet: bool = Fals
             raise InvalidRequestError(f"{name}: a grid axis is one of {', '.join(sorted(AXES))}", field=name)
     base = {AXES.get(k, k): v for k, v in options.items() if not isinstance(v, (list, tuple))}
     requests = [GenerationRequest.build(prompt, **options_for(cell, base)) for cell in cells(axes)]
-    engine = client.engine
-    quote = engine.quote(requests, refresh=refresh)
+    quote = client.quote(requests, refresh=refresh)
     if not quiet:
         print(cost_line(axes, quote.costs))
-    engine.admit(quote)
+    client.admit(quote)
     outcomes = client.generate_many(requests, refresh=refresh, progress=False)
     return GridView(axes, list(outcomes))

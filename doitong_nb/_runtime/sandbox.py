@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The one place that starts the bundled sandbox (doitong_sandbox): once per process, when no settings name a
+service.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +17,6 @@ if TYPE_CHECKING:
 
 
 _sandbox: Sandbox | None = None
-
-
 _sandbox_lock = threading.Lock()
 
 

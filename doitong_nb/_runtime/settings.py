@@ -1,21 +1,20 @@
-"""TODO docstring."""
+"""Settings resolution: every option from the first source that sets it, explicit argument > `%config Flux.*` >
+the login (the key only) > the environment (`DOITONG_*`) > the default (the table is _core/settings.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.env import ENV_API_KEY, ENV_BASE_URL
 from doitong_nb._core.errors import AuthenticationError
 from doitong_nb._core.keys import checked_api_key
-from doitong_nb._core.settings import ENVIRONMENT, OPTIONS, Settings, _given, checked
-from doitong_nb._store.location import _output
-
-if TYPE_CHECKING:
-    pass
+from doitong_nb._core.settings import ENVIRONMENT, OPTIONS, Settings, checked, given
+from doitong_nb._store.location import store_location
 
 
 def value_of(name: str, explicit: Any = None, configured: Any = None) -> Any:
@@ -23,7 +22,7 @@ def value_of(name: str, explicit: Any = None, configured: Any = None) -> Any:
     option = OPTIONS[name]
     from_env = os.environ.get(option.env) if option.env else None
     for value, where in ((explicit, ""), (configured, f"%config Flux.{name}"), (from_env, option.env or "")):
-        if _given(value):
+        if given(value):
             return checked(name, value, where)
     return option.default
 
@@ -50,7 +49,7 @@ def resolve(configured: Mapping[str, Any] | None = None, **explicit: Any) -> Set
     url = (explicit.get("base_url") or os.environ.get(ENV_BASE_URL) or "").strip().rstrip("/")
     if key is None and url:
         raise AuthenticationError(f"no API key for {url}: set {ENV_API_KEY}, run %flux_login, or pass api_key=...")
-    output_dir, store = _output(values.pop("output_dir"))
+    output_dir, store = store_location(values.pop("output_dir"))
     return Settings(
         api_key=key or "",
         base_url=url or ("" if key is None else contract.PRODUCTION_BASE_URL),

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""What discovery learned about a service (its status query, REST job path, webhook form), kept on disk per
+host so the next kernel asks again only when it expired.
+"""
 
 from __future__ import annotations
 

@@ -1,17 +1,13 @@
-"""TODO docstring."""
+"""Where results live for an output_dir setting: a local folder, or for a store URL a per-machine working copy."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
 
 
-def _output(value: str | os.PathLike[str]) -> tuple[Path, str | None]:
+def store_location(value: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """(the local working folder, the shared store's URL or None) for an output_dir setting.
 
     A local folder (or `file://` URL) is used as it is. An fsspec URL (`s3://bucket/prefix`, `memory://x`...)

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Provenance inside the image itself: a JPEG COM segment or a PNG iTXt chunk written while the file is
+copied, and read back by `doitong_nb.read_provenance`.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from doitong_nb._core.errors import (
     DownloadError,
 )
 
-_CHUNK = 1 << 20
+CHUNK = 1 << 20
 
 
-_JPEG_SOI = b"\xff\xd8"
+JPEG_SOI = b"\xff\xd8"
 
 
 _JPEG_COM = b"\xff\xfe"
@@ -28,25 +30,25 @@ _JPEG_MARKER = b"doitong-provenance:"
 _JPEG_MAX_SEGMENT = 0xFFFF - 2  # a segment's length field counts itself
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 _PNG_KEYWORD = b"doitong:provenance"
 
 
-def _copy_jpeg_with(src: IO[bytes], dst: Any, payload: bytes) -> None:
+def copy_jpeg_with(src: IO[bytes], dst: Any, payload: bytes) -> None:
     dst.write(src.read(2))
     head = src.read(4)
     while len(head) == 4 and head[0] == 0xFF and 0xE0 <= head[1] <= 0xEF:
         dst.write(head)
-        _copy_exact(src, dst, int.from_bytes(head[2:], "big") - 2)
+        copy_exact(src, dst, int.from_bytes(head[2:], "big") - 2)
         head = src.read(4)
     room = _JPEG_MAX_SEGMENT - len(_JPEG_MARKER)
     for start in range(0, len(payload), room):
         piece = _JPEG_MARKER + payload[start : start + room]
         dst.write(_JPEG_COM + (len(piece) + 2).to_bytes(2, "big") + piece)
     dst.write(head)
-    shutil.copyfileobj(src, dst, _CHUNK)
+    shutil.copyfileobj(src, dst, CHUNK)
 
 
 def _jpeg_provenance(f: IO[bytes]) -> bytes | None:
@@ -68,17 +70,17 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
 
-def _copy_png_with(src: IO[bytes], dst: Any, payload: bytes) -> None:
+def copy_png_with(src: IO[bytes], dst: Any, payload: bytes) -> None:
     dst.write(src.read(8))
     while len(head := src.read(8)) == 8:
         if head[4:] == b"IEND":
             # keyword, compression flag and method, empty language tag and translated keyword, text
             dst.write(_png_chunk(b"iTXt", _PNG_KEYWORD + b"\0\0\0\0\0" + payload))
             dst.write(head)
-            shutil.copyfileobj(src, dst, _CHUNK)
+            shutil.copyfileobj(src, dst, CHUNK)
             return
         dst.write(head)
-        _copy_exact(src, dst, int.from_bytes(head[:4], "big") + 4)
+        copy_exact(src, dst, int.from_bytes(head[:4], "big") + 4)
     raise DownloadError("the downloaded PNG has no IEND chunk")
 
 
@@ -100,7 +102,7 @@ def _png_provenance(f: IO[bytes]) -> bytes | None:
 def read_embedded_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The provenance a stored JPEG or PNG carries in its own metadata; None if it has none."""
     path = Path(path)
-    kind = _image_format(path)
+    kind = image_format(path)
     if kind is None:
         return None
     with open(path, "rb") as f:
@@ -108,20 +110,20 @@ def read_embedded_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | N
     return json.loads(raw.decode("utf-8")) if raw is not None else None
 
 
-def _image_format(path: Path) -> str | None:
+def image_format(path: Path) -> str | None:
     """'jpg' or 'png' from the file's first bytes (never from a URL or a name the server chose)."""
     with open(path, "rb") as f:
         head = f.read(8)
-    if head.startswith(_JPEG_SOI + b"\xff"):
+    if head.startswith(JPEG_SOI + b"\xff"):
         return "jpg"
-    if head == _PNG_SIGNATURE:
+    if head == PNG_SIGNATURE:
         return "png"
     return None
 
 
-def _copy_exact(src: IO[bytes], dst: Any, size: int) -> None:
+def copy_exact(src: IO[bytes], dst: Any, size: int) -> None:
     while size > 0:
-        block = src.read(min(size, _CHUNK))
+        block = src.read(min(size, CHUNK))
         if not block:
             raise DownloadError("the downloaded image ends in the middle of a segment")
         dst.write(block)

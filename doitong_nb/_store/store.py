@@ -9,7 +9,7 @@ Layout under the root folder:
     .upload/           markers of files waiting to be uploaded to the shared store (when there is one)
 
 Beside the folder, `<folder>.lock.jsonl` (lockfile.py) is the shareable record: every stored image is added to
-it as it arrives. With a shared store (`output_dir` an fsspec URL such as `s3://bucket/prefix`, see stores.py)
+it as it arrives. With a shared store (`output_dir` an fsspec URL such as `s3://bucket/prefix`, see remote.py)
 this folder is the machine's working copy and every image is also uploaded, content addressed; a machine with
 the lock but not the images fetches them from the store by sha256 (`restore`), at no cost.
 
@@ -47,10 +47,10 @@ from doitong_nb._core.settings import SANDBOX_ORIGIN, origin_of
 from doitong_nb._store.journal import BUSY_TIMEOUT_MS, Journal, JournalEntry
 from doitong_nb._store.lockfile import LockFile, lock_path_for
 from doitong_nb._store.provenance import (
-    _CHUNK,
-    _copy_jpeg_with,
-    _copy_png_with,
-    _image_format,
+    CHUNK,
+    copy_jpeg_with,
+    copy_png_with,
+    image_format,
     read_embedded_provenance,
 )
 from doitong_nb._version import __version__
@@ -72,7 +72,7 @@ def _check_job_id(job_id: str) -> str:
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
+        while block := f.read(CHUNK):
             digest.update(block)
     return digest.hexdigest()
 
@@ -515,7 +515,7 @@ class Store:
     def _put(
         self, key: str, request: GenerationRequest, job: Job, download: Path, origin: str, job_id: str
     ) -> tuple[ImageResult, str]:
-        kind = _image_format(download)
+        kind = image_format(download)
         if kind is None:
             raise DownloadError("the downloaded output is neither JPEG nor PNG", job_id=job_id)
         path = self._inside(f"{job_id}.{kind}")
@@ -545,7 +545,7 @@ class Store:
         payload = json.dumps(provenance, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         with open(download, "rb") as src, _atomic_write(path) as out:
             writer = _HashingWriter(out)
-            (_copy_jpeg_with if kind == "jpg" else _copy_png_with)(src, writer, payload)
+            (copy_jpeg_with if kind == "jpg" else copy_png_with)(src, writer, payload)
         try:
             result.sha256 = writer.digest.hexdigest()
             sidecar = {

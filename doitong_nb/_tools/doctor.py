@@ -26,6 +26,7 @@ from doitong_nb import _contract as contract
 from doitong_nb._core.env import ENV_API_KEY, ENV_BASE_URL, ENV_WEBHOOK_SECRET
 from doitong_nb._core.errors import DoitongError
 from doitong_nb._store.discovery_cache import DiscoveryCache
+from doitong_nb._wire import make_transport
 from doitong_nb._wire.discovery import INTROSPECTION, query_names, status_query_from
 from doitong_nb._wire.replies import error_code, schema_mismatch
 
@@ -66,7 +67,7 @@ def diagnose(client: Any) -> list[Check]:
     except OSError as exc:
         why = f"{url.hostname} does not resolve ({exc}): set {ENV_BASE_URL}"
         return [Check("reachable", False, why, True)]
-    headers = {"Authorization": f"Bearer {settings.api_key}", "User-Agent": "doitong-nb doctor"}
+    headers = {**make_transport("graphql").auth_headers(settings.api_key), "User-Agent": "doitong-nb doctor"}
     with httpx.Client(base_url=settings.base_url, headers=headers, timeout=15, follow_redirects=False) as api:
         try:
             started = time.time()
@@ -91,7 +92,7 @@ def diagnose(client: Any) -> list[Check]:
         checks.append(_errors(api))
         checks.append(_rest_path(api, settings))
         checks.extend(_last_job(api, client))
-    seen = client.engine.discovery.get(settings.origin)  # what this folder's client saw the service do
+    seen = client.discovered()  # what this folder's client saw the service do
     if not any(c.name == "cost" for c in checks):
         checks.append(_cost(seen.get("submission_cost")))
     checks.append(_webhooks(seen.get("webhook_signature"), settings.webhook_secret))
@@ -134,15 +135,14 @@ def _clock(response: httpx.Response, started: float) -> Check:
 
 
 def _status_query(api: httpx.Client, client: Any) -> Check:
-    engine = client.engine
-    asked = engine.status_query
+    asked, named_by_user = client.status_query
     query = asked.query() if asked else "query Job($id: ID!) { job(id: $id) { id status } }"
     name = f"{asked}" if asked else "job(id: ID!)"
     reply = _post(api, query, {"id": PROBE_ID})
     body = _body(reply)
     mismatch = schema_mismatch(body)
     if not mismatch:
-        named = " (as named)" if engine.status_query_named else ""
+        named = " (as named)" if named_by_user else ""
         if name == "job(id: ID!)":
             return Check("status query", True, f"{name}{named}")
         return Check("status query", None, f"differs: jobs are read with {name}{named}, not the contract's job(id:)")
@@ -185,7 +185,7 @@ def _errors(api: httpx.Client) -> Check:
 
 
 def _rest_path(api: httpx.Client, settings: Any) -> Check:
-    rest = {"X-API-Key": settings.api_key}
+    rest = make_transport("rest").auth_headers(settings.api_key)
     for path in contract.REST_JOB_PATHS:
         reply = api.get(path.format(id=PROBE_ID), headers=rest)
         text = str(_body(reply))
@@ -206,7 +206,7 @@ def _last_job(api: httpx.Client, client: Any) -> list[Check]:
     if job_id is None:
         return [Check("job", None, "no job of this service in this output folder yet: statuses and the CDN unchecked")]
     try:
-        reply = client.engine.transport.status(job_id)
+        reply = client.status_call(job_id)
         raw = api.request(reply.method, reply.path, json=reply.json, headers=_auth(client))
         body = _body(raw) or {}
         payload = next((v for v in (body.get("data") or {}).values() if isinstance(v, dict)), {})
@@ -245,7 +245,7 @@ def _last_job(api: httpx.Client, client: Any) -> list[Check]:
 
 
 def _auth(client: Any) -> dict[str, str]:
-    return client.engine.transport.auth_headers(client.settings.api_key)
+    return make_transport(client.settings.transport).auth_headers(client.settings.api_key)
 
 
 _COST_LATE = "the client counts the quote until the finished job names its cost, then the cost it names"

@@ -60,13 +60,13 @@ class Target:
         lock: str | os.PathLike[str] | None = None,
         base: Path | None = None,
     ) -> Target:
-        """The target of an output setting (unset: as the client resolves it, config.py); a relative local folder
+        """The target of an output setting (unset: as the client resolves it); a relative local folder
         (and the lock) is taken from `base`."""
         from doitong_nb._runtime.settings import value_of
-        from doitong_nb._store.location import _output
+        from doitong_nb._store.location import store_location
         from doitong_nb._store.remote import ObjectStore
 
-        folder, url = _output(value_of("output_dir", output_dir))
+        folder, url = store_location(value_of("output_dir", output_dir))
         if url is None and base is not None and not folder.is_absolute():
             folder = base / folder
         lock = value_of("lock_file", lock)

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""A service's answer as a typed error: GraphQL's `errors[0].extensions` and HTTP statuses mapped to the error
+tree, with a message that says what to do next.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Webhook signatures: the standalone check a receiver (ours or a user's web app) runs on a delivery's raw body."""
 
 from __future__ import annotations
 
