@@ -338,8 +338,9 @@ class Flux(Magics):
         """`--grid`: one request per combination of the axes, cost told first, shown as a labelled matrix."""
         import copy
 
-        from doitong_nb._core import grid as grid
+        from doitong_nb._core import grid
         from doitong_nb._notebook.display import ProgressLine, error_text
+        from doitong_nb._runtime.grid import cost_line
 
         try:
             if args.each or args.count != 1 or args.background or self.settings.background:
@@ -359,10 +360,10 @@ class Flux(Magics):
             client = self.client
             quote = client.quote(pairs, refresh=args.refresh)
             if args.dry_run:
-                print(grid.cost_line(axes, quote.costs) + "; --dry-run: nothing was sent")
+                print(cost_line(axes, quote.costs) + "; --dry-run: nothing was sent")
                 return
             client.admit(quote)
-            print(grid.cost_line(axes, quote.costs))
+            print(cost_line(axes, quote.costs))
         except DoitongError as exc:
             self._fail(exc)
             return
