@@ -43,7 +43,7 @@ def _with_options(func: Any, usage_name: str) -> Any:
         argument("--quality", choices=contract.QUALITIES, help="quality setting"),
         argument("--format", dest="output_format", choices=contract.OUTPUT_FORMATS, help="output file format"),
         argument("-n", "--count", type=int, default=1, help="number of images (shown as a grid)"),
-        argument("--transport", choices=("graphql", "rest"), help="wire protocol (default: Flux.transport)"),
+        argument("--transport", choices=contract.TRANSPORTS, help="wire protocol (default: Flux.transport)"),
         argument("--webhook", help="URL the service notifies on completion"),
         argument("--refresh", action="store_true", help="generate anew instead of replaying a stored result"),
         argument("--dry-run", action="store_true", help="show the exact request and its cost; send nothing"),
@@ -85,7 +85,7 @@ class Flux(Magics):
     output_dir = Unicode(None, allow_none=True, help=help_for("output_dir")).tag(config=True)
     on_missing = Enum(["error", "regenerate"], None, allow_none=True, help=help_for("on_missing")).tag(config=True)
     preview_px = Int(None, allow_none=True, help=help_for("preview_px")).tag(config=True)
-    transport = Enum(["graphql", "rest"], None, allow_none=True, help=help_for("transport")).tag(config=True)
+    transport = Enum(list(contract.TRANSPORTS), None, allow_none=True, help=help_for("transport")).tag(config=True)
     replay = Bool(None, allow_none=True, help=help_for("replay")).tag(config=True)
     max_credits = Int(None, allow_none=True, help=help_for("max_credits")).tag(config=True)
     timeout = Float(None, allow_none=True, help=help_for("timeout")).tag(config=True)

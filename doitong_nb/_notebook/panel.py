@@ -200,7 +200,7 @@ class FluxPanel:
             value=1, min=1, max=MAX_COUNT, description="Count", style=wide, layout=widgets.Layout(width="110px")
         )
         self.transport = widgets.Dropdown(
-            options=("graphql", "rest"), value="graphql", description="Transport", style=wide
+            options=contract.TRANSPORTS, value="graphql", description="Transport", style=wide
         )
         self.budget = widgets.BoundedIntText(
             value=0,

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
         "doctor", help="check the configured service against the contract, one line per assumption; spends no credit"
     )
     doc.add_argument("--base-url", help=f"default: {ENV_BASE_URL}, else the production API")
-    doc.add_argument("--transport", choices=("graphql", "rest"))
+    doc.add_argument("--transport", choices=contract.TRANSPORTS)
     doc.add_argument("--output-dir", help="where the client keeps its journal and what it discovered")
     doc.add_argument("--status-query", help="the status query you named, e.g. getJob(jobId)")
     doc.add_argument("--plan", choices=list(contract.PLANS), help="the plan you pay for")

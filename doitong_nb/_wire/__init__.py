@@ -9,8 +9,6 @@ from doitong_nb._wire.base import Account, Transport
 from doitong_nb._wire.graphql import GraphQLTransport, StatusQuery
 from doitong_nb._wire.rest import RestTransport
 
-TRANSPORTS = contract.TRANSPORTS
-
 
 def make_transport(
     name: str,
@@ -31,7 +29,6 @@ def make_transport(
 
 
 __all__ = [
-    "TRANSPORTS",
     "Account",
     "GraphQLTransport",
     "HttpCall",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,6 @@ GENERATE_IMAGE = (
     "{ generateImage(input: $input) { id status url width height creditCost createdAt } }"
 )
 JOB_QUERY = f"query Job($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} }} }}"
-_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 
 
 @dataclass(frozen=True)
