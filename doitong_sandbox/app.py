@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from doitong_nb import _contract as c
 from doitong_sandbox import gql, validation
+from doitong_sandbox.dialects import BLOB_PATH, RELATIVE_OUTPUT_PATH
 from doitong_sandbox.engine import Account, Engine
 from doitong_sandbox.errors import ApiError
 
@@ -68,8 +69,13 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
-def _recording(app: ASGIApp, record: Callable[[Scope], dict[str, Any] | None]) -> ASGIApp:
-    """Calls `record` as each request arrives; a dict it returns gets the answer's status and Retry-After."""
+def _recording(
+    app: ASGIApp,
+    record: Callable[[Scope], dict[str, Any] | None],
+    seconds: Callable[[str | None], float | None] = _seconds,
+) -> ASGIApp:
+    """Calls `record` as each request arrives; a dict it returns gets the answer's status and Retry-After
+    (read by `seconds`, as the dialect wrote it)."""
 
     async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (entry := record(scope)) is None:
@@ -79,7 +85,7 @@ def _recording(app: ASGIApp, record: Callable[[Scope], dict[str, Any] | None]) -
         async def answered(message: Any) -> None:
             if message["type"] == "http.response.start":
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in message.get("headers", [])}
-                entry.update(status=message["status"], retry_after=_seconds(headers.get("retry-after")))
+                entry.update(status=message["status"], retry_after=seconds(headers.get("retry-after")))
             await send(message)
 
         await app(scope, receive, answered)
@@ -128,9 +134,12 @@ def _json(body: bytes) -> Any:
         raise ApiError(400, "BAD_REQUEST", f"the request body is not valid JSON: {exc}") from None
 
 
-async def _answer(engine: Engine, account: Account | None, request: Request, handler: Handler) -> tuple[Response, bool]:
-    """The response, and whether the request reached `Engine.submit` (accepted or not)."""
-    submitted = False
+async def _answer(
+    engine: Engine, account: Account | None, request: Request, handler: Handler
+) -> tuple[Response, bool, str | None]:
+    """The response, whether the request reached `Engine.submit` (accepted or not), and the job an accepted
+    submission answered with."""
+    submitted, job_id = False, None
     try:
         if account is not None:
             account.stats["api_requests"] += 1
@@ -142,8 +151,10 @@ async def _answer(engine: Engine, account: Account | None, request: Request, han
                 401, c.UNAUTHENTICATED, "invalid API key" if given else "missing API key (Authorization: Bearer <key>)"
             )
         before = account.stats["submissions"]  # the handler runs without awaiting: no other request interleaves
+        account.last_submitted = None
         try:
             status, payload, headers = handler(engine, account, request, body)
+            job_id = account.last_submitted
         finally:
             submitted = account.stats["submissions"] > before
     except ApiError as exc:
@@ -153,12 +164,25 @@ async def _answer(engine: Engine, account: Account | None, request: Request, han
         status, payload, headers = 500, ApiError(500, c.INTERNAL, "internal server error").body(), {}
     if account is None:
         engine.unattributed["api_requests"] += 1
-        return _respond(engine, payload, status, headers, handler is _graphql), submitted
+        return _respond(engine, payload, status, headers, handler is _graphql), submitted, None
     if status == 429:
         account.stats["rate_limited"] += 1
-    return _respond(
-        engine, payload, status, {**headers, **engine.rate_headers(account)}, handler is _graphql
-    ), submitted
+    response = _respond(engine, payload, status, {**headers, **engine.rate_headers(account)}, handler is _graphql)
+    return response, submitted, job_id if 200 <= response.status_code < 300 else None
+
+
+def _through_proxy(engine: Engine, request: Request, response: Response, job_id: str) -> Response:
+    """An accepted submission's answer as a dialect's proxy passes it on: a 202 pointing at the job, or a body
+    cut short (with a Content-Length that matches what is sent: the proxy believes it is whole)."""
+    dialect = engine.dialect
+    headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+    if dialect.submit_202:
+        headers["Location"] = dialect.location(str(request.base_url), job_id)
+        return Response(b"", 202, headers)
+    cut = dialect.cut(bytes(response.body), job_id)
+    if cut is None:
+        return response
+    return Response(cut, response.status_code, headers, media_type="application/json")
 
 
 def _respond(engine: Engine, payload: Any, status: int, headers: dict[str, str], graphql: bool) -> JSONResponse:
@@ -192,7 +216,11 @@ def _api(engine: Engine, handler: Handler) -> Callable[[Request], Any]:
             if account:
                 account.stats["rate_limited"] += 1
             return _respond(engine, error.body(), 429, {**error.headers, **rate}, graphql)
-        response, submitted = await _answer(engine, account, request, handler)
+        response, submitted, job_id = await _answer(engine, account, request, handler)
+        if job_id is not None and (
+            engine.dialect.submit_202 or engine.dialect.submit_cut or engine.dialect.submit_truncate_at is not None
+        ):
+            response = _through_proxy(engine, request, response, job_id)
         if submitted and faults.fire("slow_submit"):
             await _hold(engine, faults.slow_seconds)
         if faults.fire("slow"):
@@ -229,7 +257,7 @@ def _app(routes: list[Route]) -> Starlette:
 
 def api_app(engine: Engine) -> ASGIApp:
     """GraphQL, REST and the unauthenticated /_sandbox admin endpoints."""
-    gql.schema(engine.dialect.status_query, engine.dialect.status_arg)
+    gql.schema_for(engine)
 
     async def stats(request: Request) -> Response:
         return JSONResponse(engine.stats())
@@ -252,21 +280,32 @@ def api_app(engine: Engine) -> ASGIApp:
         Route("/_sandbox/stats", stats, methods=["GET"]),
         Route("/_sandbox/keys", keys, methods=["POST"]),
     ]
+    if engine.dialect.url_form == "path":  # outputs on the API host, as a CDN serves them (no key, no budget)
+        routes.append(Route(RELATIVE_OUTPUT_PATH, _output(engine), methods=["GET"]))
     app = _app(routes)
 
-    def record(scope: Scope) -> dict[str, Any]:
+    def record(scope: Scope) -> dict[str, Any] | None:
+        if engine.dialect.url_form == "path" and scope["path"].startswith(RELATIVE_OUTPUT_PATH.partition("{")[0]):
+            _record_cdn(engine, scope)  # a download, logged with the CDN's (whichever host served it)
+            return None
         names = list(_headers(scope))
         has_auth = "authorization" in names or "x-api-key" in names
         entry = {"method": scope["method"], "path": scope["path"], "headers": names, "has_auth": has_auth}
         engine.api_request_log.append({**entry, "at": engine.clock(), "status": None, "retry_after": None})
         return engine.api_request_log[-1]
 
-    return _recording(app, record)
+    return _recording(app, record, engine.dialect.retry_seconds)
 
 
 # --- CDN host ------------------------------------------------------------------------------------
-def cdn_app(engine: Engine) -> ASGIApp:
-    """Serves `/outputs/{id}.{ext}` without auth; the image was rendered while its job ran (see outputs.py)."""
+def _record_cdn(engine: Engine, scope: Scope) -> None:
+    query = scope.get("query_string", b"").decode("latin-1")
+    target = scope["path"] + (f"?{query}" if query else "")
+    engine.cdn_requests.append({**_headers(scope), ":path": target})
+
+
+def _output(engine: Engine) -> Callable[[Request], Any]:
+    """The endpoint that serves a completed job's image (on the CDN host, or the API host's relative path)."""
 
     async def output(request: Request) -> Response | _Cut:
         job = engine.output(request.path_params["id"], request.path_params["ext"])
@@ -284,10 +323,24 @@ def cdn_app(engine: Engine) -> ASGIApp:
         engine.served_sha256[job.id] = hashlib.sha256(data).hexdigest()
         return response
 
+    return output
+
+
+def cdn_app(engine: Engine) -> ASGIApp:
+    """Serves `/outputs/{id}.{ext}` without auth; the image was rendered while its job ran (see outputs.py)."""
+    output = _output(engine)
+
+    async def redirected(request: Request) -> Response:
+        """The cdn_redirect dialects: a completed job's output URL answers a redirect to where the bytes are."""
+        job_id, ext = request.path_params["id"], request.path_params["ext"]
+        if engine.output(job_id, ext) is None:
+            path = request.url.path
+            return JSONResponse(ApiError(404, c.NOT_FOUND, f"{path} not found (unknown or unfinished job)").body(), 404)
+        location = BLOB_PATH.format(id=job_id, ext=ext)
+        return Response(b"", engine.dialect.cdn_redirect or 302, {"Location": location})
+
     def record(scope: Scope) -> None:
-        query = scope.get("query_string", b"").decode("latin-1")
-        target = scope["path"] + (f"?{query}" if query else "")
-        engine.cdn_requests.append({**_headers(scope), ":path": target})
+        _record_cdn(engine, scope)
 
     async def stored(request: Request) -> Response | _Cut:
         """The signed-urls dialect's object storage: a signed, expiring URL, or 403 (as S3 answers)."""
@@ -305,6 +358,8 @@ def cdn_app(engine: Engine) -> ASGIApp:
         return await output(request)
 
     routes = [Route(c.CDN_OUTPUT_PATH, output, methods=["GET"])]
+    if engine.dialect.cdn_redirect:
+        routes = [Route(c.CDN_OUTPUT_PATH, redirected, methods=["GET"]), Route(BLOB_PATH, output, methods=["GET"])]
     if engine.dialect.signed_urls:
         routes = [Route("/storage/{id}.{ext}", stored, methods=["GET"])]  # outputs only behind signed URLs
     return _recording(_app(routes), record)

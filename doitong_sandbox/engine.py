@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from doitong_nb import _contract as c
-from doitong_sandbox.dialects import Dialect
+from doitong_sandbox.dialects import RELATIVE_OUTPUT_PATH, Dialect
 from doitong_sandbox.errors import ApiError
 from doitong_sandbox.faults import Faults
 from doitong_sandbox.outputs import Outputs
@@ -86,6 +86,7 @@ class Job:
     failure: str | None  # the error code it will fail with, or None
     queued: float = 0.0  # seconds it waits in `queued` before processing
     final: str | None = None
+    completed_reads: int = 0  # status reads since it completed (the url_late_reads dialect)
 
     @property
     def done_at(self) -> float:
@@ -109,6 +110,7 @@ class Account:
     idempotency: dict[str, tuple[str, float]] = field(default_factory=dict)
     pending: dict[str, Job] = field(default_factory=dict)
     stats: Counter[str] = field(default_factory=Counter)
+    last_submitted: str | None = None  # the job the last accepted submission answered with (for the app's dialects)
 
 
 class Engine:
@@ -207,10 +209,13 @@ class Engine:
         """Accept a job (charging for it) and return its view; a known Idempotency-Key returns the first job."""
         account.stats["submissions"] += 1
         now = self.clock()
+        if not self.dialect.honours_idempotency:
+            idempotency_key = None  # the ignores-idempotency dialects: every send is a new job
         if idempotency_key:
             seen = account.idempotency.get(idempotency_key)
             if seen and now - seen[1] < self._idempotency_ttl():
                 account.stats["idempotent_replays"] += 1
+                account.last_submitted = seen[0]
                 return self.view(self.jobs[seen[0]])
         self._settle(account)
         limit = account.plan.daily_limit
@@ -253,6 +258,7 @@ class Engine:
         self.jobs[job.id] = job
         if idempotency_key:
             account.idempotency[idempotency_key] = (job.id, now)
+        account.last_submitted = job.id
         asyncio.get_running_loop().call_later(job.duration, self._finish, job)
         if job.failure is None:
             self.outputs.start(job, lambda: account.stats.update(outputs_rendered=1))
@@ -266,7 +272,12 @@ class Engine:
         job = self.jobs.get(job_id)
         if job is None or job.key != account.key:
             raise ApiError(404, c.NOT_FOUND, f"job {job_id!r} not found", id=job_id)
-        return self.view(job)
+        view = self.view(job)
+        if self.dialect.url_late_reads and self.status(job) == c.STATUS_COMPLETED:
+            job.completed_reads += 1
+            if job.completed_reads <= self.dialect.url_late_reads:
+                view = {**view, "url": None}  # completed, but the url is not there yet
+        return view
 
     def account(self, account: Account) -> dict[str, Any]:
         account.stats["account_requests"] += 1
@@ -309,6 +320,10 @@ class Engine:
             path = f"/storage/{job.id}.{job.ext}"
             host = self.cdn_url.replace("127.0.0.1", "localhost")  # another host name: "object storage"
             view = {**view, "url": host + dialect.sign(self.storage_secret, path, now + self.scaled(dialect.url_ttl))}
+        if dialect.url_form == "path" and view["url"]:
+            view = {**view, "url": RELATIVE_OUTPUT_PATH.format(id=job.id, ext=job.ext)}
+        elif dialect.url_form == "scheme-relative" and view["url"]:
+            view = {**view, "url": "//" + view["url"].partition("://")[2]}
         return dialect.spell(view, sum(map(ord, job.id)))
 
     def _view(self, job: Job, status: str) -> dict[str, Any]:

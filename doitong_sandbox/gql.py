@@ -22,17 +22,26 @@ _FIELD_PATTERNS = (re.compile(r"(?:required|unknown) field '(\w+)'"), re.compile
 
 
 @cache
-def schema(status_query: str = "job", status_arg: str = "id") -> GraphQLSchema:
+def schema(
+    status_query: str = "job", status_arg: str = "id", extra_args: str = "", extra_sdl: str = ""
+) -> GraphQLSchema:
     """The schema, built once per process and dialect (api_app builds it, so the first request is not the slow
-    one); a dialect may read jobs with another query and argument (dialects.py)."""
+    one); a dialect may read jobs with another query, argument, or more required arguments (dialects.py)."""
     sdl = (Path(__file__).parent / "schema.graphql").read_text()
-    if (status_query, status_arg) != ("job", "id"):
-        sdl = sdl.replace("  job(id: ID!): Job\n", f"  {status_query}({status_arg}: ID!): Job\n")
-    return build_schema(sdl)
+    if (status_query, status_arg, extra_args) != ("job", "id", ""):
+        args = f"{status_arg}: ID!" + (f", {extra_args}" if extra_args else "")
+        sdl = sdl.replace("  job(id: ID!): Job\n", f"  {status_query}({args}): Job\n")
+    return build_schema(sdl + (f"\n{extra_sdl}" if extra_sdl else ""))
 
 
-def _schema_of(engine: Engine) -> GraphQLSchema:
-    return schema(engine.dialect.status_query, engine.dialect.status_arg)
+def _flavour(engine: Engine) -> tuple[str, str, str, str]:
+    """What of the dialect shapes the schema: the arguments of `schema()`."""
+    d = engine.dialect
+    return d.status_query, d.status_arg, d.status_extra_args, d.extra_sdl
+
+
+def schema_for(engine: Engine) -> GraphQLSchema:
+    return schema(*_flavour(engine))
 
 
 class _Root:
@@ -47,7 +56,8 @@ class _Root:
     def generateImage(self, _info: Any, input: dict[str, Any]) -> dict[str, Any]:
         return self._engine.submit(self._account, validation.from_image_input(input), self._idempotency_key)
 
-    def job(self, _info: Any, id: str) -> dict[str, Any]:
+    def job(self, _info: Any, id: str, **_more: Any) -> dict[str, Any]:
+        """`job(id:)`; a dialect's further arguments (e.g. `kind: IMAGE`) only have to be given."""
         return self._engine.job(self._account, id)
 
     def __getattr__(self, name: str) -> Any:
@@ -74,14 +84,13 @@ def run(
         raise ApiError(400, "BAD_REQUEST", "'variables' must be a JSON object")
     if operation is not None and not isinstance(operation, str):
         raise ApiError(400, "BAD_REQUEST", "'operationName' must be a string")
-    d = engine.dialect
-    flavour = (d.status_query, d.status_arg, d.introspection)
+    flavour = (*_flavour(engine), engine.dialect.introspection)
     document, problems = _checked(query, *flavour) if len(query) <= _CACHED_QUERY_CHARS else _check(query, *flavour)
     if problems:
         return 400, {"errors": [_formatted(e, "GRAPHQL_VALIDATION_FAILED") for e in problems]}, {}
     root = _Root(engine, account, idempotency_key)
     result = execute_sync(
-        _schema_of(engine), document, root_value=root, variable_values=variables, operation_name=operation
+        schema_for(engine), document, root_value=root, variable_values=variables, operation_name=operation
     )
     if not result.errors:
         return 200, {"data": result.data}, {}
@@ -89,7 +98,12 @@ def run(
 
 
 def _check(
-    query: str, status_query: str = "job", status_arg: str = "id", introspection: bool = True
+    query: str,
+    status_query: str = "job",
+    status_arg: str = "id",
+    extra_args: str = "",
+    extra_sdl: str = "",
+    introspection: bool = True,
 ) -> tuple[DocumentNode, list[GraphQLError]]:
     """Parse and validate (against the dialect's schema); a query that does not parse raises ApiError."""
     try:
@@ -98,7 +112,7 @@ def _check(
         raise ApiError(400, "GRAPHQL_PARSE_FAILED", exc.message) from None
     visit(document, _NoEmptySelections())
     rules = None if introspection else [*specified_rules, NoSchemaIntrospectionCustomRule]
-    return document, validate(schema(status_query, status_arg), document, rules)
+    return document, validate(schema(status_query, status_arg, extra_args, extra_sdl), document, rules)
 
 
 # Clients send the same few queries again and again: parsing and validating is most of a request's
