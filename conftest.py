@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import os
 import subprocess
 import tempfile
@@ -118,11 +119,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Each notebook's kernel (started with its first cell) gets a fresh output folder of its own."""
+    """Each notebook's kernel (started with its first cell) gets a fresh output folder of its own; each test (each
+    notebook) a bundled sandbox state folder of its own, never the user's data folder."""
     path = Path(str(item.fspath))
     if path.suffix == ".ipynb":
         os.environ["DOITONG_OUTPUT_DIR"] = str(_OUTPUTS / path.stem / "flux_outputs")
         _NOTEBOOKS_RUN.add(path.stem)
+        os.environ["DOITONG_SANDBOX_STATE"] = str(_OUTPUTS / path.stem / "sandbox_state")
+    else:
+        test = hashlib.sha256(item.nodeid.encode()).hexdigest()[:16]
+        os.environ["DOITONG_SANDBOX_STATE"] = str(_OUTPUTS / "sandbox_state" / test)
 
 
 @pytest.fixture(autouse=True)

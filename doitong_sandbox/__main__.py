@@ -1,6 +1,8 @@
 """`doitong-sandbox`: run the sandbox until SIGINT/SIGTERM, printing where it listens and its credentials.
 
 A start-up failure (a busy port, a bad value) ends the program with one line that says what to change.
+`--state DIR` keeps the sandbox's jobs and balances in DIR across runs; `--reset` removes the state of the bundled
+sandbox that doitong_nb starts (or of `--state DIR`), so the next one starts afresh.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from doitong_nb import _contract as c
 from doitong_sandbox.dialects import DIALECTS
 from doitong_sandbox.faults import KINDS, Faults
 from doitong_sandbox.server import Sandbox
+from doitong_sandbox.state import StateInUse, reset, user_state_dir
 
 _PORTS = range(65536)
 
@@ -51,7 +54,22 @@ def _parser() -> argparse.ArgumentParser:
         help="speak a service that differs from CONTRACT.md in one area: "
         + "; ".join(f"{d.name}: {d.summary}" for d in DIALECTS.values()),
     )
+    parser.add_argument("--state", metavar="DIR", help="keep jobs, keys and balances in DIR across runs")
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help=f"remove the state of --state DIR (default: the bundled sandbox's, {user_state_dir()}) and exit",
+    )
     return parser
+
+
+def _reset(folder: str) -> str:
+    try:
+        removed = reset(folder)
+    except StateInUse as exc:
+        raise SystemExit(f"doitong-sandbox: {exc}") from None
+    what = "removed" if removed else "had no state to remove"
+    return f"doitong-sandbox: {folder} {what}; the next sandbox on it starts afresh"
 
 
 def _checked(args: argparse.Namespace) -> None:
@@ -78,6 +96,9 @@ def _bind_failure(exc: OSError, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = _parser().parse_args(argv)
+    if args.reset:
+        print(_reset(args.state or str(user_state_dir())))
+        return
     _checked(args)
     rates = {kind: getattr(args, kind) for kind in KINDS}
     if args.fault_rate is not None:
@@ -105,9 +126,12 @@ def main(argv: list[str] | None = None) -> None:
         cdn_port=args.cdn_port,
         api_key=args.api_key,
         dialect=args.dialect,
+        state_dir=args.state,
     )
     try:
         sandbox.start()
+    except (StateInUse, ValueError) as exc:
+        raise SystemExit(f"doitong-sandbox: {exc}") from None
     except OSError as exc:
         raise SystemExit(_bind_failure(exc, args)) from None
     except RuntimeError as exc:  # a server that bound its port but did not come up

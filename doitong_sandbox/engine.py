@@ -369,6 +369,14 @@ class Engine:
         self.accounts[job.key].stats["cdn_requests"] += 1
         return job if ext == job.ext and self.status(job) == c.STATUS_COMPLETED else None
 
+    def finish_restored(self) -> None:
+        """Finish each restored job still running when it is due, as its submission would have (refund, webhook);
+        on the server's loop."""
+        loop, now = asyncio.get_running_loop(), self.clock()
+        for account in self.accounts.values():
+            for job in account.pending.values():
+                loop.call_later(max(0.0, job.done_at - now), self._finish, job)
+
     def _settle(self, account: Account) -> None:
         for job in list(account.pending.values()):
             self.status(job)

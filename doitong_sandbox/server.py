@@ -1,8 +1,12 @@
-"""`Sandbox`: the API and CDN servers on loopback, one event loop in a daemon thread, as a context manager."""
+"""`Sandbox`: the API and CDN servers on loopback, one event loop in a daemon thread, as a context manager.
+
+In memory and fresh by default (what tests want); given `state_dir`, it keeps its state there (state.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
 import threading
@@ -11,12 +15,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from doitong_sandbox.app import api_app, cdn_app
 from doitong_sandbox.dialects import Dialect
 from doitong_sandbox.dialects import dialect as as_dialect
 from doitong_sandbox.engine import Engine
 from doitong_sandbox.faults import Faults
+from doitong_sandbox.state import Endpoint, StateFile, claim, restore, snapshot
 
 T = TypeVar("T")
 _START_TIMEOUT = 10.0
@@ -26,6 +32,9 @@ class Sandbox:
     """A fake Doitong service: `base_url` speaks the API, `cdn_url` serves outputs, `api_key` is funded.
 
     `speed` divides every duration (generation, rate windows, backoff, Retry-After); inf means no waiting.
+    With `state_dir` its jobs, keys and balances outlive it: a sandbox started later on the same folder goes on
+    from them (`plan` still applies; `credits` and `api_key` only to a new state), and while one runs on the folder
+    another's `start()` raises `state.StateInUse` naming it.
     """
 
     def __init__(
@@ -39,12 +48,15 @@ class Sandbox:
         cdn_port: int = 0,
         api_key: str | None = None,
         dialect: str | Dialect | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.dialect = as_dialect(dialect)  # how this sandbox differs from CONTRACT.md (dialects.py)
         self.plan, self.credits, self.speed = plan, credits, speed
         self.host, self.port, self.cdn_port = host, port, cdn_port
         self._initial_faults = faults or Faults()
         self._requested_key = api_key
+        self.state_dir = state_dir
+        self._store: StateFile | None = None
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -61,6 +73,22 @@ class Sandbox:
         """Bind both ports and return once both servers accept connections."""
         if self._thread is not None:
             raise RuntimeError("this Sandbox is already running")
+        if self.state_dir is None:
+            return self._serve()
+        with claim(self.state_dir) as store:
+            self._store = store
+            try:
+                self._serve()
+            except BaseException:
+                self._store = None  # claim() lets it go
+                raise
+            self._call(self._save)  # a new state's key, before anyone is told it
+            store.announce(
+                Endpoint(self.base_url, self.cdn_url, os.getpid(), self.speed, self.api_key, self.webhook_secret)
+            )
+        return self
+
+    def _serve(self) -> Sandbox:
         sockets = [_bind(self.host, self.port)]
         try:
             sockets.append(_bind(self.host, self.cdn_port))
@@ -86,17 +114,47 @@ class Sandbox:
         self._engine = Engine(
             speed=self.speed, cdn_url=self.cdn_url, faults=self._initial_faults, clock=time.time, dialect=self.dialect
         )
-        account = self._engine.add_key(self.plan, self.credits, self._requested_key or "sbx_" + secrets.token_hex(16))
+        saved = self._store.data if self._store else None
+        if saved is None:
+            key = self._requested_key or "sbx_" + secrets.token_hex(16)
+            account = self._engine.add_key(self.plan, self.credits, key)
+        elif self._requested_key not in (None, saved["api_key"]):
+            raise ValueError(f"the state in {self.state_dir} has a key of its own; reset it to use another")
+        else:
+            account = restore(self._engine, saved, self.plan)
         self.api_key, self.webhook_secret = account.key, account.webhook_secret
         config = dict(lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1)
-        self._servers = [
-            uvicorn.Server(uvicorn.Config(api_app(self._engine), **config)),
-            uvicorn.Server(uvicorn.Config(cdn_app(self._engine), **config)),
-        ]
+        apps = [api_app(self._engine), cdn_app(self._engine)]
+        self._servers = [uvicorn.Server(uvicorn.Config(self._saving(app), **config)) for app in apps]
+
+    def _saving(self, app: ASGIApp) -> ASGIApp:
+        """`app`, saving the state (if kept) before each answer starts, so what a client was told survives a crash,
+        and after it ends."""
+        if self._store is None:
+            return app
+
+        async def saving(scope: Scope, receive: Receive, send: Send) -> None:
+            async def sent(message: dict[str, object]) -> None:
+                if message["type"] == "http.response.start":
+                    self._save()
+                await send(message)
+
+            try:
+                await app(scope, receive, sent)
+            finally:
+                self._save()
+
+        return saving
+
+    def _save(self) -> None:
+        if self._store is not None and self._engine is not None:
+            self._store.save(snapshot(self._engine, self.api_key))
 
     def _run(self, sockets: list[socket.socket], ready: threading.Event, failure: list[BaseException]) -> None:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
+            assert self._engine is not None
+            self._engine.finish_restored()
             tasks = [
                 asyncio.create_task(server.serve(sockets=[sock]))
                 for server, sock in zip(self._servers, sockets, strict=True)
@@ -131,6 +189,10 @@ class Sandbox:
             server.should_exit = True  # uvicorn polls this flag; its own signal handler sets it the same way
         thread.join()
         self._thread = self._loop = None
+        if self._store is not None:
+            self._save()
+            self._store.close()
+            self._store = None
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -151,7 +213,9 @@ class Sandbox:
 
     def add_key(self, plan: str = "pro", credits: int = 1000) -> str:
         """A new funded API key with its own webhook secret."""
-        return self._call(lambda: self._live().add_key(plan, credits).key)
+        key = self._call(lambda: self._live().add_key(plan, credits).key)
+        self._call(self._save)
+        return key
 
     def webhook_secret_for(self, key: str) -> str:
         return self._call(lambda: self._live().accounts[key].webhook_secret)
