@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from _kernel import kernel, run
 
 from doitong_nb import _contract as c
 from doitong_nb._core.errors import JobTimeoutError
@@ -123,7 +125,7 @@ def test_a_second_sandbox_on_a_state_in_use_is_refused_and_names_the_first(tmp_p
         assert second.api_key == first.api_key
 
 
-def test_the_state_is_written_before_the_answer_so_a_killed_sandbox_loses_no_job(tmp_path: Path) -> None:
+def test_the_state_is_on_disk_while_the_sandbox_runs_so_a_killed_one_loses_no_job(tmp_path: Path) -> None:
     with (
         Sandbox(speed=100, state_dir=tmp_path) as box,
         Flux(api_key=box.api_key, base_url=box.base_url, output_dir=tmp_path / "out", timeout=0.001) as flux,
@@ -169,3 +171,23 @@ def test_a_sandbox_made_directly_stays_in_memory_and_fresh(state: Path) -> None:
     with Sandbox() as second:
         assert first.api_key != second.api_key and key not in second.stats()["keys"]
     assert not state.exists()
+
+
+@pytest.mark.integration
+def test_restart_kernel_and_run_all_delivers_the_job_a_stopped_cell_paid_for(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    env = {"DOITONG_API_KEY": None, "DOITONG_BASE_URL": None, "DOITONG_OUTPUT_DIR": str(tmp_path / "out")}
+    env |= {"DOITONG_SANDBOX_STATE": str(folder), "DOITONG_SANDBOX_SPEED": "100"}
+    cell = f"%%flux --size 256x256 --seed 3\n{PROMPT}"
+    with kernel(tmp_path, **env) as kc:
+        run(kc, "%load_ext doitong_nb")
+        stopped = "".join(run(kc, cell.replace("%%flux", "%%flux --timeout 0.001")))
+    with kernel(tmp_path, **env) as kc:  # Restart Kernel, then Run All
+        run(kc, "%load_ext doitong_nb")
+        delivered = "".join(run(kc, cell))
+    with Sandbox(state_dir=folder) as box:
+        total = box.stats()["total"]
+    job_id = re.search(r"job_[a-z2-7]{20}", stopped)
+    assert job_id and "paid for" in stopped, stopped
+    assert job_id.group() in delivered and "error" not in delivered.lower(), delivered
+    assert (total["jobs_created"], total["credits_charged"]) == (1, 10)
