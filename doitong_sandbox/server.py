@@ -6,6 +6,7 @@ In memory and fresh by default (what tests want); given `state_dir`, it keeps it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -89,9 +90,12 @@ class Sandbox:
         return self
 
     def _serve(self) -> Sandbox:
-        sockets = [_bind(self.host, self.port)]
+        # a kept state's sandbox takes its last ports again when they are free: a client still holding the address of
+        # a sandbox that died (another kernel's) goes on working with its successor
+        last = (self._store.data or {}).get("ports", [0, 0]) if self._store else [0, 0]
+        sockets = [_bind_again(self.host, self.port, last[0])]
         try:
-            sockets.append(_bind(self.host, self.cdn_port))
+            sockets.append(_bind_again(self.host, self.cdn_port, last[1]))
             self._prepare(sockets)
         except BaseException:
             for sock in sockets:
@@ -148,7 +152,8 @@ class Sandbox:
 
     def _save(self) -> None:
         if self._store is not None and self._engine is not None:
-            self._store.save(snapshot(self._engine, self.api_key))
+            ports = [int(url.rpartition(":")[2]) for url in (self.base_url, self.cdn_url)]
+            self._store.save({**snapshot(self._engine, self.api_key), "ports": ports})
 
     def _run(self, sockets: list[socket.socket], ready: threading.Event, failure: list[BaseException]) -> None:
         async def main() -> None:
@@ -276,6 +281,14 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _bind_again(host: str, port: int, last: int) -> socket.socket:
+    """`last` (the port a kept state's sandbox had) when `port` is 0 (any) and `last` is free, else `port`."""
+    if last and not port:
+        with contextlib.suppress(OSError):
+            return _bind(host, last)
+    return _bind(host, port)
 
 
 def _url(host: str, port: int) -> str:
