@@ -137,7 +137,8 @@ def test_make_demo_html_links_reach_the_full_resolution_files(tmp_path: Path) ->
     cell = nbformat.v4.new_code_cell(f"%load_ext doitong_nb\n%flux {PROMPT} --size 256x256 --seed 1 -n 2")
     nbformat.write(nbformat.v4.new_notebook(cells=[cell]), notebook)
     venv = Path(sys.executable).parent.parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOITONG_") or k == "DOITONG_SANDBOX_SPEED"}
+    kept = ("DOITONG_SANDBOX_SPEED", "DOITONG_SANDBOX_STATE")  # the test's sandbox state, not the user's
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOITONG_") or k in kept}
     env["PYTHONPATH"] = str(ROOT)
     build = tmp_path / "build"
     make_vars = [f"VENV={venv}", f"DEMO={notebook}", f"BUILD={build}"]

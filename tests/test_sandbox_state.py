@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from doitong_nb._runtime import sandbox as bundled
 from doitong_nb._runtime.client import Flux
 from doitong_sandbox import Sandbox
 from doitong_sandbox.__main__ import main as sandbox_cli
-from doitong_sandbox.state import STATE, Endpoint, StateInUse
+from doitong_sandbox.state import STATE, Endpoint, StateInUse, user_state_dir
 
 PROMPT = "A lighthouse on a cliff at dawn"
 
@@ -192,3 +193,8 @@ def test_restart_kernel_and_run_all_delivers_the_job_a_stopped_cell_paid_for(tmp
     assert job_id and "paid for" in stopped, stopped
     assert job_id.group() in delivered and "error" not in delivered.lower(), delivered
     assert (total["jobs_created"], total["credits_charged"]) == (1, 10)
+
+
+def test_the_suite_keeps_the_bundled_sandbox_state_out_of_the_users_data_folder() -> None:
+    assert bundled.state_dir() != user_state_dir()
+    assert bundled.state_dir().is_relative_to(Path(tempfile.gettempdir()))

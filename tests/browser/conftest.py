@@ -130,6 +130,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOITONG_")}
     env.update(
         DOITONG_SANDBOX_SPEED=SANDBOX_SPEED,
+        DOITONG_SANDBOX_STATE=str(base / "sandbox_state"),  # never the user's data folder
         JUPYTER_CONFIG_DIR=str(config),
         JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
