@@ -138,7 +138,7 @@ def test_grid_of_four_adds_under_300kb_to_the_notebook(ip: InteractiveShell, mon
     data, _ = shown[-1]._repr_mimebundle_()
     page = data["text/html"]
     assert page.count("<img ") == 4 and len(json.dumps(data).encode()) < 300_000  # with its contact sheet
-    assert page.count("session ") == 1 and "session 80" in page  # the total once, under the grid
+    assert page.count("session ") == 1 and "session total 80 credits" in page  # the total once, under the grid
 
 
 def test_line_magic_usage_names_the_prompt() -> None:
@@ -148,28 +148,26 @@ def test_line_magic_usage_names_the_prompt() -> None:
     assert Flux.flux.__doc__.lstrip(":\n ").startswith("%%flux [--size SIZE]")
 
 
-def test_interrupt_message_counts_the_jobs_and_names_the_sandbox(
-    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_interrupt_message_counts_the_jobs_and_names_the_sandbox(ip: InteractiveShell) -> None:
     """ "job job_a, job_b goes on at Doitong" was singular, and wrong about where (issue 15)."""
     import dataclasses
 
+    from doitong_nb._notebook.magics import requests_for
+
     magics = ip.magics_manager.registry["Flux"]
     args = magics.flux.parser.parse_argstring("-n 2 --size 256x256 --seed 1")
-    pairs = magics._requests(PROMPT, args)
+    pairs = requests_for(PROMPT, args, "1024x1024")
     journal = magics.client.store.journal
     for (request, variant), job_id in zip(pairs, ("job_a", "job_b"), strict=True):
         entry = journal.begin(request.key(variant), request)
         journal.mark_submitted(entry.idempotency_key, job_id)
-    magics._interrupted(pairs)
-    assert capsys.readouterr().err.strip() == (
+    assert magics._interrupted(pairs) == (
         "Stopped waiting; jobs job_a, job_b go on at Doitong and are paid for. Re-run this cell to pick them up: "
         "they will not be charged again."
     )
     engine = magics.client.engine
     engine.settings = dataclasses.replace(engine.settings, sandbox=True)
-    magics._interrupted(pairs[:1])
-    assert capsys.readouterr().err.strip() == (
+    assert magics._interrupted(pairs[:1]) == (
         "Stopped waiting; job job_a goes on at the sandbox and is paid for. Re-run this cell to pick it up: "
         "it will not be charged again."
     )
@@ -180,9 +178,84 @@ def test_dry_run_shows_the_request_without_the_key(
 ) -> None:
     ip.run_cell_magic("flux", "--dry-run --size 4096x4096 --transport rest", PROMPT)
     out = capsys.readouterr().out
-    assert "estimated 50 credits; nothing was sent" in out and "/v1/text_to_image" in out
+    assert "dry run: 1 new image, 50 credits; nothing was sent" in out and "/v1/text_to_image" in out
     assert "X-API-Key: <DOITONG_API_KEY>" in out and sandbox.api_key not in out
     assert sandbox.stats()["total"]["api_requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("made", "dry_run"),
+    [
+        ("--size 2048x2048 --seed 3", "--size 2048x2048 --seed 3"),
+        ("-n 4 --size 256x256", "-n 4 --size 256x256"),
+        ("--each animals --size 256x256", "--each animals --size 256x256"),
+        ("--size 256x256 --seed 8", "line"),
+    ],
+)
+def test_dry_run_of_stored_images_quotes_them_at_zero(
+    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], made: str, dry_run: str
+) -> None:
+    """Issue 24: a stored request quoted 30 (or 50), `-n 4` 80 for four stored images, the line magic 20."""
+    ip.user_ns["animals"] = ["a fox", "an owl"]
+    prompt = PROMPT + (" of {item}" if "--each" in made else "")
+    ip.run_cell_magic("flux", made, prompt)
+    capsys.readouterr()
+    before = sandbox.stats()["total"]["api_requests"]
+    if dry_run == "line":
+        ip.run_line_magic("flux", f"{PROMPT} {made} --dry-run")
+    else:
+        ip.run_cell_magic("flux", f"{dry_run} --dry-run", prompt)
+    out = capsys.readouterr().out
+    stored = {"-n 4": 4, "--each": 2}.get(made.split(" animals")[0].split(" --size")[0], 1)
+    assert out.splitlines()[0] == f"dry run: {stored} stored, replayed at 0 credits; nothing was sent"
+    assert "POST " not in out  # nothing would be sent
+    assert sandbox.stats()["total"]["api_requests"] == before
+
+
+def test_dry_run_says_what_is_new_and_what_is_stored_and_shows_a_repeated_body_once(
+    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.run_cell_magic("flux", "-n 1 --size 512x512", PROMPT)
+    capsys.readouterr()
+    ip.run_cell_magic("flux", "-n 3 --size 512x512 --dry-run", PROMPT)
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == (
+        "dry run: 2 new images, 20 credits; 1 stored, replayed at 0 credits; nothing was sent "
+        "(the 2 requests are alike: shown once)"
+    )
+    assert out.count("mutation Generate") == 1
+
+
+def test_grid_dry_run_quotes_stored_cells_at_zero(
+    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.run_cell_magic("flux", "--size 256x256 --seed 1", PROMPT)
+    capsys.readouterr()
+    ip.run_cell_magic("flux", '--grid "seed=1,2" --size 256x256 --dry-run', PROMPT)
+    out = capsys.readouterr().out
+    assert (
+        out.strip()
+        == "grid 2 seed = 2 images, 10 credits (1 already stored or paid: 0 credits); --dry-run: nothing was sent"
+    )
+
+
+def test_session_spend_is_one_figure_for_the_kernel_across_services(
+    ip: InteractiveShell, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: after %flux_login then %flux_logout the next card said "session 20" while the account said 140."""
+    ip.run_cell_magic("flux", "--size 512x512 --seed 1 -o first", PROMPT)
+    with Sandbox(speed=1000) as other:
+        monkeypatch.setenv("DOITONG_API_KEY", other.api_key)
+        monkeypatch.setenv("DOITONG_BASE_URL", other.base_url)
+        ip.run_cell_magic("flux", "--size 1024x1024 --seed 1 -o second", PROMPT)
+        monkeypatch.setenv("DOITONG_API_KEY", sandbox.api_key)
+        monkeypatch.setenv("DOITONG_BASE_URL", sandbox.base_url)
+        ip.run_cell_magic("flux", "--size 512x512 --seed 2 -o third", PROMPT)
+    assert "session total 40 credits" in repr(ip.user_ns["third"])
+    account = repr(ip.run_line_magic("flux_account", ""))
+    assert (
+        f"spent this session: 40 credits (20 credits at {sandbox.base_url}, 20 credits at {other.base_url})" in account
+    )
 
 
 def test_insufficient_credits_is_one_clear_line(tmp_path: Path, shell_for, failed_cell) -> None:

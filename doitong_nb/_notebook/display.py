@@ -67,7 +67,7 @@ def _new_one_hint(result: ImageResult) -> str:
 def _account_figures(session_credits: int | None, balance: int | None) -> list[str]:
     figures = []
     if session_credits is not None:
-        figures.append(f"session {session_credits}")
+        figures.append(f"session total {credits_text(session_credits)}")
     if balance is not None:
         figures.append(f"balance {balance}")
     return figures
@@ -415,6 +415,12 @@ class ProgressLine:
 
             display(final)
 
+    def clear(self) -> None:
+        """Stop the clock and leave nothing behind: a failed or interrupted cell's one line then stands alone."""
+        self.close()
+        if self._handle is not None:
+            self._handle.update(_BLANK, raw=True)
+
     def replace_with(self, obj: Any) -> None:
         """Turn the line into obj (e.g. the ImageResult's card): in place in a notebook, else right below."""
         self.close(obj)
@@ -441,7 +447,8 @@ class AccountView:
     The host comes first and the bundled sandbox says so: its account reads like a real one otherwise.
     """
 
-    def __init__(self, account: Any, plan: Any, session_credits: int, base_url: str, sandbox: bool) -> None:
+    def __init__(self, account: Any, plan: Any, spent: dict[str, int], base_url: str, sandbox: bool) -> None:
+        """`spent`: this kernel's credits by service (several when a login or logout changed it)."""
         host = urlsplit(base_url).netloc or base_url
         self.sandbox = sandbox
         self.rows = [("service", f"{host} (sandbox: no real credits)" if sandbox else host)]
@@ -453,7 +460,10 @@ class AccountView:
                 ("concurrent jobs", str(plan.concurrent_jobs)),
                 ("daily limit", daily),
             ]
-        self.rows.append(("spent this session", credits_text(session_credits)))
+        total = credits_text(sum(spent.values()))
+        if len(spent) > 1:
+            total += " (" + ", ".join(f"{credits_text(n)} at {where}" for where, n in spent.items()) + ")"
+        self.rows.append(("spent this session", total))
 
     def __repr__(self) -> str:
         return "\n".join(f"{k}: {v}" for k, v in self.rows)
@@ -523,8 +533,9 @@ class _Rows:
         return f'<table style="{_FONT};font-size:12px;border-collapse:collapse"><tr>{head}</tr>{body}</table>'
 
 
-def dry_run_bundle(base_url: str, calls: list[Any], auth: dict[str, str], total: int) -> dict[str, str]:
-    """`--dry-run`: the exact requests that would be sent (key shown as a placeholder) and their cost."""
+def dry_run_bundle(base_url: str, calls: list[Any], auth: dict[str, str], summary: str) -> dict[str, str]:
+    """`--dry-run`: the `summary` of the quote, and the exact requests that would be sent (the key shown as a
+    placeholder)."""
     import json
 
     blocks = []
@@ -534,8 +545,7 @@ def dry_run_bundle(base_url: str, calls: list[Any], auth: dict[str, str], total:
         if call.json is not None:
             lines += ["", json.dumps(call.json, indent=2, ensure_ascii=False)]
         blocks.append("\n".join(lines))
-    summary = f"dry run: {len(calls)} request(s), estimated {credits_text(total)}; nothing was sent"
-    text = summary + "\n\n" + "\n\n".join(blocks)
+    text = "\n\n".join([summary, *blocks])
     pre = "".join(
         f'<pre style="{_MONO};font-size:12px;margin:6px 0;white-space:pre-wrap">{html.escape(b)}</pre>' for b in blocks
     )

@@ -4,7 +4,6 @@ service.
 
 from __future__ import annotations
 
-import sys
 import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ _sandbox_lock = threading.Lock()
 
 def shared_sandbox(plan: str, credits: int, speed: float) -> Sandbox:
     """The process's bundled sandbox, started on first use (with its first caller's plan, credits and speed) and
-    announced once on stderr."""
+    announced once, as a note on stdout."""
     global _sandbox
     with _sandbox_lock:
         if _sandbox is None:
@@ -33,8 +32,7 @@ def shared_sandbox(plan: str, credits: int, speed: float) -> Sandbox:
             print(
                 f"doitong_nb: no {ENV_API_KEY} set, so images come from the bundled offline sandbox "
                 f"at {_sandbox.base_url} (procedural, marked SANDBOX, {speed:g}x the real speed, no real credits).",
-                file=sys.stderr,
-            )
+            )  # stdout: a note, not an error (a notebook shows stderr in red)
         return _sandbox
 
 
