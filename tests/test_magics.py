@@ -251,7 +251,7 @@ def test_session_spend_is_one_figure_for_the_kernel_across_services(
         monkeypatch.setenv("DOITONG_API_KEY", sandbox.api_key)
         monkeypatch.setenv("DOITONG_BASE_URL", sandbox.base_url)
         ip.run_cell_magic("flux", "--size 512x512 --seed 2 -o third", PROMPT)
-    assert "session total 40 credits" in repr(ip.user_ns["third"])
+    assert "(session 40" in repr(ip.user_ns["third"])  # not 10: the kernel's figure, not the client's
     account = repr(ip.run_line_magic("flux_account", ""))
     assert (
         f"spent this session: 40 credits (20 credits at {sandbox.base_url}, 20 credits at {other.base_url})" in account

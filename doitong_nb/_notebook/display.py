@@ -64,10 +64,11 @@ def _new_one_hint(result: ImageResult) -> str:
     return "re-run with --refresh for a new one" if result.request.seed is None else "change --seed for a new one"
 
 
-def _account_figures(session_credits: int | None, balance: int | None) -> list[str]:
+def _account_figures(session_credits: int | None, balance: int | None, footer: bool = False) -> list[str]:
+    """A card's "session 60, balance 940"; a grid's footer, far from any card's cost, says what the figure is."""
     figures = []
     if session_credits is not None:
-        figures.append(f"session total {credits_text(session_credits)}")
+        figures.append(f"session total {credits_text(session_credits)}" if footer else f"session {session_credits}")
     if balance is not None:
         figures.append(f"balance {balance}")
     return figures
@@ -201,7 +202,7 @@ def result_bundle(
     """
     single = len(results) == 1
     lines = [result_text(r, account=single) for r in results] or ["<no images>"]
-    footer = [] if single else _account_figures(session_credits, balance)
+    footer = [] if single else _account_figures(session_credits, balance, footer=True)
     if footer:
         lines.append(", ".join(footer))
     if single:
@@ -447,8 +448,16 @@ class AccountView:
     The host comes first and the bundled sandbox says so: its account reads like a real one otherwise.
     """
 
-    def __init__(self, account: Any, plan: Any, spent: dict[str, int], base_url: str, sandbox: bool) -> None:
-        """`spent`: this kernel's credits by service (several when a login or logout changed it)."""
+    def __init__(
+        self,
+        account: Any,
+        plan: Any,
+        session_credits: int,
+        base_url: str,
+        sandbox: bool,
+        by_service: dict[str, int] | None = None,
+    ) -> None:
+        """`by_service`: the session's credits by service, when a login or logout changed it (said if several)."""
         host = urlsplit(base_url).netloc or base_url
         self.sandbox = sandbox
         self.rows = [("service", f"{host} (sandbox: no real credits)" if sandbox else host)]
@@ -460,10 +469,10 @@ class AccountView:
                 ("concurrent jobs", str(plan.concurrent_jobs)),
                 ("daily limit", daily),
             ]
-        total = credits_text(sum(spent.values()))
-        if len(spent) > 1:
-            total += " (" + ", ".join(f"{credits_text(n)} at {where}" for where, n in spent.items()) + ")"
-        self.rows.append(("spent this session", total))
+        spent = credits_text(session_credits)
+        if by_service and len(by_service) > 1:
+            spent += " (" + ", ".join(f"{credits_text(n)} at {where}" for where, n in by_service.items()) + ")"
+        self.rows.append(("spent this session", spent))
 
     def __repr__(self) -> str:
         return "\n".join(f"{k}: {v}" for k, v in self.rows)

@@ -203,8 +203,9 @@ class Flux(Magics):
             account = self.client.account()
         except DoitongError as exc:
             self._fail(exc)
-        settings = self.client.settings
-        return AccountView(account, contract.PLANS.get(account.plan), self.spent(), settings.base_url, settings.sandbox)
+        settings, spent = self.client.settings, self.spent()
+        plan = contract.PLANS.get(account.plan)
+        return AccountView(account, plan, sum(spent.values()), settings.base_url, settings.sandbox, by_service=spent)
 
     @line_magic
     def flux_quote(self, line: str = "") -> None:
