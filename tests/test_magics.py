@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _kernel import collect
@@ -16,6 +17,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from doitong_nb._core.errors import InvalidRequestError
 from doitong_nb._core.request import GenerationRequest
 from doitong_sandbox import Sandbox
+from doitong_sandbox.faults import Faults
 
 PROMPT = "A futuristic city with flying cars and neon lights"
 
@@ -300,14 +302,18 @@ def test_interrupt_stops_waiting_and_rerun_resumes_the_same_job(tmp_path: Path) 
         try:
             kc.execute_interactive("%load_ext doitong_nb", timeout=60)
             cell = f"%%flux --size 512x512 --seed 4 -o img\n{PROMPT}"
-            first: list[str] = []
             msg_id = kc.execute(cell)
             _wait_for(lambda: box.stats()["total"]["jobs_created"] == 1)
             km.interrupt_kernel()
-            collect(kc, msg_id, first)
+            messages = _messages(kc, msg_id)
+            first = _texts(messages)
             # idle again while the job still runs: the cell stopped waiting instead of finishing the job
             assert _active_jobs(box) == 1, "the cell went idle only after the job had ended"
-            assert any("Re-run this cell" in text for text in first), first
+            # the one line, and nothing else: no KeyboardInterrupt traceback, no progress line left above it
+            errors = [c["traceback"] for kind, c in messages if kind == "error"]
+            assert len(errors) == 1 and len(errors[0]) == 1 and errors[0][0].startswith("Stopped waiting; ")
+            assert "Re-run this cell" in errors[0][0] and not [t for t in first if "Stopped waiting" in t], first
+            assert _last_paint(messages) == "", messages
             assert not any("<ImageResult" in text for text in first), first
             bound: list[str] = []
             collect(kc, kc.execute("'img' in globals()"), bound)
@@ -321,9 +327,38 @@ def test_interrupt_stops_waiting_and_rerun_resumes_the_same_job(tmp_path: Path) 
             # one job, charged once, and no second submission: the rerun resumed the journaled job
             total = box.stats()["total"]
             assert (total["jobs_created"], total["credits_charged"], total["submissions"]) == (1, 10, 1)
+            # a failed job: its one error line, and no progress line left above it (issue 24)
+            box.faults = Faults(moderate_job=1)
+            messages = _messages(kc, kc.execute(f"%%flux --size 256x256 --seed 99\n{PROMPT}"))
+            errors = [c["traceback"] for kind, c in messages if kind == "error"]
+            assert len(errors) == 1 and len(errors[0]) == 1 and "moderation" in errors[0][0], errors
+            assert _last_paint(messages) == "", messages
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
+
+
+def _messages(kc: Any, msg_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """A cell's iopub messages (type, content) until the kernel is idle again."""
+    messages = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return messages
+        messages.append((msg["msg_type"], msg["content"]))
+
+
+def _texts(messages: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    return [c.get("text") or c.get("data", {}).get("text/plain", "") for _, c in messages]
+
+
+def _last_paint(messages: list[tuple[str, dict[str, Any]]]) -> str:
+    """What the cell's progress line shows at the end: its last paint, by its display id."""
+    (line,) = {c["transient"]["display_id"] for kind, c in messages if kind == "display_data"}
+    paints = [c["data"]["text/plain"] for kind, c in messages if c.get("transient", {}).get("display_id") == line]
+    return paints[-1]
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
