@@ -104,7 +104,7 @@ def test_flux_quote_without_a_name_needs_the_notebook_file(
 
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     ip = shell_for(sandbox, tmp_path / "out")
-    with pytest.raises(UsageError, match="name it, %flux_quote NOTEBOOK.ipynb"):
+    with pytest.raises(UsageError, match=r"name it, %flux_quote NOTEBOOK\.ipynb"):
         ip.run_line_magic("flux_quote", "")
 
 
