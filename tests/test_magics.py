@@ -395,3 +395,18 @@ def _python_options(options: str) -> dict[str, str]:
     words = options.split()
     names = {"--aspect": "aspect_ratio", "--size": "size"}
     return {names[flag]: value for flag, value in zip(words[::2], words[1::2], strict=True)}
+
+
+def test_the_sandbox_notice_is_a_quiet_note_on_stdout_not_a_red_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 24: on stderr, every notebook's first cell opened with a red box."""
+    from doitong_nb._runtime import sandbox as bundled
+
+    monkeypatch.setattr(bundled, "_sandbox", None)  # this process's own bundled sandbox, stopped after
+    box = bundled.shared_sandbox("pro", 100, 1000)
+    try:
+        out, err = capsys.readouterr()
+        assert "images come from the bundled offline sandbox" in out and err == ""
+    finally:
+        box.stop()
