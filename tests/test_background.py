@@ -117,9 +117,11 @@ def test_cancel_keeps_the_job_listed_and_a_resume_charges_nothing_more(slow_kern
     _wait_for(lambda: box.stats()["total"]["jobs_created"] == 1)
     listed = Cell(kc, "%flux_jobs").wait_idle(updates)
     assert any("background cell(s) running" in t and "bg" in t for t in listed.texts), listed.texts
+    assert not any("pending job(s)" in t for t in listed.texts), listed.texts  # running, not pending
     cancel = Cell(kc, "job.cancel()\njob").wait_idle(updates)
-    assert any("cancelled" in t for t in cancel.texts), cancel.texts
-    _wait_for_update(kc, cell.display_ids[0], updates, "stays in the journal")
+    assert any("stopped waiting" in t for t in cancel.texts), cancel.texts
+    _wait_for_update(kc, cell.display_ids[0], updates, "goes on at the service and is paid for")
+    assert not any("`" in u for u in updates[cell.display_ids[0]])  # plain text, no raw markdown
     pending = Cell(kc, "%flux_jobs").wait_idle(updates)
     text = "".join(pending.texts)
     assert "1 pending job(s), paid for" in text and "background cell(s) running" not in text, text

@@ -288,8 +288,8 @@ def test_html_grid_cards_show_their_own_cost_and_the_session_total_once(tmp_path
     bundle = display.result_bundle(results, session_credits=60, balance=940)
     page, text = bundle["text/html"], bundle["text/plain"]
     assert [f"<b>{n} credits</b>" in page for n in (10, 30, 20)] == [True, True, True]
-    assert page.count("session ") == 1 and "session 60 · balance 940" in page and "session 80" not in page
-    assert text.splitlines()[-1] == "session 60, balance 940" and text.count("session") == 1
+    assert page.count("session ") == 1 and "session total 60 credits · balance 940" in page and "total 80" not in page
+    assert text.splitlines()[-1] == "session total 60 credits, balance 940" and text.count("session") == 1
 
 
 def test_html_survives_a_missing_file(tmp_path: Path, big_jpeg: Path) -> None:

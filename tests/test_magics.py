@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _kernel import collect
@@ -16,6 +17,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from doitong_nb._core.errors import InvalidRequestError
 from doitong_nb._core.request import GenerationRequest
 from doitong_sandbox import Sandbox
+from doitong_sandbox.faults import Faults
 
 PROMPT = "A futuristic city with flying cars and neon lights"
 
@@ -138,7 +140,7 @@ def test_grid_of_four_adds_under_300kb_to_the_notebook(ip: InteractiveShell, mon
     data, _ = shown[-1]._repr_mimebundle_()
     page = data["text/html"]
     assert page.count("<img ") == 4 and len(json.dumps(data).encode()) < 300_000  # with its contact sheet
-    assert page.count("session ") == 1 and "session 80" in page  # the total once, under the grid
+    assert page.count("session ") == 1 and "session total 80 credits" in page  # the total once, under the grid
 
 
 def test_line_magic_usage_names_the_prompt() -> None:
@@ -148,28 +150,26 @@ def test_line_magic_usage_names_the_prompt() -> None:
     assert Flux.flux.__doc__.lstrip(":\n ").startswith("%%flux [--size SIZE]")
 
 
-def test_interrupt_message_counts_the_jobs_and_names_the_sandbox(
-    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_interrupt_message_counts_the_jobs_and_names_the_sandbox(ip: InteractiveShell) -> None:
     """ "job job_a, job_b goes on at Doitong" was singular, and wrong about where (issue 15)."""
     import dataclasses
 
+    from doitong_nb._notebook.magics import requests_for
+
     magics = ip.magics_manager.registry["Flux"]
     args = magics.flux.parser.parse_argstring("-n 2 --size 256x256 --seed 1")
-    pairs = magics._requests(PROMPT, args)
+    pairs = requests_for(PROMPT, args, "1024x1024")
     journal = magics.client.store.journal
     for (request, variant), job_id in zip(pairs, ("job_a", "job_b"), strict=True):
         entry = journal.begin(request.key(variant), request)
         journal.mark_submitted(entry.idempotency_key, job_id)
-    magics._interrupted(pairs)
-    assert capsys.readouterr().err.strip() == (
+    assert magics._interrupted(pairs) == (
         "Stopped waiting; jobs job_a, job_b go on at Doitong and are paid for. Re-run this cell to pick them up: "
         "they will not be charged again."
     )
     engine = magics.client.engine
     engine.settings = dataclasses.replace(engine.settings, sandbox=True)
-    magics._interrupted(pairs[:1])
-    assert capsys.readouterr().err.strip() == (
+    assert magics._interrupted(pairs[:1]) == (
         "Stopped waiting; job job_a goes on at the sandbox and is paid for. Re-run this cell to pick it up: "
         "it will not be charged again."
     )
@@ -180,9 +180,84 @@ def test_dry_run_shows_the_request_without_the_key(
 ) -> None:
     ip.run_cell_magic("flux", "--dry-run --size 4096x4096 --transport rest", PROMPT)
     out = capsys.readouterr().out
-    assert "estimated 50 credits; nothing was sent" in out and "/v1/text_to_image" in out
+    assert "dry run: 1 new image, 50 credits; nothing was sent" in out and "/v1/text_to_image" in out
     assert "X-API-Key: <DOITONG_API_KEY>" in out and sandbox.api_key not in out
     assert sandbox.stats()["total"]["api_requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("made", "dry_run"),
+    [
+        ("--size 2048x2048 --seed 3", "--size 2048x2048 --seed 3"),
+        ("-n 4 --size 256x256", "-n 4 --size 256x256"),
+        ("--each animals --size 256x256", "--each animals --size 256x256"),
+        ("--size 256x256 --seed 8", "line"),
+    ],
+)
+def test_dry_run_of_stored_images_quotes_them_at_zero(
+    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], made: str, dry_run: str
+) -> None:
+    """Issue 24: a stored request quoted 30 (or 50), `-n 4` 80 for four stored images, the line magic 20."""
+    ip.user_ns["animals"] = ["a fox", "an owl"]
+    prompt = PROMPT + (" of {item}" if "--each" in made else "")
+    ip.run_cell_magic("flux", made, prompt)
+    capsys.readouterr()
+    before = sandbox.stats()["total"]["api_requests"]
+    if dry_run == "line":
+        ip.run_line_magic("flux", f"{PROMPT} {made} --dry-run")
+    else:
+        ip.run_cell_magic("flux", f"{dry_run} --dry-run", prompt)
+    out = capsys.readouterr().out
+    stored = {"-n 4": 4, "--each": 2}.get(made.split(" animals")[0].split(" --size")[0], 1)
+    assert out.splitlines()[0] == f"dry run: {stored} stored, replayed at 0 credits; nothing was sent"
+    assert "POST " not in out  # nothing would be sent
+    assert sandbox.stats()["total"]["api_requests"] == before
+
+
+def test_dry_run_says_what_is_new_and_what_is_stored_and_shows_a_repeated_body_once(
+    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.run_cell_magic("flux", "-n 1 --size 512x512", PROMPT)
+    capsys.readouterr()
+    ip.run_cell_magic("flux", "-n 3 --size 512x512 --dry-run", PROMPT)
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == (
+        "dry run: 2 new images, 20 credits; 1 stored, replayed at 0 credits; nothing was sent "
+        "(the 2 requests are alike: shown once)"
+    )
+    assert out.count("mutation Generate") == 1
+
+
+def test_grid_dry_run_quotes_stored_cells_at_zero(
+    ip: InteractiveShell, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ip.run_cell_magic("flux", "--size 256x256 --seed 1", PROMPT)
+    capsys.readouterr()
+    ip.run_cell_magic("flux", '--grid "seed=1,2" --size 256x256 --dry-run', PROMPT)
+    out = capsys.readouterr().out
+    assert (
+        out.strip()
+        == "grid 2 seed = 2 images, 10 credits (1 already stored or paid: 0 credits); --dry-run: nothing was sent"
+    )
+
+
+def test_session_spend_is_one_figure_for_the_kernel_across_services(
+    ip: InteractiveShell, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: after %flux_login then %flux_logout the next card said "session 20" while the account said 140."""
+    ip.run_cell_magic("flux", "--size 512x512 --seed 1 -o first", PROMPT)
+    with Sandbox(speed=1000) as other:
+        monkeypatch.setenv("DOITONG_API_KEY", other.api_key)
+        monkeypatch.setenv("DOITONG_BASE_URL", other.base_url)
+        ip.run_cell_magic("flux", "--size 1024x1024 --seed 1 -o second", PROMPT)
+        monkeypatch.setenv("DOITONG_API_KEY", sandbox.api_key)
+        monkeypatch.setenv("DOITONG_BASE_URL", sandbox.base_url)
+        ip.run_cell_magic("flux", "--size 512x512 --seed 2 -o third", PROMPT)
+    assert "(session 40" in repr(ip.user_ns["third"])  # not 10: the kernel's figure, not the client's
+    account = repr(ip.run_line_magic("flux_account", ""))
+    assert (
+        f"spent this session: 40 credits (20 credits at {sandbox.base_url}, 20 credits at {other.base_url})" in account
+    )
 
 
 def test_insufficient_credits_is_one_clear_line(tmp_path: Path, shell_for, failed_cell) -> None:
@@ -227,14 +302,18 @@ def test_interrupt_stops_waiting_and_rerun_resumes_the_same_job(tmp_path: Path) 
         try:
             kc.execute_interactive("%load_ext doitong_nb", timeout=60)
             cell = f"%%flux --size 512x512 --seed 4 -o img\n{PROMPT}"
-            first: list[str] = []
             msg_id = kc.execute(cell)
             _wait_for(lambda: box.stats()["total"]["jobs_created"] == 1)
             km.interrupt_kernel()
-            collect(kc, msg_id, first)
+            messages = _messages(kc, msg_id)
+            first = _texts(messages)
             # idle again while the job still runs: the cell stopped waiting instead of finishing the job
             assert _active_jobs(box) == 1, "the cell went idle only after the job had ended"
-            assert any("Re-run this cell" in text for text in first), first
+            # the one line, and nothing else: no KeyboardInterrupt traceback, no progress line left above it
+            errors = [c["traceback"] for kind, c in messages if kind == "error"]
+            assert len(errors) == 1 and len(errors[0]) == 1 and errors[0][0].startswith("Stopped waiting; ")
+            assert "Re-run this cell" in errors[0][0] and not [t for t in first if "Stopped waiting" in t], first
+            assert _last_paint(messages) == "", messages
             assert not any("<ImageResult" in text for text in first), first
             bound: list[str] = []
             collect(kc, kc.execute("'img' in globals()"), bound)
@@ -248,9 +327,38 @@ def test_interrupt_stops_waiting_and_rerun_resumes_the_same_job(tmp_path: Path) 
             # one job, charged once, and no second submission: the rerun resumed the journaled job
             total = box.stats()["total"]
             assert (total["jobs_created"], total["credits_charged"], total["submissions"]) == (1, 10, 1)
+            # a failed job: its one error line, and no progress line left above it (issue 24)
+            box.faults = Faults(moderate_job=1)
+            messages = _messages(kc, kc.execute(f"%%flux --size 256x256 --seed 99\n{PROMPT}"))
+            errors = [c["traceback"] for kind, c in messages if kind == "error"]
+            assert len(errors) == 1 and len(errors[0]) == 1 and "moderation" in errors[0][0], errors
+            assert _last_paint(messages) == "", messages
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
+
+
+def _messages(kc: Any, msg_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """A cell's iopub messages (type, content) until the kernel is idle again."""
+    messages = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return messages
+        messages.append((msg["msg_type"], msg["content"]))
+
+
+def _texts(messages: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    return [c.get("text") or c.get("data", {}).get("text/plain", "") for _, c in messages]
+
+
+def _last_paint(messages: list[tuple[str, dict[str, Any]]]) -> str:
+    """What the cell's progress line shows at the end: its last paint, by its display id."""
+    (line,) = {c["transient"]["display_id"] for kind, c in messages if kind == "display_data"}
+    paints = [c["data"]["text/plain"] for kind, c in messages if c.get("transient", {}).get("display_id") == line]
+    return paints[-1]
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
@@ -287,3 +395,18 @@ def _python_options(options: str) -> dict[str, str]:
     words = options.split()
     names = {"--aspect": "aspect_ratio", "--size": "size"}
     return {names[flag]: value for flag, value in zip(words[::2], words[1::2], strict=True)}
+
+
+def test_the_sandbox_notice_is_a_quiet_note_on_stdout_not_a_red_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 24: on stderr, every notebook's first cell opened with a red box."""
+    from doitong_nb._runtime import sandbox as bundled
+
+    monkeypatch.setattr(bundled, "_sandbox", None)  # this process's own bundled sandbox, stopped after
+    box = bundled.shared_sandbox("pro", 100, 1000)
+    try:
+        out, err = capsys.readouterr()
+        assert "images come from the bundled offline sandbox" in out and err == ""
+    finally:
+        box.stop()

@@ -8,6 +8,7 @@ test_papermill).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -285,15 +286,23 @@ def test_a_bad_environment_value_is_one_line_in_every_line_magic(
     assert not _submitted_paths(sandbox)
 
 
-def test_config_refuses_a_bad_value_in_one_line_and_keeps_the_one_before(
-    ip: InteractiveShell, caplog: pytest.LogCaptureFixture
+def test_a_bad_config_value_is_said_in_one_line_and_fails_every_cell_until_set_right(
+    ip: InteractiveShell, sandbox: Sandbox, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Issue 24: IPython only logged the refusal ("ERROR:root:") and Run All went on with the value before."""
+    from IPython.core.error import UsageError
+
     ip.run_line_magic("config", "Flux.timeout = 60")
-    ip.run_line_magic("config", "Flux.timeout = -1")  # IPython logs the TraitError as one line, no traceback
-    assert [r.getMessage() for r in caplog.records] == [
-        "%config Flux.timeout: timeout -1.0 must be a positive number of seconds"
-    ]
-    assert ip.magics_manager.registry["Flux"].timeout == 60
+    ip.run_line_magic("config", "Flux.timeout = -1")
+    message = "%config Flux.timeout: timeout -1.0 must be a positive number of seconds"
+    assert capsys.readouterr().err == f"{message}; every %flux cell fails until it is set right\n"
+    assert not caplog.records
+    with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
+        ip.run_cell_magic("flux", "--size 256x256", "a paper boat")
+    assert sandbox.stats()["total"]["api_requests"] == 0
+    ip.run_line_magic("config", "Flux.timeout = 30")
+    ip.run_cell_magic("flux", "--size 256x256", "a paper boat")
+    assert sandbox.stats()["total"]["submissions"] == 1
 
 
 def test_a_live_change_reaches_the_running_client_and_a_change_of_service_builds_a_new_one(

@@ -3,8 +3,9 @@
 The cell starts its flows on the client's loop thread (`Flux.start`: the same runtime, store, journal and rate
 budget as the panel and every other cell) and returns a `BackgroundJob`. A light thread of the cell's own context
 repaints the card by its display id (status, elapsed, predicted remaining); when the flows end, the card is
-replaced in place by the result cards. Cancel (the card's button, `job.cancel()` or `%flux_jobs --cancel ID`)
-stops waiting: a submitted job stays in the journal, paid for, and `%flux_resume` fetches it at no new cost.
+replaced in place by the result cards. "Stop waiting" (the card's button, `job.cancel()` or `%flux_jobs --cancel
+ID`) stops this kernel waiting, not the job: it goes on at the service, paid for, and stays in the journal, so
+`%flux_resume` fetches it at no new cost.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class BackgroundJob:
     @property
     def state(self) -> str:
         if self._cancelled:
-            return "cancelled"
+            return "stopped waiting"
         if not self.done:
             statuses = set(self._status)
             return (
@@ -153,7 +154,7 @@ class BackgroundJob:
         if self._cancelled:
             from doitong_nb._core.errors import DoitongError
 
-            raise DoitongError(self._cancel_text())
+            raise DoitongError(self.cancel_text())
         outcomes = self._outcomes or []
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -169,12 +170,17 @@ class BackgroundJob:
             future.cancel()
         self._done.wait(10)
 
-    def _cancel_text(self) -> str:
-        ids = self._unfinished() if self._unfinished else []
-        which = f"job {', '.join(ids)}" if ids else "any submitted job"
+    def job_ids(self) -> list[str]:
+        """The ids of this cell's jobs that were sent and are not delivered yet."""
+        return self._unfinished() if self._unfinished else []
+
+    def cancel_text(self) -> str:
+        """What stopping did, in plain text (no markdown: it is shown as is)."""
+        ids = self.job_ids()
+        which = f"job {', '.join(ids)} goes" if ids else "a job already sent goes"
         return (
-            f"{self.name} cancelled: stopped waiting; {which} stays in the journal, paid for; `%flux_jobs` lists it, "
-            "`%flux_resume --all` (or re-running the cell) fetches it without charging again."
+            f"{self.name}: stopped waiting. The {which} on at the service and is paid for; "
+            "%flux_resume --all (or running the cell again) fetches it without charging again."
         )
 
     def summary(self) -> str:
@@ -192,7 +198,7 @@ class BackgroundJob:
 
     # --- the live card -----------------------------------------------------------------------------------------
     def show(self) -> None:
-        """Display the live card (with a Cancel button when ipywidgets can show one) and keep it up to date."""
+        """Display the live card (with a "Stop waiting" button when ipywidgets can show one) and keep it up to date."""
         from IPython.display import display
 
         card = self._card_html()
@@ -202,7 +208,10 @@ class BackgroundJob:
             widgets = None
         if widgets is not None:
             self._html = widgets.HTML(card)
-            self._button = widgets.Button(description="Cancel", tooltip="stop waiting; the job stays resumable")
+            self._button = widgets.Button(
+                description="Stop waiting",
+                tooltip="stop waiting here; the job goes on, paid for, and %flux_resume fetches it",
+            )
             self._button.on_click(lambda _: self.cancel())
             box = widgets.HBox([self._html, self._button])
             self._handle = display(box, display_id=True)
@@ -236,7 +245,7 @@ class BackgroundJob:
         if self._handle is None:
             return
         if self._cancelled:
-            text = self._cancel_text()
+            text = self.cancel_text()
             self._handle.update({"text/plain": text, "text/html": f"<div>{html.escape(text)}</div>"}, raw=True)
             return
         results = [o for o in self._outcomes or [] if not isinstance(o, BaseException)]

@@ -64,10 +64,11 @@ def _new_one_hint(result: ImageResult) -> str:
     return "re-run with --refresh for a new one" if result.request.seed is None else "change --seed for a new one"
 
 
-def _account_figures(session_credits: int | None, balance: int | None) -> list[str]:
+def _account_figures(session_credits: int | None, balance: int | None, footer: bool = False) -> list[str]:
+    """A card's "session 60, balance 940"; a grid's footer, far from any card's cost, says what the figure is."""
     figures = []
     if session_credits is not None:
-        figures.append(f"session {session_credits}")
+        figures.append(f"session total {credits_text(session_credits)}" if footer else f"session {session_credits}")
     if balance is not None:
         figures.append(f"balance {balance}")
     return figures
@@ -201,7 +202,7 @@ def result_bundle(
     """
     single = len(results) == 1
     lines = [result_text(r, account=single) for r in results] or ["<no images>"]
-    footer = [] if single else _account_figures(session_credits, balance)
+    footer = [] if single else _account_figures(session_credits, balance, footer=True)
     if footer:
         lines.append(", ".join(footer))
     if single:
@@ -415,6 +416,12 @@ class ProgressLine:
 
             display(final)
 
+    def clear(self) -> None:
+        """Stop the clock and leave nothing behind: a failed or interrupted cell's one line then stands alone."""
+        self.close()
+        if self._handle is not None:
+            self._handle.update(_BLANK, raw=True)
+
     def replace_with(self, obj: Any) -> None:
         """Turn the line into obj (e.g. the ImageResult's card): in place in a notebook, else right below."""
         self.close(obj)
@@ -441,7 +448,16 @@ class AccountView:
     The host comes first and the bundled sandbox says so: its account reads like a real one otherwise.
     """
 
-    def __init__(self, account: Any, plan: Any, session_credits: int, base_url: str, sandbox: bool) -> None:
+    def __init__(
+        self,
+        account: Any,
+        plan: Any,
+        session_credits: int,
+        base_url: str,
+        sandbox: bool,
+        by_service: dict[str, int] | None = None,
+    ) -> None:
+        """`by_service`: the session's credits by service, when a login or logout changed it (said if several)."""
         host = urlsplit(base_url).netloc or base_url
         self.sandbox = sandbox
         self.rows = [("service", f"{host} (sandbox: no real credits)" if sandbox else host)]
@@ -453,7 +469,10 @@ class AccountView:
                 ("concurrent jobs", str(plan.concurrent_jobs)),
                 ("daily limit", daily),
             ]
-        self.rows.append(("spent this session", credits_text(session_credits)))
+        spent = credits_text(session_credits)
+        if by_service and len(by_service) > 1:
+            spent += " (" + ", ".join(f"{credits_text(n)} at {where}" for where, n in by_service.items()) + ")"
+        self.rows.append(("spent this session", spent))
 
     def __repr__(self) -> str:
         return "\n".join(f"{k}: {v}" for k, v in self.rows)
@@ -523,8 +542,9 @@ class _Rows:
         return f'<table style="{_FONT};font-size:12px;border-collapse:collapse"><tr>{head}</tr>{body}</table>'
 
 
-def dry_run_bundle(base_url: str, calls: list[Any], auth: dict[str, str], total: int) -> dict[str, str]:
-    """`--dry-run`: the exact requests that would be sent (key shown as a placeholder) and their cost."""
+def dry_run_bundle(base_url: str, calls: list[Any], auth: dict[str, str], summary: str) -> dict[str, str]:
+    """`--dry-run`: the `summary` of the quote, and the exact requests that would be sent (the key shown as a
+    placeholder)."""
     import json
 
     blocks = []
@@ -534,8 +554,7 @@ def dry_run_bundle(base_url: str, calls: list[Any], auth: dict[str, str], total:
         if call.json is not None:
             lines += ["", json.dumps(call.json, indent=2, ensure_ascii=False)]
         blocks.append("\n".join(lines))
-    summary = f"dry run: {len(calls)} request(s), estimated {credits_text(total)}; nothing was sent"
-    text = summary + "\n\n" + "\n\n".join(blocks)
+    text = "\n\n".join([summary, *blocks])
     pre = "".join(
         f'<pre style="{_MONO};font-size:12px;margin:6px 0;white-space:pre-wrap">{html.escape(b)}</pre>' for b in blocks
     )

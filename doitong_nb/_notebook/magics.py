@@ -7,6 +7,8 @@ _core/settings.py. Errors print one line that says what to change; a traceback i
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -99,15 +101,23 @@ class Flux(Magics):
         self._built: Settings | None = None  # the settings the client was built for
         self._settings: Settings | None = None
         self._sources: tuple[Any, ...] | None = None
+        self._spent_before: dict[str, int] = {}  # where -> credits this kernel's earlier clients spent there
 
     @validate(*CONFIGURABLE)
     def _check(self, proposal: Any) -> Any:
-        """`%config Flux.x = value` is checked as it is set, in the same words as anywhere (_core/settings)."""
+        """`%config Flux.x = value` is checked as it is set, in the same words as anywhere (_core/settings).
+
+        IPython's %config only logs a refused value ("ERROR:root:") and goes on with the old one, so Run All would
+        quietly use the default: in a shell a bad value is kept instead, said at once, and every magic fails on it.
+        """
         name = proposal["trait"].name
         try:
             return checked(name, proposal["value"])
         except InvalidRequestError as exc:
-            raise TraitError(f"%config Flux.{name}: {exc}") from None
+            if self.shell is None:  # no notebook to fail later: refused at once
+                raise TraitError(f"%config Flux.{name}: {exc}") from None
+            print(f"%config Flux.{name}: {exc}; every %flux cell fails until it is set right", file=sys.stderr)
+            return proposal["value"]
 
     # --- the shared client --------------------------------------------------------------------
     @property
@@ -136,13 +146,27 @@ class Flux(Magics):
             if previous is not None:
                 if previous.settings.origin == self._client.settings.origin:  # the same account: keep its tally
                     self._client.carry_tally(previous)
-                else:
+                else:  # the kernel's spend goes on: what the previous service was paid is kept by its name
+                    where = _where(previous.settings)
+                    self._spent_before[where] = self._spent_before.get(where, 0) + previous.session_credits
                     print(f"doitong_nb: the service changed; images now come from {_where(self._client.settings)}.")
                 previous.close()
         elif settings is not self._built:
             self._client._adopt(settings)
         self._built = settings
         return self._client
+
+    def spent(self) -> dict[str, int]:
+        """What this kernel spent, by service (one entry unless `%flux_login`/`%flux_logout` changed it)."""
+        client = self.client
+        spent = dict(self._spent_before)
+        where = _where(client.settings)
+        spent[where] = spent.get(where, 0) + client.session_credits
+        return spent
+
+    def _quote(self, pairs: list[tuple[Any, int]], refresh: bool) -> Any:
+        """The engine's quote for a cell, its budget weighed against what the whole kernel spent."""
+        return self.client.quote(pairs, refresh=refresh, spent=sum(self.spent().values()))
 
     # --- magics ---------------------------------------------------------------------------------
     @_options("%flux")
@@ -179,10 +203,19 @@ class Flux(Magics):
             account = self.client.account()
         except DoitongError as exc:
             self._fail(exc)
-        settings = self.client.settings
-        return AccountView(
-            account, contract.PLANS.get(account.plan), self.client.session_credits, settings.base_url, settings.sandbox
-        )
+        settings, spent = self.client.settings, self.spent()
+        plan = contract.PLANS.get(account.plan)
+        return AccountView(account, plan, sum(spent.values()), settings.base_url, settings.sandbox, by_service=spent)
+
+    @line_magic
+    def flux_quote(self, line: str = "") -> None:
+        """`%flux_quote [NOTEBOOK.ipynb]`: what Run All of this notebook (as last saved) or the one named would cost
+        now, its %%flux and %flux cells priced by the engine with this kernel's variables; nothing is sent."""
+        try:
+            notebook = line.strip() or _this_notebook(self.shell.user_ns)
+            print(notebook_quote(self.client, notebook, self.shell.user_ns, self.settings.size))
+        except DoitongError as exc:
+            raise UsageError(f"%flux_quote: {exc}") from None
 
     @line_magic
     def flux_panel(self, line: str = "") -> Any:
@@ -245,28 +278,12 @@ class Flux(Magics):
         )
         args = SimpleNamespace(refresh=refresh, timeout=None, transport=None)
         try:
-            client.admit(client.quote([(request, variant)], refresh=refresh))
+            client.admit(self._quote([(request, variant)], refresh))
             self._generate([(request, variant)], args, None)
         except DoitongError as exc:
             self._fail(exc)
 
     # --- the work -------------------------------------------------------------------------------
-    def _requests(self, prompt: str, args: Any) -> list[tuple[Any, int]]:
-        """(request, variant) pairs for -n images: seeds N.. when a seed is given, else variants."""
-        from doitong_nb._core.request import GenerationRequest, per_image
-
-        if args.count < 1 or args.count > 64:
-            raise InvalidRequestError(f"count {args.count} must be from 1 to 64", field="count", value=args.count)
-        options: dict[str, Any] = {"raw": args.raw, "webhook_url": args.webhook}
-        for name in ("version", "quality", "output_format"):
-            if getattr(args, name) is not None:
-                options[name] = getattr(args, name)
-        if args.aspect:
-            options["aspect_ratio"] = args.aspect
-        if args.size or not args.aspect:  # both given: refused by the request, as in the Python API
-            options["size"] = args.size or self.settings.size
-        return per_image(GenerationRequest.build(prompt, seed=args.seed, **options), args.count)
-
     def _run(self, prompt: str, args: Any, local_ns: Any) -> None:
         """One cell's images. A failure raises, so Run All, papermill and nbval stop at this cell; `-o NAME` is
         bound first (a list keeps each failure in its place), never silently left unset."""
@@ -274,16 +291,13 @@ class Flux(Magics):
             self._grid(prompt, args)
             return
         try:
-            if args.each:
-                pairs = [self._requests(p, args)[0] for p in _each_prompts(prompt, args, self.shell.user_ns, local_ns)]
-            else:
-                pairs = self._requests(prompt, args)
+            pairs = cell_pairs(prompt, args, {**self.shell.user_ns, **(local_ns or {})}, self.settings.size)
             timeout = checked("timeout", args.timeout)
+            quote = self._quote(pairs, args.refresh)  # one verdict on the budget for the whole cell
             if args.dry_run:
-                self._show_dry_run([r for r, _ in pairs], args.transport)
+                self._show_dry_run(pairs, quote, args.transport)
                 return
-            client = self.client  # one verdict on the budget for the whole cell, not one line an image
-            client.admit(client.quote(pairs, refresh=args.refresh))
+            self.client.admit(quote)
             if args.background or self.settings.background:
                 job = self._background(pairs, args)
                 if args.out:  # bound at once: `.result()` waits, the repr shows the state
@@ -318,6 +332,8 @@ class Flux(Magics):
             print(f"item {index}: {error_text(error)}", file=sys.stderr)
         if outcomes.images:
             line.replace_with(_Bundle(self._bundle(outcomes.images)))  # the line becomes the grid
+        else:
+            line.clear()  # the errors above stand alone
         return list(outcomes)
 
     def _many(self, pairs: list[tuple[Any, int]], args: Any, timeout: float | None, line: Any, **hooks: Any) -> Any:
@@ -328,37 +344,24 @@ class Flux(Magics):
                 [r for r, _ in pairs], refresh=args.refresh, transport=args.transport, timeout=timeout, **hooks
             )
         except KeyboardInterrupt:
-            line.close()
-            self._interrupted(pairs)
+            line.clear()
+            raise Interrupted(self._interrupted(pairs)) from None
+        except BaseException:
+            line.clear()
             raise
-        finally:
-            line.close()
 
     def _grid(self, prompt: str, args: Any) -> None:
         """`--grid`: one request per combination of the axes, cost told first, shown as a labelled matrix."""
-        import copy
-
         from doitong_nb._core import grid
         from doitong_nb._notebook.display import ProgressLine, error_text
         from doitong_nb._runtime.grid import cost_line
 
         try:
-            if args.each or args.count != 1 or args.background or self.settings.background:
-                raise InvalidRequestError("--grid cannot be combined with --each, -n or --background", field="grid")
-            axes = [grid.parse_axis(text) for text in args.grid]
-            pairs = []
-            for cell in grid.cells(axes):
-                cell_args = copy.copy(args)
-                for name, value in cell.items():
-                    attribute = {"aspect_ratio": "aspect", "output_format": "output_format"}.get(
-                        grid.AXES[name], grid.AXES[name]
-                    )
-                    setattr(cell_args, attribute, value)
-                    if attribute == "aspect":
-                        cell_args.size = None
-                pairs.append(self._requests(prompt, cell_args)[0])
+            if self.settings.background:
+                raise InvalidRequestError(_GRID_ALONE, field="grid")
+            axes, pairs = grid_pairs(prompt, args, self.settings.size)
             client = self.client
-            quote = client.quote(pairs, refresh=args.refresh)
+            quote = self._quote(pairs, args.refresh)
             if args.dry_run:
                 print(cost_line(axes, quote.costs) + "; --dry-run: nothing was sent")
                 return
@@ -443,13 +446,11 @@ class Flux(Magics):
         try:
             result = client.run(flow)
         except KeyboardInterrupt:
-            line.close()
-            self._interrupted(pairs)
-            raise
+            line.clear()
+            raise Interrupted(self._interrupted(pairs)) from None
         except BaseException:
-            line.close()
+            line.clear()  # the error stands alone, not under the last status
             raise
-        line.close()
         line.replace_with(_Bundle(self._bundle([result])))
         return [result]
 
@@ -457,14 +458,13 @@ class Flux(Magics):
         """The cards of a cell and the plain image beside them, with the session total and balance as they are now."""
         from doitong_nb._notebook.display import result_display
 
-        client = self.client
+        client, spent = self.client, sum(self.spent().values())  # the kernel's, whichever services it used
         for result in results:  # a lone card shows them; a grid shows them once, below it
-            result.session_credits, result.balance = client.session_credits, client.balance
-        return result_display(
-            results, self.settings.preview_px, session_credits=client.session_credits, balance=client.balance
-        )
+            result.session_credits, result.balance = spent, client.balance
+        return result_display(results, self.settings.preview_px, session_credits=spent, balance=client.balance)
 
-    def _interrupted(self, pairs: list[tuple[Any, int]]) -> None:
+    def _interrupted(self, pairs: list[tuple[Any, int]]) -> str:
+        """What Ctrl-C left going on, in the one line the interrupted cell shows."""
         ids = [job_id for r, v in pairs if (job_id := self.client.unfinished_job(r, v))]
         service = "the sandbox" if self.client.settings.sandbox else "Doitong"
         if len(ids) > 1:
@@ -474,17 +474,26 @@ class Flux(Magics):
             which = f"job {ids[0]}" if ids else "any submitted job"
             told = f"{which} goes on at {service} and is paid for. Re-run this cell to pick it up: "
             told += "it will not be charged again."
-        print(f"Stopped waiting; {told}", file=sys.stderr)
+        return f"Stopped waiting; {told}"
 
-    def _show_dry_run(self, requests: list[Any], transport: str | None) -> None:
-        from doitong_nb._notebook.display import dry_run_bundle
-
-        calls = self.client.submissions(requests, transport)
-        auth = {name: f"<{ENV_API_KEY}>" for name in self.client.auth_header_names(transport)}
-        total = sum(r.estimated_credits for r in requests)
+    def _show_dry_run(self, pairs: list[tuple[Any, int]], quote: Any, transport: str | None) -> None:
+        """`--dry-run`: the engine's quote (new images and stored ones), and each distinct request that a new image
+        would send, once (`-n 3` sends one body three times)."""
         from IPython.display import display
 
-        display(_Bundle(dry_run_bundle(self.client.settings.base_url, calls, auth, total)))
+        from doitong_nb._notebook.display import dry_run_bundle
+        from doitong_nb._tools.quote import Tally
+
+        sent = [item.request for item in quote.items if item.cost]
+        calls = []
+        for call in self.client.submissions(sent, transport):
+            if call not in calls:
+                calls.append(call)
+        auth = {name: f"<{ENV_API_KEY}>" for name in self.client.auth_header_names(transport)}
+        summary = Tally().add(quote).dry_run()
+        if len(calls) < len(sent):
+            summary += f" (the {len(sent)} requests are alike: shown once)"
+        display(_Bundle(dry_run_bundle(self.client.settings.base_url, calls, auth, summary)))
 
     def _fail(self, exc: DoitongError) -> NoReturn:
         """Raise the failure as one line: a UsageError when nothing was sent (a value to change), else CellError."""
@@ -508,18 +517,20 @@ class Flux(Magics):
             if job is None:
                 raise UsageError(f"no background cell {words[1]!r} in this kernel; `%flux_jobs` lists them")
             job.cancel()
-            print(f"{job.name}: stopped waiting; its job stays in the journal (below), paid for and resumable.")
+            print(job.cancel_text())
         elif words:
             raise UsageError("usage: %flux_jobs  or  %flux_jobs --cancel bgN")
-        if running := background.running():
-            print(f"{len(running)} background cell(s) running in this kernel (`%flux_jobs --cancel NAME` stops one):")
+        running = background.running()
+        if running:
+            print(f"{len(running)} background cell(s) running in this kernel (%flux_jobs --cancel NAME stops waiting):")
             for job in running:
                 print(f"  {job.summary()}")
-        jobs = self.client.jobs()
+        waited_for = {job_id for job in running for job_id in job.job_ids()}  # running, so not pending
+        jobs = [job for job in self.client.jobs() if job.job_id not in waited_for]
         if not jobs:
-            print("No pending jobs: every paid job has been delivered.")
+            print("No pending jobs: every paid job has been delivered" + (" or is running." if running else "."))
             return None
-        print(f"{len(jobs)} pending job(s), paid for; `%flux_resume ID` or `%flux_resume --all` fetches them:")
+        print(f"{len(jobs)} pending job(s), paid for; %flux_resume ID or %flux_resume --all fetches them:")
         for job in jobs:
             print(f"  {job}")
         return None
@@ -577,6 +588,14 @@ class Flux(Magics):
             raise UsageError(f"%flux_verify: {sum(not c.ok for c in checks)} of {len(checks)} images failed")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C in a %%flux cell: still a KeyboardInterrupt (Run All and papermill stop), shown as its one line
+    (what goes on, and how to pick it up) instead of a traceback through the client and concurrent.futures."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
 class CellError(Exception):
     """A %%flux cell that did not deliver. IPython shows its one line instead of a traceback
     (`_render_traceback_`), and the cell counts as failed, so Run All, papermill and nbval stop there."""
@@ -607,9 +626,125 @@ def _parse(magic: Any, line: str) -> Any:
         raise UsageError(f"%flux: {exc}; check the quotes in the options") from None
 
 
-def _each_prompts(template: str, args: Any, user_ns: dict[str, Any], local_ns: Any) -> list[str]:
+def requests_for(prompt: str, args: Any, default_size: str) -> list[tuple[Any, int]]:
+    """(request, variant) pairs for -n images: seeds N.. when a seed is given, else variants."""
+    from doitong_nb._core.request import GenerationRequest, per_image
+
+    if args.count < 1 or args.count > 64:
+        raise InvalidRequestError(f"count {args.count} must be from 1 to 64", field="count", value=args.count)
+    options: dict[str, Any] = {"raw": args.raw, "webhook_url": args.webhook}
+    for name in ("version", "quality", "output_format"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    if args.aspect:
+        options["aspect_ratio"] = args.aspect
+    if args.size or not args.aspect:  # both given: refused by the request, as in the Python API
+        options["size"] = args.size or default_size
+    return per_image(GenerationRequest.build(prompt, seed=args.seed, **options), args.count)
+
+
+def cell_pairs(prompt: str, args: Any, namespace: dict[str, Any], default_size: str) -> list[tuple[Any, int]]:
+    """A cell's (request, variant) pairs as it would send them: `--each` over the namespace's list, else -n."""
+    if args.each:
+        return [requests_for(p, args, default_size)[0] for p in _each_prompts(prompt, args, namespace)]
+    return requests_for(prompt, args, default_size)
+
+
+_GRID_ALONE = "--grid cannot be combined with --each, -n or --background (Flux.background)"
+
+
+def grid_pairs(prompt: str, args: Any, default_size: str) -> tuple[list[Any], list[tuple[Any, int]]]:
+    """`--grid`: the axes, and one request per combination of them (rows, then columns)."""
+    import copy
+
+    from doitong_nb._core import grid
+
+    if args.each or args.count != 1 or args.background:
+        raise InvalidRequestError(_GRID_ALONE, field="grid")
+    axes = [grid.parse_axis(text) for text in args.grid]
+    pairs = []
+    for cell in grid.cells(axes):
+        cell_args = copy.copy(args)
+        for name, value in cell.items():
+            attribute = "aspect" if grid.AXES[name] == "aspect_ratio" else grid.AXES[name]
+            setattr(cell_args, attribute, value)
+            if attribute == "aspect":
+                cell_args.size = None
+        pairs.append(requests_for(prompt, cell_args, default_size)[0])
+    return axes, pairs
+
+
+class _NeedsKernel(Exception):
+    """A cell that cannot be priced without the kernel's variables (its prompt, options or --each use them)."""
+
+
+def notebook_quote(client: Any, notebook: str | os.PathLike[str], namespace: dict[str, Any] | None, size: str) -> Any:
+    """What Run All of `notebook` would cost (a `NotebookQuote`): its cells parsed as these magics parse them,
+    priced by the engine's quote. `namespace` (a kernel's variables) fills prompts and --each; with None, cells
+    that need it are left unpriced and named. Nothing is sent and no code of the notebook runs."""
+    from doitong_nb._tools.quote import NotebookQuote, magic_cells, price
+
+    quote, asked = NotebookQuote(), []
+    for cell in magic_cells(notebook):
+        if cell.size is not None:  # `%config Flux.size = ...`: the default from there on (checked where it is used)
+            size = cell.size
+            continue
+        try:
+            prompt, args = _cell_parts(cell, namespace)
+            if args.dry_run:
+                continue
+            pairs = grid_pairs(prompt, args, size)[1] if args.grid else cell_pairs(prompt, args, namespace or {}, size)
+        except _NeedsKernel:
+            quote.unpriced.append(cell.number)
+            continue
+        except (DoitongError, UsageError) as exc:  # Run All fails this cell and stops there
+            quote.stops_at = (cell.number, str(exc))
+            break
+        asked.append((pairs, args.refresh))
+    quote.tally = price(client, asked)
+    return quote
+
+
+def _cell_parts(cell: Any, namespace: dict[str, Any] | None) -> tuple[str, Any]:
+    """A notebook cell's prompt and parsed options, as IPython and the magics would see them when it runs."""
+    line = cell.line
+    if namespace is None:
+        try:
+            line = _expand(line, {})
+        except InvalidRequestError:
+            raise _NeedsKernel from None
+    else:  # IPython expands a magic's line and keeps it as written when that fails
+        with contextlib.suppress(InvalidRequestError):
+            line = _expand(line, namespace)
+    if cell.body is None:
+        prompt, rest = _split_line(line)
+        args = _parse(Flux.flux_line, rest)
+    else:
+        args = _parse(Flux.flux, line)
+        keep_item = {"item": "{item}"} if args.each else {}
+        try:
+            prompt = _expand(cell.body, {**(namespace or {}), **keep_item})
+        except InvalidRequestError:
+            if namespace is None:
+                raise _NeedsKernel from None
+            raise
+    if args.each and namespace is None:
+        raise _NeedsKernel
+    return prompt, args
+
+
+def _this_notebook(user_ns: dict[str, Any]) -> str:
+    """The running notebook's file, as Jupyter Server (JPY_SESSION_NAME) or VS Code (__vsc_ipynb_file__) tell
+    the kernel; the server's name is relative to its root, so the file of that name in the kernel's folder too."""
+    named = [name for name in (os.environ.get("JPY_SESSION_NAME"), user_ns.get("__vsc_ipynb_file__")) if name]
+    for name in [*named, *(os.path.basename(name) for name in named)]:
+        if os.path.isfile(name):
+            return name
+    raise InvalidRequestError("this kernel does not know its notebook's file: name it, %flux_quote NOTEBOOK.ipynb")
+
+
+def _each_prompts(template: str, args: Any, namespace: dict[str, Any]) -> list[str]:
     """`--each NAME`: the prompt with `{item}` replaced by each item of the notebook's list NAME."""
-    namespace = {**user_ns, **(local_ns or {})}
     if args.each not in namespace:
         raise InvalidRequestError(f"--each {args.each}: there is no variable {args.each!r} in the notebook")
     items = namespace[args.each]

@@ -12,7 +12,6 @@ gone, the next kernel to connect starts its own on the same state. `doitong-sand
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -39,7 +38,7 @@ def state_dir() -> Path:
 
 def shared_sandbox(plan: str, credits: int, speed: float) -> Sandbox | Endpoint:
     """The bundled sandbox, started on first use (with its first caller's plan, credits and speed) and announced
-    once on stderr; the running one of another kernel on the same state, if there is one."""
+    once, as a note on stdout; the running one of another kernel on the same state, if there is one."""
     global _sandbox
     with _sandbox_lock:
         if _sandbox is None or _gone(_sandbox):
@@ -56,8 +55,7 @@ def shared_sandbox(plan: str, credits: int, speed: float) -> Sandbox | Endpoint:
             print(
                 f"doitong_nb: no {ENV_API_KEY} set, so images come from the bundled offline sandbox "
                 f"at {_sandbox.base_url} (procedural, marked SANDBOX, {speed:g}x the real speed, no real credits).",
-                file=sys.stderr,
-            )
+            )  # stdout: a note, not an error (a notebook shows stderr in red)
         return _sandbox
 
 

@@ -1,12 +1,14 @@
-"""`doitong-nb`: the command line (`doitong-nb doctor`, `verify`, `export`)."""
+"""`doitong-nb`: the command line (`doitong-nb doctor`, `verify`, `export`, `quote`, `prices`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from doitong_nb import _contract as contract
-from doitong_nb._core.env import ENV_BASE_URL
+from doitong_nb._core.env import ENV_BASE_URL, ENV_OUTPUT_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,11 +35,26 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--ro-crate", required=True, metavar="DIR|ZIP", help="a folder, or a file ending in .zip")
     exp.add_argument("--output-dir", help="folder or store URL (default as for verify)")
     exp.add_argument("--lock", help="the lock file (default: beside the output folder)")
+    quo = sub.add_parser(
+        "quote", help="what Run All of a notebook would cost now, from its %%%%flux and %%flux cells; nothing is sent"
+    )
+    quo.add_argument("notebook")
+    quo.add_argument(
+        "--output-dir", help="folder or store URL (default: DOITONG_OUTPUT_DIR, else flux_outputs beside the notebook)"
+    )
+    sub.add_parser("prices", help="the price table: credits an image of each size costs")
     args = parser.parse_args(argv)
     if args.command == "verify":
         return _verify(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "quote":
+        return _quote(args)
+    if args.command == "prices":
+        from doitong_nb._tools.quote import price_table
+
+        print(price_table())
+        return 0
     from doitong_nb._core.errors import DoitongError
     from doitong_nb._runtime.client import Flux
     from doitong_nb._tools.doctor import run
@@ -69,6 +86,26 @@ def _verify(args: argparse.Namespace) -> int:
         return 2
     print(checks)
     return 0 if checks.ok else 1
+
+
+def _quote(args: argparse.Namespace) -> int:
+    """The notebook's kernel works in the notebook's folder: a relative output folder is found from there."""
+    from doitong_nb._core.errors import DoitongError
+    from doitong_nb._notebook.magics import notebook_quote
+    from doitong_nb._runtime.client import Flux
+    from doitong_nb._store.remote import is_url
+
+    out = args.output_dir or os.environ.get(ENV_OUTPUT_DIR) or "flux_outputs"
+    if not is_url(out):
+        out = os.fspath(Path(args.notebook).parent / out)
+    try:
+        with Flux(output_dir=out) as client:
+            quote = notebook_quote(client, args.notebook, None, client.settings.size)
+    except DoitongError as exc:
+        print(f"FAIL {exc}")
+        return 2
+    print(quote)
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
