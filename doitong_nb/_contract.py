@@ -99,9 +99,66 @@ def status_key(raw: object) -> str:
     return "_".join(str(raw or "").strip().lower().replace("-", " ").split())
 
 
+# [assumed] A spelling nobody listed is read by its words: English stems and Korean words that mean the same, tried
+# in this order (a failure word wins over a done word: "completed_with_error" is a failure). `upscaling` means
+# none of them, so it stays unknown (still running, for a while); `statuses` maps such words by hand.
+STATUS_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        STATUS_FAILED,
+        (
+            "fail",
+            "error",
+            "abort",
+            "cancel",
+            "reject",
+            "moderat",
+            "expire",
+            "denied",
+            "refus",
+            "실패",
+            "오류",
+            "에러",
+            "취소",
+            "거부",
+            "만료",
+        ),
+    ),
+    (STATUS_COMPLETED, ("complet", "succe", "done", "ready", "finish", "deliver", "완료", "성공")),
+    (
+        STATUS_PROCESSING,
+        (
+            "process",
+            "run",
+            "progress",
+            "generat",
+            "render",
+            "work",
+            "flight",
+            "start",
+            "active",
+            "처리",
+            "생성",
+            "진행",
+        ),
+    ),
+    (
+        STATUS_QUEUED,
+        ("queue", "pend", "wait", "submit", "creat", "accept", "schedul", "receiv", "대기", "접수", "예약"),
+    ),
+)
+
+
 def status_meaning(raw: object) -> str | None:
-    """The contract's status a service's spelling means, or None for a status nobody listed."""
-    return _STATUS_MEANING.get(status_key(raw))
+    """The contract's status a service's spelling means, by the lists above or by its words; None for a status
+    whose words mean nothing we know."""
+    key = status_key(raw)
+    if key in _STATUS_MEANING:
+        return _STATUS_MEANING[key]
+    words = key.split("_")
+    for meaning, stems in STATUS_WORDS:
+        if any(word.startswith(stem) or (not stem.isascii() and stem in word) for word in words for stem in stems):
+            return meaning
+    return None
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -135,7 +192,7 @@ CODE_BY_MESSAGE: tuple[tuple[str, str], ...] = (
 )
 # [assumed] Of those validation failures, the ones that mean "the schema has no such query or argument" (then the
 # service's own status query is looked for), as graphql-js words them.
-SCHEMA_MISMATCH_MESSAGES = ("cannot query field", "unknown argument")
+SCHEMA_MISMATCH_MESSAGES = ("cannot query field", "unknown argument", "is required, but it was not provided")
 # [assumed] The HTTP status a codeless error answered with HTTP 200 stands for, by the code its message gave.
 HTTP_STATUS_OF_CODE = {INTERNAL: 500, NOT_FOUND: 404, BAD_USER_INPUT: 400}
 
@@ -144,9 +201,11 @@ HEADER_RATE_LIMIT = "X-RateLimit-Limit"  # [doc]
 HEADER_RATE_REMAINING = "X-RateLimit-Remaining"  # [doc]
 HEADER_RATE_RESET = "X-RateLimit-Reset"  # [doc]; [assumed] Unix seconds, may carry a fraction
 RESET_IS_UNIX_TIME_ABOVE = 1e9  # [assumed] a smaller X-RateLimit-Reset is seconds from now (another common form)
+RESET_IS_MILLISECONDS_ABOVE = 1e11  # [assumed] a larger one is a Unix time in milliseconds (year 5138 in seconds)
 # [assumed] Retry-After is seconds; an HTTP date (RFC 9110's other form) is read too
 HEADER_RATE_WINDOW = "X-RateLimit-Window"  # [assumed] optional: window length in seconds
 HEADER_IDEMPOTENCY = "Idempotency-Key"  # [assumed]
+HEADER_IDEMPOTENT_REPLAYED = "Idempotent-Replayed"  # [assumed] "true" on an answer replayed for a known key
 HEADER_SIGNATURE = "X-Doitong-Signature"  # [doc]
 HEADER_TIMESTAMP = "X-Doitong-Timestamp"  # [assumed]
 RATE_WINDOW_SECONDS = 60.0  # [doc] "per minute"; [assumed] sliding

@@ -216,7 +216,13 @@ def _api(engine: Engine, handler: Handler) -> Callable[[Request], Any]:
             if account:
                 account.stats["rate_limited"] += 1
             return _respond(engine, error.body(), 429, {**error.headers, **rate}, graphql)
+        replays = account.stats["idempotent_replays"] if account else 0
         response, submitted, job_id = await _answer(engine, account, request, handler)
+        key = request.headers.get(c.HEADER_IDEMPOTENCY)
+        if job_id is not None and key and engine.dialect.honours_idempotency:  # the key is honoured: say so
+            response.headers[c.HEADER_IDEMPOTENCY] = key
+            if account and account.stats["idempotent_replays"] > replays:
+                response.headers[c.HEADER_IDEMPOTENT_REPLAYED] = "true"
         if job_id is not None and (
             engine.dialect.submit_202 or engine.dialect.submit_cut or engine.dialect.submit_truncate_at is not None
         ):

@@ -407,12 +407,23 @@ DIALECTS: dict[str, Dialect] = {
         replace(
             _DEFAULT,
             name="odd-statuses",
-            summary="statuses no list knows: ACCEPTED, IN_FLIGHT, DELIVERED, ABORTED",
+            summary="statuses no list names, read by their words: ACCEPTED, IN_FLIGHT, DELIVERED, ABORTED",
             spellings={
                 c.STATUS_QUEUED: ("ACCEPTED",),
                 c.STATUS_PROCESSING: ("IN_FLIGHT",),
                 c.STATUS_COMPLETED: ("DELIVERED",),
                 c.STATUS_FAILED: ("ABORTED",),
+            },
+        ),
+        replace(
+            _DEFAULT,
+            name="opaque-statuses",
+            summary="statuses as stage codes no word reading can know: s0 (queued), s1, s2 (done), s9 (failed)",
+            spellings={
+                c.STATUS_QUEUED: ("s0",),
+                c.STATUS_PROCESSING: ("s1",),
+                c.STATUS_COMPLETED: ("s2",),
+                c.STATUS_FAILED: ("s9",),
             },
         ),
         replace(

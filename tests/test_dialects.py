@@ -20,6 +20,7 @@ from doitong_nb import _contract as contract
 from doitong_nb._core.errors import (
     JobTimeoutError,
     SchemaMismatchError,
+    UnclearSubmissionError,
     UnknownStatusError,
     UnsafeResponseError,
     WebhookVerificationError,
@@ -149,7 +150,10 @@ def flux_request(prompt: str, **options):
 
 # --- every dialect x transport: images delivered, or the job kept and what to set said -------------------
 
-ALL = list(DIALECTS)
+OPAQUE = "s0=queued, s1=processing, s2=completed, s9=failed"
+SETTINGS = {"opaque-statuses": {"statuses": OPAQUE}}
+LOST = "unclear-submit-no-id"  # every answer is cut before its job id: nothing can be delivered without a resend
+ALL = [name for name in DIALECTS if name != LOST]
 
 
 def crash_after_submitting(flux: Flux, request: GenerationRequest) -> None:
@@ -173,7 +177,8 @@ def test_every_dialect_delivers_the_images_or_keeps_the_job_and_says_what_to_set
 ) -> None:
     """generate, a small batch, webhook mode and resume after a crash; credits charged == images + pending."""
     delivered = []
-    with Sandbox(speed=1000, dialect=name) as box, client_for(box, tmp_path, transport=transport) as flux:
+    setting = SETTINGS.get(name, {})  # the one documented setting a dialect needs, if any
+    with Sandbox(speed=1000, dialect=name) as box, client_for(box, tmp_path, transport=transport, **setting) as flux:
         stuck = name == "no-introspection" and transport == "graphql"
         if stuck:
             with pytest.raises(SchemaMismatchError, match=r"Flux.status_query") as caught:
@@ -200,7 +205,7 @@ def test_every_dialect_delivers_the_images_or_keeps_the_job_and_says_what_to_set
         assert box.webhook_log and all(entry["status"] == 200 for entry in box.webhook_log)  # verified, accepted
         crash_after_submitting(flux, GenerationRequest.build(PROMPT + ", crashed", size="256x256", seed=4))
         assert len(flux.jobs()) == 1 and charged(box) == sum(i.credit_cost for i in delivered) + pending_credits(flux)
-        with client_for(box, tmp_path, transport=transport) as later:  # the next session
+        with client_for(box, tmp_path, transport=transport, **setting) as later:  # the next session
             if stuck:
                 later.engine.use_status_query("getJob(jobId)")
             resumed = later.resume_all()
@@ -209,6 +214,29 @@ def test_every_dialect_delivers_the_images_or_keeps_the_job_and_says_what_to_set
         assert charged(box) == sum(i.credit_cost for i in delivered)
         assert box.stats()["total"]["jobs_created"] == len(delivered) == 6
     assert all(i.path.exists() for i in delivered)
+
+
+@pytest.mark.parametrize("transport", ["graphql", "rest"])
+def test_an_answer_lost_before_its_job_id_is_kept_counted_and_resent_only_on_the_users_word(
+    transport: str, tmp_path: Path
+) -> None:
+    """The job may exist: not resent on a guess (the service never showed that it honours the key), counted as
+    possibly charged, kept in the journal; `resume(key, resend=True)` sends it again, and both counts show it."""
+    with Sandbox(speed=1000, dialect=LOST) as box, client_for(box, tmp_path, transport=transport) as flux:
+        with pytest.raises(UnclearSubmissionError, match=r"may exist and be charged .*--resend") as caught:
+            flux.generate(PROMPT, size="512x512", seed=1)
+        assert box.stats()["total"]["jobs_created"] == 1  # sent once
+        assert flux.session_credits == charged(box) == contract.credit_cost(512, 512)
+        (pending,) = flux.jobs()
+        assert pending.job_id is None and pending.idempotency_key == caught.value.idempotency_key
+        assert "may be charged" in str(pending) and "--resend" in str(pending)
+        with pytest.raises(UnclearSubmissionError):  # re-running the cell does not send it again either
+            flux.generate(PROMPT, size="512x512", seed=1)
+        assert box.stats()["total"]["jobs_created"] == 1 and flux.session_credits == charged(box)
+        with pytest.raises(UnclearSubmissionError):  # the resend's answer is cut short too: counted once more
+            flux.resume(pending.idempotency_key, resend=True)
+        assert box.stats()["total"]["jobs_created"] == 2 and flux.session_credits == charged(box)
+        assert [j.idempotency_key for j in flux.jobs()] == [pending.idempotency_key]
 
 
 # --- what each difference needs from the client -----------------------------------------------------------
@@ -466,8 +494,15 @@ def test_every_dialect_resumes_a_generate_killed_with_sigkill(name: str, moment:
     out = tmp_path / "out"
     transport = "rest" if name == "rest-shape" else "graphql"
     status_query = "getJob(jobId)" if name == "no-introspection" else ""
-    faults = Faults(slow_submit=1, slow_seconds=600.0) if moment == "in-flight" else None
-    with Sandbox(speed=8, dialect=name, faults=faults) as box:  # a job takes about a second
+    options = {"status_query": status_query or None, **SETTINGS.get(name, {})}
+    earlier = []
+    lost = moment == "in-flight" and not DIALECTS[name].honours_idempotency  # resent only on the user's word
+    with Sandbox(speed=8, dialect=name) as box:  # a job takes about a second
+        if moment == "in-flight":  # an earlier session: its answers showed whether the service honours keys
+            with client_for(box, tmp_path, transport=transport, **options) as first:
+                earlier.append(first.generate(PROMPT, size="256x256", seed=6))
+            assert first.engine.idempotency_honoured == DIALECTS[name].honours_idempotency
+            box.faults = Faults(slow_submit=1, slow_seconds=600.0)
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
         argv = [sys.executable, "-c", _KILLED_SCRIPT, box.api_key, box.base_url, str(out), transport, status_query]
         child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -483,17 +518,22 @@ def test_every_dialect_resumes_a_generate_killed_with_sigkill(name: str, moment:
         child.send_signal(signal.SIGKILL)
         _, err = child.communicate(timeout=30)
         assert child.returncode == -signal.SIGKILL, "the child ended before it could be killed: " + err.decode()[-2000:]
-        assert box.stats()["total"]["jobs_created"] == 1
+        assert box.stats()["total"]["jobs_created"] == 1 + len(earlier)
+        paid_before = sum(i.credit_cost for i in earlier)
 
-        with client_for(box, tmp_path, transport=transport, status_query=status_query or None) as later:
+        with client_for(box, tmp_path, transport=transport, **options) as later:
             pending = later.jobs()
             assert len(pending) == 1 and (pending[0].job_id is None) == (moment == "in-flight"), pending
-            assert charged(box) == pending_credits(later)  # nothing delivered yet: all of it pending
+            assert charged(box) - paid_before == pending_credits(later)  # nothing delivered yet: all of it pending
             resumed = later.resume_all()
+            if lost:  # the service never showed it honours keys: not resent on a guess
+                assert [type(r) for r in resumed] == [UnclearSubmissionError], resumed
+                assert box.stats()["total"]["jobs_created"] == 2 and later.jobs() == pending
+                resumed = [later.resume(pending[0].idempotency_key, resend=True)]  # the user's word
             assert [type(r) for r in resumed] == [ImageResult], resumed
             assert later.jobs() == [] and resumed[0].path.exists()
-        total, spent = box.stats()["total"], charged(box)
-    assert total["jobs_created"] == 1 and spent == resumed[0].credit_cost
+        total, spent = box.stats()["total"], charged(box) - paid_before
+    assert total["jobs_created"] == 1 + len(earlier) + lost and spent == resumed[0].credit_cost * (1 + lost)
     if moment == "in-flight":  # the submission was sent again with its journaled Idempotency-Key
         assert total["idempotent_replays"] == 1
 

@@ -13,7 +13,7 @@ import pytest
 from _scripted import Script
 
 from doitong_nb import _contract as contract
-from doitong_nb._core.errors import JobTimeoutError, NetworkError
+from doitong_nb._core.errors import JobTimeoutError, NetworkError, UnclearSubmissionError
 from doitong_nb._core.request import GenerationRequest
 from doitong_nb._core.settings import Settings
 from doitong_nb._core.steps import Reply, Send, Sleep
@@ -65,17 +65,32 @@ def test_a_429_holds_every_flow_back_until_its_retry_after_has_passed(script: Sc
     assert isinstance(held, Sleep) and held.seconds == pytest.approx(7.0, abs=0.05)
 
 
-def test_a_resent_submission_carries_the_same_idempotency_key_and_is_charged_once(
+def test_a_lost_answer_is_not_resent_until_the_service_has_shown_it_honours_the_key(
     script: Script, tmp_path: Path
 ) -> None:
     engine = engine_for(script, tmp_path)
     dropped = httpx.RemoteProtocolError("peer closed connection without sending a response")
-    script.answers.extend([dropped, job("queued"), job("completed", url=None)])
+    script.answers.append(dropped)
+    with pytest.raises(UnclearSubmissionError, match=r"may exist and be charged \(10 credits.*--resend") as caught:
+        script.run(engine.submit(REQUEST, "idem-42", deadline=1e9))
+    assert script.keys() == ["idem-42"] and caught.value.idempotency_key == "idem-42"
+    assert engine.session_credits == 10  # counted as possibly charged: a budget sees it
+
+
+def test_a_resent_submission_carries_the_same_idempotency_key_and_is_charged_once(
+    script: Script, tmp_path: Path
+) -> None:
+    engine = engine_for(script, tmp_path)
+    echoed = job("queued", "job_0")
+    echoed.headers[contract.HEADER_IDEMPOTENCY] = "idem-41"  # the service's word that it honours keys
+    dropped = httpx.RemoteProtocolError("peer closed connection without sending a response")
+    script.answers.extend([echoed, dropped, job("queued"), job("completed", url=None)])
+    script.run(engine.submit(REQUEST, "idem-41", deadline=1e9))
+    assert engine.idempotency_honoured and engine.session_credits == 10
     submitted = script.run(engine.submit(REQUEST, "idem-42", deadline=1e9))
-    keys = script.keys()
-    assert keys == ["idem-42", "idem-42"] and submitted.id == "job_1"
+    assert script.keys() == ["idem-41", "idem-42", "idem-42"] and submitted.id == "job_1"
     script.run(engine.submit(REQUEST, "idem-42", deadline=1e9))  # the service answers a resend with the same job
-    assert engine.session_credits == 10
+    assert engine.session_credits == 20  # two jobs, each charged once: the lost answer's count became job_1's
 
 
 def test_a_journaled_job_is_resumed_by_a_status_read_never_submitted_again(script: Script, tmp_path: Path) -> None:

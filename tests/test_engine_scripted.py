@@ -26,6 +26,7 @@ from doitong_nb._core.errors import (
     NetworkError,
     NotFoundError,
     StorageError,
+    UnclearSubmissionError,
 )
 from doitong_nb._core.keys import checked_api_key
 from doitong_nb._core.redaction import redact
@@ -100,6 +101,7 @@ def test_a_submission_is_journaled_before_it_is_sent_and_marked_done_once_stored
 
 def test_a_retried_submission_carries_the_same_key_and_is_charged_once(tmp_path: Path) -> None:
     engine = make_engine(tmp_path)
+    engine.idempotency_honoured = True  # the service has shown it (test_engine_pacing: an echoed key)
     script = Script(refused(503, contract.INTERNAL), httpx.ReadError("connection dropped"), ok(job("job_a")))
     script.run(engine.generate(REQUEST))
     assert script.kinds()[:3] == ["submit"] * 3
@@ -135,27 +137,25 @@ def test_an_interrupted_job_resumes_from_the_journal_with_no_new_submission_or_c
     assert cost(again, REQUEST, refresh=True) == REQUEST.estimated_credits
 
 
-def test_a_job_the_service_forgot_is_submitted_anew_under_a_new_key(tmp_path: Path) -> None:
+def test_a_paid_job_the_service_forgot_is_never_replaced_without_the_users_word(tmp_path: Path) -> None:
+    """Issue 24: after a restart against another service the journaled, paid job was silently paid for again."""
     engine = make_engine(tmp_path)
     old = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)
     engine.store.journal.mark_submitted(old.idempotency_key, "job_gone")
-    script = Script(refused(404, contract.NOT_FOUND), ok(job("job_b")))
-    result = script.run(engine.generate(REQUEST))
-    assert script.kinds() == ["status", "submit"]
-    assert script.keys()[1] not in (None, old.idempotency_key)
-    assert entries(engine) == [(FAILED, "job_gone"), (DONE, "job_b")]
-    assert errors(engine) == ["job unknown to the service on resume", None]
-    assert result.job_id == "job_b" and engine.session_credits == 10
-
-
-def test_resuming_a_forgotten_job_by_id_says_so_and_drops_it(tmp_path: Path) -> None:
-    engine = make_engine(tmp_path)
-    old = engine.store.journal.begin(REQUEST.key(), REQUEST, engine.settings.origin)
-    engine.store.journal.mark_submitted(old.idempotency_key, "job_gone")
-    with pytest.raises(NotFoundError, match="no longer knows job job_gone") as caught:
+    script = Script(refused(404, contract.NOT_FOUND))
+    with pytest.raises(NotFoundError, match=r"job job_gone is paid for.*`%flux_resume job_gone`.*`--refresh`"):
+        script.run(engine.generate(REQUEST))
+    assert script.kinds() == ["status"] and engine.session_credits == 0
+    assert entries(engine) == [(SUBMITTED, "job_gone")]  # still pending: resumable when the service is back
+    with pytest.raises(NotFoundError, match=r"`%flux_resume job_gone`"):
         Script(refused(404, contract.NOT_FOUND)).run(engine.resume("job_gone"))
-    assert caught.value.job_id == "job_gone"
-    assert entries(engine) == [(FAILED, "job_gone")] and engine.pending() == []
+    assert [e.job_id for e in engine.pending()] == ["job_gone"]
+    script = Script(refused(404, contract.NOT_FOUND), ok(job("job_b")))
+    result = script.run(engine.generate(REQUEST, refresh=True))  # the user's word: pay for a new one
+    assert script.kinds() == ["status", "submit"] and script.keys()[1] not in (None, old.idempotency_key)
+    assert entries(engine) == [(FAILED, "job_gone"), (DONE, "job_b")]
+    assert errors(engine) == ["job unknown to the service; replaced by --refresh", None]
+    assert result.job_id == "job_b" and engine.session_credits == 10
 
 
 def test_a_failed_job_is_refunded_and_a_rerun_pays_again(tmp_path: Path) -> None:
@@ -694,10 +694,22 @@ def test_a_connection_refused_before_any_answer_fails_at_once_and_later_is_retri
     assert again.run(engine.generate(REQUEST.with_seed(6))).job_id == "job_b"
 
 
-def test_an_empty_success_is_retried_and_a_refusal_without_errors_is_not(tmp_path: Path) -> None:
+def test_a_refusal_in_the_service_shape_is_retried_and_an_unclear_answer_is_not(tmp_path: Path) -> None:
+    """A 5xx in the service's error shape made no job: sent again. An empty 2xx or a proxy's bare 502 may stand for
+    a charged job: never sent again on a guess, and counted as possibly charged."""
     engine = make_engine(tmp_path)
-    script = Script(Reply(200, httpx.Headers({}), None), ok(job("job_a")))
+    script = Script(refused(503, contract.INTERNAL), ok(job("job_a")))
     assert script.run(engine.generate(REQUEST)).job_id == "job_a" and len(script.sent) == 2
+    for n, unclear in enumerate((Reply(200, httpx.Headers({}), None), Reply(502, httpx.Headers({}), None))):
+        script, spent = Script(unclear, ok(job("job_b"))), engine.session_credits
+        with pytest.raises(UnclearSubmissionError, match=r"may exist and be charged"):
+            script.run(engine.generate(REQUEST.with_seed(10 + n)))
+        assert len(script.sent) == 1 and engine.session_credits == spent + REQUEST.estimated_credits
+        assert [e.job_id for e in engine.pending()][-1] is None  # kept in the journal, for resume --resend
+    engine.idempotency_honoured = True  # the service has shown it: the same key is sent again
+    script = Script(Reply(200, httpx.Headers({}), None), ok(job("job_c")))
+    assert script.run(engine.generate(REQUEST.with_seed(20))).job_id == "job_c" and len(script.sent) == 2
+    assert len(set(script.keys())) == 1
     from doitong_nb._core.errors import InvalidRequestError
 
     bad_input = {"errors": [{"message": "bad", "extensions": {"code": contract.BAD_USER_INPUT}}]}

@@ -240,9 +240,13 @@ def test_statuses_are_spelled_in_the_dialects_words_from_queued_to_failed(http: 
         assert job["status"] == failed and job["error"]["code"] == "GENERATION_FAILED"
 
 
-def test_odd_statuses_are_words_the_clients_spelling_lists_do_not_know() -> None:
-    spellings = [s for meaning in DIALECTS["odd-statuses"].spellings.values() for s in meaning]
-    assert spellings and all(contract.status_meaning(s) is None for s in spellings)
+def test_odd_statuses_are_words_the_clients_spelling_lists_do_not_name_and_opaque_ones_no_reading_knows() -> None:
+    named = {s for spellings in contract.STATUS_SPELLINGS.values() for s in spellings}
+    odd = DIALECTS["odd-statuses"].spellings.items()
+    assert odd and all(contract.status_key(s) not in named for _, spellings in odd for s in spellings)
+    assert all(contract.status_meaning(s) == meaning for meaning, spellings in odd for s in spellings)  # by words
+    opaque = [s for spellings in DIALECTS["opaque-statuses"].spellings.values() for s in spellings]
+    assert opaque and all(contract.status_meaning(s) is None for s in opaque)
 
 
 # --- 6. output urls relative to a host ---------------------------------------------------------------------------

@@ -127,6 +127,18 @@ class SchemaMismatchError(DoitongError):
     code = "SCHEMA_MISMATCH"
 
 
+class UnclearSubmissionError(DoitongError):
+    """The answer to a submission was unclear (cut short, lost, or a 202 we could not follow): the job may exist and
+    be charged. It is not sent again on a guess; it is kept in the journal and counted as possibly charged."""
+
+    code = "UNCLEAR_SUBMISSION"
+
+    def __init__(self, message: str, *, idempotency_key: str, credits: int, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.idempotency_key = idempotency_key
+        self.credits = credits
+
+
 def resume_hint(job_id: str | None) -> str:
     """What every "could not finish" message ends with: the job is kept, and the command that fetches it."""
     if not job_id:

@@ -49,6 +49,7 @@ class RateBudget:
         self._round_trip: float | None = None  # the slowest recent send-to-reply time (see answered())
         self._blocked_until = 0.0
         self._foreign = 0  # requests in the window that were not ours (another process, same key)
+        self.implausible_reset: str | None = None  # the last X-RateLimit-Reset no reading made sense of (for doctor)
         self._lock = threading.Lock()
 
     def reserve(self) -> Slot:
@@ -90,7 +91,7 @@ class RateBudget:
         """Learn the limit, the window and any foreign use of the key from a response's headers."""
         limit = _number(headers.get(contract.HEADER_RATE_LIMIT))
         remaining = _number(headers.get(contract.HEADER_RATE_REMAINING))
-        reset = _number(headers.get(contract.HEADER_RATE_RESET))
+        reset = headers.get(contract.HEADER_RATE_RESET)
         window = _number(headers.get(contract.HEADER_RATE_WINDOW))
         with self._lock:
             now = self._clock()
@@ -102,7 +103,16 @@ class RateBudget:
                 ours = sum(1 for t in self._log if now - self.window < t <= now + self._trip())  # sent ones
                 self._foreign = max(0, int(limit - remaining) - ours)
                 if remaining <= 0 and reset is not None:
-                    self._blocked_until = max(self._blocked_until, now + reset_seconds(reset))
+                    wait = reset_seconds(reset)
+                    if wait is None or wait > self.window + _MARGIN_SECONDS:  # no window resets further away
+                        self.implausible_reset = str(reset)
+                        wait = self.window if wait is not None else 0.0
+                    self._blocked_until = max(self._blocked_until, now + wait)
+
+    def cancel(self, slot: Slot) -> None:
+        """A slot `reserve()` booked will not be used (its wait was past the caller's deadline)."""
+        with self._lock:
+            self._unlog(slot.counted)
 
     def block_for(self, seconds: float) -> None:
         """A 429 said to wait: nobody sends before then."""
@@ -122,12 +132,20 @@ class RateBudget:
             del self._log[index]
 
 
-def reset_seconds(reset: float, now: float | None = None) -> float:
-    """Seconds until an X-RateLimit-Reset: a Unix time [assumed], or, as some services send it, the seconds left
-    (any value below a Unix time of 2001 cannot be a time this century)."""
-    if reset < contract.RESET_IS_UNIX_TIME_ABOVE:
-        return max(0.0, reset)
-    return max(0.0, reset - (time.time() if now is None else now))
+def reset_seconds(reset: float | str, now: float | None = None) -> float | None:
+    """Seconds until an X-RateLimit-Reset, read by what its value can be [assumed]: seconds left (any number below a
+    Unix time of 2001), a Unix time in seconds, a Unix time in milliseconds (above RESET_IS_MILLISECONDS_ABOVE), or
+    an HTTP date. None when it is none of these; the caller clamps a reading past the window."""
+    number = _number(reset) if isinstance(reset, str) else float(reset)
+    if number is None:
+        return retry_after_seconds(reset, now) if isinstance(reset, str) else None
+    if number != number:  # NaN
+        return None
+    if number < contract.RESET_IS_UNIX_TIME_ABOVE:
+        return max(0.0, number)
+    if number > contract.RESET_IS_MILLISECONDS_ABOVE:
+        number /= 1000
+    return max(0.0, number - (time.time() if now is None else now))
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:

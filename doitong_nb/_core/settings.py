@@ -125,18 +125,47 @@ def _size(value: Any) -> str:
 _GRAPHQL_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 
 
-def parse_status_query(text: Any) -> tuple[str, str, str]:
-    """(name, argument, argument type) of a status query setting: `getJob(jobId)`, `getJob(jobId: String!)` or
-    `generation` (argument `id`); the GraphQL wire format builds its query from them."""
-    match = re.fullmatch(r"\s*(\w+)\s*(?:\(\s*(\w+)\s*(?::\s*([\w!\[\]]+)\s*)?\))?\s*", str(text))
-    if not match or not all(_GRAPHQL_NAME.fullmatch(p) for p in match.groups() if p and not p.endswith(("!", "]"))):
+def parse_status_query(text: Any) -> tuple[str, str, str, str]:
+    """(name, argument, argument type, further arguments) of a status query setting: `getJob(jobId)`,
+    `getJob(jobId: String!)`, `generation` (argument `id`), or `job(id, kind: IMAGE)` when the service's query
+    takes more required arguments (their values as GraphQL literals); the GraphQL wire format builds its query
+    from them."""
+    match = re.fullmatch(
+        r"\s*(\w+)\s*(?:\(\s*(\w+)\s*(?::\s*([\w!\[\]]+)\s*)?((?:,\s*\w+\s*:\s*[\w\"]+\s*)*)\))?\s*", str(text)
+    )
+    if not match or not all(_GRAPHQL_NAME.fullmatch(p) for p in match.groups()[:3] if p and not p.endswith(("!", "]"))):
         raise _bad(
             "status_query",
             text,
-            f"status query {text!r} is not of the form name(argument), e.g. getJob(jobId) or generation(id)",
+            f"status query {text!r} is not of the form name(argument), e.g. getJob(jobId), generation(id) or "
+            "job(id, kind: IMAGE)",
         )
-    name, arg, arg_type = match.groups()
-    return name, arg or contract.STATUS_QUERY_ARG, arg_type or "ID!"
+    name, arg, arg_type, more = match.groups()
+    extra = ", ".join(re.sub(r"\s*:\s*", ": ", part.strip()) for part in (more or "").split(",") if part.strip())
+    return name, arg or contract.STATUS_QUERY_ARG, arg_type or "ID!", extra
+
+
+def _statuses(value: Any) -> str:
+    """`WORD=meaning, ...`: statuses the service uses that no reading knows, each mapped to one of the contract's."""
+    parse_statuses(value)
+    return str(value).strip()
+
+
+def parse_statuses(text: Any) -> dict[str, str]:
+    """`"upscaling=processing, 끝=completed"` as {status_key: meaning}; refused with the meanings to choose from."""
+    mapping: dict[str, str] = {}
+    for part in str(text).split(","):
+        word, _, meaning = part.partition("=")
+        meaning = meaning.strip().lower()
+        if not word.strip() or meaning not in (*contract.PENDING_STATUSES, *contract.FINAL_STATUSES):
+            raise _bad(
+                "statuses",
+                text,
+                f"statuses {text!r} must be WORD=meaning pairs separated by commas, each meaning one of "
+                f'{", ".join((*contract.PENDING_STATUSES, *contract.FINAL_STATUSES))}, e.g. "upscaling=processing"',
+            )
+        mapping[contract.status_key(word)] = meaning
+    return mapping
 
 
 def _status_query(value: Any) -> str:
@@ -257,6 +286,13 @@ class Settings:
         "the service's job query, e.g. getJob(jobId), when it is not job(id) and cannot be discovered",
         env=ENV_STATUS_QUERY,
         configurable=True,
+    )
+    statuses: str | None = _option(
+        None,
+        _statuses,
+        'job statuses the service uses that no reading knows, e.g. "upscaling=processing, DELIVERED=completed"',
+        configurable=True,
+        live=True,
     )
     mutation: str = _option("generate", _mutation, "the GraphQL mutation that submits a job")
     webhook_secret: str | None = _option(

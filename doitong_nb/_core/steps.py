@@ -25,6 +25,7 @@ class Reply:
     status: int
     headers: Any  # a case-insensitive mapping (httpx.Headers)
     body: Any  # parsed JSON, or None when the body was not JSON
+    raw: bytes = b""  # the body as sent: a submission's answer cut short may still name its job
 
 
 @dataclass(frozen=True)

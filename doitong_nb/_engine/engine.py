@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.env import ENV_BASE_URL
@@ -39,6 +39,7 @@ from doitong_nb._core.errors import (
     SchemaMismatchError,
     ServerError,
     StorageError,
+    UnclearSubmissionError,
     UnknownStatusError,
     UnsafeResponseError,
     is_storage_failure,
@@ -49,7 +50,7 @@ from doitong_nb._core.polling import DurationModel, expected_seconds
 from doitong_nb._core.redaction import redact
 from doitong_nb._core.request import GenerationRequest
 from doitong_nb._core.result import ImageResult, Job
-from doitong_nb._core.settings import Settings
+from doitong_nb._core.settings import Settings, parse_statuses
 from doitong_nb._core.steps import (
     Completion,
     ConnectFailed,
@@ -72,7 +73,7 @@ from doitong_nb._store.store import Store
 from doitong_nb._wire import Account, HttpCall, StatusQuery, Transport, make_transport
 from doitong_nb._wire.base import account_from
 from doitong_nb._wire.discovery import INTROSPECTION, query_names, status_query_from
-from doitong_nb._wire.replies import from_response, schema_mismatch
+from doitong_nb._wire.replies import from_response, job_id_in, schema_mismatch, unclear_submission
 
 Waiting = Callable[[str], None]  # told why a request waits, before the wait
 WAITING_FOR_RATE = "waiting for the plan's rate limit"
@@ -122,6 +123,22 @@ class Quote:
         return costs
 
 
+class UnclearAnswer(Exception):
+    """Inside the engine: a submission's answer that does not say clearly whether a job was made (see `submit`)."""
+
+    def __init__(self, why: str, reply: Reply | None = None) -> None:
+        super().__init__(why)
+        self.why, self.reply = why, reply
+
+    def job_id(self) -> str | None:
+        return None if self.reply is None else job_id_in(self.reply)
+
+
+def seconds_text(seconds: float) -> str:
+    """'0.5 s', '12 s': a short wait is not "0 s"."""
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
 def backoff(attempt: int, rng: random.Random) -> float:
     """Exponential backoff with jitter (the doc's advice, without synchronised retries)."""
     return rng.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
@@ -150,12 +167,15 @@ def _loopback(host: str) -> bool:
 
 
 def check_output_url(url: Any, base_url: str) -> str:
-    """The output URL policy [assumed]: https on any public host (outputs may live on another domain, e.g.
+    """The output URL policy [assumed], for a URL resolved against the API's base (a path or a scheme-relative URL
+    is the service's own way of naming it): https on any public host (outputs may live on another domain, e.g.
     signed object-storage URLs); the API's own scheme and host; loopback only when the API itself is on
     loopback (a sandbox). Refused: other schemes, credentials in the URL, private, loopback and link-local
     addresses. The download client never carries the API key, whatever the host. This judges the name; the
     download client's transport (`_pinned.PinnedTransport`) then checks every address it resolves to and connects
     to the checked one, redirects included."""
+    if isinstance(url, str) and url.startswith("/"):  # a path on the API host, or scheme-relative (//cdn/...)
+        url = urljoin(base_url, url)
     parts = urlsplit(str(url or ""))
     api = urlsplit(base_url)
     host, api_host = (parts.hostname or ""), (api.hostname or "")
@@ -212,6 +232,8 @@ class Engine:
         self.durations = DurationModel()
         self.session_credits = 0
         self._charged: dict[str, int] = {}  # job id -> credits in session_credits (a resent submission: one job)
+        self._uncertain: dict[str, int] = {}  # idempotency key -> credits counted as possibly charged (unclear)
+        self.idempotency_honoured = found.get("idempotency") in ("echoed", "replayed")  # the service has shown it
         self.balance: int | None = None
         self.plan: str | None = None
         self.requests: Counter[str] = Counter()
@@ -272,9 +294,17 @@ class Engine:
         headers = {"Accept": "application/json", **(via or self.transport).auth_headers(self.settings.api_key)}
         if idempotency_key:
             headers[contract.HEADER_IDEMPOTENCY] = idempotency_key
+        submitting = call.kind == "submit"
         for attempt in range(MAX_ATTEMPTS):
             slot = self.budget.reserve()
             if slot.wait > 0:
+                if self.clock() + slot.wait > deadline:  # never past the caller's timeout, whatever a header said
+                    self.budget.cancel(slot)
+                    raise RateLimitError(
+                        f"the plan's rate limit lets the next request go in {slot.wait:.1f} s, after this call's "
+                        "timeout; nothing more was sent: raise the timeout, or try again later",
+                        retry_after=slot.wait,
+                    )
                 if waiting:
                     waiting(WAITING_FOR_RATE)
                 yield Sleep(slot.wait)
@@ -289,6 +319,8 @@ class Engine:
                         f"cannot connect to {urlsplit(self.settings.base_url).netloc} ({exc}): check the network, "
                         f"or set {ENV_BASE_URL} to the API's address; nothing was sent or charged"
                     ) from None
+                if submitting and not isinstance(exc, ConnectFailed):  # it may have arrived: never resent here
+                    raise UnclearAnswer(f"the connection broke after it was sent ({type(exc).__name__})") from None
                 error: DoitongError = NetworkError(
                     redact(
                         f"could not reach {self.settings.base_url} ({type(exc).__name__}: {exc})", self.settings.api_key
@@ -304,7 +336,11 @@ class Engine:
                 if self.plan is None and (plan := contract.plan_with_rate(self.budget.limit)) is not None:
                     self.plan = plan.name  # each plan's X-RateLimit-Limit is its own
                 body = reply.body if isinstance(reply.body, dict) else {}
+                if submitting and (why := unclear_submission(reply)):
+                    raise UnclearAnswer(why, reply)
                 if reply.status < 400 and not body.get("errors") and reply.body is not None:
+                    if submitting:
+                        self._learn_idempotency(reply, idempotency_key)
                     return body
                 mismatch = schema_mismatch(reply.body) if call.kind in ("status", "discover") else None
                 if mismatch:  # the service has no such query: discovered (or named) once, never retried
@@ -344,21 +380,97 @@ class Engine:
         via: Transport | None = None,
         waiting: Waiting | None = None,
     ) -> Flow[Job]:
-        """Submit once (retries reuse the idempotency key, so they are charged once) and count its cost."""
+        """Submit once and count its cost, by the submission rule (CONTRACT.md, "Submissions"): an unclear answer
+        is never simply sent again. What the answer gives (a job id in a cut body, a `Location`) is followed and the
+        job read; the same key is sent again only when the service has shown that it honours it; otherwise
+        UnclearSubmissionError, with the send counted as possibly charged (`_carry` asks for the user's word before
+        an earlier unclear submission is sent once more)."""
         via = via or self.transport
-        body = yield from self.call(
-            via.submit(request), deadline=deadline, idempotency_key=idempotency_key, via=via, waiting=waiting
-        )
-        job = via.parse_job(body)
+        cost = request.estimated_credits
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                body = yield from self.call(
+                    via.submit(request), deadline=deadline, idempotency_key=idempotency_key, via=via, waiting=waiting
+                )
+                try:
+                    job = self._meaning(via.parse_job(body))
+                except ServerError:
+                    raise UnclearAnswer("its answer carried no job") from None
+            except UnclearAnswer as unclear:
+                job_id = unclear.job_id()
+                if job_id is not None:
+                    job = yield from self._follow(unclear, job_id, idempotency_key, cost, deadline, via, waiting)
+                    break
+                self._possibly_charged(idempotency_key, cost)
+                if not self.idempotency_honoured or self.clock() > deadline:
+                    raise self._unclear(unclear.why, idempotency_key, cost) from None
+                self.requests["resent"] += 1
+                continue
+            break
+        else:
+            raise self._unclear("every answer was unclear", idempotency_key, cost)
         cost_form = "absent" if job.credit_cost is None else "present"
         if cost_form != self._submission_cost:  # for doctor: whether the submission's answer names its cost
             self._submission_cost = cost_form
             self.discovery.put(self.settings.origin, submission_cost=cost_form)
         if job.id not in self._charged:  # the same Idempotency-Key sent again is answered with the first job
-            cost = job.credit_cost if job.credit_cost is not None else request.estimated_credits  # cost-late: a quote
-            self._charged[job.id] = cost
-            self._charge(cost, job.id)
+            charge = job.credit_cost if job.credit_cost is not None else cost  # cost-late: the quote
+            self._charged[job.id] = charge
+            honoured = self.idempotency_honoured  # then this is the job an unclear send made, counted already
+            self._charge(charge - (self._uncertain.pop(idempotency_key, 0) if honoured else 0), job.id)
         return job
+
+    def _follow(
+        self,
+        unclear: UnclearAnswer,
+        job_id: str,
+        idempotency_key: str,
+        cost: int,
+        deadline: float,
+        via: Transport,
+        waiting: Waiting | None,
+    ) -> Flow[Job]:
+        """An unclear answer that named its job (a cut body, a 202's Location): read the job instead of resending."""
+        self.requests["followed"] += 1
+        self.discovery.put(self.settings.origin, unclear_submission=unclear.why)
+        try:
+            return (yield from self.status(job_id, deadline, via, waiting))
+        except NotFoundError:
+            self._possibly_charged(idempotency_key, cost)
+            raise self._unclear(
+                f"{unclear.why}; it named job {job_id}, which the service does not know", idempotency_key, cost
+            ) from None
+
+    def _possibly_charged(self, idempotency_key: str, credits: int) -> None:
+        """A send whose answer was unclear may have been charged, and is counted so a budget is never crossed by
+        resends: once per key when the service honours keys (it charges a key once), else once per send."""
+        if idempotency_key in self._uncertain and self.idempotency_honoured:
+            return
+        self._uncertain[idempotency_key] = self._uncertain.get(idempotency_key, 0) + credits
+        self._charge(credits, None)
+
+    def _unclear(self, why: str, idempotency_key: str, credits: int) -> UnclearSubmissionError:
+        self.discovery.put(self.settings.origin, unclear_submission=why)
+        return UnclearSubmissionError(
+            f"the answer to the submission was unclear ({why}), so the job may exist and be charged ({credits} "
+            "credits, counted as possibly charged in this session). It was not sent again: the service has not "
+            f"shown that it honours {contract.HEADER_IDEMPOTENCY}. The submission is kept in the journal "
+            f"(`%flux_jobs` lists it); look for the job in your Doitong account, or run `%flux_resume "
+            f"{idempotency_key} --resend` (`Flux().resume({idempotency_key!r}, resend=True)`) to send it again, "
+            "which may charge a second time",
+            idempotency_key=idempotency_key,
+            credits=credits,
+        )
+
+    def _learn_idempotency(self, reply: Reply, idempotency_key: str | None) -> None:
+        """A submission's clear answer that echoes its key (or says it replayed) is the service's word that it
+        honours keys [assumed]: from then on an unclear answer may be resent with the same key."""
+        headers = reply.headers
+        echoed = idempotency_key is not None and headers.get(contract.HEADER_IDEMPOTENCY) == idempotency_key
+        replayed = str(headers.get(contract.HEADER_IDEMPOTENT_REPLAYED, "")).lower() == "true"
+        if (echoed or replayed) and not self.idempotency_honoured:
+            self.idempotency_honoured = True
+            self.discovery.put(self.settings.origin, idempotency="echoed" if echoed else "replayed")
 
     def status(
         self, job_id: str, deadline: float, via: Transport | None = None, waiting: Waiting | None = None
@@ -377,9 +489,16 @@ class Engine:
             via, body = yield from self._find_rest_job_path(job_id, deadline)
         if via.name == "rest" and self.rest_job_path is None:
             self.rest_job_path = getattr(via, "job_path", None)
-        job = via.parse_job(body)
+        job = self._meaning(via.parse_job(body))
         self._emit("status", job_id=job.id, status=job.status)
         return job
+
+    def _meaning(self, job: Job) -> Job:
+        """A status no reading knows, mapped by the `statuses` setting when the user named it."""
+        if job.known or not self.settings.statuses or job.raw_status is None:
+            return job
+        meaning = parse_statuses(self.settings.statuses).get(contract.status_key(job.raw_status))
+        return job if meaning is None else replace(job, status=meaning)
 
     def discover(self, deadline: float) -> Flow[tuple[StatusQuery | None, str]]:
         """One introspection request: the schema's status query (None if it has none we recognise), and what
@@ -409,14 +528,14 @@ class Engine:
                 f"the service refuses the status query you named, {asked} ({refusal}); {advice}", job_id=job_id
             )
         found, said = yield from self.discover(deadline)
-        if found is None or (found.name == asked.name and found.arg == asked.arg):
+        if found is None or found.same_call(asked):
             why = "does not answer introspection" if "introspection" in said.lower() else "did not tell which one"
             raise SchemaMismatchError(
                 f"the service has no `{asked}` query to read a job's status ({refusal}), and {why} ({said}); " + advice,
                 job_id=job_id,
             )
         self.status_query = found
-        self.discovery.put(self.settings.origin, status_query=f"{found.name}({found.arg}: {found.arg_type})")
+        self.discovery.put(self.settings.origin, status_query=str(found))
         self.transport = self._make(self.transport.name)
         return self._make("graphql")
 
@@ -481,13 +600,15 @@ class Engine:
                 if self.clock() - unknown_since > patience:
                     raise UnknownStatusError(
                         f"the service reports job {job.id} as {job.raw_status!r}, a status this client does not "
-                        f"know, for {self.clock() - unknown_since:.0f} s; {resume_hint(job.id)}",
+                        f"know, for {seconds_text(self.clock() - unknown_since)}: say what it means with "
+                        f'`%config Flux.statuses = "{job.raw_status}=processing"` (or completed, failed; '
+                        f"`Flux(statuses=...)`), then {resume_hint(job.id)}",
                         job_id=job.id,
                     )
             delay = self.durations.next_delay(pixels, elapsed, reads)
             if self.clock() + delay > deadline:
                 raise JobTimeoutError(
-                    f"stopped waiting for job {job.id} after {elapsed:.0f} s ({job.raw_status or job.status}); "
+                    f"stopped waiting for job {job.id} after {seconds_text(elapsed)} ({job.raw_status or job.status}); "
                     f"it goes on at Doitong: {resume_hint(job.id)}",
                     job_id=job.id,
                 )
@@ -496,6 +617,23 @@ class Engine:
             reads += 1
         if job.status == contract.STATUS_COMPLETED and job.duration is not None:
             self.durations.observe(pixels, job.duration)
+        return job
+
+    def _with_url(self, job: Job, deadline: float, via: Transport | None) -> Flow[Job]:
+        """A completed job whose url is still null (a service that writes it a moment later): read it again with
+        backoff until it comes or the deadline, then say so with the job id and the resume command."""
+        reads = 0
+        while not job.url:
+            delay = backoff(reads, self.rng)
+            if self.clock() + delay > deadline:
+                raise DownloadError(
+                    f"job {job.id} is completed, but the service has given no image URL for it yet (read {reads + 1} "
+                    f"times); {resume_hint(job.id)}",
+                    job_id=job.id,
+                )
+            yield Sleep(delay)
+            job = yield from self.status(job.id, deadline, via)
+            reads += 1
         return job
 
     def _await_webhook(
@@ -509,7 +647,7 @@ class Engine:
         if payload is None:
             return job
         metadata = {**job.metadata, **(payload.get("metadata") or {})}
-        done = Job.from_payload({**payload, "metadata": metadata})
+        done = self._meaning(Job.from_payload({**payload, "metadata": metadata}))
         done = replace(done, id=job.id, credit_cost=job.credit_cost, created_at=done.created_at or job.created_at)
         self._emit("status", job_id=job.id, status=done.status)
         return done
@@ -649,13 +787,18 @@ class Engine:
                         journal.mark_done(entry.idempotency_key)
                 return self._annotate(stored)
         deadline = self.clock() + (self.settings.timeout if timeout is None else timeout)
-        return (yield from self._carry(key, request, entry, deadline, progress, via, completion))
+        return (
+            yield from self._carry(
+                key, request, entry, deadline, progress, via, completion, refresh=refresh, resend=refresh
+            )
+        )
 
     def resume(
-        self, job_id: str, *, progress: Progress | None = None, timeout: float | None = None
+        self, job_id: str, *, progress: Progress | None = None, timeout: float | None = None, resend: bool = False
     ) -> Flow[ImageResult]:
         """Fetch a paid job the journal keeps as pending (`jobs()` lists them) and store it under its
-        original request: a status read, the download, no new submission and no new charge."""
+        original request: a status read, the download, no new submission and no new charge. A submission whose
+        answer was unclear (no job id) is sent again, with its key, only with `resend` (it may charge again)."""
         entry = next((e for e in self.pending() if job_id in (e.job_id, e.idempotency_key)), None)
         if entry is None:
             stored = next((r for r in self.store.history() if r.job_id == job_id), None)
@@ -667,7 +810,7 @@ class Engine:
             )
         request = _request_of(entry.request)
         deadline = self.clock() + (self.settings.timeout if timeout is None else timeout)
-        return (yield from self._carry(entry.key, request, entry, deadline, progress, None, None, resuming=True))
+        return (yield from self._carry(entry.key, request, entry, deadline, progress, None, None, resend=resend))
 
     def pending(self) -> list[Any]:
         """The journal's unfinished submissions to this engine's service, oldest first."""
@@ -683,29 +826,53 @@ class Engine:
         progress: Progress | None,
         via: Transport | None,
         completion: Completion | None,
-        resuming: bool = False,
+        *,
+        refresh: bool = False,
+        resend: bool = False,
     ) -> Flow[ImageResult]:
-        """From a journal entry (or none) to a stored result: resume or submit, wait, fetch, store."""
+        """From a journal entry (or none) to a stored result: resume or submit, wait, fetch, store.
+
+        A journaled job the service does not know is replaced only with `refresh`; an entry whose earlier send got
+        no answer is sent again (with its key) only with `resend` or when the service honours keys."""
         journal, origin = self.store.journal, self.settings.origin
         job: Job | None = None
         if entry is not None and entry.job_id is not None:
             try:
                 job = yield from self.status(entry.job_id, deadline, via)
-            except NotFoundError:  # the service no longer knows it (expired, or another sandbox): start over
-                journal.mark_failed(entry.idempotency_key, "job unknown to the service on resume")
-                if resuming:
+            except NotFoundError:  # paid, journaled, and unknown to the service: never replaced without a word
+                if not refresh:
                     raise NotFoundError(
-                        f"the service no longer knows job {entry.job_id}; it is dropped from the pending jobs",
+                        f"job {entry.job_id} is paid for and journaled, but the service does not know it (expired, "
+                        f"or another service answers at {self.settings.base_url}). Nothing new was sent or charged: "
+                        f"run `%flux_resume {entry.job_id}` later if the service comes back, or re-run with "
+                        "`--refresh` (`refresh=True`) to pay for a new image",
                         job_id=entry.job_id,
                     ) from None
+                journal.mark_failed(entry.idempotency_key, "job unknown to the service; replaced by --refresh")
                 entry = None
+        elif entry is not None and not (resend or self.idempotency_honoured):
+            raise self._unclear(
+                "an earlier send of this image got no answer that was kept",
+                entry.idempotency_key,
+                self._uncertain.get(entry.idempotency_key, request.estimated_credits),
+            )
         if entry is None:
             self.admit(request.estimated_credits)
             entry = journal.begin(key, request, origin)
         resumed = job is not None  # submitted, and paid for, before an interrupt or in an earlier session
         if job is None:
             waiting = None if progress is None else (lambda why: progress(why, 0.0, ""))  # 0 s: not accepted yet
-            job = yield from self.submit(request, entry.idempotency_key, deadline, via, waiting)
+            try:
+                job = yield from self.submit(request, entry.idempotency_key, deadline, via, waiting)
+            except UnclearSubmissionError:
+                with suppress(StorageError):  # the entry stays unfinished, with the reason: `jobs()` shows it
+                    journal.note(entry.idempotency_key, "answer unclear: may be charged")
+                raise
+            except DoitongError as refused:  # a clear refusal made no job: nothing is pending
+                if entry.idempotency_key not in self._uncertain:
+                    with suppress(StorageError):
+                        journal.mark_failed(entry.idempotency_key, f"refused: {refused.code}")
+                raise
             try:
                 journal.mark_submitted(entry.idempotency_key, job.id)
             except StorageError as exc:
@@ -732,6 +899,7 @@ class Engine:
             )
             self._emit("failed", key=key, job_id=job.id, error=failure)
             raise failure
+        job = yield from self._with_url(job, deadline, via)
         self._emit("completed", key=key, job_id=job.id)
         charged = self._charged.get(job.id)
         if charged is not None and job.credit_cost is not None and job.credit_cost != charged:  # the cost came late
@@ -781,7 +949,7 @@ class Engine:
         """The journal's unfinished submission of `key` to this engine's service, if any."""
         return self.store.journal.unfinished(key, self.settings.origin)
 
-    def _charge(self, credits: int, job_id: str) -> None:
+    def _charge(self, credits: int, job_id: str | None) -> None:
         self.session_credits += credits
         if self.balance is not None:
             self.balance -= credits

@@ -92,6 +92,7 @@ class Flux(Magics):
     max_credits = Int(None, allow_none=True, help=help_for("max_credits")).tag(config=True)
     timeout = Float(None, allow_none=True, help=help_for("timeout")).tag(config=True)
     status_query = Unicode(None, allow_none=True, help=help_for("status_query")).tag(config=True)
+    statuses = Unicode(None, allow_none=True, help=help_for("statuses")).tag(config=True)
     plan = Unicode(None, allow_none=True, help=help_for("plan")).tag(config=True)
     background = Bool(None, allow_none=True, help=help_for("background")).tag(config=True)
 
@@ -537,21 +538,27 @@ class Flux(Magics):
 
     @line_magic
     def flux_resume(self, line: str = "") -> Any:
-        """`%flux_resume JOB_ID` or `%flux_resume --all`: fetch pending jobs at no new cost and show them."""
+        """`%flux_resume JOB_ID` or `%flux_resume --all`: fetch pending jobs at no new cost and show them.
+        `%flux_resume KEY --resend` sends a submission whose answer was unclear again (it may charge again)."""
         from IPython.display import display
 
         from doitong_nb._notebook.display import error_text, result_display
 
         words = line.split()
-        if words == ["--all"]:
+        resend = "--resend" in words
+        words = [w for w in words if w != "--resend"]
+        if words == ["--all"] and not resend:
             outcomes = self.client.resume_all()
         elif len(words) == 1 and not words[0].startswith("-"):
             try:
-                outcomes = [self.client.resume(words[0])]
+                outcomes = [self.client.resume(words[0], resend=resend)]
             except DoitongError as exc:
                 outcomes = [exc]
         else:
-            raise UsageError("usage: %flux_resume JOB_ID  or  %flux_resume --all  (`%flux_jobs` lists the ids)")
+            raise UsageError(
+                "usage: %flux_resume JOB_ID  or  %flux_resume --all  or  %flux_resume KEY --resend  "
+                "(`%flux_jobs` lists them)"
+            )
         results = [o for o in outcomes if not isinstance(o, BaseException)]
         for failure in (o for o in outcomes if isinstance(o, BaseException)):
             if not isinstance(failure, DoitongError):

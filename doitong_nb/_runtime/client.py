@@ -67,7 +67,7 @@ def _reply(response: httpx.Response) -> Reply:
         body = json.loads(response.content) if response.content else None
     except ValueError:
         body = None
-    return Reply(response.status_code, response.headers, body)
+    return Reply(response.status_code, response.headers, body, response.content)
 
 
 def _content_length(response: httpx.Response, max_bytes: int) -> int | None:
@@ -103,6 +103,7 @@ class _Base:
         http_transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
         plan: str | None = None,
         status_query: str | None = None,
+        statuses: str | None = None,
         on_missing: str | None = None,
     ) -> None:
         """An argument left None comes from the environment, else its default (the README's Settings); `transport`
@@ -119,6 +120,7 @@ class _Base:
             max_credits=max_credits,
             plan=plan,
             status_query=status_query,
+            statuses=statuses,
             on_missing=on_missing,
         )
         self._start(settings, http_transport)
@@ -276,13 +278,14 @@ class _Base:
 class PendingJob:
     """One journal entry still waiting for its image."""
 
-    job_id: str | None  # None: the submission may not have reached the service (resuming resends it, same key)
+    job_id: str | None  # None: no answer named a job (it may exist: `resume(key, resend=True)` sends it again)
     prompt: str
     size: str
     seed: int | None
     submitted_at: str
     state: str
     idempotency_key: str
+    note: str | None = None  # why it is unfinished, when the journal knows (e.g. "answer unclear: may be charged")
 
     @classmethod
     def of(cls, entry: Any) -> PendingJob:
@@ -297,11 +300,15 @@ class PendingJob:
             when,
             entry.state,
             entry.idempotency_key,
+            entry.error,
         )
 
     def __str__(self) -> str:
         prompt = self.prompt if len(self.prompt) <= 48 else self.prompt[:47] + "…"
-        return f"{self.job_id or '(not confirmed)'}  {self.submitted_at}  {self.size}  {prompt!r}"
+        line = f"{self.job_id or self.idempotency_key}  {self.submitted_at}  {self.size}  {prompt!r}"
+        if self.job_id is None:  # no answer named a job: it may exist, and only the user's word sends it again
+            line += f"  (no job id: {self.note or 'no answer kept'}; `%flux_resume {self.idempotency_key} --resend`)"
+        return line
 
 
 def _connect_failed(exc: httpx.ConnectError) -> ConnectFailed:
@@ -493,9 +500,10 @@ class Flux(_Base):
         """Plan and credit balance (one API request)."""
         return self.run(self.engine.account())
 
-    def resume(self, job_id: str, *, progress: Progress | None = None) -> ImageResult:
-        """Fetch a pending job (`jobs()` lists them) and store it under its original request: no new charge."""
-        return self.run(self.engine.resume(job_id, progress=progress))
+    def resume(self, job_id: str, *, progress: Progress | None = None, resend: bool = False) -> ImageResult:
+        """Fetch a pending job (`jobs()` lists them) and store it under its original request: no new charge.
+        `resend=True` sends a submission whose answer was unclear again, with its key (it may charge again)."""
+        return self.run(self.engine.resume(job_id, progress=progress, resend=resend))
 
     def resume_all(self) -> list[ImageResult | DoitongError]:
         """Every pending job, each outcome in its place (an error where one still cannot be finished)."""
@@ -645,9 +653,10 @@ class AsyncFlux(_Base):
     async def account(self) -> Account:
         return await self.run(self.engine.account())
 
-    async def resume(self, job_id: str, *, progress: Progress | None = None) -> ImageResult:
-        """Fetch a pending job (`jobs()` lists them) and store it under its original request: no new charge."""
-        return await self.run(self.engine.resume(job_id, progress=progress))
+    async def resume(self, job_id: str, *, progress: Progress | None = None, resend: bool = False) -> ImageResult:
+        """Fetch a pending job (`jobs()` lists them) and store it under its original request: no new charge.
+        `resend=True` sends a submission whose answer was unclear again, with its key (it may charge again)."""
+        return await self.run(self.engine.resume(job_id, progress=progress, resend=resend))
 
     async def resume_all(self) -> list[ImageResult | BaseException]:
         ids = [p.job_id or p.idempotency_key for p in self.jobs()]

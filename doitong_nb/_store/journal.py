@@ -185,6 +185,14 @@ class Journal:
     def mark_done(self, idempotency_key: str) -> None:
         self._set_state(idempotency_key, DONE)
 
+    def note(self, idempotency_key: str, why: str) -> None:
+        """Say why an unfinished submission is still unfinished (e.g. its answer was unclear), keeping its state."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET error = ?, updated_at = ? WHERE idempotency_key = ?",
+                (why, time.time(), idempotency_key),
+            )
+
     def mark_failed(self, idempotency_key: str, error: str) -> None:
         """Terminal: the job failed (and was refunded), so a re-run submits anew."""
         self._set_state(idempotency_key, FAILED, error=error)

@@ -168,9 +168,7 @@ def _status_query(api: httpx.Client, client: Any) -> Check:
             'set Flux(status_query="name(argument)")',
             True,
         )
-    DiscoveryCache(client.settings.output_dir).put(
-        client.settings.origin, status_query=f"{found.name}({found.arg}: {found.arg_type})"
-    )
+    DiscoveryCache(client.settings.output_dir).put(client.settings.origin, status_query=str(found))
     return Check("status query", None, f"differs: jobs are read with {found} (found by introspection; remembered)")
 
 

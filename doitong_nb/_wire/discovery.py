@@ -18,7 +18,7 @@ INTROSPECTION = (
     "query Discover { __schema { "
     f"queryType {{ name fields {{ name args {{ name type {{ {_TYPE} }} }} type {{ {_TYPE} }} }} }} "
     f"mutationType {{ fields {{ name type {{ {_TYPE} }} }} }} "
-    "types { name fields { name } } } }"
+    "types { name kind enumValues { name } fields { name } } } }"
 )
 
 
@@ -42,25 +42,53 @@ def _spelled(ref: Any) -> str:
     return str(ref.get("name") or "ID")
 
 
+def _required(arg: dict[str, Any]) -> bool:
+    return isinstance(arg.get("type"), dict) and arg["type"].get("kind") == "NON_NULL"
+
+
+def _enum_values(schema: dict[str, Any], name: str | None) -> list[str]:
+    types = [t for t in schema.get("types") or [] if isinstance(t, dict) and t.get("name") == name]
+    if not types or types[0].get("kind") != "ENUM":
+        return []
+    return [str(v.get("name")) for v in types[0].get("enumValues") or [] if isinstance(v, dict) and v.get("name")]
+
+
+def _id_and_extra(query: dict[str, Any], schema: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """The argument that takes the job id and the values of the other required ones (an enum's IMAGE, else its
+    first value), or None when a required argument is one we cannot fill."""
+    args = [a for a in query.get("args") or [] if isinstance(a, dict)]
+    ids = [a for a in args if _unwrap(a.get("type")) in ("ID", "String")]
+    if not ids:
+        return None
+    first = min(ids, key=lambda a: (str(a.get("name")).lower() not in ("id", "jobid", "job_id"), args.index(a)))
+    extra = []
+    for arg in args:
+        if arg is first or not _required(arg):
+            continue
+        values = _enum_values(schema, _unwrap(arg.get("type")))
+        if not values:
+            return None
+        extra.append(f"{arg['name']}: {'IMAGE' if 'IMAGE' in values else values[0]}")
+    return first, ", ".join(extra)
+
+
 def status_query_from(schema: dict[str, Any]) -> StatusQuery | None:
     """The query of an introspected schema that reads one job: it returns the type `generate` (or
-    `generateImage`) returns and takes one argument; contract.STATUS_QUERY_NAMES decide between several."""
+    `generateImage`) returns and takes the job's id (other required arguments filled when they are enums);
+    contract.STATUS_QUERY_NAMES decide between several."""
     queries = ((schema.get("queryType") or {}).get("fields")) or []
     mutations = ((schema.get("mutationType") or {}).get("fields")) or []
     job_types = {_unwrap(m.get("type")) for m in mutations if m.get("name") in ("generate", "generateImage")}
     job_types.discard(None)
     candidates = [
-        q
+        (q, found)
         for q in queries
-        if len(q.get("args") or []) == 1
-        and (_unwrap(q.get("type")) in job_types or not job_types)
-        and _unwrap((q["args"][0] or {}).get("type")) in ("ID", "String")
+        if (_unwrap(q.get("type")) in job_types or not job_types) and (found := _id_and_extra(q, schema)) is not None
     ]
     if not candidates:
         return None
     order = {name.lower(): i for i, name in enumerate(contract.STATUS_QUERY_NAMES)}
-    chosen = min(candidates, key=lambda q: order.get(str(q.get("name")).lower(), len(order)))
-    arg = chosen["args"][0]
+    chosen, (arg, extra) = min(candidates, key=lambda c: order.get(str(c[0].get("name")).lower(), len(order)))
     type_name = _unwrap(chosen.get("type"))
     types = [t for t in schema.get("types") or [] if isinstance(t, dict) and t.get("name") == type_name]
     have = {f.get("name") for f in (types[0].get("fields") or [])} if types else None
@@ -68,7 +96,7 @@ def status_query_from(schema: dict[str, Any]) -> StatusQuery | None:
     if have:
         wanted = [f for f in JOB_FIELDS.replace(" { code message }", "").split() if f in have]
         fields = " ".join(f + (" { code message }" if f == "error" else "") for f in wanted) or "id status url"
-    return StatusQuery(str(chosen["name"]), str(arg["name"]), _spelled(arg.get("type")), fields)
+    return StatusQuery(str(chosen["name"]), str(arg["name"]), _spelled(arg.get("type")), fields, extra)
 
 
 def query_names(schema: dict[str, Any]) -> list[str]:

@@ -33,19 +33,26 @@ class StatusQuery:
     arg: str = contract.STATUS_QUERY_ARG
     arg_type: str = "ID!"
     fields: str = JOB_FIELDS
+    extra: str = ""  # further required arguments with their values, e.g. "kind: IMAGE"
 
     @classmethod
     def parse(cls, text: str) -> StatusQuery:
-        """`getJob(jobId)`, `getJob(jobId: String!)` or `generation` (argument `id`)."""
-        return cls(*parse_status_query(text))
+        """`getJob(jobId)`, `getJob(jobId: String!)`, `generation` (argument `id`) or `job(id, kind: IMAGE)`."""
+        name, arg, arg_type, extra = parse_status_query(text)
+        return cls(name, arg, arg_type, extra=extra)
 
     def __str__(self) -> str:
-        return f"{self.name}({self.arg}: {self.arg_type})"
+        return f"{self.name}({self.arg}: {self.arg_type}{', ' + self.extra if self.extra else ''})"
+
+    def same_call(self, other: StatusQuery) -> bool:
+        """Whether both ask the same query with the same arguments (the fields they select aside)."""
+        return (self.name, self.arg, self.extra) == (other.name, other.arg, other.extra)
 
     def query(self) -> str:
         if self == StatusQuery():
             return JOB_QUERY  # the contract's query, exactly as before
-        return f"query Job($id: {self.arg_type}) {{ {self.name}({self.arg}: $id) {{ {self.fields} }} }}"
+        args = f"{self.arg}: $id" + (f", {self.extra}" if self.extra else "")
+        return f"query Job($id: {self.arg_type}) {{ {self.name}({args}) {{ {self.fields} }} }}"
 
 
 ACCOUNT_QUERY = "query Account { account { credits plan } }"

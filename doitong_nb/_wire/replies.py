@@ -4,7 +4,9 @@ tree, with a message that says what to do next.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.errors import (
@@ -16,6 +18,7 @@ from doitong_nb._core.errors import (
     RateLimitError,
     ServerError,
 )
+from doitong_nb._core.steps import Reply
 
 _BY_CODE: dict[str, type[DoitongError]] = {
     contract.BAD_USER_INPUT: InvalidRequestError,
@@ -39,12 +42,27 @@ _BY_STATUS: dict[int, type[DoitongError]] = {
 
 
 def _first_error(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(errors[0], its extensions) of an error body, empty dicts where the body has none."""
+    """(the first error, its extensions) of an error body in any shape a service writes: GraphQL's (and the
+    contract's) `errors` list, REST's `{"error": {"code", "message", ...}}` or `{"error": "text"}`, or
+    `{"detail": "text"}`; empty dicts where the body has none."""
     first: dict[str, Any] = {}
-    if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
-        first = body["errors"][0] if isinstance(body["errors"][0], dict) else {}
+    if not isinstance(body, dict):
+        return first, {}
+    if isinstance(body.get("errors"), list) and body["errors"]:
+        first = body["errors"][0] if isinstance(body["errors"][0], dict) else {"message": str(body["errors"][0])}
+    elif isinstance(body.get("error"), dict):
+        error = body["error"]
+        details = {k: v for k, v in error.items() if k != "message"}
+        first = {"message": error.get("message") or "", "extensions": {**details, **(error.get("extensions") or {})}}
+    elif body.get("error") or body.get("detail"):
+        first = {"message": str(body.get("error") or body.get("detail"))}
     ext = first.get("extensions") if isinstance(first.get("extensions"), dict) else {}
     return first, ext
+
+
+def _theirs(text: str) -> str:
+    """The service's own words, quoted, when they say more than our message can (another language, numbers)."""
+    return f' (the service said: "{text}")'
 
 
 def error_code(body: Any) -> str | None:
@@ -90,8 +108,11 @@ def from_response(status: int, body: Any, retry_after: float | None = None) -> D
         return AuthenticationError(f"the API key was refused ({text}); check {ENV_API_KEY}", status=status)
     if cls is InsufficientCreditsError:
         need, have = ext.get("creditsRequired"), ext.get("creditsAvailable")
+        said = f"needs {need} credits, {have} left" if need is not None and have is not None else "too few credits"
+        if need is None or have is None or not text.isascii():
+            said += _theirs(text)
         return InsufficientCreditsError(
-            f"needs {need} credits, {have} left: top up or use a smaller size",
+            f"{said}: top up or use a smaller size",
             credits_required=need,
             credits_available=have,
             status=status,
@@ -107,7 +128,7 @@ def from_response(status: int, body: Any, retry_after: float | None = None) -> D
         }.get(code, "rate limit reached")
         when = f"; retry in {float(wait):.1f} s" if isinstance(wait, (int, float)) else ""
         return RateLimitError(
-            f"{advice}{when}",
+            f"{advice}{'' if text.isascii() else _theirs(text)}{when}",
             code=code or contract.RATE_LIMITED,
             retry_after=float(wait) if isinstance(wait, (int, float)) else None,
             reset_at=float(reset) if isinstance(reset, (int, float)) else None,
@@ -118,3 +139,37 @@ def from_response(status: int, body: Any, retry_after: float | None = None) -> D
             f"the service had an internal error (HTTP {status}): {text}; it is retried automatically", status=status
         )
     return DoitongError(f"unexpected answer (HTTP {status}): {text}", status=status)
+
+
+def has_error_shape(body: Any) -> bool:
+    """Whether a body is an error as a service writes one (GraphQL's errors list, `{"error": ...}` or
+    `{"detail": ...}`), as opposed to a proxy's page or nothing."""
+    return isinstance(body, dict) and bool(body.get("errors") or body.get("error") or body.get("detail"))
+
+
+def unclear_submission(reply: Reply) -> str | None:
+    """Why an answer to a submission does not say whether a job was made, or None when it is clear: a refusal in
+    the service's error shape (nothing made), or a whole answer. A 202, a 2xx whose body is cut short or empty, and
+    a 5xx without the service's error shape (a proxy's) may all stand for an accepted, charged job."""
+    if reply.status == 202:
+        return "HTTP 202 Accepted" + (" with a Location" if reply.headers.get("Location") else " and no job")
+    if 200 <= reply.status < 300 and not isinstance(reply.body, dict):
+        return f"HTTP {reply.status} with a body cut short or empty ({len(reply.raw)} bytes)"
+    if reply.status >= 500 and not has_error_shape(reply.body):
+        return f"HTTP {reply.status} without the service's error body"
+    return None
+
+
+_ID_IN_BODY = re.compile(rb'"(?:id|jobId|job_id)"\s*:\s*"([A-Za-z0-9_.:-]{1,200})"')
+
+
+def job_id_in(reply: Reply) -> str | None:
+    """The job an unclear answer names: the last path segment of its `Location`, or the first whole id in a body
+    cut short (the mutations select `id` first)."""
+    location = reply.headers.get("Location")
+    if location:
+        segment = unquote(urlsplit(location).path.rstrip("/").rpartition("/")[2])
+        if re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", segment):
+            return segment
+    found = _ID_IN_BODY.search(reply.raw or b"")
+    return found.group(1).decode() if found else None
