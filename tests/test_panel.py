@@ -304,9 +304,8 @@ def test_copy_as_flux_cell_offers_the_code_that_replays_the_result(
     shell = shell_for(sandbox, tmp_path / "out")
     magics = next(m for m in shell.magics_manager.registry.values() if type(m).__name__ == "Flux")
     panel = FluxPanel(lambda: magics.client)
-    panel.prompt.value = "50% off {brackets} and $dollars"  # what the cell's expansion would eat unescaped
     panel.aspect.value, panel.seed.value, panel.raw.value, panel.quality.value = "16:9", "5", True, "high"
-    _generate(panel)
+    _generate(panel, "50% off {brackets} and $dollars")  # what the cell's expansion would eat unescaped
     (made,) = panel.results
     panel.gallery.children[0].children[-1].click()  # the thumbnail's open button
     assert panel.cell_code.layout.display == "none"
