@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import random
+import re
 import sys
 import threading
 from html.parser import HTMLParser
@@ -196,7 +198,7 @@ def test_html_card_shows_provenance_credits_and_link(big_jpeg: Path, monkeypatch
         "4096×4096",
         "seed 7",
         "flux-pro-1.1-ultra",
-        "9.8 s",
+        "made in 9.8 s",
         "30 credits",
         "session 60",
         "balance 940",
@@ -324,8 +326,48 @@ def test_html_attributes_are_well_quoted(big_jpeg: Path) -> None:
 
 def test_result_repr_mimebundle_uses_display(big_jpeg: Path) -> None:
     result = make_result(big_jpeg)
-    assert set(result._repr_mimebundle_()[0]) == {"text/plain", "text/html", "image/jpeg"}
+    assert set(result._repr_mimebundle_()[0]) == {"text/plain", "text/html"}
     assert repr(result) == display.result_text(result)
+
+
+@pytest.mark.slow
+def test_a_detailed_4096_card_is_stored_once_within_100kb(tmp_path: Path) -> None:
+    """Issue 24: the preview was in the bundle twice (data URI and image/jpeg), 212-264 KB a 4096x4096 card."""
+    path = tmp_path / "job_4k.jpg"
+    Image.blend(picture(4096, 4096), grain(4096, 4096, 64), 0.3).save(path, quality=92)  # as detailed as the sandbox's
+    data, metadata = display.result_display([make_result(path)])
+    assert set(data) == {"text/plain", "text/html"} and metadata == {}
+    assert data["text/html"].count("base64,") == 1
+    assert len(json.dumps(data).encode()) <= 100_000
+
+
+def test_preview_zero_is_a_link_only_card_with_no_image_bytes(big_jpeg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(big_jpeg.parent.parent)
+    for results in ([make_result(big_jpeg)], [make_result(big_jpeg), make_result(big_jpeg, job_id="job_two")]):
+        data, _ = display.result_display(results, 0)
+        assert "<img" not in data["text/html"] and "base64" not in data["text/html"]
+        links = data["text/html"].count(f'href="{big_jpeg.parent.name}/job_abc123.jpg"')
+        assert links == 2 * len(results)  # each card: its placeholder and its path
+        assert len(json.dumps(data).encode()) < 2_500 * len(results)
+
+
+def test_card_text_is_left_aligned_inside_a_grid_table(big_jpeg: Path) -> None:
+    """Lab and Notebook 7 right-align table cells; a --grid's cards are in a table, and said right-aligned text."""
+    from doitong_nb._core.grid import GridView
+
+    page = GridView([("seed", [1, 2])], [make_result(big_jpeg), make_result(big_jpeg)])._repr_mimebundle_()[0]
+    figures = re.findall(r'<figure style="([^"]*)"', page["text/html"])
+    assert len(figures) == 2 and all("text-align:left" in style for style in figures)
+
+
+def test_replay_card_spaces_its_badges_and_says_the_time_was_the_original_jobs(big_jpeg: Path) -> None:
+    result = make_result(big_jpeg, replayed=True, credits=0, metadata={"sandbox": True})
+    page = display.result_bundle([result])["text/html"]
+    row = re.search(r'<div style="([^"]*)"><span[^>]*>replayed', page)
+    assert row is not None and "gap:" in row.group(1) and "flex-wrap:wrap" in row.group(1)
+    assert "made in 9.8 s originally" in page and "made in 9.8 s originally" in display.result_text(result)
+    fresh = make_result(big_jpeg)
+    assert "made in 9.8 s" in display.result_text(fresh) and "originally" not in display.result_text(fresh)
 
 
 # --- text ----------------------------------------------------------------------------------------
@@ -335,7 +377,7 @@ def test_text_repr_is_one_readable_line(big_jpeg: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(big_jpeg.parent)
     text = display.result_text(make_result(big_jpeg))
     assert text == (
-        "<ImageResult job_abc123 4096x4096 seed=7 flux-pro-1.1-ultra 9.8 s 30 credits (session 60, balance 940)"
+        "<ImageResult job_abc123 4096x4096 seed=7 flux-pro-1.1-ultra made in 9.8 s 30 credits (session 60, balance 940)"
         " -> job_abc123.jpg>"
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,24 @@ def _bundle(gallery: Any) -> tuple[dict[str, str], dict[str, Any]]:
     return gallery._repr_mimebundle_()
 
 
-def test_gallery_is_newest_first_with_metadata_cost_and_a_plain_sheet(ip: Any) -> None:
+def test_gallery_is_newest_first_with_metadata_cost_and_each_thumbnail_once(ip: Any) -> None:
     gallery = ip.run_line_magic("flux_history", "")
     assert [r.seed for r in gallery.results] == [3, 2, 1]
     data, metadata = _bundle(gallery)
     assert data["text/html"].count("<figure") == 3 and data["text/html"].count("<img ") == 3
     assert "256×256 · seed 3 · 10 credits" in data["text/html"]
-    assert "image/jpeg" in data and metadata["image/jpeg"]["width"] > 0
+    assert set(data) == {"text/plain", "text/html"} and metadata == {}  # no contact sheet: the thumbnails once
     lines = data["text/plain"].splitlines()
     assert lines[0] == "3 stored result(s)" and "'A fox cub at dawn'" in lines[1] and "10 credits" in lines[1]
+
+
+def test_each_card_shows_its_whole_job_id_selectable_in_one_click(ip: Any) -> None:
+    """`--rerun` needs the whole id: it was clipped by the card's edge."""
+    gallery = ip.run_line_magic("flux_history", "")
+    page = _bundle(gallery)[0]["text/html"]
+    for result in gallery.results:
+        tag = re.search(rf'<code style="([^"]*)"[^>]*>{result.job_id}</code>', page)
+        assert tag is not None and "overflow-wrap:anywhere" in tag.group(1) and "user-select:all" in tag.group(1)
 
 
 def test_filter_by_text_and_limit(ip: Any) -> None:

@@ -39,7 +39,8 @@ def test_a_saved_notebook_keeps_each_result_once_and_no_empty_output(tmp_path: P
         displays = [o for o in outputs if o.output_type == "display_data"]
         assert len(displays) == 1, [o.get("data", {}).keys() for o in outputs]  # the line became the result
         assert displays[0].data["text/html"].count("<figure") == figures
-        assert "image/jpeg" in displays[0].data
+        assert "image/jpeg" not in displays[0].data  # each image once: inline in its card (issue 24)
+        assert displays[0].data["text/html"].count("base64,") == figures
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             assert output.output_type != "display_data" or any(v for v in output.data.values()), output

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import ipywidgets as widgets
 import pytest
 from IPython.testing.globalipapp import get_ipython
 
-from doitong_nb._notebook.panel import FluxPanel
+from doitong_nb._notebook.panel import FluxPanel, _Job, flux_cell
 from doitong_nb._runtime.client import Flux
 from doitong_sandbox import Sandbox
 
@@ -127,7 +130,7 @@ def test_a_thumbnail_caption_shows_the_seed_on_its_own_line(flux: Flux) -> None:
 
 def test_the_budget_refuses_a_click_with_advice_that_fits(sandbox: Sandbox, flux: Flux) -> None:
     panel = FluxPanel(flux)
-    panel.budget.value = 50
+    panel.budget.value = "50"
     panel.count.value = 4  # 4 x 20 credits
     panel.prompt.value = PROMPT
     panel.generate.click()
@@ -142,7 +145,7 @@ def test_the_budget_refuses_before_sending(sandbox: Sandbox, flux: Flux) -> None
     panel = FluxPanel(flux)
     _settle(panel)
     submissions = sandbox.stats()["total"]["submissions"]
-    panel.budget.value = 25
+    panel.budget.value = "25"
     panel.size.value = "2048x2048"  # 30 credits
     panel.prompt.value = PROMPT
     panel.generate.click()
@@ -151,15 +154,57 @@ def test_the_budget_refuses_before_sending(sandbox: Sandbox, flux: Flux) -> None
     assert sandbox.stats()["total"]["submissions"] == submissions
 
 
-def test_the_budget_counts_jobs_not_yet_charged(sandbox: Sandbox, flux: Flux) -> None:
+def test_generate_is_disabled_while_its_images_run(sandbox: Sandbox, flux: Flux) -> None:
+    """Issue 24: a double click made two rows and a duplicate thumbnail."""
     panel = FluxPanel(flux)
-    panel.budget.value = 30
+    panel.seed.value = "7"
     panel.prompt.value = PROMPT
-    panel.generate.click()  # 20 credits
-    panel.generate.click()  # 20 more would cross 30, even before the first is charged
-    assert any("budget" in e for e in panel.errors)
+    panel.generate.click()
+    assert panel.generate.disabled and panel.running == 1
+    panel.generate.click()  # the second click of a double click: already on its way when the button was disabled
+    assert panel.running == 1 and len(panel.jobs.children) == 1
     _settle(panel)
-    assert len(panel.results) == 1
+    assert not panel.generate.disabled and panel.generate.description == "Generate"
+    assert len(panel.results) == 1 and len(panel.gallery.children) == 1
+    panel.generate.click()  # free again: the same request, replayed
+    _settle(panel)
+    assert len(panel.results) == 2 and panel.results[0].replayed
+
+
+def test_the_panel_speaks_plainly(flux: Flux) -> None:
+    """Issue 24: "0 status reads", "Transport graphql" and "Budget 0" meant nothing to a user."""
+    panel = FluxPanel(flux)
+    labels = [getattr(w, "description", "") for w in _walk(panel.widget)]
+    assert "Transport" not in labels and "Budget" not in labels and "Spend at most" in labels
+    assert panel.budget.value == "" and panel.budget.placeholder == "no limit" and "limit" not in panel.account.value
+    panel.budget.value = "40"
+    assert "limit 40 credits" in panel.account.value
+    panel.budget.value = "forty"
+    panel.prompt.value = PROMPT
+    panel.generate.click()
+    assert panel.errors == ["Flux error: spend limit 'forty' must be a whole number of credits"] and not panel.running
+    job = _Job(1, panel.requests("x")[0][0], widgets.HTML())
+    panel._progress(job)("processing", 2.0, "3 status reads")  # as the engine reports a running job
+    assert "processing" in job.row.value and "status read" not in job.row.value
+
+
+def _walk(widget: Any) -> Iterator[Any]:
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _walk(child)
+
+
+def test_quality_and_format_reach_the_request_and_the_estimate(flux: Flux) -> None:
+    panel = FluxPanel(flux)
+    assert [v for _, v in panel.quality.options] == ["", "standard", "high"]
+    assert panel.requests("x")[0][0].quality is None
+    panel.quality.value, panel.output_format.value = "high", "png"
+    ((request, _),) = panel.requests("x")
+    assert (request.quality, request.output_format) == ("high", "png")
+    assert f"{request.estimated_credits} credits" in panel.estimate.value
+    _generate(panel)
+    (result,) = panel.results
+    assert result.request.quality == "high" and result.path.suffix == ".png"
 
 
 def test_insufficient_credits_show_in_the_banner(tmp_path: Path) -> None:
@@ -214,3 +259,67 @@ def test_without_a_client_the_panel_uses_the_loaded_extension(monkeypatch: pytes
     panel = FluxPanel()
     assert panel._client() is magics.client  # one store, replay, journal and rate budget with %%flux
     panel._executor.shutdown(wait=True)  # its account query ends under this test's environment, not the next's
+
+
+def _outputs(shell: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, Any], Any, bool]]:
+    """What is sent to the notebook: (data, display id, whether an update) for each display, in order."""
+    sent: list[tuple[dict[str, Any], Any, bool]] = []
+
+    def publish(data: dict[str, Any], metadata: Any = None, *, transient: Any = None, update: bool = False, **_: Any):
+        sent.append((data, (transient or {}).get("display_id"), update))
+
+    monkeypatch.setattr(shell.display_pub, "publish", publish)
+    return sent
+
+
+def test_a_panel_result_is_written_into_the_notebook_as_a_card(flux: Flux, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24: saved and reopened, the panel's cell showed `VBox(children=(HTML(value="<style>...` and nothing
+    of its images. Shown, the panel is followed by an ordinary output, updated by display id with the cards."""
+    from IPython.display import display
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
+
+    sent = _outputs(TerminalInteractiveShell.instance(), monkeypatch)
+    panel = FluxPanel(flux)
+    display(panel.widget)
+    widget_view, record = sent[0][0], sent[1]
+    assert widget_view["text/plain"].startswith("Flux panel (interactive") and "VBox" not in widget_view["text/plain"]
+    assert "application/vnd.jupyter.widget-view+json" in widget_view
+    assert record[1] is not None and not record[2] and "No images yet" in record[0]["text/plain"]
+    panel.seed.value = "11"
+    _generate(panel)
+    data, display_id, update = sent[-1]
+    (result,) = panel.results
+    assert update and display_id == record[1]
+    assert data["text/html"].count("<figure") == 1 and data["text/html"].count("base64,") == 1
+    assert result.job_id in data["text/html"] and result.job_id in data["text/plain"]
+    assert html.escape(flux_cell(result)) in data["text/html"]
+
+
+def test_copy_as_flux_cell_offers_the_code_that_replays_the_result(
+    sandbox: Sandbox, tmp_path: Path, shell_for: Any
+) -> None:
+    """The offered code, run as a %%flux cell, makes the same image again: replayed, at 0 credits."""
+    shell = shell_for(sandbox, tmp_path / "out")
+    magics = next(m for m in shell.magics_manager.registry.values() if type(m).__name__ == "Flux")
+    panel = FluxPanel(lambda: magics.client)
+    panel.aspect.value, panel.seed.value, panel.raw.value, panel.quality.value = "16:9", "5", True, "high"
+    _generate(panel, "50% off {brackets} and $dollars")  # what the cell's expansion would eat unescaped
+    (made,) = panel.results
+    panel.gallery.children[0].children[-1].click()  # the thumbnail's open button
+    assert panel.cell_code.layout.display == "none"
+    panel.copy_cell.click()
+    code = panel.cell_code.value
+    assert panel.cell_code.layout.display == "" and code == flux_cell(made)
+    line, cell = code.split("\n", 1)
+    spent = magics.client.session_credits
+    shell.run_cell_magic("flux", line.removeprefix("%%flux ") + " -o again", cell)
+    again = shell.user_ns["again"]
+    assert again.replayed and again.job_id == made.job_id and magics.client.session_credits == spent
+
+
+def test_an_unseeded_result_is_redone_with_the_seed_the_service_chose(flux: Flux) -> None:
+    panel = FluxPanel(flux)
+    _generate(panel)
+    (made,) = panel.results
+    assert made.request.seed is None and made.seed is not None
+    assert flux_cell(made) == f"%%flux --size 1024x1024 --seed {made.seed}\n{PROMPT}"

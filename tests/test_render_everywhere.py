@@ -1,13 +1,12 @@
-"""Issue 12: a result renders everywhere, not only where HTML is shown.
+"""Issues 12 and 24: a result renders in every front end and export, its image stored once.
 
-The bundle carries the preview as image/jpeg (image/png with alpha) with its width, beside the HTML card and a
-useful text/plain; nbconvert's Markdown and LaTeX exports of a notebook contain the images.
+The bundle is one HTML card with the preview inlined, and a useful text/plain (display.py says why): nbconvert's
+Markdown export carries the card with its image and writes no image file it would not link; LaTeX shows the text.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 import subprocess
@@ -38,37 +37,25 @@ def _grainy(path: Path, size: int, seed: int = 1) -> Path:
     return path
 
 
-def test_a_lone_result_carries_its_preview_as_a_plain_jpeg_with_width(tmp_path: Path) -> None:
+def test_a_lone_result_carries_its_preview_once_in_the_card(tmp_path: Path) -> None:
     result = make_result(_grainy(tmp_path / "job_a.jpg", 1024))
     data, metadata = display.result_display([result])
-    assert set(data) == {"text/plain", "text/html", "image/jpeg"}
-    jpeg = base64.b64decode(data["image/jpeg"])
-    assert jpeg.startswith(b"\xff\xd8")
-    assert data["image/jpeg"] in data["text/html"]  # the card's own bytes, not a second encoding
-    assert metadata["image/jpeg"] == {"width": 640, "height": 640}
+    assert set(data) == {"text/plain", "text/html"} and metadata == {}
+    (uri,) = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', data["text/html"])
+    assert base64.b64decode(uri).startswith(b"\xff\xd8")
     assert data["text/plain"].startswith("<ImageResult job_abc123 1024x1024 seed=7")
 
 
 def test_the_image_result_repr_is_the_same_bundle(tmp_path: Path) -> None:
     result = make_result(_grainy(tmp_path / "job_a.jpg", 512))
-    data, metadata = result._repr_mimebundle_()
-    assert "image/jpeg" in data and metadata["image/jpeg"]["width"] == 512
+    assert result._repr_mimebundle_() == display.result_display([result])
 
 
-@pytest.mark.slow
-def test_a_4k_result_stays_within_300kb_of_notebook(tmp_path: Path) -> None:
-    """The preview is in the bundle twice (HTML data URI and image/jpeg): both together stay under 300 KB."""
-    result = make_result(_grainy(tmp_path / "job_4k.jpg", 4096))
-    data, _ = display.result_display([result])
-    assert len(json.dumps(data).encode()) < 300_000
-
-
-def test_a_grid_carries_one_contact_sheet(tmp_path: Path) -> None:
+def test_a_grid_carries_each_preview_once(tmp_path: Path) -> None:
     results = [make_result(_grainy(tmp_path / f"job_{i}.jpg", 512, seed=i), job_id=f"job_{i}") for i in range(3)]
     data, metadata = display.result_display(results, session_credits=90, balance=910)
-    with Image.open(io.BytesIO(base64.b64decode(data["image/jpeg"]))) as sheet:
-        assert sheet.size == (3 * 262 + 6, 262 + 6)
-    assert metadata["image/jpeg"]["width"] == 3 * 262 + 6
+    assert set(data) == {"text/plain", "text/html"} and metadata == {}
+    assert data["text/html"].count("base64,") == 3
     assert len(data["text/plain"].splitlines()) == 4  # three results and the session line
 
 
@@ -100,34 +87,31 @@ def _results_in(notebook: Path) -> int:
     )
 
 
+def _images_in(notebook: Path) -> int:
+    """How many inline previews the committed notebook's outputs hold."""
+    return sum(
+        output.get("data", {}).get("text/html", "").count('src="data:image/')
+        for cell in _cells(notebook)
+        for output in cell.get("outputs", [])
+    )
+
+
 @pytest.mark.integration  # nbconvert runs in a process of its own
-def test_markdown_export_of_the_quickstart_has_one_image_file_per_result(tmp_path: Path) -> None:
+def test_markdown_export_of_the_quickstart_carries_each_image_once_and_no_unlinked_file(tmp_path: Path) -> None:
+    """Issue 24: the Markdown held each image as base64 and wrote it again as a file it never linked."""
     notebook = REPO / "notebooks" / "quickstart.ipynb"
     out = _export(notebook, "markdown", tmp_path)
-    files = sorted((out / "quickstart_files").glob("*.jpg"))
-    assert _results_in(notebook) >= 4
-    assert len(files) == _results_in(notebook)
-    for file in files:
-        with Image.open(file) as im:
-            assert im.format == "JPEG"
-
-
-@pytest.mark.integration  # nbconvert runs in a process of its own
-def test_markdown_export_for_html_free_viewers_links_each_image_file(tmp_path: Path) -> None:
-    """By default nbconvert's Markdown keeps the HTML card (its image inline); preferring images links the files."""
-    notebook = REPO / "notebooks" / "quickstart.ipynb"
-    priority = '--NbConvertBase.display_data_priority=["image/png","image/jpeg","text/markdown","text/plain"]'
-    out = _export(notebook, "markdown", tmp_path, priority)
     markdown = (out / "quickstart.md").read_text()
-    links = re.findall(r"!\[jpeg\]\((quickstart_files/[^)]+\.jpg)\)", markdown)
-    assert len(links) == _results_in(notebook) and all((out / link).exists() for link in links)
-    assert "<figure" not in markdown and "data:image" not in markdown
+    assert _results_in(notebook) >= 4
+    assert markdown.count('src="data:image/') == _images_in(notebook) >= _results_in(notebook)
+    written = {f.relative_to(out).as_posix() for f in out.rglob("*") if f.is_file() and f.suffix != ".md"}
+    assert written <= set(re.findall(r"\]\(([^)]+)\)", markdown))  # every file it writes, it links
 
 
 @pytest.mark.integration  # nbconvert runs in a process of its own
-def test_latex_export_of_the_quickstart_includes_the_images(tmp_path: Path) -> None:
-    """LaTeX (and PDF) exports: the markdown cells are left out here because nbconvert needs pandoc for them, which
-    has nothing to do with how results export; the code cells and their outputs go through as they are."""
+def test_latex_export_of_the_quickstart_shows_each_result_as_its_text_line(tmp_path: Path) -> None:
+    """LaTeX (and PDF) exports drop HTML: each result's text line stands in for its card (the markdown cells are
+    left out here because nbconvert needs pandoc for them, which has nothing to do with how results export)."""
     import nbformat
 
     notebook = REPO / "notebooks" / "quickstart.ipynb"
@@ -137,9 +121,7 @@ def test_latex_export_of_the_quickstart_includes_the_images(tmp_path: Path) -> N
     nbformat.write(nb, copy)
     out = _export(copy, "latex", tmp_path / "tex")
     tex = (out / "quickstart.tex").read_text()
-    included = [line for line in tex.splitlines() if "\\adjustimage" in line and "quickstart_files" in line]
-    assert len(included) == _results_in(notebook)
-    assert all((out / line.split("{")[-1].rstrip("}")).exists() for line in included)
+    assert tex.count("ImageResult") >= _results_in(notebook)
 
 
 @pytest.mark.parametrize("to", ["markdown"])

@@ -332,10 +332,9 @@ def test_the_panel_starts_from_config(ip: InteractiveShell) -> None:
     from doitong_nb._notebook.panel import FluxPanel
 
     ip.run_line_magic("config", "Flux.size = '2048x2048'")
-    ip.run_line_magic("config", "Flux.transport = 'rest'")
     ip.run_line_magic("config", "Flux.max_credits = 120")
     panel = FluxPanel()
-    assert (panel.size.value, panel.transport.value, panel.budget.value) == ("2048x2048", "rest", 120)
+    assert (panel.size.value, panel.budget.value) == ("2048x2048", "120")  # the transport: the client's own
 
 
 def test_the_panel_starts_from_the_environment_under_config(
@@ -343,11 +342,10 @@ def test_the_panel_starts_from_the_environment_under_config(
 ) -> None:
     from doitong_nb._notebook.panel import FluxPanel
 
-    monkeypatch.setenv("DOITONG_TRANSPORT", "rest")
     monkeypatch.setenv("DOITONG_MAX_CREDITS", "70")
     ip.run_line_magic("config", "Flux.size = '1536x1024'")
     panel = FluxPanel()
-    assert (panel.transport.value, panel.budget.value) == ("rest", 70)
+    assert panel.budget.value == "70"
     assert (panel.size.value, panel.custom_size.value) == ("", "1536x1024")  # "Custom…"
 
 

@@ -306,8 +306,13 @@ class Settings:
     size: str = _option("1024x1024", _size, "default image size, WIDTHxHEIGHT", configurable=True, live=True)
     preview_px: int = _option(
         1024,
-        _whole("preview_px", "a whole number of pixels from 16 to 4096", 16, 4096),
-        "long side of the inline preview, in pixels",
+        # 0 (the cell's `--preview none`): a link-only card, no image bytes in the notebook
+        lambda value: (
+            0
+            if value == "0" or (value == 0 and not isinstance(value, bool))
+            else _whole("preview_px", "0 (no image) or a whole number of pixels from 16 to 4096", 16, 4096)(value)
+        ),
+        "long side of the inline preview, in pixels; 0: a link-only card, no image in the notebook",
         configurable=True,
         live=True,
     )

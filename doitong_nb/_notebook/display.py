@@ -3,6 +3,16 @@
 The notebook keeps only a small preview; the full-resolution file stays on disk behind a link. Previews
 are byte-deterministic (no metadata, fixed encoder settings) so re-running a cell does not churn the
 notebook's diff, and everything rendered here is escaped: prompts are user text and ids come from a server.
+
+Each image is stored once per output: one HTML card with the preview inlined, and a text/plain line beside it
+(no image/jpeg copy). Why this shape rather than an image/jpeg output beside an image-less HTML card: a result
+is shown through one bundle in most places (`ImageResult._repr_mimebundle_`, a progress line or background card
+that becomes its result in place by display id, `gallery()`), and JupyterLab and Notebook 7 render only the
+richest type of a bundle, so an image-less HTML card would hide the picture there. The HTML card is what Lab,
+Notebook 7, nbconvert's HTML export and GitHub's notebook view show; nbconvert's Markdown export copies the HTML
+with its inline image and writes no image file (the old image/jpeg copy made files the Markdown never linked);
+LaTeX/PDF exports show the text line. `preview_px = 0` (`--preview none`) makes a link-only card with no image
+bytes at all, for notebooks kept in git.
 """
 
 from __future__ import annotations
@@ -87,14 +97,22 @@ def _link(path: Path) -> tuple[str, str]:
     return quote(posix), posix
 
 
+def _made_in(result: ImageResult) -> str | None:
+    """How long the job took; a replay says it was the original job's time, not this cell's."""
+    if result.duration is None:
+        return None
+    made = f"made in {_seconds(result.duration)}"
+    return made + " originally" if result.replayed else made
+
+
 def result_text(result: ImageResult, account: bool = True) -> str:
     """One line for terminals and text exports; a grid leaves the account figures to its last line."""
     parts = [f"<ImageResult {_short_id(result.job_id)} {result.width}x{result.height}"]
     if result.seed is not None:
         parts.append(f"seed={result.seed}")
     parts.append(result.version)
-    if result.duration is not None:
-        parts.append(_seconds(result.duration))
+    if (made := _made_in(result)) is not None:
+        parts.append(made)
     if result.replayed:
         parts.append(f"replayed from {_date(result.created_at)}, 0 credits ({_new_one_hint(result)})")
     else:
@@ -118,11 +136,14 @@ def error_text(exc: BaseException) -> str:
 
 _FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif"
 _MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace"
+# text-align: JupyterLab's and Notebook 7's rendered-HTML styles right-align table cells, and a grid's cards sit in
+# a table's cells (_core/grid.py): the card says left itself, so its text does not inherit that.
 _CARD = (
     "margin:0;border:1px solid rgba(127,127,127,.3);border-radius:10px;overflow:hidden;"
-    "background:rgba(127,127,127,.06);color:inherit"
+    "background:rgba(127,127,127,.06);color:inherit;text-align:left"
 )
-_BADGE = "display:inline-block;padding:1px 7px;border-radius:999px;font-size:11px;font-weight:600;margin-right:4px;"
+_BADGE = "display:inline-block;padding:1px 7px;border-radius:999px;font-size:11px;font-weight:600;"
+_BADGES = "display:flex;flex-wrap:wrap;align-items:center;gap:4px 8px;margin-bottom:4px"
 _REPLAYED = _BADGE + "background:rgba(46,160,67,.16);border:1px solid rgba(46,160,67,.55)"
 _SANDBOX = _BADGE + "background:rgba(210,153,34,.16);border:1px solid rgba(210,153,34,.6)"
 _MUTED = "opacity:.72"
@@ -141,27 +162,32 @@ def _data_img(data: bytes, mime: str, width: int, height: int, alt: str, style: 
 
 
 def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: int, account: bool) -> str:
+    """One result's card; preview_px 0 leaves the image out (a link-only card: no image bytes in the notebook)."""
     esc = html.escape
     prompt = esc(result.request.prompt)
     href, label = _link(result.path)
-    try:
-        data, mime, (w, h) = preview_of(result.path, preview_px)
-        image = _data_img(data, mime, w, h, prompt, f"display:block;width:100%;height:auto;margin:0;{image_style}")
-    except OSError as exc:  # missing or unreadable file: still show the provenance
-        image = f'<div style="padding:24px;text-align:center;{_MUTED}">no preview: {esc(type(exc).__name__)}</div>'
-    badges = ""
+    if not preview_px:
+        image = f'<div style="padding:10px 11px 0;{_MUTED};font-size:12px">image not inlined: open it below ↘</div>'
+    else:
+        try:
+            data, mime, (w, h) = preview_of(result.path, preview_px)
+            style = f"display:block;width:100%;height:auto;margin:0;{image_style}"
+            image = _data_img(data, mime, w, h, prompt, style)
+        except OSError as exc:  # missing or unreadable file: still show the provenance
+            kind = esc(type(exc).__name__)
+            image = f'<div style="padding:24px;text-align:center;{_MUTED}">no preview: {kind}</div>'
+    badges = []
     if result.replayed:
-        badges += (
+        badges += [
             f'<span style="{_REPLAYED}" title="identical request found in the store; nothing was charged">'
-            f"replayed · {esc(_date(result.created_at))} · 0 credits</span>"
-            f'<span style="{_MUTED};font-size:11px">{esc(_new_one_hint(result))}</span>'
-        )
+            f"replayed · {esc(_date(result.created_at))} · 0 credits</span>",
+            f'<span style="{_MUTED};font-size:11px">{esc(_new_one_hint(result))}</span>',
+        ]
     if result.metadata.get("sandbox"):
-        badges += (
+        badges.append(
             f'<span style="{_SANDBOX}" title="generated by the local sandbox, not the real service">sandbox</span>'
         )
-    if badges:
-        badges = f'<div style="margin-bottom:4px">{badges}</div>'
+    badge_row = f'<div style="{_BADGES}">{"".join(badges)}</div>' if badges else ""
     facts = [
         f'<code style="{_MONO};font-size:11px;background:none;padding:0">{esc(result.job_id)}</code>',
         f"{result.width}×{result.height}",
@@ -169,8 +195,8 @@ def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: i
     if result.seed is not None:
         facts.append(f"seed {result.seed}")
     facts.append(esc(result.version))
-    if result.duration is not None:
-        facts.append(_seconds(result.duration))
+    if (made := _made_in(result)) is not None:
+        facts.append(made)
     money = [f"<b>{esc(cost_text(result))}</b>"]
     if account:
         money += _account_figures(result.session_credits, result.balance)
@@ -178,7 +204,7 @@ def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: i
     return (
         f'<figure style="{_CARD}"><a href="{esc(href)}" target="_blank" title="open full resolution">{image}</a>'
         f'<figcaption style="padding:8px 11px 10px;font-size:12px;line-height:1.5">'
-        f"{badges}"
+        f"{badge_row}"
         f'<div style="font-size:13px;margin-bottom:3px;{clamp}" title="{prompt}">{prompt}</div>'
         f'<div style="{_MUTED}">{" · ".join(facts)}</div>'
         f'<div style="{_MUTED}">{" · ".join(money)}</div>'
@@ -221,12 +247,7 @@ def result_bundle(
     page = f'<div style="display:grid;{grid};gap:12px;{_FONT};color:inherit">{cards}</div>'
     if footer:
         page += f'<div style="{_FONT};font-size:12px;margin-top:6px;{_MUTED}">{" · ".join(footer)}</div>'
-    bundle = {"text/plain": "\n".join(lines), "text/html": page}
-    picture = _plain_image(results, preview_px)
-    if picture is not None:
-        data, mime, _ = picture
-        bundle[mime] = base64.b64encode(data).decode()
-    return bundle
+    return {"text/plain": "\n".join(lines), "text/html": page}
 
 
 def result_display(
@@ -236,33 +257,9 @@ def result_display(
     session_credits: int | None = None,
     balance: int | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """(data, metadata) for IPython's display: result_bundle's data, and the plain image's display width.
-
-    Front ends that render HTML show the card; exporters and viewers that drop or sanitise HTML (nbconvert to
-    Markdown, LaTeX or PDF, Quarto's PDF builds, repository viewers) show the image/jpeg (or image/png) beside
-    it, at the width in the metadata; a terminal shows the text line.
-    """
-    data = result_bundle(results, preview_px, session_credits=session_credits, balance=balance)
-    picture = _plain_image(results, preview_px)
-    metadata: dict[str, Any] = {}
-    if picture is not None:
-        _, mime, (w, h) = picture
-        shown = fit(w, h, _SINGLE_BOX) if len(results) == 1 else (w, h)
-        metadata[mime] = {"width": shown[0], "height": shown[1]}
-    return data, metadata
-
-
-def _plain_image(results: list[ImageResult], preview_px: int) -> tuple[bytes, str, tuple[int, int]] | None:
-    """The image that stands for the bundle without HTML: a lone result's preview (the card's own bytes), or one
-    contact sheet of a grid's previews; None when no preview can be read."""
-    try:
-        if len(results) == 1:
-            return preview_of(results[0].path, preview_px)
-        if not results:
-            return None
-        return _sheet(tuple((os.path.abspath(r.path), os.stat(r.path).st_mtime_ns) for r in results), None)
-    except OSError:
-        return None
+    """(data, metadata) for IPython's display: result_bundle's card and text line, each image in it once (the
+    module's docstring says why this shape); no metadata."""
+    return result_bundle(results, preview_px, session_credits=session_credits, balance=balance), {}
 
 
 _SHEET_GAP = 6
@@ -584,8 +581,8 @@ _THUMB_PX = 192  # a gallery thumbnail's long side: ~8-15 KB each
 class HistoryGallery:
     """`%flux_history`: stored results as thumbnails, newest first, each with its metadata and cost.
 
-    HTML shows the gallery; a plain contact sheet (image/jpeg) and one text line per result stand in where HTML
-    is not shown. `total` is how many matched before `--limit`.
+    HTML shows the gallery (each thumbnail stored once, inline); one text line per result stands in where HTML is
+    not shown. `total` is how many matched before `--limit`.
     """
 
     def __init__(self, results: list[ImageResult], total: int, where: str = "") -> None:
@@ -639,8 +636,10 @@ class HistoryGallery:
             f'<figcaption style="padding:5px 8px 7px;font-size:11px;line-height:1.45">'
             f'<div style="font-size:12px;{clamp}" title="{esc(r.request.prompt)}">{esc(r.request.prompt)}</div>'
             f'<div style="{_MUTED}">{esc(_date(r.created_at))} · {" · ".join(facts)}</div>'
-            f'<div style="{_MUTED};{_MONO};font-size:10px" title="%flux_history --rerun {esc(r.job_id)}">'
-            f"{esc(r.job_id)}</div></figcaption></figure>"
+            # the whole id, wrapped, selected by one click: `--rerun` needs all of it
+            f'<code style="{_MUTED};{_MONO};font-size:10px;display:block;background:none;padding:0;'
+            f'overflow-wrap:anywhere;user-select:all" title="%flux_history --rerun {esc(r.job_id)}">'
+            f"{esc(r.job_id)}</code></figcaption></figure>"
         )
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, str], dict[str, Any]]:
@@ -654,16 +653,7 @@ class HistoryGallery:
             f'<div style="display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:8px;'
             f'{_FONT};color:inherit">{cards}</div>'
         )
-        data = {"text/plain": text, "text/html": page}
-        metadata: dict[str, Any] = {}
-        try:
-            files = tuple((os.path.abspath(r.path), os.stat(r.path).st_mtime_ns) for r in self.results)
-            sheet, mime, (w, h) = _sheet(files, None, _THUMB_PX - 32, 6)  # a gallery's sheet: small tiles
-        except OSError:
-            return data, metadata
-        data[mime] = base64.b64encode(sheet).decode()
-        metadata[mime] = {"width": w, "height": h}
-        return data, metadata
+        return {"text/plain": text, "text/html": page}, {}
 
 
 def filter_history(

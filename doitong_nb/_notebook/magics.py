@@ -53,6 +53,12 @@ def _with_options(func: Any, usage_name: str) -> Any:
         argument("--each", metavar="NAME", help="one image per item of the list NAME; write {item} in the prompt"),
         argument("--timeout", type=float, help="seconds to wait before handing back the job id"),
         argument(
+            "--preview",
+            type=_preview_px,
+            metavar="PX",
+            help="long side of this cell's inline previews; none (or 0): a link-only card (default: Flux.preview_px)",
+        ),
+        argument(
             "--grid",
             action="append",
             metavar="NAME=V1,V2",
@@ -67,6 +73,16 @@ def _with_options(func: Any, usage_name: str) -> Any:
     for decorator in reversed(decorators):
         func = decorator(func)
     return magic_arguments(usage_name)(func)
+
+
+def _preview_px(text: str) -> int:
+    """`--preview 256` or `--preview none` (0): checked by the settings table, so the words are the same."""
+    import argparse
+
+    try:
+        return checked("preview_px", "0" if text.strip().lower() == "none" else text)
+    except InvalidRequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _split_line(line: str) -> tuple[str, str]:
@@ -277,7 +293,7 @@ class Flux(Magics):
         variant = next(
             (v for v in range(64) if (f := client.store.find(request.key(v), origin)) and f.job_id == job_id), 0
         )
-        args = SimpleNamespace(refresh=refresh, timeout=None, transport=None)
+        args = SimpleNamespace(refresh=refresh, timeout=None, transport=None, preview=None)
         try:
             client.admit(self._quote([(request, variant)], refresh))
             self._generate([(request, variant)], args, None)
@@ -332,7 +348,7 @@ class Flux(Magics):
         for index, error in outcomes.errors.items():
             print(f"item {index}: {error_text(error)}", file=sys.stderr)
         if outcomes.images:
-            line.replace_with(_Bundle(self._bundle(outcomes.images)))  # the line becomes the grid
+            line.replace_with(_Bundle(self._bundle(outcomes.images, args.preview)))  # the line becomes the grid
         else:
             line.clear()  # the errors above stand alone
         return list(outcomes)
@@ -385,7 +401,7 @@ class Flux(Magics):
             return report
 
         outcomes = list(self._many(pairs, args, timeout, line, progress=False, item_progress=progress_for))
-        view = grid.GridView(axes, outcomes, self.settings.preview_px)
+        view = grid.GridView(axes, outcomes, self.settings.preview_px if args.preview is None else args.preview)
         line.replace_with(view)
         failures = [o for o in outcomes if isinstance(o, DoitongError)]
         for failure in failures:
@@ -420,7 +436,7 @@ class Flux(Magics):
         job = BackgroundJob(
             pairs,
             start,
-            lambda results: _Bundle(self._bundle(results)),
+            lambda results: _Bundle(self._bundle(results, args.preview)),
             predicted=client.predicted_seconds,
             unfinished=unfinished,
         )
@@ -452,17 +468,19 @@ class Flux(Magics):
         except BaseException:
             line.clear()  # the error stands alone, not under the last status
             raise
-        line.replace_with(_Bundle(self._bundle([result])))
+        line.replace_with(_Bundle(self._bundle([result], args.preview)))
         return [result]
 
-    def _bundle(self, results: list[Any]) -> tuple[dict[str, str], dict[str, Any]]:
-        """The cards of a cell and the plain image beside them, with the session total and balance as they are now."""
+    def _bundle(self, results: list[Any], preview: int | None = None) -> tuple[dict[str, str], dict[str, Any]]:
+        """The cards of a cell, with the session total and balance as they are now; previews at the cell's
+        `--preview` when given."""
         from doitong_nb._notebook.display import result_display
 
         client, spent = self.client, sum(self.spent().values())  # the kernel's, whichever services it used
         for result in results:  # a lone card shows them; a grid shows them once, below it
             result.session_credits, result.balance = spent, client.balance
-        return result_display(results, self.settings.preview_px, session_credits=spent, balance=client.balance)
+        preview_px = self.settings.preview_px if preview is None else preview
+        return result_display(results, preview_px, session_credits=spent, balance=client.balance)
 
     def _interrupted(self, pairs: list[tuple[Any, int]]) -> str:
         """What Ctrl-C left going on, in the one line the interrupted cell shows."""

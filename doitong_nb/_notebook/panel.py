@@ -1,14 +1,19 @@
 """The widget panel: the engine behind a form, a live job list and a gallery.
 
 The panel only builds requests and shows results; every job runs through the same client as the
-magics (store, replay, journal, rate budget), in the panel's own worker threads so that the kernel
+magics (store, replay, journal, rate budget), in the panel's own worker thread so that the kernel
 stays free while images are made. Each panel keeps its own jobs and gallery.
+
+Widgets leave nothing a saved notebook can show (reopened or exported, the cell read `VBox(children=...`), so
+the panel also writes its results into the notebook: below the live panel, one ordinary output holds their cards
+(the same as `%%flux` shows) and the `%%flux` cell that redoes each, updated by display id as images land.
 """
 
 from __future__ import annotations
 
 import html
 import random
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +28,6 @@ from doitong_nb import _contract as contract
 from doitong_nb._core.errors import DoitongError, InvalidRequestError, RateLimitError
 from doitong_nb._core.request import MAX_SEED, GenerationRequest, per_image
 from doitong_nb._core.result import credits_text
-from doitong_nb._core.steps import Event
 from doitong_nb._notebook import session as _session
 from doitong_nb._notebook.display import cost_text, error_text, result_bundle
 from doitong_nb._notebook.previews import make_preview
@@ -42,9 +46,11 @@ SIZES = (
     ("Custom…", ""),
 )
 ASPECTS = (("— (use size)", ""), *((r, r) for r in ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")))
+QUALITIES = (("service default", ""), *((q, q) for q in contract.QUALITIES))
+FORMATS = tuple((f.upper(), f) for f in contract.OUTPUT_FORMATS)
 MAX_COUNT = 16
 THUMB_PX, DETAIL_PX = 256, 768
-_WORKERS = 4  # batches (clicks) that run at once; the images of one batch interleave in one thread
+_WORKERS = 2  # one click's batch (Generate waits for it) and the account query; a batch's images interleave
 _TICK = 0.5  # seconds between repaints of the running jobs' elapsed time
 
 _CSS = """<style>
@@ -113,26 +119,63 @@ def _banner_text(exc: BaseException) -> str:
     return text
 
 
-@dataclass
+def flux_cell(result: ImageResult) -> str:
+    """The `%%flux` cell that makes `result` again: replayed at 0 credits while the store keeps it.
+
+    Every option is spelled out (a later `%config Flux.size` does not change it); an unseeded result is given
+    the seed the service chose, so the cell makes the same pixels (the panel's unseeded copies are variants a cell
+    cannot name). The prompt is escaped for the cell's `{expr}` and `$name` expansion.
+    """
+    r = result.request
+    words = ["%%flux", *(["--aspect", r.aspect_ratio] if r.aspect_ratio else ["--size", r.size])]
+    seed = r.seed if r.seed is not None else result.seed
+    if seed is not None:
+        words += ["--seed", str(seed)]
+    if r.raw:
+        words.append("--raw")
+    if r.version != contract.DEFAULT_VERSION:
+        words += ["--version", r.version]
+    if r.quality is not None:
+        words += ["--quality", r.quality]
+    if r.output_format != "jpeg":
+        words += ["--format", r.output_format]
+    prompt = r.prompt.replace("$", "$$").replace("{", "{{").replace("}", "}}")
+    return shlex.join(words).replace("'%%flux'", "%%flux") + "\n" + prompt
+
+
+class _PanelBox(widgets.VBox):
+    """The panel's widget: shown, it is the live panel followed by its results as a static output; its text
+    (what a notebook reopened without widget state shows) says what it is instead of the widget tree."""
+
+    def __init__(self, panel: FluxPanel, children: list[widgets.Widget]) -> None:
+        super().__init__(children)
+        self._panel = panel
+
+    def __repr__(self) -> str:
+        return "Flux panel (interactive: run the cell to use it; its results are saved below it)"
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+        self._panel._record_here()
+
+
+@dataclass(eq=False)  # compared by identity: each is one row
 class _Job:
     """One image of one Generate click, with its own progress row."""
 
     number: int
     request: GenerationRequest
-    key: str  # its replay key: the engine's events name it
-    cost: int
     row: widgets.HTML
     queued_at: float = field(default_factory=time.monotonic)
     status: str = "queued"
-    detail: str = ""
-    charged: bool = False  # its submission was accepted (the engine's `submitted` event): its cost is spent
 
     def paint(self) -> None:
+        """Its number, size, seed, status and elapsed time (the engine's request counts mean nothing to a user)."""
         r = self.request
         seed = f"seed {r.seed}" if r.seed is not None else "random seed"
         parts = [f"#{self.number}", r.size, seed, self.status, f"{time.monotonic() - self.queued_at:.1f} s"]
-        if self.detail:
-            parts.append(self.detail)
         text = html.escape(" · ".join(parts))
         self.row.value = f'<span class="flux-bar"></span>{text}'
 
@@ -149,6 +192,7 @@ class FluxPanel:
         self._errors: list[str] = []
         self._counter = 0
         self._ticker: threading.Thread | None = None
+        self._records: list[Any] = []  # display handles of the static outputs that carry the results
         self._build()
         self._start_from_settings()
         self._refresh_estimate()
@@ -159,8 +203,7 @@ class FluxPanel:
         """The client's settings are the panel's starting values: on the extension's client, `%config Flux.*` >
         the environment > the defaults, as for `%%flux` (_runtime/settings.py)."""
         settings = self._client().settings
-        self.transport.value = settings.transport
-        self.budget.value = settings.max_credits or 0
+        self.budget.value = "" if settings.max_credits is None else str(settings.max_credits)
         listed = settings.size in (value for _, value in SIZES)
         self.size.value = settings.size if listed else ""  # "" is "Custom…"
         if not listed:
@@ -199,17 +242,16 @@ class FluxPanel:
         self.count = widgets.BoundedIntText(
             value=1, min=1, max=MAX_COUNT, description="Count", style=wide, layout=widgets.Layout(width="110px")
         )
-        self.transport = widgets.Dropdown(
-            options=contract.TRANSPORTS, value="graphql", description="Transport", style=wide
+        self.quality = widgets.Dropdown(options=QUALITIES, value="", description="Quality", style=wide)
+        self.output_format = widgets.Dropdown(
+            options=FORMATS, value="jpeg", description="Format", style=wide, layout=widgets.Layout(width="150px")
         )
-        self.budget = widgets.BoundedIntText(
-            value=0,
-            min=0,
-            max=10**9,
-            description="Budget",
-            tooltip="session credit budget; 0 means none",
+        self.budget = widgets.Text(
+            placeholder="no limit",
+            description="Spend at most",
+            tooltip="credits this session may spend in all; empty: no limit",
             style=wide,
-            layout=widgets.Layout(width="150px"),
+            layout=widgets.Layout(width="200px"),
         )
         self.generate = _classed(
             widgets.Button(description="Generate", button_style="primary", icon="magic"), "flux-generate"
@@ -225,9 +267,20 @@ class FluxPanel:
         )
         self.detail_view = widgets.HTML()
         self.close_detail = widgets.Button(description="Close", icon="times", layout=widgets.Layout(width="90px"))
-        self.detail = _classed(
-            widgets.VBox([self.detail_view, self.close_detail], layout=widgets.Layout(display="none")), "flux-detail"
+        self.copy_cell = widgets.Button(
+            description="Copy as %%flux cell", icon="copy", tooltip="the cell that makes this image again"
         )
+        # A widget's click cannot insert a cell (IPython's set_next_input works only in an executing cell): the
+        # code is offered here, selected and copied by the user, and saved with the results below the panel.
+        self.cell_code = widgets.Textarea(layout=widgets.Layout(width="100%", height="64px", display="none"))
+        self.detail = _classed(
+            widgets.VBox(
+                [self.detail_view, widgets.HBox([self.close_detail, self.copy_cell]), self.cell_code],
+                layout=widgets.Layout(display="none"),
+            ),
+            "flux-detail",
+        )
+        self._shown: ImageResult | None = None
 
         header = _classed(
             widgets.HBox([_classed(widgets.HTML("Flux Ultra"), "flux-title"), self.account]), "flux-header"
@@ -236,23 +289,63 @@ class FluxPanel:
             widgets.HBox([self.size, self.custom_size, self.aspect, widgets.HBox([self.seed, self.dice]), self.raw]),
             "flux-row",
         )
-        more = _classed(widgets.HBox([self.version, self.count, self.transport, self.budget]), "flux-row")
+        more = _classed(
+            widgets.HBox([self.version, self.quality, self.output_format, self.count, self.budget]), "flux-row"
+        )
         action = _classed(widgets.HBox([self.generate, self.estimate]), "flux-row")
         errors = widgets.HBox([self.banner, self.dismiss], layout=widgets.Layout(align_items="flex-start"))
         parts = [widgets.HTML(_CSS), header, self.prompt, settings, more, action, errors, self.jobs, self.gallery]
-        self.widget = _classed(widgets.VBox([*parts, self.detail]), "flux-panel")
+        self.widget = _classed(_PanelBox(self, [*parts, self.detail]), "flux-panel")
 
-        for control in (self.size, self.custom_size, self.aspect, self.seed, self.count, self.budget):
+        controls = (self.size, self.custom_size, self.aspect, self.seed, self.quality, self.count, self.budget)
+        for control in controls:
             control.observe(self._on_settings, names="value")
         self.dice.on_click(self._roll_seed)
         self.generate.on_click(self._on_generate)
         self.dismiss.on_click(lambda _: self._clear_errors())
         self.close_detail.on_click(lambda _: self._hide_detail())
+        self.copy_cell.on_click(lambda _: self._offer_cell())
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
         display(self.widget)
+
+    # --- the results, written into the notebook -------------------------------------------------------
+    def _record_here(self) -> None:
+        """Below the panel just shown, the output that carries its results: an ordinary display (cards and text)
+        that the notebook saves, so the results outlive the widgets."""
+        from IPython.display import display
+
+        self._records.append(display(self._record(), raw=True, display_id=True))
+
+    def _record(self) -> dict[str, str]:
+        """This panel's results as `%%flux` shows them (newest first), each with the cell that redoes it."""
+        results = self.results
+        if not results:
+            text = "No images yet: each one made in the panel above is kept here, saved with the notebook."
+            return {
+                "text/plain": text,
+                "text/html": f'<div style="font-size:12px;opacity:.7">{html.escape(text)}</div>',
+            }
+        preview_px = self._client().settings.preview_px
+        bundle = result_bundle(results, preview_px)
+        cells = [flux_cell(r) for r in results]
+        code = "".join(
+            f'<pre style="font-size:11px;margin:4px 0;padding:6px 8px;white-space:pre-wrap;user-select:all;'
+            f'border:1px solid rgba(127,127,127,.3);border-radius:6px">{html.escape(c)}</pre>'
+            for c in cells
+        )
+        page = (
+            f'{bundle["text/html"]}<div style="font-size:12px;margin-top:8px">The cells that make them again '
+            f"(newest first; replayed at 0 credits while the store keeps them):</div>{code}"
+        )
+        return {"text/plain": bundle["text/plain"] + "\n\n" + "\n\n".join(cells), "text/html": page}
+
+    def _write_record(self) -> None:
+        record = self._record()
+        for handle in list(self._records):
+            handle.update(record, raw=True)
 
     # --- settings -> requests ---------------------------------------------------------------------
     def _seed(self) -> int | None:
@@ -263,9 +356,22 @@ class FluxPanel:
             raise InvalidRequestError(f"seed {text!r} must be a whole number from 0 to {MAX_SEED}", field="seed")
         return int(text)
 
+    def _budget(self) -> int | None:
+        text = self.budget.value.strip()
+        if not text:
+            return None
+        if not text.isdigit():
+            raise InvalidRequestError(f"spend limit {text!r} must be a whole number of credits", field="max_credits")
+        return int(text)
+
     def requests(self, prompt: str | None = None) -> list[tuple[GenerationRequest, int]]:
         """(request, variant) per image, as the magics make them: seeds N, N+1... or unseeded variants."""
-        options: dict[str, Any] = {"raw": self.raw.value, "version": self.version.value}
+        options: dict[str, Any] = {
+            "raw": self.raw.value,
+            "version": self.version.value,
+            "quality": self.quality.value or None,
+            "output_format": self.output_format.value,
+        }
         if self.aspect.value:
             options["aspect_ratio"] = self.aspect.value
         else:
@@ -295,8 +401,9 @@ class FluxPanel:
         parts = [f"session <b>{credits_text(client.session_credits)}</b>"]
         if client.balance is not None:
             parts.append(f"balance <b>{client.balance}</b>")
-        if self.budget.value:
-            parts.append(f"budget {self.budget.value}")
+        limit = self.budget.value.strip()
+        if limit.isdigit():
+            parts.append(f"limit {credits_text(int(limit))}")
         if client.settings.sandbox:
             parts.append("sandbox")
         self.account.value = " · ".join(parts)
@@ -315,58 +422,57 @@ class FluxPanel:
     def _on_generate(self, _button: Any = None) -> list[_Job]:
         """Queue the images of the current settings; returns at once, the work runs in a worker thread.
 
-        The engine's quote is weighed against the panel's budget over what the session spent and what this
-        panel's jobs not yet charged will spend, so two quick clicks cannot cross it together."""
+        Generate is disabled until they are done: a double click queued a second batch (two rows, a duplicate
+        thumbnail). The kernel runs clicks one after another, so a click already on its way when the button
+        was disabled finds it so here and does nothing. The engine's quote is weighed against the panel's spend
+        limit over what the session spent."""
+        if self.generate.disabled:
+            return []
         self._clear_errors()
         try:
             client = self._client()
             pairs = self.requests()
-            with self._lock:
-                pending = sum(j.cost for j in self._jobs if not j.charged)
-            quote = client.quote(  # no budget of its own (0): the session's max_credits
+            limit = self._budget()
+            quote = client.quote(  # no limit of its own: the session's max_credits
                 pairs,
-                max_credits=self.budget.value or None,
-                spent=client.session_credits + pending,
-                budget_name="the budget" if self.budget.value else "max_credits",
+                max_credits=limit,
+                spent=client.session_credits,
+                budget_name="the budget" if limit is not None else "max_credits",
             )
             client.admit(quote)
         except DoitongError as exc:
             self._show_error(exc)
             return []
+        self._busy(True)
         with self._lock:
             jobs = []
             for item in quote.items:
                 self._counter += 1
                 row = _classed(widgets.HTML(), "flux-job")
-                jobs.append(_Job(self._counter, item.request, item.key, item.cost, row))
+                jobs.append(_Job(self._counter, item.request, row))
             self._jobs.extend(jobs)
             for job in jobs:
                 job.paint()
             self.jobs.children = (*self.jobs.children, *(j.row for j in jobs))
         by_index = {item.index: job for item, job in zip(quote.items, jobs, strict=True)}
-        unsubscribe = client.subscribe(lambda event: self._heard(jobs, event))
         future = self._executor.submit(  # the batch scheduler: paced at the plan's job slots, like `%%flux -n`
             client.generate_many,
             [r for r, _ in pairs],  # unseeded repeats become variants 0, 1, ... as quoted
             progress=False,
-            transport=self.transport.value,
             item_progress=lambda index: self._progress(by_index[index]),
             item_done=lambda index, outcome: self._ended_item(by_index.get(index), outcome),
         )
-        future.add_done_callback(lambda done: self._batch_done(done, unsubscribe))
+        future.add_done_callback(lambda done: self._batch_done(done, jobs))
         self._start_ticker()
         return jobs
 
-    def _heard(self, jobs: list[_Job], event: Event) -> None:
-        """A job of this click was accepted by the service: its cost is in the session's spending from now on."""
-        if event.kind == "submitted":
-            job = next((j for j in jobs if j.key == event.key and not j.charged), None)
-            if job is not None:
-                job.charged = True
+    def _busy(self, busy: bool) -> None:
+        self.generate.disabled = busy
+        self.generate.description = "Generating…" if busy else "Generate"
 
     def _progress(self, job: _Job) -> Callable[[str, float, str], None]:
         def report(status: str, elapsed: float, detail: str) -> None:
-            job.status, job.detail = status, detail if status != "downloading" else ""
+            job.status = status
             job.paint()
 
         return report
@@ -387,18 +493,24 @@ class FluxPanel:
                 error = exc
         if error is not None:
             self._show_error(error)
-        with self._lock:
-            self._jobs.remove(job)
-            self.jobs.children = tuple(c for c in self.jobs.children if c is not job.row)
+        self._drop([job])
         self._refresh_account()
 
-    def _batch_done(self, future: Future[list[Any]], unsubscribe: Callable[[], None]) -> None:
-        """The click's flows ended: stop hearing their events; a failure of the driver itself (not of a job) still
-        reaches the banner."""
-        unsubscribe()
+    def _drop(self, jobs: list[_Job]) -> None:
+        """Take ended jobs off the list; with the last one, Generate is free again (before `running` says 0)."""
+        with self._lock:
+            self._jobs = [j for j in self._jobs if j not in jobs]
+            self.jobs.children = tuple(c for c in self.jobs.children if all(c is not j.row for j in jobs))
+            if not self._jobs:
+                self._busy(False)
+
+    def _batch_done(self, future: Future[list[Any]], jobs: list[_Job]) -> None:
+        """The click's flows ended: a failure of the driver itself (not of a job) still reaches the banner, and
+        the jobs it left unfinished leave the list."""
         error = future.exception()
         if error is not None:
             self._show_error(error)
+        self._drop(jobs)
 
     def _start_ticker(self) -> None:
         """One thread per panel repaints the elapsed time of running jobs, and ends with the last of them."""
@@ -455,6 +567,7 @@ class FluxPanel:
         with self._lock:
             self._results.insert(0, result)
             self.gallery.children = (thumb, *self.gallery.children)
+        self._write_record()
 
     def show(self, result: ImageResult, thumb: widgets.Widget | None = None) -> None:
         """The large view of one result: preview, metadata, credits and a link to the full-resolution file."""
@@ -464,9 +577,18 @@ class FluxPanel:
             thumb.add_class("flux-selected")
         self.detail_view.value = result_bundle([result], DETAIL_PX)["text/html"]
         self.detail.layout.display = ""
+        self.cell_code.layout.display = "none"
+        self._shown = result
+
+    def _offer_cell(self) -> None:
+        """Copy as %%flux cell: the code that redoes the shown result, in a box to copy into a new cell."""
+        if self._shown is not None:
+            self.cell_code.value = flux_cell(self._shown)
+            self.cell_code.layout.display = ""
 
     def _hide_detail(self) -> None:
         self.detail.layout.display = "none"
+        self._shown = None
         for other in self.gallery.children:
             other.remove_class("flux-selected")
 
@@ -508,7 +630,8 @@ class FluxPanel:
 
 
 def panel(client: ClientSource = None) -> widgets.Widget:
-    """The panel's widget: `doitong_nb.panel()` in a notebook, or `%flux_panel`.
+    """The panel's widget: `doitong_nb.panel()` in a notebook, or `%flux_panel`; shown, its results follow it as
+    an ordinary output that the notebook saves.
 
     `client` is a Flux client, or a function returning the current one (as `lambda: magics.client`);
     by default the loaded extension's client, so panel and magics share store, replay, journal and limits.

@@ -11,10 +11,9 @@ from pathlib import Path
 
 from PIL import Image, ImageCms, ImageOps
 
-# Raw preview bytes we aim for. The bundle carries them twice (the HTML card's data URI and the plain
-# image/jpeg beside it, for exporters and viewers that drop HTML), so ~140 KB once base64-encoded each keeps
-# a result within 300 KB of notebook whatever the image's size.
-_PREVIEW_BUDGET = 105_000
+# Raw preview bytes we aim for. A card carries them once, base64 in its HTML (display.py says why): 70 KB is
+# ~94 KB encoded, so a card with its caption stays within 100 KB of notebook whatever the image's size.
+_PREVIEW_BUDGET = 70_000
 
 
 _QUALITIES = (82, 72, 62, 50)
@@ -54,8 +53,7 @@ def _encode(im: Image.Image, fmt: str, quality: int = 0) -> bytes:
 def choose_encoding(im: Image.Image) -> tuple[bytes, str]:
     """JPEG at the highest quality within budget; PNG for an image with alpha (halved until within budget).
 
-    Both are types every exporter understands (nbconvert's Markdown, LaTeX and PDF, Quarto, GitHub's viewer),
-    so the same bytes serve the HTML card and the plain image beside it.
+    Both are types every browser and exporter understands (nbconvert, Quarto, GitHub's viewer).
     """
     if im.mode == "RGBA":
         data = _encode(im, "PNG")
