@@ -148,6 +148,17 @@ def reset_seconds(reset: float | str, now: float | None = None) -> float | None:
     return max(0.0, number - (time.time() if now is None else now))
 
 
+def reset_form(reset: str) -> str:
+    """How an X-RateLimit-Reset is written, for doctor: the contract's "unix-seconds", or "seconds-left",
+    "unix-milliseconds", "http-date", "unreadable"."""
+    number = _number(reset)
+    if number is None:
+        return "http-date" if retry_after_seconds(reset) is not None else "unreadable"
+    if number < contract.RESET_IS_UNIX_TIME_ABOVE:
+        return "seconds-left"
+    return "unix-milliseconds" if number > contract.RESET_IS_MILLISECONDS_ABOVE else "unix-seconds"
+
+
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """A Retry-After header in seconds: a number of seconds, or an HTTP date (RFC 9110); None when absent or
     unreadable. A date already past means at once."""

@@ -24,7 +24,11 @@ import httpx
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.env import ENV_API_KEY, ENV_BASE_URL, ENV_WEBHOOK_SECRET
-from doitong_nb._core.errors import DoitongError
+from doitong_nb._core.errors import DoitongError, UnsafeResponseError
+from doitong_nb._core.limits import reset_form
+from doitong_nb._core.result import Job
+from doitong_nb._core.settings import parse_statuses
+from doitong_nb._engine.engine import check_output_url
 from doitong_nb._store.discovery_cache import DiscoveryCache
 from doitong_nb._wire import make_transport
 from doitong_nb._wire.discovery import INTROSPECTION, query_names, status_query_from
@@ -91,12 +95,71 @@ def diagnose(client: Any) -> list[Check]:
         checks.append(_status_query(api, client))
         checks.append(_errors(api))
         checks.append(_rest_path(api, settings))
+        checks.append(_rest_errors(api, settings))
         checks.extend(_last_job(api, client))
     seen = client.discovered()  # what this folder's client saw the service do
     if not any(c.name == "cost" for c in checks):
         checks.append(_cost(seen.get("submission_cost")))
     checks.append(_webhooks(seen.get("webhook_signature"), settings.webhook_secret))
+    checks.append(_submissions(seen))
+    if seen.get("url_late"):
+        checks.append(
+            Check(
+                "urls",
+                None,
+                f"differs: a completed job's url came {seen['url_late']} status read(s) late; the client reads it "
+                "again with backoff until it comes, within its timeout",
+            )
+        )
+    checks.append(
+        Check(
+            "retry-after",
+            None,
+            "a 429's Retry-After unit is unchecked (doctor causes no 429); the client waits extensions.retryAfter "
+            "when given, and never past the rate window or its timeout",
+        )
+    )
     return checks
+
+
+def _submissions(seen: dict[str, Any]) -> Check:
+    """Whether a submission's unclear answer may be resent: only once the service has shown it honours keys."""
+    how, unclear = seen.get("idempotency"), seen.get("unclear_submission")
+    if unclear:
+        follow = "the client followed the job it named, or kept the submission for `%flux_resume KEY --resend`"
+        return Check("submissions", None, f"differs: a submission's answer was unclear ({unclear}); {follow}")
+    if how:
+        return Check(
+            "submissions",
+            True,
+            f"answers {'echo' if how == 'echoed' else 'replay'} {contract.HEADER_IDEMPOTENCY}: a lost answer is "
+            "resent with the same key, charged once",
+        )
+    return Check(
+        "submissions",
+        None,
+        f"no answer seen from this folder echoing {contract.HEADER_IDEMPOTENCY} (the key is [assumed]): an "
+        "unclear answer to a submission is not resent; `%flux_resume KEY --resend` sends it again on your word",
+    )
+
+
+def _rest_errors(api: httpx.Client, settings: Any) -> Check:
+    """How the REST API writes an error (a job that does not exist), and in which language."""
+    rest = make_transport("rest").auth_headers(settings.api_key)
+    reply = api.get(contract.REST_JOB_PATH.format(id=PROBE_ID), headers=rest)
+    body = _body(reply)
+    words = "" if str(body).isascii() else "; messages in the service's language, shown as it wrote them"
+    if isinstance(body, dict) and isinstance(body.get("errors"), list) and error_code(body):
+        return Check("rest errors", None if words else True, f"the contract's errors list with a code{words}")
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        shape = '{"error": {"code", "message"}}'
+        return Check("rest errors", None, f"differs: REST errors as {shape}: read as such{words}")
+    if isinstance(body, dict) and "detail" in body:
+        shape = '{"detail": ...}'
+        return Check("rest errors", None, f"differs: REST errors as {shape} without a code: read by HTTP status{words}")
+    return Check(
+        "rest errors", None, f"HTTP {reply.status_code} for an unknown job, in no error shape the client knows"
+    )
 
 
 def _limits(response: httpx.Response, account: Any) -> Check:
@@ -111,14 +174,32 @@ def _limits(response: httpx.Response, account: Any) -> Check:
             "%config Flux.plan to pace ahead",
         )
     plan = contract.plan_with_rate(float(limit)) if limit.replace(".", "", 1).isdigit() else None
-    reset = response.headers.get(contract.HEADER_RATE_RESET, "")
-    form = ""
-    try:
-        form = " (Reset in seconds from now)" if float(reset) < contract.RESET_IS_UNIX_TIME_ABOVE else ""
-    except ValueError:
-        form = f" (Reset {reset!r} unreadable)" if reset else ""
     name = plan.name if plan else "custom"
-    return Check("plan and limits", True, f"{limit} requests/min: plan {name}{form}")
+    reset = response.headers.get(contract.HEADER_RATE_RESET)
+    form = reset_form(reset) if reset else "unix-seconds"
+    if form == "unix-seconds":
+        return Check("plan and limits", True, f"{limit} requests/min: plan {name}")
+    if form == "unreadable":
+        return Check(
+            "plan and limits",
+            None,
+            f"{limit} requests/min: plan {name}; {contract.HEADER_RATE_RESET} {reset!r} is unreadable: the client "
+            "waits at most the rate window when the budget is spent, never past its timeout",
+        )
+    said = _RESET_FORMS[form]
+    return Check(
+        "plan and limits",
+        None,
+        f"differs: {limit} requests/min: plan {name}; {contract.HEADER_RATE_RESET} as {said} (the contract: a Unix "
+        "time in seconds); the client reads it so, and never waits past the window or its timeout",
+    )
+
+
+_RESET_FORMS = {
+    "seconds-left": "seconds from now",
+    "unix-milliseconds": "a Unix time in milliseconds",
+    "http-date": "an HTTP date",
+}
 
 
 def _clock(response: httpx.Response, started: float) -> Check:
@@ -210,17 +291,28 @@ def _last_job(api: httpx.Client, client: Any) -> list[Check]:
         payload = next((v for v in (body.get("data") or {}).values() if isinstance(v, dict)), {})
     except (httpx.HTTPError, DoitongError, AttributeError) as exc:
         return [Check("job", None, f"could not read job {job_id}: {exc}")]
-    from doitong_nb._core.result import Job
-
     job = Job.from_payload(payload)
     checks = []
     spelled = job.raw_status or "?"
+    named = parse_statuses(client.settings.statuses) if client.settings.statuses else {}
+    mapped = named.get(contract.status_key(spelled))
     if job.known and spelled == job.status:
         checks.append(Check("statuses", True, f"job {job_id}: {spelled!r}"))
     elif job.known:
         checks.append(Check("statuses", None, f"differs: job {job_id} is {spelled!r}, read as {job.status!r}"))
+    elif mapped:
+        checks.append(
+            Check("statuses", None, f"differs: job {job_id} is {spelled!r}, read as {mapped!r} by the statuses setting")
+        )
     else:
-        checks.append(Check("statuses", False, f"job {job_id} is {spelled!r}, a status nobody listed"))
+        checks.append(
+            Check(
+                "statuses",
+                False,
+                f"job {job_id} is {spelled!r}, a status no reading knows: say what it means with "
+                f'%config Flux.statuses = "{spelled}=completed" (or queued, processing, failed)',
+            )
+        )
     snake = [k for k in ("credit_cost", "created_at", "completed_at") if k in payload]
     if snake or isinstance(payload.get("metadata"), str):
         checks.append(Check("fields", None, f"differs: snake_case fields {snake}, metadata as text: read as such"))
@@ -228,18 +320,43 @@ def _last_job(api: httpx.Client, client: Any) -> list[Check]:
         checks.append(
             Check("cost", None, f"differs: job {job_id} is not finished and names no creditCost yet; {_COST_LATE}")
         )
+    if job.done and job.status == contract.STATUS_COMPLETED and not job.url:
+        checks.append(
+            Check("cdn", None, f"differs: job {job_id} is completed but names no url yet; the client reads it again")
+        )
     if job.url:
-        host, api_host = urlsplit(job.url).hostname, urlsplit(client.settings.base_url).hostname
-        signed = any(k in job.url.lower() for k in contract.SIGNED_URL_MARKERS)
-        where = "another host" if host != api_host else "the API's host"
-        note = f"outputs on {host} ({where}){', signed and expiring: downloaded at once' if signed else ''}"
-        try:
-            fetched = httpx.get(job.url, timeout=15, headers={"Range": "bytes=0-0"})
-            cdn = Check("cdn", fetched.status_code in (200, 206), f"{note}; HTTP {fetched.status_code}")
-        except httpx.HTTPError as exc:
-            cdn = Check("cdn", False, f"{note}; unreachable: {exc}")
-        checks.append(cdn if not signed or not cdn.ok else Check("cdn", None, "differs: " + cdn.detail))
+        checks.append(_cdn(job.url, client.settings.base_url))
     return checks
+
+
+def _cdn(url: str, base_url: str) -> Check:
+    """Where and how an output URL is served, read as the client reads it (resolved against the API, redirects
+    followed): a difference the client handles is a note, never a FAIL."""
+    try:
+        resolved = check_output_url(url, base_url)
+    except UnsafeResponseError as exc:
+        return Check("cdn", False, f"{exc}: the client refuses it; ask the service for https output URLs")
+    host, api_host = urlsplit(resolved).hostname, urlsplit(base_url).hostname
+    signed = any(k in url.lower() for k in contract.SIGNED_URL_MARKERS)
+    where = "another host" if host != api_host else "the API's host"
+    notes = [f"outputs on {host} ({where})"]
+    if signed:
+        notes.append("signed and expiring: downloaded at once")
+    if url.startswith("//"):
+        notes.append("URLs are scheme-relative (//host/...): read with the API's scheme")
+    elif url.startswith("/"):
+        notes.append("URLs are paths on the API host: resolved against it")
+    try:
+        fetched = httpx.get(resolved, timeout=15, headers={"Range": "bytes=0-0"}, follow_redirects=True)
+    except httpx.HTTPError as exc:
+        return Check("cdn", False, f"{', '.join(notes)}; unreachable: {exc}")
+    if fetched.history:
+        hops = fetched.history[0].status_code
+        notes.append(f"redirected (HTTP {hops}) to {fetched.url.host}: the client follows it, each address checked")
+    detail = f"{', '.join(notes)}; HTTP {fetched.status_code}"
+    if fetched.status_code not in (200, 206):
+        return Check("cdn", False, detail)
+    return Check("cdn", None, "differs: " + detail) if len(notes) > 1 else Check("cdn", True, detail)
 
 
 def _auth(client: Any) -> dict[str, str]:
