@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -97,3 +99,46 @@ def test_a_waiter_wakes_when_its_jobs_call_comes_and_one_that_stopped_waiting_is
     assert waiting.result(timeout=0)["status"] == "completed" and gave_up.cancelled()
     assert receiver.future("job_abc").result(timeout=0) == waiting.result()  # it came already: resolved at once
     assert not receiver.future("job_xyz").done()
+
+
+def test_a_sender_keeps_one_connection_for_many_calls_and_a_stopped_receiver_closes_it() -> None:
+    """A kept-open connection spares each webhook a connect and a new thread on its way to the waiting flow; once
+    stopped, the receiver takes no call over a connection opened before."""
+    receiver = WebhookReceiver(SECRET).start()
+    where = urlsplit(receiver.url)
+    connection = http.client.HTTPConnection("127.0.0.1", where.port, timeout=10)
+
+    def call(job_id: str) -> int:
+        body, stamp = BODY.replace(b"job_abc", job_id.encode()), str(int(time.time()))
+        headers = {contract.HEADER_SIGNATURE: signed(body, timestamp=stamp), contract.HEADER_TIMESTAMP: stamp}
+        connection.request("POST", where.path, body, headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+
+    try:
+        assert call("job_1") == 200
+        first = connection.sock
+        assert first is not None and call("job_2") == 200
+        assert connection.sock is first  # the same socket: the receiver kept the connection open
+        receiver.stop()
+        with pytest.raises((OSError, http.client.HTTPException)):
+            call("job_3")
+        assert receiver.get("job_3") is None and sorted(receiver.events) == ["job_1", "job_2"]
+    finally:
+        connection.close()
+        receiver.stop()
+
+
+def test_a_call_the_receiver_refuses_unread_closes_its_connection() -> None:
+    """A body left unread (a wrong path) would be taken for the next call's start: that connection is closed."""
+    with WebhookReceiver(SECRET) as receiver:
+        connection = http.client.HTTPConnection("127.0.0.1", urlsplit(receiver.url).port, timeout=10)
+        try:
+            connection.request("POST", "/elsewhere", b'{"id": "job_abc"}')
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 404 and response.getheader("Connection") == "close"
+            assert connection.sock is None  # http.client closed it, as the answer said
+        finally:
+            connection.close()

@@ -404,7 +404,10 @@ class _LoopThread:
 
 async def _settled(step: WaitFor) -> Any:
     """The future's result once it is resolved, or None when `step.seconds` pass first (the future is then
-    cancelled: whoever resolves it must allow for that)."""
+    cancelled: whoever resolves it must allow for that). One resolved already (the webhook came before the flow
+    waited, a slot freed) is read at once, with no trip through the loop."""
+    if step.future.done():
+        return step.future.result()
     try:
         return await asyncio.wait_for(asyncio.wrap_future(step.future), step.seconds)
     except asyncio.TimeoutError:
