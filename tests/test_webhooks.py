@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -12,6 +15,8 @@ import pytest
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.errors import WebhookVerificationError
+from doitong_nb._core.steps import Flow, WaitFor
+from doitong_nb._runtime.client import AsyncFlux
 from doitong_nb._runtime.webhooks import WebhookReceiver
 from doitong_nb._wire.webhooks import verify_signature
 
@@ -142,3 +147,29 @@ def test_a_call_the_receiver_refuses_unread_closes_its_connection() -> None:
             assert connection.sock is None  # http.client closed it, as the answer said
         finally:
             connection.close()
+
+
+def test_the_driver_wakes_a_waiting_flow_from_the_receivers_thread_and_gives_up_at_the_deadline(tmp_path: Path) -> None:
+    """The webhook resolves its future on the receiver's thread while the flow waits on the loop: the flow gets the
+    payload; a wait whose deadline passes gets None and cancels its future, so the receiver leaves it be."""
+    receiver = WebhookReceiver(SECRET)
+    stamp = str(int(time.time()))
+    futures = {}
+
+    def waits(job_id: str, seconds: float) -> Flow[object]:
+        futures[job_id] = receiver.future(job_id)
+        return (yield WaitFor(futures[job_id], seconds))
+
+    async def main() -> tuple[object, object]:
+        async with AsyncFlux(api_key="sbx_test", base_url="http://127.0.0.1:9", output_dir=tmp_path) as flux:
+            came = asyncio.create_task(flux.run(waits("job_abc", 60)))
+            await asyncio.sleep(0)  # the flow is waiting now
+            delivery = threading.Thread(target=receiver.receive, args=(BODY, signed(timestamp=stamp), stamp))
+            delivery.start()
+            payload = await came
+            delivery.join()
+            return payload, await flux.run(waits("job_xyz", 0))
+
+    payload, nothing = asyncio.run(main())
+    assert payload == json.loads(BODY) and nothing is None
+    assert futures["job_xyz"].cancelled() and not futures["job_abc"].cancelled()
