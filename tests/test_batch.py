@@ -15,7 +15,8 @@ from doitong_nb import _contract as contract
 from doitong_nb._core.errors import AuthenticationError, BudgetExceededError, GenerationFailedError
 from doitong_nb._core.request import GenerationRequest
 from doitong_nb._core.result import ImageResult
-from doitong_nb._runtime.batch import BatchStats
+from doitong_nb._core.steps import Flow, Sleep, Step, WaitFor
+from doitong_nb._runtime.batch import BatchOptions, BatchStats, run_async
 from doitong_nb._runtime.client import AsyncFlux, Flux
 from doitong_nb._wire.graphql import GraphQLTransport
 from doitong_sandbox import Faults, Sandbox
@@ -229,3 +230,35 @@ def test_async_batch_gives_the_same_ordered_results(free_box: Sandbox, tmp_path:
         results = pool.submit(asyncio.run, run()).result()
     assert [r.request.prompt for r in results] == prompts(4)
     assert free_box.stats()["total"]["rate_limited"] == 0
+
+
+def test_workers_waiting_for_the_plan_or_a_job_slot_are_woken_by_the_change_not_by_a_timer(
+    pro_box: Sandbox, tmp_path: Path
+) -> None:
+    """A webhook's job done must start the next item at once: no scheduler tick between them. A webhook batch of
+    more items than the plan has slots, within its rate, then sleeps not once (every wait is a WaitFor)."""
+    steps: list[Step] = []
+
+    def spied(flow: Flow[None]) -> Flow[None]:
+        value = None
+        while True:
+            try:
+                step = flow.send(value)
+            except StopIteration as stop:
+                return stop.value
+            steps.append(step)
+            value = yield step
+
+    async def main() -> list:
+        async with AsyncFlux(api_key=pro_box.api_key, base_url=pro_box.base_url, output_dir=tmp_path) as flux:
+            how = BatchOptions(progress=False, webhook_url=True, webhook_secret=pro_box.webhook_secret)
+            return await run_async(
+                flux.engine, lambda flow: flux.run(spied(flow)), prompts(12), {"size": "256x256"}, how
+            )
+
+    slots = contract.PLANS["pro"].concurrent_jobs
+    results = asyncio.run(main())
+    assert len(results.images) == 12 and pro_box.stats()["total"]["rate_limited"] == 0
+    assert not [s for s in steps if isinstance(s, Sleep)]
+    assert sum(isinstance(s, WaitFor) for s in steps) > 12  # each job's webhook, and the workers beyond 10 slots
+    assert slots < 12

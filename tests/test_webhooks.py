@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
+import threading
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.errors import WebhookVerificationError
+from doitong_nb._core.steps import Flow, WaitFor
+from doitong_nb._runtime.client import AsyncFlux
 from doitong_nb._runtime.webhooks import WebhookReceiver
 from doitong_nb._wire.webhooks import verify_signature
 
@@ -97,3 +104,72 @@ def test_a_waiter_wakes_when_its_jobs_call_comes_and_one_that_stopped_waiting_is
     assert waiting.result(timeout=0)["status"] == "completed" and gave_up.cancelled()
     assert receiver.future("job_abc").result(timeout=0) == waiting.result()  # it came already: resolved at once
     assert not receiver.future("job_xyz").done()
+
+
+def test_a_sender_keeps_one_connection_for_many_calls_and_a_stopped_receiver_closes_it() -> None:
+    """A kept-open connection spares each webhook a connect and a new thread on its way to the waiting flow; once
+    stopped, the receiver takes no call over a connection opened before."""
+    receiver = WebhookReceiver(SECRET).start()
+    where = urlsplit(receiver.url)
+    connection = http.client.HTTPConnection("127.0.0.1", where.port, timeout=10)
+
+    def call(job_id: str) -> int:
+        body, stamp = BODY.replace(b"job_abc", job_id.encode()), str(int(time.time()))
+        headers = {contract.HEADER_SIGNATURE: signed(body, timestamp=stamp), contract.HEADER_TIMESTAMP: stamp}
+        connection.request("POST", where.path, body, headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+
+    try:
+        assert call("job_1") == 200
+        first = connection.sock
+        assert first is not None and call("job_2") == 200
+        assert connection.sock is first  # the same socket: the receiver kept the connection open
+        receiver.stop()
+        with pytest.raises((OSError, http.client.HTTPException)):
+            call("job_3")
+        assert receiver.get("job_3") is None and sorted(receiver.events) == ["job_1", "job_2"]
+    finally:
+        connection.close()
+        receiver.stop()
+
+
+def test_a_call_the_receiver_refuses_unread_closes_its_connection() -> None:
+    """A body left unread (a wrong path) would be taken for the next call's start: that connection is closed."""
+    with WebhookReceiver(SECRET) as receiver:
+        connection = http.client.HTTPConnection("127.0.0.1", urlsplit(receiver.url).port, timeout=10)
+        try:
+            connection.request("POST", "/elsewhere", b'{"id": "job_abc"}')
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 404 and response.getheader("Connection") == "close"
+            assert connection.sock is None  # http.client closed it, as the answer said
+        finally:
+            connection.close()
+
+
+def test_the_driver_wakes_a_waiting_flow_from_the_receivers_thread_and_gives_up_at_the_deadline(tmp_path: Path) -> None:
+    """The webhook resolves its future on the receiver's thread while the flow waits on the loop: the flow gets the
+    payload; a wait whose deadline passes gets None and cancels its future, so the receiver leaves it be."""
+    receiver = WebhookReceiver(SECRET)
+    stamp = str(int(time.time()))
+    futures = {}
+
+    def waits(job_id: str, seconds: float) -> Flow[object]:
+        futures[job_id] = receiver.future(job_id)
+        return (yield WaitFor(futures[job_id], seconds))
+
+    async def main() -> tuple[object, object]:
+        async with AsyncFlux(api_key="sbx_test", base_url="http://127.0.0.1:9", output_dir=tmp_path) as flux:
+            came = asyncio.create_task(flux.run(waits("job_abc", 60)))
+            await asyncio.sleep(0)  # the flow is waiting now
+            delivery = threading.Thread(target=receiver.receive, args=(BODY, signed(timestamp=stamp), stamp))
+            delivery.start()
+            payload = await came
+            delivery.join()
+            return payload, await flux.run(waits("job_xyz", 0))
+
+    payload, nothing = asyncio.run(main())
+    assert payload == json.loads(BODY) and nothing is None
+    assert futures["job_xyz"].cancelled() and not futures["job_abc"].cancelled()

@@ -17,12 +17,13 @@ fit. Replayed items cost nothing, and resumed ones were paid for in the run that
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sys
 import time
 import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,13 +42,12 @@ from doitong_nb._core.errors import (
 )
 from doitong_nb._core.request import GenerationRequest, as_request
 from doitong_nb._core.result import ImageResult
-from doitong_nb._core.steps import Completion, Event, Flow, Progress, Sleep
+from doitong_nb._core.steps import Completion, Event, Flow, Progress, WaitFor
 from doitong_nb._engine.engine import Engine, Priced, budget_refusal
 from doitong_nb._runtime.webhooks import WebhookReceiver
 
 Outcome = ImageResult | DoitongError
-_TICK = 0.01  # a waiting worker looks again after 1% of a typical job's predicted duration
-_FIRST_TICK = 0.01  # seconds, before anything is known: the first reply comes soon and sets the pace
+_WAKE_BOUND = 5.0  # seconds: a waiting worker looks again after this even if no change woke it
 _WORKERS_PER_SLOT = 2  # so one item downloads while the next one's job already runs
 
 
@@ -117,6 +117,7 @@ class _Batch:
         self.charged = 0  # items admitted that may charge (the daily cap counts them)
         self.active = self.committed = 0
         self.closed: DoitongError | None = None  # the daily cap was reached, or the key is refused: send no more
+        self._waiting: list[concurrent.futures.Future[None]] = []  # workers waiting for a slot or for the plan
         self._callback = progress if callable(progress) else None
         self._bar = _bar(len(requests)) if progress is True else None
         self._start = time.monotonic()
@@ -160,7 +161,7 @@ class _Batch:
             if self.ask_account:
                 yield from self._ask_plan()
             if not self.plan_known and number > 0:
-                yield Sleep(self._tick())
+                yield from self._until_changed()
                 continue
             if number >= _WORKERS_PER_SLOT * self.plan_cap:
                 return
@@ -201,7 +202,7 @@ class _Batch:
             )
         self._admit(item)
         while self.active >= self.cap:
-            yield Sleep(self._tick())
+            yield from self._until_changed()
         if isinstance(self.closed, StorageError):  # the folder failed while this item waited for a slot
             self.committed -= item.cost
             raise _unsent(self.closed)
@@ -233,6 +234,21 @@ class _Batch:
         """The item's job is final (or its flow ended): its slot is free again."""
         if self.holding.pop(item.key, None) is not None:
             self.active -= 1
+            self._changed()
+
+    def _until_changed(self) -> Flow[None]:
+        """Wait until a slot frees, the plan is known or an item ends: whatever changes that wakes the waiting
+        workers at once (`_changed`), so a webhook's job done starts the next item without a scheduler tick."""
+        wake: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._waiting.append(wake)
+        yield WaitFor(wake, _WAKE_BOUND)
+
+    def _changed(self) -> None:
+        """Wake every waiting worker, in the order they began to wait; each looks again (on the loop's thread)."""
+        waiting, self._waiting = self._waiting, []
+        for wake in waiting:
+            with suppress(concurrent.futures.InvalidStateError):  # it stopped waiting (its bound passed)
+                wake.set_result(None)
 
     def _admit(self, item: Priced) -> None:
         """Refuse, before sending, an item past the daily cap or the batch's credit budget."""
@@ -256,6 +272,7 @@ class _Batch:
         self.plan_known = True
         self.cap = self.plan_cap = plan.concurrent_jobs if plan else 1
         self.daily_limit = plan.daily_limit if plan else None
+        self._changed()
 
     def heard(self, event: Event) -> None:
         """The engine's events (`Engine.subscribe`): the first answer names the plan (or asks for the account), an
@@ -293,6 +310,7 @@ class _Batch:
             self.cap = min(self.plan_cap, self.cap + 1)
         else:
             self.stats.failed += count
+        self._changed()
         self._refresh_stats()
         if self._bar is not None:
             self._bar.set_postfix(done=self.stats.done, failed=self.stats.failed, credits=self.stats.credits)
@@ -318,10 +336,6 @@ class _Batch:
         self.stats.requests = _api_requests(self.engine) - self._requests0
         self.stats.rate_limited = self.engine.requests["429"] - self._limited0
         self.stats.elapsed = time.monotonic() - self._start
-
-    def _tick(self) -> float:
-        predicted = self.engine.durations.predict(1024 * 1024)
-        return _FIRST_TICK if predicted is None else max(0.002, _TICK * predicted)
 
 
 def _unsent(cause: StorageError) -> StorageError:

@@ -411,11 +411,36 @@ class _LoopThread:
 
 async def _settled(step: WaitFor) -> Any:
     """The future's result once it is resolved, or None when `step.seconds` pass first (the future is then
-    cancelled: whoever resolves it must allow for that)."""
+    cancelled: whoever resolves it must allow for that).
+
+    The flow wakes in as few turns of the loop as there can be (each turn may wait for the interpreter while
+    other threads store images): one when the loop's own thread resolves the future (a batch's slot freed),
+    two from another thread (the webhook receiver's), and none when it is resolved already."""
+    future = step.future
+    if future.done():
+        return future.result()
+    loop = asyncio.get_running_loop()
+    woken = loop.create_future()
+    home = threading.get_ident()
+
+    def wake(_: object = None) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    def resolved(_: concurrent.futures.Future[Any]) -> None:  # on the thread that resolved it
+        if threading.get_ident() == home:
+            wake()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(wake)
+
+    future.add_done_callback(resolved)
+    timer = loop.call_later(step.seconds, wake)
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(step.future), step.seconds)
-    except asyncio.TimeoutError:
-        return None
+        await woken
+    finally:
+        timer.cancel()
+        future.cancel()  # a no-op once resolved; else the waiting ended (deadline, or the flow was cancelled)
+    return None if future.cancelled() else future.result()
 
 
 async def _cancel_the_rest() -> None:

@@ -4,6 +4,10 @@ The signature is an HMAC of the exact raw body (prefixed by the timestamp when t
 one, CONTRACT.md), so verification runs on the bytes received, before any JSON parsing, and
 compares in constant time. Deliveries are retried by the service, so the receiver keeps the first
 event of each job and ignores later copies.
+
+The receiver speaks HTTP/1.1 and keeps each sender's connection open: a webhook then costs no new
+connection and no new thread, only the read of its request, so it reaches its waiting flow in the time of
+one wake-up even while the client's other threads keep the interpreter busy.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import concurrent.futures
 import contextlib
 import json
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +31,7 @@ from doitong_nb._wire.webhooks import signature_form, verify_signature
 MAX_BODY_BYTES = 1 << 20
 DEFAULT_PATH = "/doitong/webhook"
 _POLL_SECONDS = 0.05  # how soon stop() is heard (the default half second shows in every batch's run time)
+_IDLE_SECONDS = 30.0  # a sender's kept-open connection that stays silent this long is closed
 
 
 class WebhookReceiver:
@@ -56,6 +62,7 @@ class WebhookReceiver:
         self._waiters: dict[str, list[concurrent.futures.Future[dict[str, Any]]]] = {}
         self._seen: set[tuple[str, str | None, str]] = set()
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()  # the senders' open connections (stop() closes them)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -79,13 +86,19 @@ class WebhookReceiver:
         return self
 
     def stop(self) -> None:
-        """Stop listening (safe to call twice); recorded events stay readable."""
+        """Stop listening and close the senders' open connections (safe to call twice); recorded events stay
+        readable."""
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
             server.server_close()
             assert self._thread is not None
             self._thread.join()
+            with self._lock:
+                connections = list(self._connections)
+            for connection in connections:  # a kept-open connection must not deliver to a stopped receiver
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> WebhookReceiver:
         return self.start()
@@ -157,11 +170,28 @@ class WebhookReceiver:
 
 def _handler(receiver: WebhookReceiver) -> Callable[..., BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # the sender keeps its connection: no connect and no thread per webhook
+        timeout = _IDLE_SECONDS
         disable_nagle_algorithm = True  # the answer's headers and body leave at once, no delayed-ACK wait
+
+        def setup(self) -> None:
+            super().setup()
+            with receiver._lock:
+                receiver._connections.add(self.connection)
+
+        def handle(self) -> None:
+            with contextlib.suppress(ConnectionError):  # the sender went away, or stop() closed its connection
+                super().handle()
+
+        def finish(self) -> None:
+            with receiver._lock:
+                receiver._connections.discard(self.connection)
+            super().finish()
 
         def do_POST(self) -> None:
             length = self.headers.get("Content-Length", "")
             if self.path != receiver.path or not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                self.close_connection = True  # its body is left unread: the connection cannot carry another call
                 self._answer(404 if self.path != receiver.path else 413)
                 return
             body = self.rfile.read(int(length))
@@ -178,6 +208,8 @@ def _handler(receiver: WebhookReceiver) -> Callable[..., BaseHTTPRequestHandler]
             self.send_response(status)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(data)
 
