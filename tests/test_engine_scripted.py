@@ -32,7 +32,7 @@ from doitong_nb._core.keys import checked_api_key
 from doitong_nb._core.redaction import redact
 from doitong_nb._core.request import GenerationRequest
 from doitong_nb._core.settings import Settings
-from doitong_nb._core.steps import Reply, Send, Sleep
+from doitong_nb._core.steps import Reply, Send, Sleep, Work
 from doitong_nb._engine.engine import Engine, budget_refusal
 from doitong_nb._store.journal import DONE, FAILED, SUBMITTED, SUBMITTING
 
@@ -117,8 +117,13 @@ def test_an_interrupted_job_resumes_from_the_journal_with_no_new_submission_or_c
     first = make_engine(tmp_path)
     flow = first.generate(REQUEST)
     step = next(flow)
+    while isinstance(step, Work):  # the journal's writes
+        step = flow.send(step.fn())
     assert isinstance(step, Send) and step.call.kind == "submit"
-    assert isinstance(flow.send(ok(job("job_a", "PROCESSING"))), Sleep)  # accepted; waiting for it
+    step = flow.send(ok(job("job_a", "PROCESSING")))
+    while isinstance(step, Work):
+        step = flow.send(step.fn())
+    assert isinstance(step, Sleep)  # accepted and journaled; waiting for it
     flow.close()  # Ctrl-C while waiting: the job is paid and journaled
     assert entries(first) == [(SUBMITTED, "job_a")] and first.session_credits == 10
     assert first.store.journal.unfinished(REQUEST.key(), "https://another.example") is None  # its origin is kept

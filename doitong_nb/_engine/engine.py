@@ -860,7 +860,7 @@ class Engine:
             )
         if entry is None:
             self.admit(request.estimated_credits)
-            entry = journal.begin(key, request, origin)
+            entry = yield Work(partial(journal.begin, key, request, origin))  # the disk's flush off the loop
         resumed = job is not None  # submitted, and paid for, before an interrupt or in an earlier session
         if job is None:
             waiting = None if progress is None else (lambda why: progress(why, 0.0, ""))  # 0 s: not accepted yet
@@ -876,7 +876,7 @@ class Engine:
                         journal.mark_failed(entry.idempotency_key, f"refused: {refused.code}")
                 raise
             try:
-                journal.mark_submitted(entry.idempotency_key, job.id)
+                yield Work(partial(journal.mark_submitted, entry.idempotency_key, job.id))
             except StorageError as exc:
                 raise self._not_stored(exc, entry, job.id) from None
             finally:  # told even when the journal failed: the job is accepted and paid for all the same
@@ -917,7 +917,7 @@ class Engine:
         if resumed:
             result.resumed, result.credits = True, 0
         with suppress(StorageError):  # stored: the sidecar says so, and the next run sets the journal right
-            journal.mark_done(entry.idempotency_key)
+            yield Work(partial(journal.mark_done, entry.idempotency_key))
         return self._annotate(result)
 
     def _not_stored(self, exc: StorageError, entry: JournalEntry, job_id: str) -> StorageError:
