@@ -21,6 +21,7 @@ from doitong_nb import (
     NetworkError,
     NotFoundError,
     RateLimitError,
+    UnclearSubmissionError,
 )
 from doitong_nb._core.request import GenerationRequest
 from doitong_nb._runtime.client import AsyncFlux, Flux
@@ -185,11 +186,32 @@ def test_server_errors_and_429s_are_retried(tmp_path: Path) -> None:
 
 
 def test_dropped_submission_is_retried_and_charged_once(tmp_path: Path) -> None:
-    with Sandbox(speed=1000, faults=Faults(drop=1)) as box, client_for(box, tmp_path) as flux:
+    """Once the service has shown that it honours Idempotency-Key (its answers echo the key), a submission whose
+    answer is lost is sent again with the same key: one job, charged once."""
+    with Sandbox(speed=1000) as box, client_for(box, tmp_path) as flux:
+        first = flux.generate(PROMPT, seed=5)
+        box.faults = Faults(drop=1)
         img = flux.generate(PROMPT, seed=6)
         totals = box.stats()["total"]
-    assert totals["jobs_created"] == 1 and totals["credits_charged"] == img.credit_cost
-    assert flux.session_credits == img.credit_cost
+    assert flux.engine.requests["resent"] == 1 and totals["idempotent_replays"] == 1
+    assert totals["jobs_created"] == 2 and totals["credits_charged"] == first.credit_cost + img.credit_cost
+    assert flux.session_credits == first.credit_cost + img.credit_cost
+
+
+def test_a_dropped_first_submission_is_kept_counted_and_resent_on_the_users_word(tmp_path: Path) -> None:
+    """Before the service has shown that it honours keys, a lost answer is not resent on a guess: the submission
+    is kept and counted as possibly charged; `resume(key, resend=True)` sends it with its key (charged once here,
+    where the sandbox honours it)."""
+    with Sandbox(speed=1000, faults=Faults(drop=1)) as box, client_for(box, tmp_path) as flux:
+        with pytest.raises(UnclearSubmissionError, match="--resend") as caught:
+            flux.generate(PROMPT, seed=6)
+        assert (
+            box.stats()["total"]["submissions"] == 1 and flux.session_credits == box.stats()["total"]["credits_charged"]
+        )
+        img = flux.resume(caught.value.idempotency_key, resend=True)
+        totals = box.stats()["total"]
+        assert flux.jobs() == [] and img.path.exists()
+    assert totals["jobs_created"] == 1 and totals["credits_charged"] == img.credit_cost == flux.session_credits
 
 
 def test_truncated_download_is_retried(tmp_path: Path) -> None:

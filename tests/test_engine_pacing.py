@@ -5,6 +5,8 @@ tests run the same flows against the sandbox; test_engine_scripted.py covers jou
 from __future__ import annotations
 
 import random
+import time
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ import pytest
 from _scripted import Script
 
 from doitong_nb import _contract as contract
-from doitong_nb._core.errors import JobTimeoutError, NetworkError, UnclearSubmissionError
+from doitong_nb._core.errors import JobTimeoutError, NetworkError, RateLimitError, UnclearSubmissionError
+from doitong_nb._core.limits import reset_seconds
 from doitong_nb._core.request import GenerationRequest
 from doitong_nb._core.settings import Settings
 from doitong_nb._core.steps import Reply, Send, Sleep
@@ -136,3 +139,40 @@ def test_a_retry_after_a_network_error_is_told_with_its_count(script: Script, tm
     script.answers.extend([dropped, dropped, job("processing")])
     script.run(engine_for(script, tmp_path).status("job_1", deadline=1e9, waiting=heard.append))
     assert heard == ["retrying (1/7)", "retrying (2/7)"]
+
+
+@pytest.mark.parametrize(
+    "reset",
+    [
+        lambda now: str(round((now + 30) * 1000)),  # a Unix time in milliseconds
+        lambda now: formatdate(now + 30, usegmt=True),  # an HTTP date
+        lambda now: "30",  # seconds from now
+        lambda now: f"{now + 30:.3f}",  # the contract's Unix seconds
+    ],
+)
+def test_an_x_ratelimit_reset_is_read_in_any_unit(reset: Any) -> None:
+    """Issue 20: an X-RateLimit-Reset in epoch milliseconds was read as seconds, and the budget waited millennia."""
+    now = time.time()
+    assert reset_seconds(reset(now), now) == pytest.approx(30.0, abs=1.0)
+
+
+def test_an_implausible_reset_is_clamped_to_the_window_and_noted(script: Script, tmp_path: Path) -> None:
+    engine = engine_for(script, tmp_path)
+    far = str(round((time.time() + 86_400 * 365) * 1000))  # a year away: no rate window resets that late
+    headers = {contract.HEADER_RATE_LIMIT: "60", contract.HEADER_RATE_REMAINING: "0", contract.HEADER_RATE_RESET: far}
+    script.answers.extend([reply({"account": {"credits": 90, "plan": "pro"}}, **headers), reply({"account": {}})])
+    script.run(engine.account())
+    script.run(engine.account())
+    assert script.slept and max(script.slept) <= contract.RATE_WINDOW_SECONDS + 0.1
+    assert engine.budget.implausible_reset == far
+
+
+def test_a_rate_wait_past_the_callers_deadline_is_refused_before_it_starts(script: Script, tmp_path: Path) -> None:
+    engine = engine_for(script, tmp_path)
+    engine.budget.block_for(45.0)  # what a 429's Retry-After (or a spent budget) said
+    with pytest.raises(RateLimitError, match=r"in 45.0 s, after this call's timeout; nothing more was sent"):
+        script.run(engine.call(engine.transport.account(), deadline=script.clock() + 10))
+    assert script.slept == [] and script.sent == []
+    script.answers.append(reply({"account": {"credits": 90, "plan": "pro"}}))
+    script.run(engine.call(engine.transport.account(), deadline=script.clock() + 60))  # the slot was given back
+    assert script.slept == [pytest.approx(45.0)] and len(script.sent) == 1
