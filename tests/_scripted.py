@@ -25,9 +25,11 @@ def jpeg(size: int) -> bytes:
 class Script:
     """Runs a flow to its end (or a step at a time), answering its Sends in order from `answers`."""
 
-    def __init__(self, *answers: Answer, image: bytes = b"") -> None:
+    def __init__(self, *answers: Answer, image: bytes = b"", sink: Callable[[Any, bytes], None] | None = None) -> None:
+        """`sink(dest, data)` takes a Fetch's bytes instead of the file `dest` (an in-memory store's)."""
         self.answers = list(answers)
         self.image = image
+        self.sink = sink
         self.now = 0.0
         self.sent: list[Send] = []
         self.sent_at: list[float] = []
@@ -63,7 +65,10 @@ class Script:
             self.now += step.seconds
             return None, None
         if isinstance(step, Fetch):
-            step.dest.write_bytes(self.image)
+            if self.sink is not None:
+                self.sink(step.dest, self.image)
+            else:
+                step.dest.write_bytes(self.image)
             return Fetched(200, len(self.image), len(self.image)), None
         raise AssertionError(f"unexpected step {step!r}")
 

@@ -67,6 +67,7 @@ from doitong_nb._core.steps import (
     WaitFor,
     Work,
 )
+from doitong_nb._engine.ports import DiscoveryPort, StorePort
 from doitong_nb._store.discovery_cache import DiscoveryCache
 from doitong_nb._store.journal import ORIGIN, SUBMITTED, JournalEntry
 from doitong_nb._store.store import Store
@@ -211,20 +212,22 @@ class Engine:
         max_credits: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
-        store: Store | None = None,
+        store: StorePort | None = None,
+        discovery: DiscoveryPort | None = None,
     ) -> None:
-        """`clock`, `rng` and `store` are injected, so a scripted driver can run every flow without I/O or
-        real time (tests/test_engine_scripted.py); the defaults are the real ones."""
+        """`clock`, `rng`, `store` and `discovery` are injected, so a scripted driver can run every flow without
+        I/O, real time or a folder (tests/test_engine_scripted.py, tests/_memory_store.py); the defaults are the
+        real ones (`_store.Store` and `DiscoveryCache` in the output folder)."""
         self.settings = settings
         self.clock, self.rng = clock, rng or random.Random()
         self._mutation = mutation
-        self.discovery = DiscoveryCache(settings.output_dir)
+        self.discovery: DiscoveryPort = discovery or DiscoveryCache(settings.output_dir)
         found = self.discovery.get(settings.origin)  # what an earlier session found this service calls things
         self.status_query: StatusQuery | None = _status_query_or_none(found.get("status_query"))
         self.status_query_named = False  # the user named it (then it is never replaced by a discovery)
         self.rest_job_path: str | None = found.get("rest_job_path")
         self.transport = self._make(settings.transport)
-        self.store = store or Store(settings.output_dir, lock=settings.lock_file, remote=settings.store)
+        self.store: StorePort = store or Store(settings.output_dir, lock=settings.lock_file, remote=settings.store)
         self.on_missing = "error"  # a request the lock records but whose image is nowhere: "error" | "regenerate"
         self.replay = replay
         self.max_credits = max_credits
@@ -674,7 +677,7 @@ class Engine:
                     raise DownloadError(f"the CDN answered HTTP {fetched.status}")
                 if fetched.content_length is not None and fetched.written != fetched.content_length:
                     raise DownloadError(f"got {fetched.written} of {fetched.content_length} bytes")
-                yield Work(partial(_check_image, dest, job))
+                yield Work(partial(self.store.check, dest, job))
                 return dest
             except UnsafeResponseError:
                 _discard(dest)
@@ -945,7 +948,7 @@ class Engine:
 
     def _locked(self, key: str) -> bool:
         """The lock file records `key` for this engine's service (its image may still have to be fetched)."""
-        return self.store.lock is not None and self.store.lock.find(key, self.settings.origin) is not None
+        return self.store.locked(key, self.settings.origin)
 
     def unfinished(self, key: str) -> Any:
         """The journal's unfinished submission of `key` to this engine's service, if any."""
@@ -1008,16 +1011,3 @@ def _retry_after(headers: Any) -> float | None:
     from doitong_nb._core.limits import retry_after_seconds
 
     return retry_after_seconds(headers.get("Retry-After"))
-
-
-def _check_image(path: Path, job: Job) -> None:
-    """The file must decode to the end (a truncated body fails here), at the size the job announced."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        size = image.size
-        image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))  # JPEG: decode at 1/8 scale, still whole
-        image.load()
-    expected = (job.metadata.get("width"), job.metadata.get("height"))
-    if all(isinstance(v, int) for v in expected) and size != expected:
-        raise DownloadError(f"the image is {size[0]}x{size[1]}, but the job announced {expected[0]}x{expected[1]}")

@@ -322,6 +322,22 @@ class Store:
             raise UnsafeResponseError(f"{path} resolves outside the output folder {self.root}; refusing to use it")
         return path
 
+    def check(self, download: Path, job: Job) -> None:
+        """A download must decode to the end (a truncated body fails here), at the size the job announced."""
+        from PIL import Image
+
+        with Image.open(download) as image:
+            size = image.size
+            image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))  # JPEG: decoded at 1/8 scale, whole
+            image.load()
+        expected = (job.metadata.get("width"), job.metadata.get("height"))
+        if all(isinstance(v, int) for v in expected) and size != expected:
+            raise DownloadError(f"the image is {size[0]}x{size[1]}, but the job announced {expected[0]}x{expected[1]}")
+
+    def locked(self, key: str, origin: str) -> bool:
+        """The lock file records `key` by `origin` (its image may still have to be fetched)."""
+        return self.lock is not None and self.lock.find(key, origin) is not None
+
     def put(self, key: str, request: GenerationRequest, job: Job, download: Path, origin: str) -> ImageResult:
         """Move a checked download made by `origin` into place with its provenance embedded, write the
         sidecar, index it.
