@@ -840,3 +840,17 @@ def test_the_rate_header_names_the_plan(tmp_path: Path) -> None:
     limited = Reply(200, httpx.Headers({"X-RateLimit-Limit": str(free.requests_per_minute)}), ok(job("a")).body)
     Script(limited).run(engine.call(engine.transport.account(), deadline=10))
     assert engine.plan == "free"
+
+
+def test_every_error_after_a_submission_names_the_job_and_how_to_fetch_it(tmp_path: Path) -> None:
+    """Issue 20: errors met while waiting for a paid job (a refused status read, an unsafe URL) carried no job id."""
+    from doitong_nb._core.errors import AuthenticationError, UnsafeResponseError
+
+    engine = make_engine(tmp_path)
+    script = Script(ok(job("job_a", "PROCESSING")), refused(401, contract.UNAUTHENTICATED))
+    with pytest.raises(AuthenticationError, match=r"refused.*`%flux_resume job_a`") as caught:
+        script.run(engine.generate(REQUEST))
+    assert caught.value.job_id == "job_a"
+    unsafe = {**job("job_b"), "url": "file:///etc/passwd"}
+    with pytest.raises(UnsafeResponseError, match=r"scheme 'file'.*`%flux_resume job_b`"):
+        Script(ok(unsafe)).run(engine.generate(REQUEST.with_seed(6)))

@@ -884,6 +884,25 @@ class Engine:
                 raise self._not_stored(exc, entry, job.id) from None
             finally:  # told even when the journal failed: the job is accepted and paid for all the same
                 self._emit("submitted", key=key, job_id=job.id)
+        try:
+            return (yield from self._finish(key, request, entry, job, resumed, deadline, progress, via, completion))
+        except DoitongError as exc:
+            raise _naming(exc, job.id) from None
+
+    def _finish(
+        self,
+        key: str,
+        request: GenerationRequest,
+        entry: Any,
+        job: Job,
+        resumed: bool,
+        deadline: float,
+        progress: Progress | None,
+        via: Transport | None,
+        completion: Completion | None,
+    ) -> Flow[ImageResult]:
+        """A submitted (paid) job to a stored result: wait, fetch, store; its failure is the service's, refunded."""
+        journal, origin = self.store.journal, self.settings.origin
         accepted_at = self.clock()
         pixels = request.width * request.height
         job = yield from self.wait(job, pixels, deadline, accepted_at, progress, via, completion)
@@ -990,6 +1009,16 @@ def budget_refusal(
 def _discard(path: Path) -> None:
     with suppress(OSError):
         path.unlink(missing_ok=True)
+
+
+def _naming(exc: DoitongError, job_id: str) -> DoitongError:
+    """An error met after a job was submitted (paid), naming the job and the command that fetches it later: the
+    same error, its message completed (a refund's or storage's message says so already)."""
+    if isinstance(exc, (GenerationFailedError, StorageError)) or exc.job_id is not None:
+        return exc
+    exc.job_id, exc.message = job_id, f"{exc.message}; {resume_hint(job_id)}"
+    exc.args = (exc.message,)
+    return exc
 
 
 def _status_query_or_none(text: Any) -> StatusQuery | None:
