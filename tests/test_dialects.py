@@ -615,3 +615,26 @@ def test_the_expired_url_statuses_are_the_contracts(tmp_path: Path, monkeypatch:
         with pytest.raises(Exception, match="HTTP 403"):
             flux.run(flux.engine.download(job, request, time.monotonic() + 30))
         assert box.stats()["total"]["status_requests"] == reads  # no fresh status read
+
+
+@pytest.mark.parametrize(
+    ("name", "transport", "words"),
+    [
+        ("default", "graphql", r"needs 20 credits, 5 left: top up"),
+        ("korean-errors", "graphql", r"too few credits \(the service said: \"크레딧이 부족합니다: 필요 20, 잔액 5\"\)"),
+        ("rest-error-shape", "rest", r"needs 20 credits, 5 left: top up"),
+        ("rest-error-detail", "rest", r"too few credits \(the service said: \".+\"\): top up"),
+    ],
+)
+def test_a_402_keeps_the_services_words_and_leaves_nothing_pending(
+    name: str, transport: str, words: str, tmp_path: Path
+) -> None:
+    """Issue 20: a Korean 402, or a REST error shaped {"error": {...}}, became "needs None credits, None left",
+    and the journal kept a "(not confirmed)" job that a later resume_all() would have submitted again."""
+    from doitong_nb._core.errors import InsufficientCreditsError
+
+    with Sandbox(speed=1000, credits=5, dialect=name) as box, client_for(box, tmp_path, transport=transport) as flux:
+        with pytest.raises(InsufficientCreditsError, match=words) as caught:
+            flux.generate(PROMPT, size="1024x1024", seed=1)
+        assert "None" not in str(caught.value)
+        assert flux.jobs() == [] and flux.resume_all() == [] and box.stats()["total"]["jobs_created"] == 0
