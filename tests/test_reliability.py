@@ -53,10 +53,14 @@ def _images(folder: Path) -> list[Path]:
 @pytest.mark.timeout(120)
 def test_batch_killed_mid_run_resumes_with_each_image_once_and_charged_once(tmp_path: Path) -> None:
     """The kill lands while a submission is accepted and charged at the service but its answer has not come
-    back (a slow_submit fault holds it), the case only the journaled Idempotency-Key can recover."""
+    back (a slow_submit fault holds it), the case only the journaled Idempotency-Key can recover: resent with it
+    because an earlier session in this folder saw the service echo its key (the submission rule)."""
     out = tmp_path / "out"
-    held = Faults(slow_submit=1, slow_seconds=600.0)  # the first submission's answer waits 37 s at speed 16
-    with Sandbox(plan="pro", credits=1000, speed=16, faults=held) as box:  # ~0.5 s a job
+    with Sandbox(plan="pro", credits=1000, speed=16) as box:  # ~0.5 s a job
+        with Flux(api_key=box.api_key, base_url=box.base_url, output_dir=out) as earlier:
+            warm = earlier.generate("a lighthouse before the crash", size="256x256", seed=5)
+            assert earlier.engine.idempotency_honoured
+        box.faults = Faults(slow_submit=1, slow_seconds=600.0)  # the next submission's answer waits 37 s at speed 16
         argv = [sys.executable, "-c", _BATCH_SCRIPT, box.api_key, box.base_url, str(out)]
         first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
@@ -75,13 +79,13 @@ def test_batch_killed_mid_run_resumes_with_each_image_once_and_charged_once(tmp_
 
     # the submission in flight at the kill was sent again with its Idempotency-Key and answered with its job
     assert total["idempotent_replays"] >= 1
-    images = _images(out)
+    images = [p for p in _images(out) if p.stem != warm.job_id]
     assert len(images) == 8
     assert len({p.stem for p in images}) == 8
     for image in images:
         assert json.loads(image.with_suffix(".json").read_text(encoding="utf-8"))["job_id"] == image.stem
-    assert total["jobs_created"] == 8
-    assert total["credits_charged"] == 8 * contract.credit_cost(256, 256)
+    assert total["jobs_created"] == 1 + 8
+    assert total["credits_charged"] == (1 + 8) * contract.credit_cost(256, 256)
     assert not any((out / ".partial").glob("*"))
 
 
@@ -219,7 +223,6 @@ def test_hostile_job_id_that_is_not_a_safe_file_name_is_refused_and_nothing_is_w
         "https://10.0.0.7/outputs/job_ok.jpg",
         "http://doitong.com.evil.example/outputs/job_ok.jpg",
         "javascript:alert(1)",
-        "",
     ],
 )
 def test_hostile_output_url_off_the_service_is_refused_before_any_connection(
@@ -239,6 +242,17 @@ def test_hostile_output_url_off_the_service_is_refused_before_any_connection(
     assert "evil.example" not in " ".join(looked_up)  # refused up front: no connect attempt, no retries
     assert server.cdn_gets == []
     assert _images(tmp_path / "out") == []
+
+
+def test_a_completed_job_without_a_url_is_read_again_and_named_never_fetched(
+    hostile: Callable[..., Hostile], tmp_path: Path
+) -> None:
+    """An empty url is no URL yet (a service that writes it a moment late): read again until the deadline, then an
+    error naming the job and its resume command; nothing is fetched."""
+    server = hostile(completed("job_ok", ""), Cdn(body=_jpeg()))
+    with pytest.raises(DownloadError, match=r"job job_ok is completed, but .*no image URL.*%flux_resume job_ok"):
+        generate_against(server, tmp_path)
+    assert server.cdn_gets == [] and _images(tmp_path / "out") == []
 
 
 def test_hostile_body_longer_than_announced_is_cut_there_and_refused_as_a_broken_image(

@@ -52,4 +52,8 @@ def test_a_key_set_while_the_kernel_runs_takes_effect_at_the_next_cell(tmp_path:
     assert text.count("the service changed") == 1 and other.base_url in text
     assert "the service changed" not in "".join(again)  # said once
     assert other.api_key not in "".join(switched + account + again)
-    assert "spent this session: 10 credits" in "".join(account)  # the new account's own tally
+    spent = "".join(account)  # one figure for the kernel, split by service (issue 24)
+    assert (
+        f"spent this session: 20 credits (10 credits at the bundled offline sandbox, 10 credits at {other.base_url})"
+        in spent
+    )
