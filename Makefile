@@ -25,7 +25,7 @@ DEMO ?= notebooks/quickstart.ipynb
 BUILD ?= build
 DEMO_NAME := $(basename $(notdir $(DEMO)))
 
-.PHONY: demo test unit mutation notebooks
+.PHONY: demo test unit mutation notebooks messages
 # The notebook runs inside $(BUILD), so its images land beside the HTML and its links work from there;
 # the kernel logs errors only: its warning about loopback TCP without encryption is noise in a demo.
 demo: $(VENV)/.installed  ## run the quickstart notebook against the bundled sandbox (no key needed)
@@ -52,6 +52,16 @@ MUTANTS ?=
 mutation: $(VENV)/.installed  ## mutation score of the guarantee-critical modules against the unit tests (tens of minutes)
 	$(VENV)/bin/mutmut run $(MUTANTS)
 	$(VENV)/bin/mutmut results
+
+# Babel's extract, update and compile (doitong_nb/locale/GLOSSARY.md says why Babel, and the terms). Line
+# numbers are left out of the catalog, so that moving code does not change it; `--ignore-dirs` keeps the private
+# folders (_core, _notebook...), which Babel skips by default.
+LOCALE := doitong_nb/locale
+messages: $(VENV)/.installed  ## extract new messages into the catalog, merge them into each language's .po, compile the .mo
+	$(VENV)/bin/pybabel -q extract -F babel.cfg --ignore-dirs=".*" --add-location=file --sort-by-file --no-wrap --omit-header \
+		-c "Translators:" -o $(LOCALE)/doitong_nb.pot .
+	$(VENV)/bin/pybabel -q update -i $(LOCALE)/doitong_nb.pot -d $(LOCALE) -D doitong_nb --no-wrap --omit-header
+	$(VENV)/bin/pybabel -q compile -d $(LOCALE) -D doitong_nb --statistics
 
 # Same setting as under nbval (conftest.py): sanitize.cfg then reads their outputs the same way.
 notebooks: $(VENV)/.installed  ## re-execute the example notebooks in place, after a deliberate change to what they show

@@ -18,6 +18,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from doitong_nb._core import env
 from doitong_nb._core.errors import AuthenticationError, InvalidRequestError
+from doitong_nb._core.i18n import LOCALE_VARIABLES
 from doitong_nb._core.settings import CONFIGURABLE, ENVIRONMENT, OPTIONS, checked
 from doitong_nb._runtime import login
 from doitong_nb._runtime import settings as runtime_settings
@@ -49,6 +50,7 @@ SAMPLES: dict[str, tuple[Any, Any]] = {
     "size": ("2048x2048", "512x512"),
     "preview_px": (512, 256),
     "background": (True, False),
+    "language": ("ko", "en"),
     "sandbox_speed": (1.0, 2.0),
     "sandbox_plan": ("free", "starter"),
     "sandbox_credits": (50, 60),
@@ -70,6 +72,7 @@ BAD: dict[str, Any] = {
     "size": "1000x1024",
     "preview_px": 5,
     "background": "no",
+    "language": "fr",
     "sandbox_speed": 0,
     "sandbox_plan": "gold",
     "sandbox_credits": -5,
@@ -79,8 +82,8 @@ WITH_ENV = [name for name, option in OPTIONS.items() if option.env]
 
 @pytest.fixture(autouse=True)
 def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No DOITONG_* variable, login, keyring or saved key from outside the test."""
-    for name in ENVIRONMENT:
+    """No DOITONG_* variable, locale, login, keyring or saved key from outside the test."""
+    for name in (*ENVIRONMENT, *LOCALE_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(login, "_login_key", None)
     monkeypatch.setattr(login, "_keyring", lambda: None)
@@ -158,6 +161,23 @@ def test_the_base_url_comes_from_the_argument_then_the_environment_then_the_prod
 def test_a_base_url_without_a_key_is_refused_saying_where_a_key_goes() -> None:
     with pytest.raises(AuthenticationError, match="set DOITONG_API_KEY, run %flux_login, or pass api_key="):
         resolve(base_url=URL)
+
+
+def test_the_language_comes_from_the_environment_then_the_locale_then_english(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The locale sits between DOITONG_LANG and the default; one without a catalog is English, never an error."""
+    monkeypatch.setenv("LANG", "fr_FR.UTF-8")
+    assert resolve().language == "en"
+    monkeypatch.setenv("LANG", "ko_KR.UTF-8")
+    assert resolve().language == "ko"
+    monkeypatch.setenv("LANGUAGE", "fr:ko")  # gettext's list: the first language with a catalog
+    monkeypatch.setenv("LANG", "en_US.UTF-8")
+    assert resolve().language == "ko"
+    monkeypatch.setenv(env.ENV_LANG, "en")
+    assert resolve().language == "en"
+    assert resolve({"language": "ko_KR"}).language == "ko"
+    with pytest.raises(InvalidRequestError, match=r"^DOITONG_LANG: language 'fr' is unknown; use one of: en, ko$"):
+        monkeypatch.setenv(env.ENV_LANG, "fr")
+        resolve()
 
 
 def test_a_blank_value_is_unset_in_every_source(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from doitong_nb import _contract as contract
+from doitong_nb._core.i18n import ngettext
 
 if TYPE_CHECKING:
     from doitong_nb._core.result import ImageResult
@@ -190,5 +191,5 @@ class ImageResult:
 
 
 def credits_text(n: int) -> str:
-    """'1 credit', '30 credits'."""
-    return f"{n} credit" if n == 1 else f"{n} credits"
+    """'1 credit', '30 credits' ('30 크레딧'): the unit in the user's language."""
+    return ngettext("{n} credit", "{n} credits", n).format(n=n)

@@ -25,6 +25,7 @@ from doitong_nb import _contract as contract
 from doitong_nb._core.env import (
     ENV_API_KEY,
     ENV_BASE_URL,
+    ENV_LANG,
     ENV_LOCK_FILE,
     ENV_MAX_CREDITS,
     ENV_OUTPUT_DIR,
@@ -38,6 +39,7 @@ from doitong_nb._core.env import (
     ENV_WEBHOOK_SECRET,
 )
 from doitong_nb._core.errors import InvalidRequestError
+from doitong_nb._core.i18n import LANGUAGES, language_of
 
 HTTP_TIMEOUT = 30.0  # one HTTP exchange
 SANDBOX_ORIGIN = "sandbox"
@@ -177,6 +179,14 @@ def _mutation(value: Any) -> str:
     if not isinstance(value, str) or not value.isidentifier():
         raise _bad("mutation", value, f"mutation {value!r} must be a GraphQL field name, such as generate")
     return value
+
+
+def _language(value: Any) -> str:
+    """ "ko", "ko_KR.UTF-8" or "ko-KR" as "ko"; a language with no catalog is refused, naming those there are."""
+    language = language_of(str(value))
+    if language is None:
+        raise _bad("language", value, f"language {value!r} is unknown; use one of: {', '.join(LANGUAGES)}")
+    return language
 
 
 def _lock_file(value: Any) -> Path:
@@ -320,6 +330,14 @@ class Settings:
         False,
         _boolean("background"),
         "%%flux cells return at once and fill in later, as with --background",
+        configurable=True,
+        live=True,
+    )
+    language: str = _option(
+        "en",
+        _language,
+        "language of messages, labels and help: en or ko, else the process locale's (LANG=ko_KR.UTF-8)",
+        env=ENV_LANG,
         configurable=True,
         live=True,
     )

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from doitong_nb._core.i18n import _, ngettext
 from doitong_nb._core.polling import expected_seconds
 
 _TICK = 0.5  # seconds between repaints of the live card
@@ -116,7 +117,7 @@ class BackgroundJob:
         if self.done:
             return 0.0
         per_image = []
-        for request, _ in self.requests:
+        for request, _variant in self.requests:
             predicted = self._predicted(request) if self._predicted else None
             per_image.append(predicted if predicted is not None else expected_seconds(request.width * request.height))
         return max(0.0, max(per_image) - self.elapsed) if per_image else None
@@ -150,7 +151,11 @@ class BackgroundJob:
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the images: one ImageResult, or a list for several; the first failure is raised."""
         if not self._done.wait(timeout):
-            raise TimeoutError(f"{self.name} is still {self.state} after {timeout} s; it goes on in the background")
+            raise TimeoutError(
+                _("{name} is still {state} after {seconds} s; it goes on in the background").format(
+                    name=self.name, state=self._state_text(), seconds=timeout
+                )
+            )
         if self._cancelled:
             from doitong_nb._core.errors import DoitongError
 
@@ -177,20 +182,36 @@ class BackgroundJob:
     def cancel_text(self) -> str:
         """What stopping did, in plain text (no markdown: it is shown as is)."""
         ids = self.job_ids()
-        which = f"job {', '.join(ids)} goes" if ids else "a job already sent goes"
-        return (
-            f"{self.name}: stopped waiting. The {which} on at the service and is paid for; "
-            "%flux_resume --all (or running the cell again) fetches it without charging again."
-        )
+        if ids:
+            text = _(
+                "{name}: stopped waiting. The job {ids} goes on at the service and is paid for; %flux_resume --all "
+                "(or running the cell again) fetches it without charging again."
+            )
+        else:
+            text = _(
+                "{name}: stopped waiting. A job already sent goes on at the service and is paid for; %flux_resume "
+                "--all (or running the cell again) fetches it without charging again."
+            )
+        return text.format(name=self.name, ids=", ".join(ids))
+
+    def _state_text(self) -> str:
+        """The state as the user reads it ('2/3 done' is '2/3 완료' in Korean)."""
+        from doitong_nb._notebook.display import status_text
+
+        if not self.done and not self._cancelled and len(set(self._status)) > 1:
+            done = sum(s == "completed" for s in self._status)
+            return _("{done}/{total} done").format(done=done, total=len(self._status))
+        return status_text(self.state)
 
     def summary(self) -> str:
         left = self.remaining()
-        parts = [self.name, self.state, f"{self.elapsed:.1f} s"]
+        parts = [self.name, self._state_text(), _("{seconds:.1f} s").format(seconds=self.elapsed)]
         if not self.done and left is not None:
-            parts.append(f"about {left:.0f} s left")
+            parts.append(_("about {seconds:.0f} s left").format(seconds=left))
         prompt = self.requests[0][0].prompt if self.requests else ""
         prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
-        count = f"{len(self.requests)} images: " if len(self.requests) > 1 else ""
+        n = len(self.requests)
+        count = ngettext("{n} image: ", "{n} images: ", n).format(n=n) if n > 1 else ""
         return " · ".join(parts) + f" · {count}{prompt!r}"
 
     def __repr__(self) -> str:
@@ -209,8 +230,8 @@ class BackgroundJob:
         if widgets is not None:
             self._html = widgets.HTML(card)
             self._button = widgets.Button(
-                description="Stop waiting",
-                tooltip="stop waiting here; the job goes on, paid for, and %flux_resume fetches it",
+                description=_("Stop waiting"),
+                tooltip=_("stop waiting here; the job goes on, paid for, and %flux_resume fetches it"),
             )
             self._button.on_click(lambda _: self.cancel())
             box = widgets.HBox([self._html, self._button])
@@ -222,11 +243,12 @@ class BackgroundJob:
 
     def _card_html(self) -> str:
         text = html.escape(self.summary())
+        waits = f"<code>{html.escape(self.bound_as or self.name)}.result()</code>"
+        running = html.escape(_("running in the background: other cells can run; {call} waits for it"))
         return (
             '<div style="font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px;'
             'padding:6px 10px;border:1px dashed rgba(127,127,127,.5);border-radius:8px">'
-            f'⏳ {text}<br><span style="opacity:.7">running in the background: other cells can run; '
-            f"<code>{html.escape(self.bound_as or self.name)}.result()</code> waits for it</span></div>"
+            f'⏳ {text}<br><span style="opacity:.7">{running.format(call=waits)}</span></div>'
         )
 
     def _follow(self) -> None:

@@ -24,6 +24,7 @@ import html
 import io
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -35,8 +36,11 @@ from urllib.parse import quote, urlsplit
 
 from PIL import Image
 
+from doitong_nb import _contract as contract
 from doitong_nb._core.errors import DoitongError
+from doitong_nb._core.i18n import N_, _, ngettext
 from doitong_nb._core.result import credits_text, parse_time
+from doitong_nb._engine.engine import WAITING_FOR_RATE, WAITING_FOR_SLOT
 from doitong_nb._notebook.previews import cached_preview, choose_encoding, fit, preview_of
 
 if TYPE_CHECKING:
@@ -47,10 +51,11 @@ if TYPE_CHECKING:
 
 
 def _seconds(value: float) -> str:
+    """'12.3 s', '2 min 05 s' ('12.3초', '2분 05초')."""
     if value < 60:
-        return f"{value:.1f} s"
+        return _("{seconds:.1f} s").format(seconds=value)
     minutes, seconds = divmod(round(value), 60)
-    return f"{minutes} min {seconds:02d} s"
+    return _("{minutes} min {seconds:02d} s").format(minutes=minutes, seconds=seconds)
 
 
 def _short_id(job_id: str) -> str:
@@ -59,29 +64,75 @@ def _short_id(job_id: str) -> str:
 
 def _date(value: str | None) -> str:
     parsed = parse_time(value)
-    return parsed.date().isoformat() if parsed else (value or "an earlier run")
+    return parsed.date().isoformat() if parsed else (value or _("an earlier run"))
 
 
 def cost_text(result: ImageResult) -> str:
     """What the result cost in this session: a job picked up from the journal was paid when it was submitted."""
     if result.resumed:
-        return "picked up, already paid"
+        return _("picked up, already paid")
     return credits_text(0 if result.replayed else result.credits)
 
 
 def _new_one_hint(result: ImageResult) -> str:
     """How to get another image instead of this replay: a seeded request makes the same pixels again."""
-    return "re-run with --refresh for a new one" if result.request.seed is None else "change --seed for a new one"
+    if result.request.seed is None:
+        return _("re-run with --refresh for a new one")
+    return _("change --seed for a new one")
 
 
 def _account_figures(session_credits: int | None, balance: int | None, footer: bool = False) -> list[str]:
     """A card's "session 60, balance 940"; a grid's footer, far from any card's cost, says what the figure is."""
     figures = []
     if session_credits is not None:
-        figures.append(f"session total {credits_text(session_credits)}" if footer else f"session {session_credits}")
+        if footer:
+            figures.append(_("session total {credits}").format(credits=credits_text(session_credits)))
+        else:
+            figures.append(_("session {credits}").format(credits=session_credits))
     if balance is not None:
-        figures.append(f"balance {balance}")
+        figures.append(_("balance {credits}").format(credits=balance))
     return figures
+
+
+def seed_text(seed: int | None) -> str:
+    """'seed 7' ('시드 7'), or 'random seed' when none was asked for."""
+    return _("random seed") if seed is None else _("seed {seed}").format(seed=seed)
+
+
+# The words the engine and the faces report a job's progress by: shown in the user's language, an unknown status
+# (a service's own word) as the service spelled it.
+_PROGRESS = {
+    "starting": N_("starting"),
+    contract.STATUS_QUEUED: N_("queued"),
+    contract.STATUS_PROCESSING: N_("processing"),
+    "downloading": N_("downloading"),
+    contract.STATUS_COMPLETED: N_("completed"),
+    contract.STATUS_FAILED: N_("failed"),
+    "stopped": N_("stopped"),
+    "stopped waiting": N_("stopped waiting"),
+    WAITING_FOR_RATE: N_("waiting for the plan's rate limit"),
+    WAITING_FOR_SLOT: N_("waiting for a free job slot"),
+}
+_STATUS_READS = re.compile(r"(\d+) status reads")
+_RETRYING = re.compile(r"retrying \((\d+)/(\d+)\)")
+
+
+def status_text(status: str) -> str:
+    """A job's status or what it waits for, as the user reads it: 'processing' is '처리 중' in Korean."""
+    if status in _PROGRESS:
+        return _(_PROGRESS[status])
+    if match := _STATUS_READS.fullmatch(status):
+        reads = int(match[1])
+        return ngettext("{n} status read", "{n} status reads", reads).format(n=reads)
+    if match := _RETRYING.fullmatch(status):
+        return _("retrying ({attempt}/{attempts})").format(attempt=match[1], attempts=match[2])
+    return status
+
+
+def _no_preview(exc: OSError) -> str:
+    """A card's or thumbnail's stand-in for an image file that could not be read (its provenance still shown)."""
+    text = _("no preview: {error}").format(error=type(exc).__name__)
+    return f'<div style="padding:24px;text-align:center;{_MUTED}">{html.escape(text)}</div>'
 
 
 def _link(path: Path) -> tuple[str, str]:
@@ -101,8 +152,9 @@ def _made_in(result: ImageResult) -> str | None:
     """How long the job took; a replay says it was the original job's time, not this cell's."""
     if result.duration is None:
         return None
-    made = f"made in {_seconds(result.duration)}"
-    return made + " originally" if result.replayed else made
+    if result.replayed:
+        return _("made in {duration} originally").format(duration=_seconds(result.duration))
+    return _("made in {duration}").format(duration=_seconds(result.duration))
 
 
 def result_text(result: ImageResult, account: bool = True) -> str:
@@ -114,13 +166,16 @@ def result_text(result: ImageResult, account: bool = True) -> str:
     if (made := _made_in(result)) is not None:
         parts.append(made)
     if result.replayed:
-        parts.append(f"replayed from {_date(result.created_at)}, 0 credits ({_new_one_hint(result)})")
+        replayed = _("replayed from {date}, {credits} ({hint})")
+        parts.append(
+            replayed.format(date=_date(result.created_at), credits=credits_text(0), hint=_new_one_hint(result))
+        )
     else:
         parts.append(cost_text(result))
     if account and (figures := _account_figures(result.session_credits, result.balance)):
         parts.append(f"({', '.join(figures)})")
     if result.metadata.get("sandbox"):
-        parts.append("[sandbox]")
+        parts.append("[" + _("sandbox") + "]")
     return " ".join(parts) + f" -> {_link(result.path)[1]}>"
 
 
@@ -128,8 +183,13 @@ def error_text(exc: BaseException) -> str:
     """One line to print instead of a traceback: our errors already say what to do next."""
     text = " ".join(str(exc).split())
     if isinstance(exc, DoitongError):
-        return f"Flux error: {text}"
+        return error_prefix() + text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def error_prefix() -> str:
+    """The words before our error's own: 'Flux error: ' ('Flux 오류: ')."""
+    return _("Flux error: ")
 
 
 # --- HTML ----------------------------------------------------------------------------------------
@@ -161,39 +221,54 @@ def _data_img(data: bytes, mime: str, width: int, height: int, alt: str, style: 
     )
 
 
+def _full_resolution() -> str:
+    return _("open full resolution")
+
+
+def _no_charge() -> str:
+    return _("identical request found in the store; nothing was charged")
+
+
+def _sandbox_badge(title: str) -> str:
+    """The "sandbox" badge, its tooltip saying what made the image or holds the account."""
+    return f'<span style="{_SANDBOX}" title="{html.escape(title)}">' + html.escape(_("sandbox")) + "</span>"
+
+
 def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: int, account: bool) -> str:
     """One result's card; preview_px 0 leaves the image out (a link-only card: no image bytes in the notebook)."""
     esc = html.escape
     prompt = esc(result.request.prompt)
     href, label = _link(result.path)
     if not preview_px:
-        image = f'<div style="padding:10px 11px 0;{_MUTED};font-size:12px">image not inlined: open it below ↘</div>'
+        image = (
+            f'<div style="padding:10px 11px 0;{_MUTED};font-size:12px">'
+            + esc(_("image not inlined: open it below"))
+            + " ↘</div>"
+        )
     else:
         try:
             data, mime, (w, h) = preview_of(result.path, preview_px)
             style = f"display:block;width:100%;height:auto;margin:0;{image_style}"
             image = _data_img(data, mime, w, h, prompt, style)
         except OSError as exc:  # missing or unreadable file: still show the provenance
-            kind = esc(type(exc).__name__)
-            image = f'<div style="padding:24px;text-align:center;{_MUTED}">no preview: {kind}</div>'
+            image = _no_preview(exc)
     badges = []
     if result.replayed:
         badges += [
-            f'<span style="{_REPLAYED}" title="identical request found in the store; nothing was charged">'
-            f"replayed · {esc(_date(result.created_at))} · 0 credits</span>",
+            f'<span style="{_REPLAYED}" title="{esc(_no_charge())}">'
+            + esc(_("replayed"))
+            + f" · {esc(_date(result.created_at))} · {esc(credits_text(0))}</span>",
             f'<span style="{_MUTED};font-size:11px">{esc(_new_one_hint(result))}</span>',
         ]
     if result.metadata.get("sandbox"):
-        badges.append(
-            f'<span style="{_SANDBOX}" title="generated by the local sandbox, not the real service">sandbox</span>'
-        )
+        badges.append(_sandbox_badge(_("generated by the local sandbox, not the real service")))
     badge_row = f'<div style="{_BADGES}">{"".join(badges)}</div>' if badges else ""
     facts = [
         f'<code style="{_MONO};font-size:11px;background:none;padding:0">{esc(result.job_id)}</code>',
         f"{result.width}×{result.height}",
     ]
     if result.seed is not None:
-        facts.append(f"seed {result.seed}")
+        facts.append(seed_text(result.seed))
     facts.append(esc(result.version))
     if (made := _made_in(result)) is not None:
         facts.append(made)
@@ -202,8 +277,8 @@ def _card(result: ImageResult, preview_px: int, image_style: str, clamp_lines: i
         money += _account_figures(result.session_credits, result.balance)
     clamp = f"display:-webkit-box;-webkit-line-clamp:{clamp_lines};-webkit-box-orient:vertical;overflow:hidden"
     return (
-        f'<figure style="{_CARD}"><a href="{esc(href)}" target="_blank" title="open full resolution">{image}</a>'
-        f'<figcaption style="padding:8px 11px 10px;font-size:12px;line-height:1.5">'
+        f'<figure style="{_CARD}"><a href="{esc(href)}" target="_blank" title="{esc(_full_resolution())}">'
+        f'{image}</a><figcaption style="padding:8px 11px 10px;font-size:12px;line-height:1.5">'
         f"{badge_row}"
         f'<div style="font-size:13px;margin-bottom:3px;{clamp}" title="{prompt}">{prompt}</div>'
         f'<div style="{_MUTED}">{" · ".join(facts)}</div>'
@@ -227,12 +302,12 @@ def result_bundle(
     figures taken as each one finished would read out of order.
     """
     single = len(results) == 1
-    lines = [result_text(r, account=single) for r in results] or ["<no images>"]
+    lines = [result_text(r, account=single) for r in results] or ["<" + _("no images") + ">"]
     footer = [] if single else _account_figures(session_credits, balance, footer=True)
     if footer:
         lines.append(", ".join(footer))
     if single:
-        width, _ = fit(results[0].width, results[0].height, _SINGLE_BOX)
+        width = fit(results[0].width, results[0].height, _SINGLE_BOX)[0]
         grid, image_style, clamp = f"grid-template-columns:minmax(0,{max(width, 320)}px)", "", 4
     else:
         # One box shape for every card (the tallest image's, within reason) so captions line up.
@@ -290,7 +365,7 @@ def _sheet(
         for row, text in enumerate(labels[0]):
             draw.text((left - 4, top + gap + row * (tile + gap) + tile // 2), text[:18], fill=(0, 0, 0), anchor="rm")
     for index, (path, mtime_ns) in enumerate(files):
-        data, _, _ = cached_preview(path, mtime_ns, os.stat(path).st_size, tile)
+        data = cached_preview(path, mtime_ns, os.stat(path).st_size, tile)[0]
         with Image.open(io.BytesIO(data)) as im:
             part = im.convert("RGB")
         row, column = divmod(index, columns)
@@ -344,7 +419,9 @@ class ProgressLine:
 
     def _line(self) -> str:
         elapsed = _seconds(self._clock() - self._started)
-        return " · ".join(p for p in (self.label, self._status, elapsed, self._detail) if p)
+        status = status_text(self._status) if self._status else None
+        detail = status_text(self._detail) if self._detail else None
+        return " · ".join(p for p in (self.label, status, elapsed, detail) if p)
 
     def update(self, status: str, detail: str = "") -> None:
         """Show the job's status; repaints closer than min_interval are dropped (the ticker shows them)."""
@@ -399,7 +476,7 @@ class ProgressLine:
                 if final is not None:
                     self._handle.update(final)
                 else:
-                    text = " · ".join(p for p in (self.label, self._status or "stopped") if p)
+                    text = " · ".join(p for p in (self.label, status_text(self._status or "stopped")) if p)
                     self._handle.update({"text/plain": text}, raw=True)
                 final = None
             elif self._mode == "terminal" and self._width:
@@ -457,27 +534,36 @@ class AccountView:
         """`by_service`: the session's credits by service, when a login or logout changed it (said if several)."""
         host = urlsplit(base_url).netloc or base_url
         self.sandbox = sandbox
-        self.rows = [("service", f"{host} (sandbox: no real credits)" if sandbox else host)]
-        self.rows += [("plan", account.plan), ("balance", credits_text(account.credits))]
+        service = _("{host} (sandbox: no real credits)").format(host=host) if sandbox else host
+        self.rows = [(_("service"), service)]
+        self.rows += [(_("plan"), account.plan), (_("balance"), credits_text(account.credits))]
         if plan is not None:
-            daily = "unlimited" if plan.daily_limit is None else f"{plan.daily_limit:,} jobs"
+            daily = (
+                _("unlimited")
+                if plan.daily_limit is None
+                else ngettext("{n} job", "{n} jobs", plan.daily_limit).format(n=f"{plan.daily_limit:,}")
+            )
             self.rows += [
-                ("requests per minute", str(plan.requests_per_minute)),
-                ("concurrent jobs", str(plan.concurrent_jobs)),
-                ("daily limit", daily),
+                (_("requests per minute"), str(plan.requests_per_minute)),
+                (_("concurrent jobs"), str(plan.concurrent_jobs)),
+                (_("daily limit"), daily),
             ]
         spent = credits_text(session_credits)
         if by_service and len(by_service) > 1:
-            spent += " (" + ", ".join(f"{credits_text(n)} at {where}" for where, n in by_service.items()) + ")"
-        self.rows.append(("spent this session", spent))
+            at = _("{credits} at {service}")
+            spent += (
+                " (" + ", ".join(at.format(credits=credits_text(n), service=w) for w, n in by_service.items()) + ")"
+            )
+        self.rows.append((_("spent this session"), spent))
 
     def __repr__(self) -> str:
         return "\n".join(f"{k}: {v}" for k, v in self.rows)
 
     def _repr_html_(self) -> str:
         badge = (
-            f'<div style="{_FONT};margin-bottom:4px"><span style="{_SANDBOX}" '
-            'title="the bundled local sandbox, not the real service">sandbox</span></div>'
+            f'<div style="{_FONT};margin-bottom:4px">'
+            + _sandbox_badge(_("the bundled local sandbox, not the real service"))
+            + "</div>"
             if self.sandbox
             else ""
         )
@@ -523,12 +609,12 @@ class _Rows:
 
     def __repr__(self) -> str:
         if not self.rows:
-            return "no stored results yet"
+            return _("no stored results yet")
         return "\n".join("  ".join(str(v) for v in row.values()) for row in self.rows)
 
     def _repr_html_(self) -> str:
         if not self.rows:
-            return "<em>no stored results yet</em>"
+            return "<em>" + html.escape(_("no stored results yet")) + "</em>"
         head = "".join(f'<th style="text-align:left;padding:2px 8px">{html.escape(k)}</th>' for k in self.rows[0])
         body = "".join(
             "<tr>"
@@ -595,9 +681,14 @@ class HistoryGallery:
 
     def _heading(self) -> str:
         shown = len(self.results)
-        more = f" (newest {shown} of {self.total}; --limit N shows more)" if shown < self.total else ""
-        matched = f" matching {self.where}" if self.where else ""
-        return f"{self.total} stored result(s){matched}{more}"
+        heading = _("{n} stored result(s)").format(n=self.total)
+        if self.where:
+            heading = _("{n} stored result(s) matching {where}").format(n=self.total, where=self.where)
+        if shown < self.total:
+            heading += " " + _("(newest {shown} of {total}; --limit N shows more)").format(
+                shown=shown, total=self.total
+            )
+        return heading
 
     def _line(self, r: ImageResult) -> str:
         seed = f" seed={r.seed}" if r.seed is not None else ""
@@ -608,12 +699,14 @@ class HistoryGallery:
 
     def __repr__(self) -> str:
         if not self.results:
-            return "no stored results" + (f" matching {self.where}" if self.where else " yet")
+            if self.where:
+                return _("no stored results matching {where}").format(where=self.where)
+            return _("no stored results yet")
         return "\n".join([self._heading(), *(self._line(r) for r in self.results)])
 
     def _thumb(self, r: ImageResult) -> str:
         esc = html.escape
-        href, _ = _link(r.path)
+        href = _link(r.path)[0]
         try:
             data, mime, (w, h) = preview_of(r.path, _THUMB_PX)
             image = _data_img(
@@ -625,15 +718,15 @@ class HistoryGallery:
                 "display:block;width:100%;aspect-ratio:1;object-fit:contain;background:rgba(127,127,127,.1);margin:0",
             )
         except OSError as exc:
-            image = f'<div style="padding:24px;text-align:center;{_MUTED}">no preview: {esc(type(exc).__name__)}</div>'
+            image = _no_preview(exc)
         facts = [f"{r.width}×{r.height}"]
         if r.seed is not None:
-            facts.append(f"seed {r.seed}")
+            facts.append(esc(seed_text(r.seed)))
         facts.append(esc(credits_text(r.credit_cost)))
         clamp = "display:-webkit-box;-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow:hidden"
         return (
-            f'<figure style="{_CARD}"><a href="{esc(href)}" target="_blank" title="open full resolution">{image}</a>'
-            f'<figcaption style="padding:5px 8px 7px;font-size:11px;line-height:1.45">'
+            f'<figure style="{_CARD}"><a href="{esc(href)}" target="_blank" title="{esc(_full_resolution())}">'
+            f'{image}</a><figcaption style="padding:5px 8px 7px;font-size:11px;line-height:1.45">'
             f'<div style="font-size:12px;{clamp}" title="{esc(r.request.prompt)}">{esc(r.request.prompt)}</div>'
             f'<div style="{_MUTED}">{esc(_date(r.created_at))} · {" · ".join(facts)}</div>'
             # the whole id, wrapped, selected by one click: `--rerun` needs all of it
@@ -647,9 +740,12 @@ class HistoryGallery:
         if not self.results:
             return {"text/plain": text, "text/html": f"<em>{html.escape(text)}</em>"}, {}
         cards = "".join(self._thumb(r) for r in self.results)
+        rerun = html.escape(_("{command} makes one again ({credits}: a replay)")).format(
+            command="<code>%flux_history --rerun ID</code>", credits=html.escape(credits_text(0))
+        )
         page = (
             f'<div style="{_FONT};font-size:12px;margin-bottom:6px;{_MUTED}">{html.escape(self._heading())} · '
-            "<code>%flux_history --rerun ID</code> makes one again (0 credits: a replay)</div>"
+            f"{rerun}</div>"
             f'<div style="display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:8px;'
             f'{_FONT};color:inherit">{cards}</div>'
         )
@@ -668,7 +764,8 @@ def filter_history(
         except ValueError:
             from doitong_nb._core.errors import InvalidRequestError
 
-            raise InvalidRequestError(f"{option} {value!r}: write a date as YYYY-MM-DD", field=option) from None
+            said = _("{option} {value}: write a date as YYYY-MM-DD").format(option=option, value=repr(value))
+            raise InvalidRequestError(said, field=option) from None
 
     low, high = (day(since, "--since") if since else None), (day(until, "--until") if until else None)
     epoch = datetime.min.replace(tzinfo=timezone.utc)

@@ -19,11 +19,12 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
 
 from doitong_nb import _contract as contract
+from doitong_nb._core import i18n
 from doitong_nb._core.env import ENV_API_KEY
 from doitong_nb._core.errors import BudgetExceededError, DoitongError, InvalidRequestError
 from doitong_nb._core.settings import CONFIGURABLE, Settings, checked, help_for
 from doitong_nb._notebook import session as _session
-from doitong_nb._runtime.settings import fingerprint, resolve
+from doitong_nb._runtime.settings import fingerprint, resolve, value_of
 
 
 def _options(usage_name: str) -> Callable[[Any], Any]:
@@ -111,6 +112,7 @@ class Flux(Magics):
     statuses = Unicode(None, allow_none=True, help=help_for("statuses")).tag(config=True)
     plan = Unicode(None, allow_none=True, help=help_for("plan")).tag(config=True)
     background = Bool(None, allow_none=True, help=help_for("background")).tag(config=True)
+    language = Unicode(None, allow_none=True, help=help_for("language")).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -119,6 +121,7 @@ class Flux(Magics):
         self._settings: Settings | None = None
         self._sources: tuple[Any, ...] | None = None
         self._spent_before: dict[str, int] = {}  # where -> credits this kernel's earlier clients spent there
+        self._language_sources: tuple[Any, ...] | None = None
 
     @validate(*CONFIGURABLE)
     def _check(self, proposal: Any) -> Any:
@@ -148,7 +151,18 @@ class Flux(Magics):
                 self._settings, self._sources = resolve(configured), sources
             except InvalidRequestError as exc:  # a bad environment value: one line in every magic, no traceback
                 raise UsageError(str(exc)) from None
+            i18n.use(self._settings.language)
         return self._settings
+
+    def follow_language(self) -> None:
+        """Before each cell: the language as `%config Flux.language` > `DOITONG_LANG` > the locale now say, when
+        one of them changed since the last cell (so `Flux(language=...)` in Python holds until then). A bad value
+        is left to the next magic to say."""
+        sources = (self.language, fingerprint())
+        if sources != self._language_sources:
+            self._language_sources = sources
+            with contextlib.suppress(InvalidRequestError):
+                i18n.use(value_of("language", configured=self.language))
 
     @property
     def client(self) -> Any:
@@ -516,10 +530,10 @@ class Flux(Magics):
 
     def _fail(self, exc: DoitongError) -> NoReturn:
         """Raise the failure as one line: a UsageError when nothing was sent (a value to change), else CellError."""
-        from doitong_nb._notebook.display import error_text
+        from doitong_nb._notebook.display import error_prefix, error_text
 
         if isinstance(exc, (InvalidRequestError, BudgetExceededError)):
-            raise UsageError(error_text(exc).removeprefix("Flux error: ")) from None
+            raise UsageError(error_text(exc).removeprefix(error_prefix())) from None
         raise CellError(error_text(exc)) from None
 
     # --- first contact: pending jobs, resume, doctor (issue 11) ----------------------------------------
@@ -796,6 +810,12 @@ def _expand(cell: str, namespace: dict[str, Any]) -> str:
         ) from None
 
 
+def _follow_language(*_info: Any) -> None:
+    """IPython's pre_run_cell: the loaded magics' language for the cell about to run."""
+    if _session.current is not None:
+        _session.current.follow_language()
+
+
 def register(ipython: Any) -> None:
     """Register the magics and make `%config Flux.*` reach them."""
     from doitong_nb._notebook import login
@@ -804,5 +824,8 @@ def register(ipython: Any) -> None:
     ipython.register_magics(magics)
     _session.current = magics
     login.register(ipython)  # %flux_login, %flux_logout, and the key-literal warning before each cell
+    magics.follow_language()
+    if _follow_language not in ipython.events.callbacks["pre_run_cell"]:  # once a shell: the current magics'
+        ipython.events.register("pre_run_cell", _follow_language)
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)

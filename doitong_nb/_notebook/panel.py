@@ -26,10 +26,11 @@ import ipywidgets as widgets
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.errors import DoitongError, InvalidRequestError, RateLimitError
+from doitong_nb._core.i18n import N_, _
 from doitong_nb._core.request import MAX_SEED, GenerationRequest, per_image
 from doitong_nb._core.result import credits_text
 from doitong_nb._notebook import session as _session
-from doitong_nb._notebook.display import cost_text, error_text, result_bundle
+from doitong_nb._notebook.display import cost_text, error_text, result_bundle, seed_text, status_text
 from doitong_nb._notebook.previews import make_preview
 
 if TYPE_CHECKING:
@@ -43,10 +44,10 @@ SIZES = (
     ("2048 × 2048", "2048x2048"),
     ("4096 × 4096", "4096x4096"),
     ("3840 × 2160 · 4K UHD", "3840x2160"),
-    ("Custom…", ""),
+    (N_("Custom…"), ""),
 )
-ASPECTS = (("— (use size)", ""), *((r, r) for r in ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")))
-QUALITIES = (("service default", ""), *((q, q) for q in contract.QUALITIES))
+ASPECTS = ((N_("— (use size)"), ""), *((r, r) for r in ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")))
+QUALITIES = ((N_("service default"), ""), *((q, q) for q in contract.QUALITIES))
 FORMATS = tuple((f.upper(), f) for f in contract.OUTPUT_FORMATS)
 MAX_COUNT = 16
 THUMB_PX, DETAIL_PX = 256, 768
@@ -85,6 +86,11 @@ _CSS = """<style>
 </style>"""
 
 
+def _labelled(options: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """A dropdown's (label, value) pairs with the labels in the user's language (the values are options)."""
+    return [(_(label), value) for label, value in options]
+
+
 def _classed(widget: widgets.Widget, *names: str) -> widgets.Widget:
     for name in names:
         widget.add_class(name)
@@ -115,7 +121,7 @@ def _banner_text(exc: BaseException) -> str:
     """error_text, plus the wall-clock time a rate limit resets, which tells the user when to come back."""
     text = error_text(exc)
     if isinstance(exc, RateLimitError) and exc.reset_at is not None:
-        text += f" (the limit resets at {datetime.fromtimestamp(exc.reset_at):%H:%M:%S})"
+        text += " " + _("(the limit resets at {time})").format(time=f"{datetime.fromtimestamp(exc.reset_at):%H:%M:%S}")
     return text
 
 
@@ -152,7 +158,7 @@ class _PanelBox(widgets.VBox):
         self._panel = panel
 
     def __repr__(self) -> str:
-        return "Flux panel (interactive: run the cell to use it; its results are saved below it)"
+        return _("Flux panel (interactive: run the cell to use it; its results are saved below it)")
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -174,8 +180,8 @@ class _Job:
     def paint(self) -> None:
         """Its number, size, seed, status and elapsed time (the engine's request counts mean nothing to a user)."""
         r = self.request
-        seed = f"seed {r.seed}" if r.seed is not None else "random seed"
-        parts = [f"#{self.number}", r.size, seed, self.status, f"{time.monotonic() - self.queued_at:.1f} s"]
+        elapsed = _("{seconds:.1f} s").format(seconds=time.monotonic() - self.queued_at)
+        parts = [f"#{self.number}", r.size, seed_text(r.seed), status_text(self.status), elapsed]
         text = html.escape(" · ".join(parts))
         self.row.value = f'<span class="flux-bar"></span>{text}'
 
@@ -204,7 +210,7 @@ class FluxPanel:
         the environment > the defaults, as for `%%flux` (_runtime/settings.py)."""
         settings = self._client().settings
         self.budget.value = "" if settings.max_credits is None else str(settings.max_credits)
-        listed = settings.size in (value for _, value in SIZES)
+        listed = settings.size in (value for _label, value in SIZES)
         self.size.value = settings.size if listed else ""  # "" is "Custom…"
         if not listed:
             self.custom_size.value = settings.size
@@ -214,61 +220,65 @@ class FluxPanel:
         wide = {"description_width": "initial"}
         self.prompt = _classed(
             widgets.Textarea(
-                placeholder="Describe the image: a lighthouse on a basalt cliff at dawn, volumetric fog…",
+                placeholder=_("Describe the image: a lighthouse on a basalt cliff at dawn, volumetric fog…"),
                 layout=widgets.Layout(width="100%", height="76px"),
             ),
             "flux-prompt",
         )
-        self.size = widgets.Dropdown(options=SIZES, value="1024x1024", description="Size", style=wide)
+        self.size = widgets.Dropdown(options=_labelled(SIZES), value="1024x1024", description=_("Size"), style=wide)
         self.custom_size = widgets.Text(
-            value="1536x1024", placeholder="WIDTHxHEIGHT", layout=widgets.Layout(width="110px", display="none")
+            value="1536x1024", placeholder=_("WIDTHxHEIGHT"), layout=widgets.Layout(width="110px", display="none")
         )
         self.aspect = widgets.Dropdown(
-            options=ASPECTS, value="", description="Aspect", style=wide, layout=widgets.Layout(width="190px")
+            options=_labelled(ASPECTS),
+            value="",
+            description=_("Aspect"),
+            style=wide,
+            layout=widgets.Layout(width="190px"),
         )
         self.seed = widgets.Text(
-            placeholder="random", description="Seed", style=wide, layout=widgets.Layout(width="150px")
+            placeholder=_("random"), description=_("Seed"), style=wide, layout=widgets.Layout(width="150px")
         )
         self.dice = _classed(
-            widgets.Button(tooltip="roll a random seed", icon="random", layout=widgets.Layout(width="36px")),
+            widgets.Button(tooltip=_("roll a random seed"), icon="random", layout=widgets.Layout(width="36px")),
             "flux-dice",
         )
         self.raw = widgets.ToggleButton(
-            description="RAW", tooltip="the natural, less processed look", layout=widgets.Layout(width="64px")
+            description="RAW", tooltip=_("the natural, less processed look"), layout=widgets.Layout(width="64px")
         )
         self.version = widgets.Dropdown(
-            options=contract.VERSIONS, value=contract.DEFAULT_VERSION, description="Version", style=wide
+            options=contract.VERSIONS, value=contract.DEFAULT_VERSION, description=_("Version"), style=wide
         )
         self.count = widgets.BoundedIntText(
-            value=1, min=1, max=MAX_COUNT, description="Count", style=wide, layout=widgets.Layout(width="110px")
+            value=1, min=1, max=MAX_COUNT, description=_("Count"), style=wide, layout=widgets.Layout(width="110px")
         )
-        self.quality = widgets.Dropdown(options=QUALITIES, value="", description="Quality", style=wide)
+        self.quality = widgets.Dropdown(options=_labelled(QUALITIES), value="", description=_("Quality"), style=wide)
         self.output_format = widgets.Dropdown(
-            options=FORMATS, value="jpeg", description="Format", style=wide, layout=widgets.Layout(width="150px")
+            options=FORMATS, value="jpeg", description=_("Format"), style=wide, layout=widgets.Layout(width="150px")
         )
         self.budget = widgets.Text(
-            placeholder="no limit",
-            description="Spend at most",
-            tooltip="credits this session may spend in all; empty: no limit",
+            placeholder=_("no limit"),
+            description=_("Spend at most"),
+            tooltip=_("credits this session may spend in all; empty: no limit"),
             style=wide,
             layout=widgets.Layout(width="200px"),
         )
         self.generate = _classed(
-            widgets.Button(description="Generate", button_style="primary", icon="magic"), "flux-generate"
+            widgets.Button(description=_("Generate"), button_style="primary", icon="magic"), "flux-generate"
         )
         self.estimate = _classed(widgets.HTML(), "flux-estimate")
         self.account = _classed(widgets.HTML(), "flux-account")
         self.banner = _classed(widgets.HTML(layout=widgets.Layout(display="none")), "flux-banner")
-        self.dismiss = widgets.Button(description="Dismiss", layout=widgets.Layout(display="none", width="90px"))
+        self.dismiss = widgets.Button(description=_("Dismiss"), layout=widgets.Layout(display="none", width="90px"))
         self.jobs = _classed(widgets.VBox(), "flux-jobs")
         self.gallery = _classed(
             widgets.GridBox(layout=widgets.Layout(grid_template_columns="repeat(auto-fill, minmax(170px, 1fr))")),
             "flux-gallery",
         )
         self.detail_view = widgets.HTML()
-        self.close_detail = widgets.Button(description="Close", icon="times", layout=widgets.Layout(width="90px"))
+        self.close_detail = widgets.Button(description=_("Close"), icon="times", layout=widgets.Layout(width="90px"))
         self.copy_cell = widgets.Button(
-            description="Copy as %%flux cell", icon="copy", tooltip="the cell that makes this image again"
+            description=_("Copy as %%flux cell"), icon="copy", tooltip=_("the cell that makes this image again")
         )
         # A widget's click cannot insert a cell (IPython's set_next_input works only in an executing cell): the
         # code is offered here, selected and copied by the user, and saved with the results below the panel.
@@ -323,7 +333,7 @@ class FluxPanel:
         """This panel's results as `%%flux` shows them (newest first), each with the cell that redoes it."""
         results = self.results
         if not results:
-            text = "No images yet: each one made in the panel above is kept here, saved with the notebook."
+            text = _("No images yet: each one made in the panel above is kept here, saved with the notebook.")
             return {
                 "text/plain": text,
                 "text/html": f'<div style="font-size:12px;opacity:.7">{html.escape(text)}</div>',
@@ -336,10 +346,8 @@ class FluxPanel:
             f'border:1px solid rgba(127,127,127,.3);border-radius:6px">{html.escape(c)}</pre>'
             for c in cells
         )
-        page = (
-            f'{bundle["text/html"]}<div style="font-size:12px;margin-top:8px">The cells that make them again '
-            f"(newest first; replayed at 0 credits while the store keeps them):</div>{code}"
-        )
+        again = _("The cells that make them again (newest first; replayed at 0 credits while the store keeps them):")
+        page = f'{bundle["text/html"]}<div style="font-size:12px;margin-top:8px">{html.escape(again)}</div>{code}'
         return {"text/plain": bundle["text/plain"] + "\n\n" + "\n\n".join(cells), "text/html": page}
 
     def _write_record(self) -> None:
@@ -353,7 +361,8 @@ class FluxPanel:
         if not text:
             return None
         if not text.isdigit():
-            raise InvalidRequestError(f"seed {text!r} must be a whole number from 0 to {MAX_SEED}", field="seed")
+            said = _("seed {value} must be a whole number from 0 to {most}").format(value=repr(text), most=MAX_SEED)
+            raise InvalidRequestError(said, field="seed")
         return int(text)
 
     def _budget(self) -> int | None:
@@ -361,7 +370,8 @@ class FluxPanel:
         if not text:
             return None
         if not text.isdigit():
-            raise InvalidRequestError(f"spend limit {text!r} must be a whole number of credits", field="max_credits")
+            said = _("spend limit {value} must be a whole number of credits").format(value=repr(text))
+            raise InvalidRequestError(said, field="max_credits")
         return int(text)
 
     def requests(self, prompt: str | None = None) -> list[tuple[GenerationRequest, int]]:
@@ -398,14 +408,15 @@ class FluxPanel:
 
     def _refresh_account(self) -> None:
         client = self._client()
-        parts = [f"session <b>{credits_text(client.session_credits)}</b>"]
+        bold = "<b>{}</b>".format
+        parts = [html.escape(_("session {credits}")).format(credits=bold(credits_text(client.session_credits)))]
         if client.balance is not None:
-            parts.append(f"balance <b>{client.balance}</b>")
+            parts.append(html.escape(_("balance {credits}")).format(credits=bold(client.balance)))
         limit = self.budget.value.strip()
         if limit.isdigit():
-            parts.append(f"limit {credits_text(int(limit))}")
+            parts.append(html.escape(_("limit {credits}").format(credits=credits_text(int(limit)))))
         if client.settings.sandbox:
-            parts.append("sandbox")
+            parts.append(html.escape(_("sandbox")))
         self.account.value = " · ".join(parts)
 
     def _roll_seed(self, _button: Any = None) -> None:
@@ -468,7 +479,7 @@ class FluxPanel:
 
     def _busy(self, busy: bool) -> None:
         self.generate.disabled = busy
-        self.generate.description = "Generating…" if busy else "Generate"
+        self.generate.description = _("Generating…") if busy else _("Generate")
 
     def _progress(self, job: _Job) -> Callable[[str, float, str], None]:
         def report(status: str, elapsed: float, detail: str) -> None:
@@ -547,11 +558,11 @@ class FluxPanel:
         )
         image = widgets.Image(value=data, format=mime.split("/")[1], layout=fill)
         opener = _classed(
-            widgets.Button(description="open", tooltip=result.request.prompt, layout=widgets.Layout(height="auto")),
+            widgets.Button(description=_("open"), tooltip=result.request.prompt, layout=widgets.Layout(height="auto")),
             "flux-open",
         )
-        badge = '<span class="flux-badge">replayed</span> ' if result.replayed else ""
-        seed = f"seed {result.seed}" if result.seed is not None else "random seed"
+        badge = '<span class="flux-badge">' + html.escape(_("replayed")) + "</span> " if result.replayed else ""
+        seed = html.escape(seed_text(result.seed))
         # two lines, the seed first: a 10-digit seed after the badge and the cost was cut off by the ellipsis
         caption = _classed(
             widgets.HTML(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from doitong_nb._core import i18n
 from doitong_nb._core.errors import DoitongError, DownloadError, UnsafeResponseError
 from doitong_nb._core.request import GenerationRequest, as_request
 from doitong_nb._core.result import ImageResult, Job
@@ -105,6 +106,7 @@ class _Base:
         status_query: str | None = None,
         statuses: str | None = None,
         on_missing: str | None = None,
+        language: str | None = None,
     ) -> None:
         """An argument left None comes from the environment, else its default (the README's Settings); `transport`
         is the wire format ("graphql" or "rest"); `http_transport` an httpx transport for both the API and the
@@ -122,7 +124,10 @@ class _Base:
             status_query=status_query,
             statuses=statuses,
             on_missing=on_missing,
+            language=language,
         )
+        if language is not None or not i18n.chosen():  # the process's messages (a notebook: until a source changes)
+            i18n.use(settings.language)
         self._start(settings, http_transport)
 
     @classmethod

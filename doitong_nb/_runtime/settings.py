@@ -1,5 +1,6 @@
 """Settings resolution: every option from the first source that sets it, explicit argument > `%config Flux.*` >
-the login (the key only) > the environment (`DOITONG_*`) > the default (the table is _core/settings.py).
+the login (the key only) > the environment (`DOITONG_*`) > the default (the table is _core/settings.py). The
+language alone has one more source between the environment and the default: the process locale (`LANG`).
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ from typing import Any
 from doitong_nb import _contract as contract
 from doitong_nb._core.env import ENV_API_KEY, ENV_BASE_URL
 from doitong_nb._core.errors import AuthenticationError
+from doitong_nb._core.i18n import LOCALE_VARIABLES, locale_language
 from doitong_nb._core.keys import checked_api_key
 from doitong_nb._core.settings import ENVIRONMENT, OPTIONS, Settings, checked, given
 from doitong_nb._store.location import store_location
 
 
 def value_of(name: str, explicit: Any = None, configured: Any = None) -> Any:
-    """One option from the first source that sets it: explicit > `%config` (`configured`) > environment > default."""
+    """One option from the first source that sets it: explicit > `%config` (`configured`) > environment > default
+    (for the language, the process locale before the default: a locale without a catalog is English, not refused)."""
     option = OPTIONS[name]
     from_env = os.environ.get(option.env) if option.env else None
     for value, where in ((explicit, ""), (configured, f"%config Flux.{name}"), (from_env, option.env or "")):
         if given(value):
             return checked(name, value, where)
+    if name == "language":
+        return locale_language(os.environ) or option.default
     return option.default
 
 
@@ -61,9 +66,9 @@ def resolve(configured: Mapping[str, Any] | None = None, **explicit: Any) -> Set
 
 
 def fingerprint() -> str:
-    """A digest of what `resolve` reads besides its arguments (the environment, the login; a saved key changes
-    only with a login), so that a face resolves again only when it changed; secrets stay inside the digest."""
+    """A digest of what `resolve` reads besides its arguments (the environment and locale, the login; a saved key
+    changes only with a login), so that a face resolves again only when it changed; secrets stay inside the digest."""
     from doitong_nb._runtime import login as login
 
-    parts = [*(os.environ.get(name, "") for name in ENVIRONMENT), login.current() or ""]
+    parts = [*(os.environ.get(name, "") for name in (*ENVIRONMENT, *LOCALE_VARIABLES)), login.current() or ""]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()

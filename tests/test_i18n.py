@@ -1,0 +1,267 @@
+"""Issue 21: one language setting, gettext catalogs kept complete, and Korean faces with no English sentence of ours.
+
+The catalog test reads the code as `make messages` does (Babel's extractor, plus every literal `_("...")` call, so
+a call the extractor misses is caught too) and fails on a message missing from the Korean catalog, untranslated,
+fuzzy, with other placeholders, or compiled into a stale .mo. The face tests render the result card, the panel,
+`%flux_account` and the history in Korean and look for English words outside identifiers.
+"""
+
+from __future__ import annotations
+
+import ast
+import gettext
+import html
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from doitong_nb import _contract as contract
+from doitong_nb._core import i18n
+
+if TYPE_CHECKING:
+    from doitong_sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parents[1]
+KO_PO = i18n.LOCALE_DIR / "ko" / "LC_MESSAGES" / f"{i18n.DOMAIN}.po"
+_LITERAL_CALL = re.compile(r"""\b(?:N_|_)\(\s*(?P<q>["'])(?P<text>(?:(?!(?P=q)).)+)(?P=q)\s*\)""")
+_PLACEHOLDER = re.compile(r"\{(\w*)[^{}]*\}")
+
+
+@pytest.fixture(autouse=True)
+def english_after() -> Iterator[None]:
+    """Each test leaves the process's language as it found it: English, the default."""
+    yield
+    i18n.use(i18n.ENGLISH)
+
+
+# --- the catalog ----------------------------------------------------------------------------------------------------
+
+
+def _messages(files: list[Path]) -> dict[str, str]:
+    """Every message the files mark for translation (msgid -> file): Babel's reading, and each literal call."""
+    from babel.messages.extract import extract_from_file
+
+    found: dict[str, str] = {}
+    for path in files:
+        for _line, message, _comments, _context in extract_from_file("python", str(path)):
+            for text in message if isinstance(message, tuple) else (message,):
+                found.setdefault(text, path.name)
+        for match in _LITERAL_CALL.finditer(path.read_text(encoding="utf-8")):
+            found.setdefault(ast.literal_eval(match["q"] + match["text"] + match["q"]), path.name)
+    return found
+
+
+def catalog_problems(files: list[Path], po: Path = KO_PO) -> list[str]:
+    """What keeps `files` from showing in the catalog's language: each message missing, untranslated, fuzzy or with
+    other placeholders; and a .mo that is not the .po compiled."""
+    from babel.messages.pofile import read_po
+
+    with po.open("rb") as handle:
+        catalog = read_po(handle)
+    translated = {}
+    for message in catalog:
+        if not message.id:
+            continue
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        ids = message.id if isinstance(message.id, tuple) else (message.id,)
+        for msgid in ids:
+            translated[msgid] = (strings, message.fuzzy)
+    problems = []
+    for msgid, where in _messages(files).items():
+        if msgid not in translated:
+            problems.append(f"{where}: {msgid!r} is not in {po.name} (run `make messages`)")
+            continue
+        strings, fuzzy = translated[msgid]
+        if fuzzy or not all(strings):
+            problems.append(f"{where}: {msgid!r} is {'fuzzy' if fuzzy else 'untranslated'}")
+        elif any(sorted(_PLACEHOLDER.findall(s)) != sorted(_PLACEHOLDER.findall(msgid)) for s in strings):
+            problems.append(f"{where}: {msgid!r} is translated with other placeholders")
+    with po.with_suffix(".mo").open("rb") as handle:
+        compiled = gettext.GNUTranslations(handle)
+    for message in catalog:
+        usable = message.id and not message.fuzzy and isinstance(message.id, str) and message.string
+        if usable and compiled.gettext(message.id) != message.string:
+            problems.append(f"{po.with_suffix('.mo').name} is stale for {message.id!r} (run `make messages`)")
+    return problems
+
+
+TRANSLATED = [
+    ROOT / "doitong_nb" / "_core" / "result.py",
+    ROOT / "doitong_nb" / "_notebook" / "display.py",
+    ROOT / "doitong_nb" / "_notebook" / "background.py",
+    ROOT / "doitong_nb" / "_notebook" / "panel.py",
+]
+
+
+def test_every_message_of_the_translated_faces_is_in_the_korean_catalog_translated_and_compiled() -> None:
+    assert catalog_problems(TRANSLATED) == []
+
+
+def test_the_catalog_test_fails_on_a_new_message_that_is_not_translated(tmp_path: Path) -> None:
+    face = tmp_path / "face.py"
+    face.write_text('from doitong_nb._core.i18n import _\n\nLABEL = _("A brand new label nobody translated")\n')
+    assert catalog_problems([face]) == [
+        "face.py: 'A brand new label nobody translated' is not in doitong_nb.po (run `make messages`)"
+    ]
+
+
+def test_the_wheel_ships_the_compiled_catalogs() -> None:
+    """setuptools copies only what package-data names: the .mo, next to its .po."""
+    text = (ROOT / "pyproject.toml").read_text()
+    assert '"doitong_nb" = ["locale/*/LC_MESSAGES/*.mo"]' in text
+    assert sorted(p.name for p in i18n.LOCALE_DIR.glob("*/LC_MESSAGES/*.mo")) == ["doitong_nb.mo"]
+
+
+def test_numbers_units_and_plurals_follow_the_language() -> None:
+    from doitong_nb._core.result import credits_text
+    from doitong_nb._notebook.display import _seconds, status_text
+
+    assert (credits_text(1), credits_text(30), _seconds(75), status_text("3 status reads")) == (
+        "1 credit",
+        "30 credits",
+        "1 min 15 s",
+        "3 status reads",
+    )
+    i18n.use("ko")
+    assert (credits_text(1), credits_text(30), _seconds(75), status_text("3 status reads")) == (
+        "1 크레딧",
+        "30 크레딧",
+        "1분 15초",
+        "상태 조회 3회",
+    )
+    assert status_text("upscaling") == "upscaling"  # a service's own word, as it wrote it
+
+
+# --- the faces in Korean --------------------------------------------------------------------------------------------
+
+# Names that stay as written in any language: products, formats, and option values (identifiers).
+_NAMES = {
+    "Flux",
+    "Ultra",
+    "Doitong",
+    "RAW",
+    "JPEG",
+    "PNG",
+    "UHD",
+    "HTTP",
+    "URL",
+    "API",
+    "TLS",
+    "CDN",
+    "GraphQL",
+    "REST",
+}
+_NAMES |= {*contract.PLANS, *contract.QUALITIES, *contract.OUTPUT_FORMATS, *contract.TRANSPORTS}
+_IDENTIFIER = re.compile(
+    r"<code.*?</code>"  # code: commands, calls
+    r"|\S*[_%/\\.:=@#<>()\[\]{}0-9-]\S*"  # options, job ids, paths, hosts, sizes, versions, numbers
+)
+
+
+def english_words(text: str) -> list[str]:
+    """The English words of `text` (HTML or plain) outside identifiers: tags are dropped but their titles, alt texts
+    and placeholders kept, as a user sees them; a word with a digit, _, -, %, a dot or a slash is an identifier."""
+    shown = re.sub(r"<(style|script)\b.*?</\1>", " ", text, flags=re.S)
+    attributes = re.findall(r'\b(?:title|alt|placeholder)="([^"]*)"', shown)
+    shown = re.sub(r"<code.*?</code>", " ", shown, flags=re.S)
+    shown = re.sub(r"<[^>]+>", " ", shown)
+    shown = html.unescape(" ".join([shown, *attributes]))
+    shown = _IDENTIFIER.sub(" ", shown)
+    return [w for w in re.findall(r"[A-Za-z]{2,}", shown) if w not in _NAMES]
+
+
+def test_the_checker_finds_an_english_sentence_and_passes_identifiers() -> None:
+    assert english_words('<span title="open full resolution">시드 7</span>') == ["open", "full", "resolution"]
+    assert (
+        english_words("작업 job_abc12 · 1024×1024 · flux-pro-1.1-ultra · <code>%flux_history --rerun ID</code>") == []
+    )
+
+
+PROMPT = "새벽녘 현무암 절벽 위의 등대"
+
+
+def _korean_shell(shell_for: Any, sandbox: Sandbox, out: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> Any:
+    """A shell whose language is Korean by `%config Flux.language` or, with no config, by the process locale."""
+    for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG"):
+        monkeypatch.delenv(name, raising=False)
+    if how == "locale":
+        monkeypatch.setenv("LANG", "ko_KR.UTF-8")
+    shell = shell_for(sandbox, out)
+    if how == "config":
+        shell.run_line_magic("config", 'Flux.language = "ko"')
+    return shell
+
+
+def _panel_texts(panel: Any) -> list[str]:
+    """Everything the panel's widgets show: labels, tooltips, placeholders, option labels and HTML."""
+    import ipywidgets as widgets
+
+    texts, stack = [], [panel.widget]
+    while stack:
+        widget = stack.pop()
+        stack.extend(getattr(widget, "children", ()))
+        for name in ("description", "tooltip", "placeholder"):
+            texts.append(getattr(widget, name, None) or "")
+        if isinstance(widget, widgets.HTML) and "<style>" not in widget.value:
+            texts.append(widget.value)
+        if isinstance(widget, widgets.Dropdown):
+            texts.extend(widget._options_labels)
+    texts.append(repr(panel.widget))
+    return texts
+
+
+@pytest.mark.parametrize("how", ["config", "locale"])
+def test_a_korean_user_sees_no_english_sentence_of_ours(
+    how: str, sandbox: Sandbox, tmp_path: Path, shell_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from doitong_nb._notebook.display import result_bundle
+    from doitong_nb._notebook.panel import FluxPanel
+
+    shell = _korean_shell(shell_for, sandbox, tmp_path / "out", monkeypatch, how)
+    shell.run_cell_magic("flux", "--size 256x256 --seed 3 -o img", PROMPT)
+    shell.run_cell_magic("flux", "--size 256x256 --seed 3 -o again", PROMPT)  # a replay's card
+    seen = {"card": result_bundle([shell.user_ns["img"]], 256), "replay": result_bundle([shell.user_ns["again"]], 256)}
+    seen["grid"] = result_bundle([shell.user_ns["img"], shell.user_ns["again"]], 256, session_credits=10, balance=990)
+    account = shell.run_line_magic("flux_account", "")
+    seen["account"] = {"text/plain": repr(account), "text/html": account._repr_html_()}
+    history = shell.run_line_magic("flux_history", "")
+    seen["history"] = history._repr_mimebundle_()[0]
+    seen["panel"] = {"widgets": "\n".join(_panel_texts(FluxPanel(lambda: _client(shell))))}
+    english = {face: english_words("\n".join(bundle.values())) for face, bundle in seen.items()}
+    assert english == {face: [] for face in seen}
+    assert "시드 3" in seen["card"]["text/html"] and "재사용" in seen["replay"]["text/html"]
+
+
+def _client(shell: Any) -> Any:
+    from doitong_nb._notebook import session
+
+    assert session.current is not None
+    return session.current.client
+
+
+def test_english_stays_the_default(
+    sandbox: Sandbox, tmp_path: Path, shell_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG"):
+        monkeypatch.delenv(name, raising=False)
+    shell = shell_for(sandbox, tmp_path / "out")
+    shell.run_cell_magic("flux", "--size 256x256 --seed 3 -o img", "A lighthouse")
+    assert i18n.current() == "en" and "seed 3" in shell.user_ns["img"]._repr_mimebundle_()[0]["text/html"]
+
+
+def test_a_change_of_language_reaches_the_next_cell(
+    sandbox: Sandbox, tmp_path: Path, shell_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shell = _korean_shell(shell_for, sandbox, tmp_path / "out", monkeypatch, "config")
+    shell.run_cell("x = 1")
+    assert i18n.current() == "ko"
+    shell.run_line_magic("config", 'Flux.language = "en"')
+    shell.run_cell("x = 2")
+    assert i18n.current() == "en"
+    monkeypatch.setenv("DOITONG_LANG", "ko")  # as %env does, with no config: the environment is read again
+    shell.run_line_magic("config", "Flux.language = None")
+    shell.run_cell("x = 3")
+    assert i18n.current() == "ko"
