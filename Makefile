@@ -69,6 +69,6 @@ notebooks: $(VENV)/.installed  ## re-execute the example notebooks in place, aft
 	for nb in $(or $(NOTEBOOKS),notebooks/*.ipynb); do \
 	  echo "== $$nb"; stem=$$(basename $$nb .ipynb); \
 	  env -u DOITONG_API_KEY -u DOITONG_BASE_URL DOITONG_SANDBOX_SPEED=50 \
-	    DOITONG_OUTPUT_DIR=$$out/$$stem/flux_outputs \
+	    DOITONG_OUTPUT_DIR=$$out/$$stem/flux_outputs DOITONG_SANDBOX_STATE=$$out/$$stem/sandbox \
 	    $(PY) -m jupyter nbconvert --to notebook --execute --inplace --log-level WARN $$nb || exit $$?; \
 	done; rm -rf $$out
