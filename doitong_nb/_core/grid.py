@@ -2,15 +2,13 @@
 
 One axis gives a row; two give a matrix, the first axis down the rows and the second across the columns. Every
 cell is an ordinary request (replayed at 0 credits when stored), the cost is told before anything is sent, and
-the result renders as a table with row and column labels (and one labelled contact sheet where HTML is not shown).
+the result renders as a table with row and column labels, each image in it once.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import itertools
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -145,34 +143,24 @@ class GridView:
         return _card(outcome, min(self.preview_px, _GRID_PREVIEW_PX), style, 2, False)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, str], dict[str, Any]]:
-        from doitong_nb._notebook.display import _FONT, _sheet
+        """One labelled table with each image once, inline (as a single card is: display.py says why), and the
+        text form. Cells and rows carry their own alignment and background: JupyterLab's table style right-aligns
+        cells and shades every other row, which suits numbers, not cards."""
+        from doitong_nb._notebook.display import _FONT
 
         th = "padding:4px 8px;font-size:12px;font-weight:600;text-align:center;white-space:nowrap"
         head = "".join(f'<th style="{th}">{html.escape(c)}</th>' for c in self._column_labels())
         corner = '<th style="padding:0"></th>' if len(self.axes) == 2 else ""
         body = []
+        td = f"vertical-align:top;text-align:left;padding:4px;width:{100 / self.columns:.2f}%"
         for row, label in enumerate(self._row_labels()):
             cells = "".join(
-                f'<td style="vertical-align:top;padding:4px;width:{100 / self.columns:.2f}%">'
-                f"{self._cell_html(self[row, column])}</td>"
-                for column in range(self.columns)
+                f'<td style="{td}">{self._cell_html(self[row, column])}</td>' for column in range(self.columns)
             )
             side = f'<th style="{th};text-align:right">{html.escape(label)}</th>' if len(self.axes) == 2 else ""
-            body.append(f"<tr>{side}{cells}</tr>")
+            body.append(f'<tr style="background:none">{side}{cells}</tr>')
         page = (
             f'<table style="{_FONT};border-collapse:collapse;table-layout:fixed;max-width:{self.columns * 300}px">'
-            f"<tr>{corner}{head}</tr>{''.join(body)}</table>"
+            f'<tr style="background:none">{corner}{head}</tr>{"".join(body)}</table>'
         )
-        data = {"text/plain": repr(self), "text/html": page}
-        metadata: dict[str, Any] = {}
-        results = self.results
-        if results and len(results) == len(self.outcomes):
-            try:
-                files = tuple((os.path.abspath(r.path), os.stat(r.path).st_mtime_ns) for r in results)
-                labels = (tuple(self._row_labels()), tuple(self._column_labels()))
-                sheet, mime, (w, h) = _sheet(files, labels)
-            except OSError:
-                return data, metadata
-            data[mime] = base64.b64encode(sheet).decode()
-            metadata[mime] = {"width": w, "height": h}
-        return data, metadata
+        return {"text/plain": repr(self), "text/html": page}, {}

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
-import functools
 import html
-import io
 import math
 import os
 import re
@@ -34,14 +32,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from PIL import Image
-
 from doitong_nb import _contract as contract
 from doitong_nb._core.errors import DoitongError
 from doitong_nb._core.i18n import N_, _, ngettext
 from doitong_nb._core.result import credits_text, parse_time
 from doitong_nb._engine.engine import WAITING_FOR_RATE, WAITING_FOR_SLOT
-from doitong_nb._notebook.previews import cached_preview, choose_encoding, fit, preview_of
+from doitong_nb._notebook.previews import fit, preview_of
 
 if TYPE_CHECKING:
     from doitong_nb._core.result import ImageResult
@@ -335,45 +331,6 @@ def result_display(
     """(data, metadata) for IPython's display: result_bundle's card and text line, each image in it once (the
     module's docstring says why this shape); no metadata."""
     return result_bundle(results, preview_px, session_credits=session_credits, balance=balance), {}
-
-
-_SHEET_GAP = 6
-
-
-@functools.lru_cache(maxsize=16)
-def _sheet(
-    files: tuple[tuple[str, int], ...],
-    labels: tuple[tuple[str, ...], tuple[str, ...]] | None,
-    tile: int = 256,
-    columns: int = 4,
-) -> tuple[bytes, str, tuple[int, int]]:
-    """A grid's previews tiled into one JPEG (row-major, up to four across; or rows x columns when labelled)."""
-    columns = len(labels[1]) if labels else min(columns, len(files))
-    rows = math.ceil(len(files) / columns)
-    gap = _SHEET_GAP
-    left = 110 if labels and any(labels[0]) else 0  # room for row labels
-    top = 22 if labels else 0  # room for column labels
-    sheet = Image.new("RGB", (left + columns * (tile + gap) + gap, top + rows * (tile + gap) + gap), (255, 255, 255))
-    if labels:
-        from PIL import ImageDraw
-
-        draw = ImageDraw.Draw(sheet)
-        for column, text in enumerate(labels[1]):
-            draw.text(
-                (left + gap + column * (tile + gap) + tile // 2, top // 2), text[:40], fill=(0, 0, 0), anchor="mm"
-            )
-        for row, text in enumerate(labels[0]):
-            draw.text((left - 4, top + gap + row * (tile + gap) + tile // 2), text[:18], fill=(0, 0, 0), anchor="rm")
-    for index, (path, mtime_ns) in enumerate(files):
-        data = cached_preview(path, mtime_ns, os.stat(path).st_size, tile)[0]
-        with Image.open(io.BytesIO(data)) as im:
-            part = im.convert("RGB")
-        row, column = divmod(index, columns)
-        x = left + gap + column * (tile + gap) + (tile - part.width) // 2
-        y = top + gap + row * (tile + gap) + (tile - part.height) // 2
-        sheet.paste(part, (x, y))
-    data, mime = choose_encoding(sheet)
-    return data, mime, sheet.size
 
 
 # --- progress --------------------------------------------------------------------------------------
