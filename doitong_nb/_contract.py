@@ -204,7 +204,10 @@ RESET_IS_UNIX_TIME_ABOVE = 1e9  # [assumed] a smaller X-RateLimit-Reset is secon
 RESET_IS_MILLISECONDS_ABOVE = 1e11  # [assumed] a larger one is a Unix time in milliseconds (year 5138 in seconds)
 # [assumed] Retry-After is seconds; an HTTP date (RFC 9110's other form) is read too
 HEADER_RATE_WINDOW = "X-RateLimit-Window"  # [assumed] optional: window length in seconds
-HEADER_IDEMPOTENCY = "Idempotency-Key"  # [assumed]
+# [assumed] Idempotency-Key is not in Doitong's documentation, so no credit depends on it: the client sends one with
+# every submission, but sends a submission again after an unclear answer only once the service has shown that it
+# honours the key (an answer echoing it, or Idempotent-Replayed: true); ARCHITECTURE.md, "The submission rule".
+HEADER_IDEMPOTENCY = "Idempotency-Key"
 HEADER_IDEMPOTENT_REPLAYED = "Idempotent-Replayed"  # [assumed] "true" on an answer replayed for a known key
 HEADER_SIGNATURE = "X-Doitong-Signature"  # [doc]
 HEADER_TIMESTAMP = "X-Doitong-Timestamp"  # [assumed]
