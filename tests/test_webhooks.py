@@ -155,15 +155,17 @@ def test_the_driver_wakes_a_waiting_flow_from_the_receivers_thread_and_gives_up_
     receiver = WebhookReceiver(SECRET)
     stamp = str(int(time.time()))
     futures = {}
+    waiting = threading.Event()
 
     def waits(job_id: str, seconds: float) -> Flow[object]:
         futures[job_id] = receiver.future(job_id)
+        waiting.set()
         return (yield WaitFor(futures[job_id], seconds))
 
     async def main() -> tuple[object, object]:
         async with AsyncFlux(api_key="sbx_test", base_url="http://127.0.0.1:9", output_dir=tmp_path) as flux:
             came = asyncio.create_task(flux.run(waits("job_abc", 60)))
-            await asyncio.sleep(0)  # the flow is waiting now
+            assert await asyncio.to_thread(waiting.wait, 30)  # the flow asked for its webhook: deliver it now
             delivery = threading.Thread(target=receiver.receive, args=(BODY, signed(timestamp=stamp), stamp))
             delivery.start()
             payload = await came
