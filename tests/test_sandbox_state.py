@@ -149,8 +149,8 @@ def test_the_state_and_endpoint_files_are_the_users_only_and_the_key_is_never_pr
         assert stat.S_IMODE((state / name).stat().st_mode) == 0o600
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     endpoint = bundled.shared_sandbox("pro", 1000, 1.0)
-    err = capsys.readouterr().err
-    assert "bundled offline sandbox" in err and key not in err and key not in repr(endpoint)
+    out = capsys.readouterr().out  # the notice is a note on stdout, not an error
+    assert "bundled offline sandbox" in out and key not in out and key not in repr(endpoint)
     assert key not in str(StateInUse(state, Endpoint("http://x", "http://y", 1, 1.0, key, "whsec")))
 
 
