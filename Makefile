@@ -36,9 +36,13 @@ demo: $(VENV)/.installed  ## run the quickstart notebook against the bundled san
 		--ExecutePreprocessor.extra_arguments=--IPKernelApp.log_level=ERROR $(BUILD)/$(DEMO_NAME).ipynb
 	@echo "Open $(BUILD)/$(DEMO_NAME).html; full-resolution images are in $(BUILD)/flux_outputs/"
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist; `auto`: one a core), each with its own sandboxes, output
+# and state folders; a notebook's cells and its files' check, the browser tests, and each test module stay together
+# in one process (conftest.py, `_worker_group`).
+TEST_WORKERS ?= auto
 test: $(foreach v,$(TEST_PYTHONS),.venv-$(v)/.installed)  ## the whole suite (notebooks and browser included) on each Python
 	@for v in $(TEST_PYTHONS); do \
-	  echo "== Python $$v"; .venv-$$v/bin/python -m pytest || exit $$?; \
+	  echo "== Python $$v"; .venv-$$v/bin/python -m pytest -n $(TEST_WORKERS) || exit $$?; \
 	done
 
 # The fast loop for every edit, in under 10 s: which tests are unit is said in conftest.py. nbval (it runs the

@@ -41,8 +41,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("DOITONG_API_KEY", None)
     os.environ.pop("DOITONG_BASE_URL", None)
     os.environ.setdefault("DOITONG_SANDBOX_SPEED", "50")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_WorkerGroups(), "doitong-worker-groups")
 
 
+_NOTEBOOK_OUTPUTS_CHECK = "notebooks/test_fullres_hashes.py"  # its tests read the `notebook_outputs` of this process
 _SERVER_FIXTURES = {"sandbox", "flux", "shell_for", "ip", "notebook_outputs"}  # the last: files notebooks made
 _STARTERS = {"Sandbox", "kernel", "start_new_kernel", "NotebookClient"}  # a module that binds one starts it itself
 _NOT_UNIT = ("integration", "slow", "browser", "soak")
@@ -115,6 +118,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
     # Tests that read what the notebooks wrote run after every notebook (stable sort: order kept otherwise).
     items.sort(key=lambda item: "notebook_outputs" in getattr(item, "fixturenames", ()))
+
+
+class _WorkerGroups:
+    """`pytest -n` (`make test`): the tests go to the workers in groups (`_worker_group`), each group to one worker;
+    registered only where xdist is loaded (its hook is unknown to pytest otherwise)."""
+
+    @staticmethod
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+        from xdist.scheduler import LoadScopeScheduling
+
+        class ByGroup(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return _worker_group(nodeid)
+
+        return ByGroup(config, log)
+
+
+def _worker_group(nodeid: str) -> str:
+    """What must run in one process: a notebook's cells (they share its kernel) with the check of the files it wrote
+    (`notebook_outputs` is read from this process), the browser tests (one Jupyter server and one Chromium for them
+    all), and otherwise a module (its module-scoped fixtures, such as a shared sandbox, are made once). Read from the
+    node id alone: xdist's own `xdist_group` marks rename node ids, which pytest 9 no longer lets a plugin do."""
+    module, _, test = nodeid.partition("::")
+    if module.endswith(".ipynb"):
+        return f"notebook {Path(module).stem}"
+    if module == _NOTEBOOK_OUTPUTS_CHECK:
+        return f"notebook {test.partition('[')[2].rstrip(']')}"  # parametrized by the notebook's stem
+    if module.startswith("tests/browser/"):
+        return "browser"
+    return module
 
 
 @pytest.hookimpl(tryfirst=True)

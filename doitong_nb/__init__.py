@@ -91,10 +91,12 @@ def __dir__() -> list[str]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """`%load_ext doitong_nb`: register %%flux, %flux and friends."""
+    """`%load_ext doitong_nb`: register %%flux, %flux and friends, and prepare the first cell off its path."""
+    from doitong_nb._notebook.background import prepare_first_cell
     from doitong_nb._notebook.magics import register
 
     register(ipython)
+    prepare_first_cell(ipython)
 
 
 __all__ = [

@@ -85,12 +85,13 @@ class Job:
     cost: int
     failure: str | None  # the error code it will fail with, or None
     queued: float = 0.0  # seconds it waits in `queued` before processing
+    held: float = 0.0  # seconds a test held it unfinished past its time (Engine.hold)
     final: str | None = None
     completed_reads: int = 0  # status reads since it completed (the url_late_reads dialect)
 
     @property
     def done_at(self) -> float:
-        return self.created + self.queued + self.duration
+        return self.created + self.queued + self.duration + self.held
 
     @property
     def ext(self) -> str:
@@ -147,6 +148,7 @@ class Engine:
         self.outputs = Outputs()
         self.held_submissions = 0  # accepted submissions whose answer a slow_submit fault is holding now
         self.served_sha256: dict[str, str] = {}  # job id -> sha256 of the bytes the CDN last served whole
+        self.holding: dict[str, Job] | None = None  # while a test holds new jobs (hold): those jobs, by id
 
     def scaled(self, seconds: float) -> float:
         """A duration at this sandbox's speed."""
@@ -259,7 +261,10 @@ class Engine:
         if idempotency_key:
             account.idempotency[idempotency_key] = (job.id, now)
         account.last_submitted = job.id
-        asyncio.get_running_loop().call_later(job.duration, self._finish, job)
+        if self.holding is None:
+            self._finish_when_due(job)
+        else:
+            self.holding[job.id] = job
         if job.failure is None:
             self.outputs.start(job, lambda: account.stats.update(outputs_rendered=1))
         if spec.webhook_url:
@@ -296,11 +301,34 @@ class Engine:
     def status(self, job: Job) -> str:
         if job.final is None:
             now = self.clock()
-            if now >= job.done_at:
-                self._finish(job)
-            elif now < job.created + job.queued:
+            if now < job.created + job.queued:
                 return c.STATUS_QUEUED
+            if now >= job.done_at and (self.holding is None or job.id not in self.holding):
+                self._finish(job)
         return job.final or c.STATUS_PROCESSING
+
+    # --- test hooks -------------------------------------------------------------------------------
+    def hold(self) -> None:
+        """Keep every job submitted from now on unfinished (queued, then processing) until `release`, however
+        fast the sandbox: a test then acts while a job runs without racing it."""
+        if self.holding is None:
+            self.holding = {}
+
+    def release(self) -> None:
+        """Let the held jobs go: each finishes at its own time, or now if that passed while it was held."""
+        held, self.holding = self.holding or {}, None
+        now = self.clock()
+        for job in held.values():
+            job.held = max(0.0, now - job.done_at)
+            self._finish_when_due(job)
+
+    def _finish_when_due(self, job: Job) -> None:
+        """Finish `job` (refund, webhook) at its time by `clock`, even when nobody reads it; on the server's loop."""
+        wait = job.done_at - self.clock()
+        if wait > 0:
+            asyncio.get_running_loop().call_later(wait, self._finish_when_due, job)
+        else:
+            self._finish(job)
 
     def view(self, job: Job, status: str | None = None) -> dict[str, Any]:
         """The Job object of the wire, every field present."""
@@ -372,10 +400,9 @@ class Engine:
     def finish_restored(self) -> None:
         """Finish each restored job still running when it is due, as its submission would have (refund, webhook);
         on the server's loop."""
-        loop, now = asyncio.get_running_loop(), self.clock()
         for account in self.accounts.values():
-            for job in account.pending.values():
-                loop.call_later(max(0.0, job.done_at - now), self._finish, job)
+            for job in list(account.pending.values()):
+                self._finish_when_due(job)
 
     def _settle(self, account: Account) -> None:
         for job in list(account.pending.values()):

@@ -12,7 +12,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import uvicorn
@@ -35,7 +35,8 @@ class Sandbox:
     `speed` divides every duration (generation, rate windows, backoff, Retry-After); inf means no waiting.
     With `state_dir` its jobs, keys and balances outlive it: a sandbox started later on the same folder goes on
     from them (`plan` still applies; `credits` and `api_key` only to a new state), and while one runs on the folder
-    another's `start()` raises `state.StateInUse` naming it.
+    another's `start()` raises `state.StateInUse` naming it. `clock` is the service's time in Unix seconds (job
+    progress, rate windows, timestamps): a test may pass one it moves itself.
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class Sandbox:
         api_key: str | None = None,
         dialect: str | Dialect | None = None,
         state_dir: str | os.PathLike[str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.dialect = as_dialect(dialect)  # how this sandbox differs from CONTRACT.md (dialects.py)
         self.plan, self.credits, self.speed = plan, credits, speed
@@ -57,6 +59,7 @@ class Sandbox:
         self._initial_faults = faults or Faults()
         self._requested_key = api_key
         self.state_dir = state_dir
+        self.clock = clock
         self._store: StateFile | None = None
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -116,7 +119,7 @@ class Sandbox:
         """The engine, the default key and both (not yet running) servers."""
         self.base_url, self.cdn_url = (_url(self.host, s.getsockname()[1]) for s in sockets)
         self._engine = Engine(
-            speed=self.speed, cdn_url=self.cdn_url, faults=self._initial_faults, clock=time.time, dialect=self.dialect
+            speed=self.speed, cdn_url=self.cdn_url, faults=self._initial_faults, clock=self.clock, dialect=self.dialect
         )
         saved = self._store.data if self._store else None
         if saved is None:
@@ -250,6 +253,23 @@ class Sandbox:
         """Every API-host request: method, path, header names (no values), has_auth, and the server's times:
         `at` (Unix seconds it arrived), `status` and `retry_after` (seconds, or None) of its answer."""
         return self._call(lambda: list(self._live().api_request_log))
+
+    # --- test hooks: the order of events made explicit, never left to speed ------------------------
+    @contextlib.contextmanager
+    def jobs_held(self) -> Iterator[None]:
+        """Jobs submitted inside the block stay unfinished (uncharged, no webhook) until it ends, however fast the
+        sandbox; then each finishes at its own time, or at once if that has passed."""
+        self._call(self._live().hold)
+        try:
+            yield
+        finally:
+            self._call(self._live().release)
+
+    def wait_for_webhooks(self, timeout: float = 60.0) -> None:
+        """Return once every webhook delivery started so far has ended: delivered, or given up after its retries."""
+        loop = self._loop
+        if loop is not None:
+            asyncio.run_coroutine_threadsafe(self._live().webhooks.drain(), loop).result(timeout)
 
     def _live(self) -> Engine:
         if self._engine is None:

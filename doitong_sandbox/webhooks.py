@@ -101,6 +101,11 @@ class WebhookSender:
             if attempt < c.WEBHOOK_MAX_ATTEMPTS:
                 await asyncio.sleep(self._scaled(_BACKOFF_SECONDS * 2 ** (attempt - 1)))
 
+    async def drain(self) -> None:
+        """Wait for the deliveries under way, and for those they start, to end."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def aclose(self) -> None:
         """Cancel deliveries still waiting and close the HTTP client."""
         for task in list(self._tasks):

@@ -1,8 +1,9 @@
 """Issue 12: background cells. `%%flux --background` returns at once with a live card that becomes the result.
 
-The real-kernel tests run the magics in an IPython kernel against a sandbox slow enough (2x the real speed, ~2 s
-for 512x512) that a job is visibly in flight while other cells run. The one timing bound ("returns in under
-0.5 s") is measured on a real kernel from execute to idle and is generous: the cell itself does no waiting.
+The real-kernel tests run the magics in an IPython kernel against a fast sandbox that holds the cell's job
+unfinished until the test lets it go (`Sandbox.jobs_held`): a cell that returns while its job is held cannot have
+waited for it, whatever the machine's load. How fast the first cell returns is measured by
+benchmarks/first_cell.py, not asserted here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _kernel import kernel, run
 
 from doitong_sandbox import Sandbox
 
@@ -37,13 +39,12 @@ class Cell:
 
     def __init__(self, kc: Any, code: str) -> None:
         self.kc, self.msg_id = kc, kc.execute(code)
-        self.started = time.monotonic()
-        self.idle_after: float | None = None
+        self.idle = False
         self.texts: list[str] = []
         self.display_ids: list[str] = []
 
     def wait_idle(self, sink: dict[str, list[str]]) -> Cell:
-        while self.idle_after is None:
+        while not self.idle:
             pump(self.kc, {self.msg_id: self}, sink)
         return self
 
@@ -68,15 +69,16 @@ def pump(kc: Any, cells: dict[str, Cell], updates: dict[str, list[str]], timeout
     elif kind == "error":
         cell.texts.append(f"{content['ename']}: {content['evalue']}")
     elif kind == "status" and content["execution_state"] == "idle":
-        cell.idle_after = time.monotonic() - cell.started
+        cell.idle = True
 
 
 @pytest.fixture
-def slow_kernel(tmp_path: Path) -> Iterator[tuple[Any, Sandbox, Path]]:
+def kernel_with_sandbox(tmp_path: Path) -> Iterator[tuple[Any, Sandbox, Path]]:
+    """A kernel with the extension loaded and its client made, bound to a fast sandbox."""
     from jupyter_client.manager import start_new_kernel
 
     out = tmp_path / "out"
-    with Sandbox(speed=2) as box:
+    with Sandbox(speed=1000) as box:
         env = {**os.environ, "DOITONG_API_KEY": box.api_key, "DOITONG_BASE_URL": box.base_url}
         env["DOITONG_OUTPUT_DIR"] = str(out)
         km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=env)
@@ -88,14 +90,13 @@ def slow_kernel(tmp_path: Path) -> Iterator[tuple[Any, Sandbox, Path]]:
             km.shutdown_kernel(now=True)
 
 
-def test_a_background_cell_returns_at_once_and_its_card_becomes_the_result(slow_kernel) -> None:
-    kc, box, _ = slow_kernel
+def test_a_background_cell_returns_at_once_and_its_card_becomes_the_result(kernel_with_sandbox) -> None:
+    kc, box, _ = kernel_with_sandbox
     updates: dict[str, list[str]] = {}
-    first = Cell(kc, f"%%flux --background --size 512x512 --seed 4 -o img\n{PROMPT}").wait_idle(updates)
-    assert first.idle_after is not None and first.idle_after < 0.5, first.idle_after  # generous: no waiting in it
-    second = Cell(kc, "ran = 1 + 1\nimg").wait_idle(updates)  # the kernel is free while the job runs
-    assert _active_jobs(box) == 1, "the job had already finished: the test proves nothing"
-    assert any("<BackgroundJob bg" in t for t in second.texts), second.texts
+    with box.jobs_held():  # the cells below return while the job cannot end
+        first = Cell(kc, f"%%flux --background --size 512x512 --seed 4 -o img\n{PROMPT}").wait_idle(updates)
+        second = Cell(kc, "ran = 1 + 1\nimg").wait_idle(updates)  # the kernel is free while the job runs
+        assert any("<BackgroundJob bg" in t for t in second.texts), second.texts
     card = first.display_ids[0]
     _wait_for_update(kc, card, updates, "<ImageResult")
     # the first cell's own output now holds the finished card; `.result()` gives the image
@@ -110,17 +111,18 @@ def _wait_for_update(kc: Any, display_id: str, updates: dict[str, list[str]], te
         pump(kc, {}, updates)
 
 
-def test_cancel_keeps_the_job_listed_and_a_resume_charges_nothing_more(slow_kernel) -> None:
-    kc, box, out = slow_kernel
+def test_cancel_keeps_the_job_listed_and_a_resume_charges_nothing_more(kernel_with_sandbox) -> None:
+    kc, box, out = kernel_with_sandbox
     updates: dict[str, list[str]] = {}
-    cell = Cell(kc, f"%%flux --background --size 512x512 --seed 5 -o job\n{PROMPT}").wait_idle(updates)
-    _wait_for(lambda: box.stats()["total"]["jobs_created"] == 1)
-    listed = Cell(kc, "%flux_jobs").wait_idle(updates)
-    assert any("background cell(s) running" in t and "bg" in t for t in listed.texts), listed.texts
-    assert not any("pending job(s)" in t for t in listed.texts), listed.texts  # running, not pending
-    cancel = Cell(kc, "job.cancel()\njob").wait_idle(updates)
-    assert any("stopped waiting" in t for t in cancel.texts), cancel.texts
-    _wait_for_update(kc, cell.display_ids[0], updates, "goes on at the service and is paid for")
+    with box.jobs_held():  # still running at the service when the cell stops waiting
+        cell = Cell(kc, f"%%flux --background --size 512x512 --seed 5 -o job\n{PROMPT}").wait_idle(updates)
+        _wait_for(lambda: box.stats()["total"]["jobs_created"] == 1)
+        listed = Cell(kc, "%flux_jobs").wait_idle(updates)
+        assert any("background cell(s) running" in t and "bg" in t for t in listed.texts), listed.texts
+        assert not any("pending job(s)" in t for t in listed.texts), listed.texts  # running, not pending
+        cancel = Cell(kc, "job.cancel()\njob").wait_idle(updates)
+        assert any("stopped waiting" in t for t in cancel.texts), cancel.texts
+        _wait_for_update(kc, cell.display_ids[0], updates, "goes on at the service and is paid for")
     assert not any("`" in u for u in updates[cell.display_ids[0]])  # plain text, no raw markdown
     pending = Cell(kc, "%flux_jobs").wait_idle(updates)
     text = "".join(pending.texts)
@@ -136,16 +138,26 @@ def test_cancel_keeps_the_job_listed_and_a_resume_charges_nothing_more(slow_kern
     assert len(list(out.glob("*.jp*g"))) == 1
 
 
-def test_flux_jobs_cancel_needs_a_known_name(slow_kernel) -> None:
-    kc, _, _ = slow_kernel
+def test_flux_jobs_cancel_needs_a_known_name(kernel_with_sandbox) -> None:
+    kc, _, _ = kernel_with_sandbox
     cell = Cell(kc, "%flux_jobs --cancel bg99").wait_idle({})
     assert any("UsageError" in t and "no background cell 'bg99'" in t for t in cell.texts), cell.texts
 
 
-def test_config_background_makes_every_cell_a_background_cell(slow_kernel) -> None:
-    kc, _, _ = slow_kernel
+def test_config_background_makes_every_cell_a_background_cell(kernel_with_sandbox) -> None:
+    kc, box, _ = kernel_with_sandbox
     updates: dict[str, list[str]] = {}
     Cell(kc, "%config Flux.background = True").wait_idle(updates)
-    cell = Cell(kc, f"%%flux --size 512x512 --seed 6 -o later\n{PROMPT}").wait_idle(updates)
-    assert cell.idle_after is not None and cell.idle_after < 0.5
+    with box.jobs_held():  # a cell that waited for its job would not return in this block
+        cell = Cell(kc, f"%%flux --size 512x512 --seed 6 -o later\n{PROMPT}").wait_idle(updates)
     _wait_for_update(kc, cell.display_ids[0], updates, "<ImageResult")
+
+
+def test_loading_the_extension_prepares_the_first_cell_before_it_runs(tmp_path: Path) -> None:
+    """The first cell's client and widget modules are imported on a thread once `%load_ext` returns, and the next
+    cell starts after that thread: it finds them imported and pays nothing for them (benchmarks/first_cell.py)."""
+    with kernel(tmp_path, DOITONG_API_KEY=None, DOITONG_BASE_URL=None) as kc:
+        assert run(kc, "import sys; print('ipywidgets' in sys.modules)") == ["False\n"]
+        run(kc, "%load_ext doitong_nb")
+        probe = "print(sorted(m for m in ('ipywidgets', 'httpx', 'doitong_nb._notebook.display') if m in sys.modules))"
+        assert run(kc, probe) == ["['doitong_nb._notebook.display', 'httpx', 'ipywidgets']\n"]

@@ -155,8 +155,8 @@ def test_failed_job_is_refunded_and_reported(tmp_path: Path) -> None:
 
 def test_a_failed_job_resumed_from_an_earlier_session_is_not_refunded_to_this_one(tmp_path: Path) -> None:
     """Session one paid for the job and stopped waiting; session two finds it failed: its own spend stays 0."""
-    with Sandbox(speed=20, faults=Faults(fail_job=1)) as box:
-        with client_for(box, tmp_path) as first:
+    with Sandbox(speed=1000, faults=Faults(fail_job=1)) as box:
+        with client_for(box, tmp_path) as first, box.jobs_held():  # the job is still running when session one gives up
             with pytest.raises(JobTimeoutError):
                 first.run(first.engine.generate(GenerationRequest.build(PROMPT, seed=8), timeout=0.05))
             assert first.session_credits == 20

@@ -11,8 +11,10 @@ ID`) stops this kernel waiting, not the job: it goes on at the service, paid for
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import html
+import importlib
 import itertools
 import threading
 import time
@@ -26,6 +28,34 @@ _TICK = 0.5  # seconds between repaints of the live card
 _ids = itertools.count(1)
 _jobs: list[BackgroundJob] = []  # this kernel's background cells, oldest first
 _jobs_lock = threading.Lock()
+
+
+# what a kernel's first cell would otherwise import while the user waits: the client (httpx, the store), the cards,
+# and the live card's widgets (ipywidgets and its comm machinery: a third of the first background cell's time)
+_FIRST_CELL_MODULES = ("doitong_nb._runtime.client", "doitong_nb._notebook.display", "ipywidgets")
+
+
+def prepare_first_cell(shell: Any) -> threading.Thread | None:
+    """In a kernel, import what the first cell needs on a thread while the user reads or types, so that cell
+    returns as fast as the later ones. The next cell to run waits for what is left first: a cell and the thread
+    never import at once. A shell with no kernel (a terminal, a test) shows no widget and is left alone."""
+    if getattr(shell, "kernel", None) is None:
+        return None
+    thread = threading.Thread(target=_import_first_cell_modules, name="flux-prepare", daemon=True)
+
+    def wait_for_it(*_info: Any) -> None:
+        thread.join()
+        shell.events.unregister("pre_run_cell", wait_for_it)
+
+    shell.events.register("pre_run_cell", wait_for_it)
+    thread.start()
+    return thread
+
+
+def _import_first_cell_modules() -> None:
+    for name in _FIRST_CELL_MODULES:
+        with contextlib.suppress(ImportError):  # the cell that needs it says so, in its own words
+            importlib.import_module(name)
 
 
 def running() -> list[BackgroundJob]:
