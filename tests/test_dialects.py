@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from _journal_probe import journaled_job_id
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.errors import (
@@ -514,21 +515,6 @@ print("finished")
 """
 
 
-def _journaled_job_id(out: Path) -> str | None:
-    """The job id the child's journal holds, read as another process would (None until it is written)."""
-    import sqlite3
-
-    path = out / "journal.sqlite"
-    if not path.exists():
-        return None
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
-            rows = db.execute("SELECT job_id FROM jobs WHERE job_id IS NOT NULL").fetchall()
-    except sqlite3.Error:
-        return None
-    return rows[0][0] if rows else None
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("moment", ["in-flight", "journaled"])
 @pytest.mark.parametrize("name", ALL)
@@ -562,7 +548,7 @@ def test_every_dialect_resumes_a_generate_killed_with_sigkill(name: str, moment:
         def ready() -> bool:
             if moment == "in-flight":
                 return box.stats()["total"]["held_submissions"] == 1
-            return _journaled_job_id(out) is not None
+            return journaled_job_id(out) is not None
 
         while not ready() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _journal_probe import journaled_job_id
 from _kernel import collect
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -304,7 +305,7 @@ def test_interrupt_stops_waiting_and_rerun_resumes_the_same_job(tmp_path: Path) 
             cell = f"%%flux --size 512x512 --seed 4 -o img\n{PROMPT}"
             with box.jobs_held():  # idle again while the job cannot have ended: the cell stopped waiting for it
                 msg_id = kc.execute(cell)
-                _wait_for(lambda: box.stats()["total"]["jobs_created"] == 1)
+                _wait_for(lambda: journaled_job_id(out) is not None)  # accepted, and its id journaled: waiting now
                 km.interrupt_kernel()
                 messages = _messages(kc, msg_id)
                 first = _texts(messages)
