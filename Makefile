@@ -64,7 +64,7 @@ LOCALE := doitong_nb/locale
 messages: $(VENV)/.installed  ## extract new messages into the catalog, merge them into each language's .po, compile the .mo
 	$(VENV)/bin/pybabel -q extract -F babel.cfg --ignore-dirs=".*" --add-location=file --sort-by-file --no-wrap --omit-header \
 		-c "Translators:" -o $(LOCALE)/doitong_nb.pot .
-	$(VENV)/bin/pybabel -q update -i $(LOCALE)/doitong_nb.pot -d $(LOCALE) -D doitong_nb --no-wrap --omit-header
+	$(VENV)/bin/pybabel -q update -i $(LOCALE)/doitong_nb.pot -d $(LOCALE) -D doitong_nb --no-wrap
 	$(VENV)/bin/pybabel -q compile -d $(LOCALE) -D doitong_nb --statistics
 
 # Same setting as under nbval (conftest.py): sanitize.cfg then reads their outputs the same way.

@@ -93,11 +93,30 @@ TRANSLATED = [
     ROOT / "doitong_nb" / "_notebook" / "display.py",
     ROOT / "doitong_nb" / "_notebook" / "background.py",
     ROOT / "doitong_nb" / "_notebook" / "panel.py",
+    ROOT / "doitong_nb" / "_tools" / "doctor.py",
+    ROOT / "doitong_nb" / "_tools" / "cli.py",
+    ROOT / "doitong_nb" / "_tools" / "quote.py",
+    ROOT / "doitong_nb" / "_notebook" / "magics.py",
+    ROOT / "doitong_nb" / "_runtime" / "grid.py",
+    ROOT / "doitong_nb" / "_runtime" / "batch.py",
+    ROOT / "doitong_nb" / "_engine" / "engine.py",
+    ROOT / "doitong_nb" / "_core" / "request.py",
+    ROOT / "doitong_nb" / "_core" / "settings.py",
+    ROOT / "doitong_nb" / "_core" / "errors.py",
+    ROOT / "doitong_nb" / "_wire" / "replies.py",
 ]
 
 
 def test_every_message_of_the_translated_faces_is_in_the_korean_catalog_translated_and_compiled() -> None:
     assert catalog_problems(TRANSLATED) == []
+
+
+def test_the_korean_catalog_keeps_its_one_plural_form() -> None:
+    """`pybabel update --omit-header` drops the header, and with it Korean's one plural form: the compiled catalog
+    would then look for a second form, which Korean messages do not have."""
+    compiled = gettext.GNUTranslations(KO_PO.with_suffix(".mo").open("rb"))
+    assert compiled.info().get("plural-forms") == "nplurals=1; plural=0;"
+    assert compiled.ngettext("{n} credit", "{n} credits", 30) == "{n} 크레딧"
 
 
 def test_the_catalog_test_fails_on_a_new_message_that_is_not_translated(tmp_path: Path) -> None:
@@ -155,6 +174,9 @@ _NAMES = {
     "REST",
 }
 _NAMES |= {*contract.PLANS, *contract.QUALITIES, *contract.OUTPUT_FORMATS, *contract.TRANSPORTS}
+# The service's words (statuses, a field, a header, encodings, a method), command placeholders, Jupyter's "Run All".
+_NAMES |= {*contract.PENDING_STATUSES, *contract.FINAL_STATUSES, "creditCost", "Date", "hex", "base64", "GET"}
+_NAMES |= {"KEY", "ID", "NAME", "Run", "All"}
 _IDENTIFIER = re.compile(
     r"<code.*?</code>"  # code: commands, calls
     r"|\S*[_%/\\.:=@#<>()\[\]{}0-9-]\S*"  # options, job ids, paths, hosts, sizes, versions, numbers
@@ -265,3 +287,85 @@ def test_a_change_of_language_reaches_the_next_cell(
     shell.run_line_magic("config", "Flux.language = None")
     shell.run_cell("x = 3")
     assert i18n.current() == "ko"
+
+
+# --- refusals and doctor in Korean ---------------------------------------------------------------------------------
+
+
+def _refusal(shell: Any, line: str) -> str:
+    """The one line a refused cell shows (nothing was sent, so a UsageError)."""
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError) as refused:
+        shell.run_cell_magic("flux", line, PROMPT)
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("how", ["config", "locale"])
+def test_a_korean_user_sees_refusals_and_doctor_without_an_english_sentence_of_ours(
+    how: str,
+    sandbox: Sandbox,
+    tmp_path: Path,
+    shell_for: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shell = _korean_shell(shell_for, sandbox, tmp_path / "out", monkeypatch, how)
+    shell.run_cell_magic("flux", "--size 256x256 --seed 3", PROMPT)  # a job for doctor to read again
+    seen = {"size": _refusal(shell, "--size 5000x5000"), "step": _refusal(shell, "--size 1000x1024")}
+    shell.run_line_magic("config", "Flux.max_credits = 1")
+    seen["budget"] = _refusal(shell, "--size 1024x1024 -n 2")
+    capsys.readouterr()
+    shell.run_line_magic("flux_doctor", "")
+    seen["doctor"] = capsys.readouterr().out
+    assert {face: english_words(text) for face, text in seen.items()} == {face: [] for face in seen}
+    assert "너비 5000" in seen["size"] and "992 또는 1008" in seen["step"] and "max_credits" in seen["budget"]
+    assert "정상 연결" in seen["doctor"] and "실패 0" in seen["doctor"]
+
+
+@pytest.mark.parametrize("variable", ["LANG", "DOITONG_LANG"])
+def test_the_doctor_command_speaks_korean_by_the_locale_or_doitong_lang(
+    variable: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG")}
+    env.update({variable: "ko_KR.UTF-8", "DOITONG_API_KEY": sandbox.api_key, "PYTHONPATH": str(ROOT)})
+    argv = [sys.executable, "-m", "doitong_nb._tools.cli", "doctor", "--base-url", sandbox.base_url]
+    done = subprocess.run([*argv, "--output-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0 and english_words(done.stdout) == [], done.stdout + done.stderr
+    helped = subprocess.run([*argv[:-3], "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert "크레딧을 쓰지 않습니다" in helped.stdout, helped.stdout
+
+
+def test_the_refusals_and_doctor_stay_english_by_default(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    shell_for: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG"):
+        monkeypatch.delenv(name, raising=False)
+    shell = shell_for(sandbox, tmp_path / "out")
+    assert "width 5000 is out of range; use 256 to 4096 pixels" in _refusal(shell, "--size 5000x5000")
+    shell.run_line_magic("config", "Flux.max_credits = 1")
+    assert "of its 1-credit budget, 1 left: raise max_credits" in _refusal(shell, "--size 1024x1024")
+    capsys.readouterr()
+    shell.run_line_magic("flux_doctor", "")
+    assert "ok   reachable" in capsys.readouterr().out
+
+
+def test_a_magics_help_follows_the_language(
+    sandbox: Sandbox, tmp_path: Path, shell_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from doitong_nb._notebook.magics import Flux
+
+    shell = _korean_shell(shell_for, sandbox, tmp_path / "out", monkeypatch, "config")
+    shell.run_cell("x = 1")
+    assert "재현 가능한 이미지를 위한 시드" in Flux.flux.__doc__ and "옵션:" in Flux.flux.__doc__
+    shell.run_line_magic("config", 'Flux.language = "en"')
+    shell.run_cell("x = 2")
+    assert "seed for a reproducible image" in Flux.flux.__doc__

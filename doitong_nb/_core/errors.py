@@ -10,6 +10,7 @@ import errno
 from typing import Any
 
 from doitong_nb import _contract as contract
+from doitong_nb._core.i18n import _
 from doitong_nb._core.redaction import redact
 
 
@@ -142,11 +143,11 @@ class UnclearSubmissionError(DoitongError):
 def resume_hint(job_id: str | None) -> str:
     """What every "could not finish" message ends with: the job is kept, and the command that fetches it."""
     if not job_id:
-        return "the submission is kept in the journal: `%flux_jobs` (or `Flux().jobs()`) lists it"
-    return (
-        f"job {job_id} is paid for and kept in the journal: run `%flux_resume {job_id}` "
-        f"(or `Flux().resume({job_id!r})`) to fetch it later, at no new cost"
-    )
+        return _("the submission is kept in the journal: `%flux_jobs` (or `Flux().jobs()`) lists it")
+    return _(
+        "job {job_id} is paid for and kept in the journal: run `%flux_resume {job_id}` "
+        "(or `Flux().resume({job_id!r})`) to fetch it later, at no new cost"
+    ).format(job_id=job_id)
 
 
 class DownloadError(DoitongError):

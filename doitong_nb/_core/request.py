@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.errors import InvalidRequestError
+from doitong_nb._core.i18n import N_, _
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×*,]\s*(\d+)\s*$")
 MAX_SEED = contract.MAX_SEED
@@ -28,32 +29,38 @@ def parse_size(text: str) -> tuple[int, int]:
     """'2048x2048' -> (2048, 2048); a clear error for anything else."""
     match = _SIZE_RE.match(str(text))
     if not match:
-        raise _bad("size", text, f"size {text!r} is not of the form WIDTHxHEIGHT, e.g. 1024x1024 or 3840x2160")
+        said = _("size {text!r} is not of the form WIDTHxHEIGHT, e.g. 1024x1024 or 3840x2160").format(text=text)
+        raise _bad("size", text, said)
     return int(match.group(1)), int(match.group(2))
 
 
 def _nearest_multiples(value: int) -> str:
     low = max(contract.MIN_SIDE, value // contract.SIDE_STEP * contract.SIDE_STEP)
     high = min(contract.MAX_SIDE, low + contract.SIDE_STEP)
-    return f"{low} or {high}" if low != high else str(low)
+    return _("{low} or {high}").format(low=low, high=high) if low != high else str(low)
 
 
 def _check_side(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(name, value, f"{name} {value!r} is not an integer number of pixels")
-    if not contract.MIN_SIDE <= value <= contract.MAX_SIDE:
         raise _bad(
-            name, value, f"{name} {value} is out of range; use {contract.MIN_SIDE} to {contract.MAX_SIDE} pixels"
+            name, value, _("{name} {value!r} is not an integer number of pixels").format(name=_(name), value=value)
         )
+    if not contract.MIN_SIDE <= value <= contract.MAX_SIDE:
+        said = _("{name} {value} is out of range; use {low} to {high} pixels")
+        raise _bad(name, value, said.format(name=_(name), value=value, low=contract.MIN_SIDE, high=contract.MAX_SIDE))
     if value % contract.SIDE_STEP:
+        said = _("{name} {value} is not a multiple of {step}; try {nearest}")
         raise _bad(
-            name, value, f"{name} {value} is not a multiple of {contract.SIDE_STEP}; try {_nearest_multiples(value)}"
+            name,
+            value,
+            said.format(name=_(name), value=value, step=contract.SIDE_STEP, nearest=_nearest_multiples(value)),
         )
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise _bad(name, value, f"{name} {value!r} is not supported; use one of: {', '.join(allowed)}")
+        said = _("{name} {value!r} is not supported; use one of: {allowed}")
+        raise _bad(name, value, said.format(name=_(name), value=value, allowed=", ".join(allowed)))
 
 
 @dataclass(frozen=True)
@@ -86,21 +93,23 @@ class GenerationRequest:
     ) -> GenerationRequest:
         """Build from user-facing options: `size="2048x2048"` or `aspect_ratio="16:9"` or width/height."""
         if size is not None and (width is not None or height is not None):
-            raise _bad("size", size, "give either size or width/height, not both")
+            raise _bad("size", size, _("give either size or width/height, not both"))
         if isinstance(size, str):
             width, height = parse_size(size)
         elif size is not None:
             width, height = size
         if aspect_ratio is not None:
             if width is not None or height is not None:
-                raise _bad("aspect_ratio", aspect_ratio, "give either an aspect ratio or a size, not both")
+                raise _bad("aspect_ratio", aspect_ratio, _("give either an aspect ratio or a size, not both"))
             try:
                 width, height = contract.size_for_aspect_ratio(aspect_ratio)
             except ValueError as exc:
                 raise _bad("aspect_ratio", aspect_ratio, str(exc)) from None
         unknown = set(options) - {f for f in cls.__dataclass_fields__}
         if unknown:
-            raise _bad(sorted(unknown)[0], None, f"unknown option(s) {', '.join(sorted(unknown))}")
+            raise _bad(
+                sorted(unknown)[0], None, _("unknown option(s) {names}").format(names=", ".join(sorted(unknown)))
+            )
         return cls(
             prompt,
             width=contract.DEFAULT_SIZE if width is None else width,
@@ -111,46 +120,53 @@ class GenerationRequest:
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str):
-            raise _bad("prompt", self.prompt, "prompt must be text")
+            raise _bad("prompt", self.prompt, _("prompt must be text"))
         prompt = self.prompt.strip()
         if not prompt:
-            raise _bad("prompt", self.prompt, "prompt is empty; describe the image you want")
+            raise _bad("prompt", self.prompt, _("prompt is empty; describe the image you want"))
         if len(prompt) > contract.MAX_PROMPT_CHARS:
             raise _bad(
                 "prompt",
                 f"<{len(prompt)} characters>",
-                f"prompt has {len(prompt)} characters; the limit is {contract.MAX_PROMPT_CHARS}",
+                _("prompt has {n} characters; the limit is {limit}").format(
+                    n=len(prompt), limit=contract.MAX_PROMPT_CHARS
+                ),
             )
         object.__setattr__(self, "prompt", prompt)
-        _check_side("width", self.width)
-        _check_side("height", self.height)
+        _check_side(N_("width"), self.width)
+        _check_side(N_("height"), self.height)
         if self.width * self.height > contract.MAX_PIXELS:
-            raise _bad("size", f"{self.width}x{self.height}", "at most 4096x4096 pixels in all")
+            raise _bad("size", f"{self.width}x{self.height}", _("at most 4096x4096 pixels in all"))
         if self.aspect_ratio is not None and (self.width, self.height) != contract.size_for_aspect_ratio(
             self.aspect_ratio
         ):
-            raise _bad("aspect_ratio", self.aspect_ratio, "aspect ratio and width/height disagree; give one of them")
+            said = _("aspect ratio and width/height disagree; give one of them")
+            raise _bad("aspect_ratio", self.aspect_ratio, said)
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED
         ):
-            raise _bad("seed", self.seed, f"seed {self.seed!r} must be an integer from 0 to {MAX_SEED}")
+            said = _("seed {seed!r} must be an integer from 0 to {limit}").format(seed=self.seed, limit=MAX_SEED)
+            raise _bad("seed", self.seed, said)
         for name in ("raw", "prompt_upsampling"):
             if not isinstance(getattr(self, name), bool):
-                raise _bad(name, getattr(self, name), f"{name} must be True or False")
-        _check_choice("version", self.version, contract.VERSIONS)
+                raise _bad(name, getattr(self, name), _("{name} must be True or False").format(name=name))
+        _check_choice(N_("version"), self.version, contract.VERSIONS)
         if self.quality is not None:
-            _check_choice("quality", self.quality, contract.QUALITIES)
-        _check_choice("output_format", self.output_format, contract.OUTPUT_FORMATS)
+            _check_choice(N_("quality"), self.quality, contract.QUALITIES)
+        _check_choice(N_("output_format"), self.output_format, contract.OUTPUT_FORMATS)
         low, high = contract.SAFETY_TOLERANCE_RANGE
         if self.safety_tolerance is not None and (
             isinstance(self.safety_tolerance, bool) or self.safety_tolerance not in range(low, high + 1)
         ):
-            raise _bad("safety_tolerance", self.safety_tolerance, f"safety_tolerance must be an integer {low}..{high}")
+            said = _("safety_tolerance must be an integer {low}..{high}").format(low=low, high=high)
+            raise _bad("safety_tolerance", self.safety_tolerance, said)
         if self.webhook_url is not None:
             parts = urlsplit(str(self.webhook_url))
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise _bad(
-                    "webhook_url", self.webhook_url, "webhook_url must be an http(s) URL, e.g. https://example.com/hook"
+                    "webhook_url",
+                    self.webhook_url,
+                    _("webhook_url must be an http(s) URL, e.g. https://example.com/hook"),
                 )
 
     @property

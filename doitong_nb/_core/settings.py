@@ -39,7 +39,7 @@ from doitong_nb._core.env import (
     ENV_WEBHOOK_SECRET,
 )
 from doitong_nb._core.errors import InvalidRequestError
-from doitong_nb._core.i18n import LANGUAGES, language_of
+from doitong_nb._core.i18n import LANGUAGES, N_, _, language_of
 
 HTTP_TIMEOUT = 30.0  # one HTTP exchange
 SANDBOX_ORIGIN = "sandbox"
@@ -54,7 +54,8 @@ def _choice(name: str, allowed: Callable[[], tuple[str, ...]]) -> Callable[[Any]
     def check(value: Any) -> str:
         text = str(value).strip().lower()
         if text not in allowed():
-            raise _bad(name, value, f"{name} {value!r} is unknown; use one of: {', '.join(allowed())}")
+            said = _("{name} {value!r} is unknown; use one of: {allowed}")
+            raise _bad(name, value, said.format(name=name, value=value, allowed=", ".join(allowed())))
         return text
 
     return check
@@ -77,7 +78,7 @@ def _positive(name: str, what: str, *, infinite: bool = False) -> Callable[[Any]
         except (TypeError, ValueError):
             number = math.nan
         if not number > 0 or (number == math.inf and not infinite):
-            raise _bad(name, value, f"{name} {value!r} must be {what}")
+            raise _bad(name, value, _("{name} {value!r} must be {what}").format(name=name, value=value, what=_(what)))
         return number
 
     return check
@@ -90,7 +91,7 @@ def _whole(name: str, what: str, low: int = 0, high: float = math.inf) -> Callab
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise _bad(name, value, f"{name} {value!r} must be {what}")
+            raise _bad(name, value, _("{name} {value!r} must be {what}").format(name=name, value=value, what=_(what)))
         return value
 
     return check
@@ -99,7 +100,7 @@ def _whole(name: str, what: str, low: int = 0, high: float = math.inf) -> Callab
 def _boolean(name: str) -> Callable[[Any], bool]:
     def check(value: Any) -> bool:
         if not isinstance(value, bool):
-            raise _bad(name, value, f"{name} must be True or False, not {value!r}")
+            raise _bad(name, value, _("{name} must be True or False, not {value!r}").format(name=name, value=value))
         return value
 
     return check
@@ -108,7 +109,8 @@ def _boolean(name: str) -> Callable[[Any], bool]:
 def _text(name: str, what: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
-            raise _bad(name, value, f"{name} must be {what}, not {value!r}")
+            said = _("{name} must be {what}, not {value!r}")
+            raise _bad(name, value, said.format(name=name, what=_(what), value=value))
         return os.fspath(value).strip()
 
     return check
@@ -185,12 +187,13 @@ def _language(value: Any) -> str:
     """ "ko", "ko_KR.UTF-8" or "ko-KR" as "ko"; a language with no catalog is refused, naming those there are."""
     language = language_of(str(value))
     if language is None:
-        raise _bad("language", value, f"language {value!r} is unknown; use one of: {', '.join(LANGUAGES)}")
+        said = _("language {value!r} is unknown; use one of: {allowed}")
+        raise _bad("language", value, said.format(value=value, allowed=", ".join(LANGUAGES)))
     return language
 
 
 def _lock_file(value: Any) -> Path:
-    return Path(_text("lock_file", "a file path")(value))
+    return Path(_text("lock_file", N_("a file path"))(value))
 
 
 # --- the settings --------------------------------------------------------------------------------------
@@ -241,7 +244,7 @@ class Settings:
     )
     output_dir: Path = _option(
         "flux_outputs",
-        _text("output_dir", "a folder, or a store URL such as s3://bucket/prefix"),
+        _text("output_dir", N_("a folder, or a store URL such as s3://bucket/prefix")),
         "results folder, or a shared fsspec store such as s3://bucket/prefix",
         env=ENV_OUTPUT_DIR,
         configurable=True,
@@ -249,7 +252,7 @@ class Settings:
     )
     timeout: float = _option(
         600.0,
-        _positive("timeout", "a positive number of seconds"),
+        _positive("timeout", N_("a positive number of seconds")),
         "seconds to wait for a job before handing back its id",
         env=ENV_TIMEOUT,
         configurable=True,
@@ -270,7 +273,7 @@ class Settings:
     )
     max_credits: int | None = _option(
         None,
-        _whole("max_credits", "a whole number of credits, 0 or more"),
+        _whole("max_credits", N_("a whole number of credits, 0 or more")),
         "session budget: refuse a job that would cross it",
         env=ENV_MAX_CREDITS,
         configurable=True,
@@ -307,7 +310,7 @@ class Settings:
     mutation: str = _option("generate", _mutation, "the GraphQL mutation that submits a job")
     webhook_secret: str | None = _option(
         None,
-        _text("webhook_secret", "the account's webhook signing secret"),
+        _text("webhook_secret", N_("the account's webhook signing secret")),
         "the account's webhook signing secret, for webhook mode (the sandbox's is known)",
         env=ENV_WEBHOOK_SECRET,
         live=True,
@@ -320,7 +323,7 @@ class Settings:
         lambda value: (
             0
             if value == "0" or (value == 0 and not isinstance(value, bool))
-            else _whole("preview_px", "0 (no image) or a whole number of pixels from 16 to 4096", 16, 4096)(value)
+            else _whole("preview_px", N_("0 (no image) or a whole number of pixels from 16 to 4096"), 16, 4096)(value)
         ),
         "long side of the inline preview, in pixels; 0: a link-only card, no image in the notebook",
         configurable=True,
@@ -343,7 +346,7 @@ class Settings:
     )
     sandbox_speed: float = _option(
         4.0,
-        _positive("sandbox_speed", "a positive number (inf: no waiting)", infinite=True),
+        _positive("sandbox_speed", N_("a positive number (inf: no waiting)"), infinite=True),
         "the bundled sandbox's speed factor (1: the real service's timings)",
         env=ENV_SANDBOX_SPEED,
         live=True,
@@ -353,7 +356,7 @@ class Settings:
     )
     sandbox_credits: int = _option(
         5000,
-        _whole("sandbox_credits", "a whole number of credits, 0 or more"),
+        _whole("sandbox_credits", N_("a whole number of credits, 0 or more")),
         "the bundled sandbox's starting credits",
         env=ENV_SANDBOX_CREDITS,
         live=True,

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from doitong_nb import _contract as contract
+from doitong_nb._core import i18n
 from doitong_nb._core.env import ENV_BASE_URL
 from doitong_nb._core.errors import (
     BudgetExceededError,
@@ -137,7 +138,11 @@ class UnclearAnswer(Exception):
 
 def seconds_text(seconds: float) -> str:
     """'0.5 s', '12 s': a short wait is not "0 s"."""
-    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    return (
+        i18n._("{seconds:.1f} s").format(seconds=seconds)
+        if seconds < 10
+        else i18n._("{seconds:.0f} s").format(seconds=seconds)
+    )
 
 
 def backoff(attempt: int, rng: random.Random) -> float:
@@ -455,12 +460,13 @@ class Engine:
     def _unclear(self, why: str, idempotency_key: str, credits: int) -> UnclearSubmissionError:
         self.discovery.put(self.settings.origin, unclear_submission=why)
         return UnclearSubmissionError(
-            f"the answer to the submission was unclear ({why}), so the job may exist and be charged ({credits} "
-            "credits, counted as possibly charged in this session). It was not sent again: the service has not "
-            f"shown that it honours {contract.HEADER_IDEMPOTENCY}. The submission is kept in the journal "
-            f"(`%flux_jobs` lists it); look for the job in your Doitong account, or run `%flux_resume "
-            f"{idempotency_key} --resend` (`Flux().resume({idempotency_key!r}, resend=True)`) to send it again, "
-            "which may charge a second time",
+            i18n._(
+                "the answer to the submission was unclear ({why}), so the job may exist and be charged ({credits} "
+                "credits, counted as possibly charged in this session). It was not sent again: the service has not "
+                "shown that it honours {header}. The submission is kept in the journal (`%flux_jobs` lists it); "
+                "look for the job in your Doitong account, or run `%flux_resume {key} --resend` "
+                "(`Flux().resume({key!r}, resend=True)`) to send it again, which may charge a second time"
+            ).format(why=why, credits=credits, header=contract.HEADER_IDEMPOTENCY, key=idempotency_key),
             idempotency_key=idempotency_key,
             credits=credits,
         )
@@ -602,17 +608,29 @@ class Engine:
                 )
                 if self.clock() - unknown_since > patience:
                     raise UnknownStatusError(
-                        f"the service reports job {job.id} as {job.raw_status!r}, a status this client does not "
-                        f"know, for {seconds_text(self.clock() - unknown_since)}: say what it means with "
-                        f'`%config Flux.statuses = "{job.raw_status}=processing"` (or completed, failed; '
-                        f"`Flux(statuses=...)`), then {resume_hint(job.id)}",
+                        i18n._(
+                            "the service reports job {job_id} as {status!r}, a status this client does not know, "
+                            'for {waited}: say what it means with `%config Flux.statuses = "{status}=processing"` '
+                            "(or completed, failed; `Flux(statuses=...)`), then {hint}"
+                        ).format(
+                            job_id=job.id,
+                            status=job.raw_status,
+                            waited=seconds_text(self.clock() - unknown_since),
+                            hint=resume_hint(job.id),
+                        ),
                         job_id=job.id,
                     )
             delay = self.durations.next_delay(pixels, elapsed, reads)
             if self.clock() + delay > deadline:
                 raise JobTimeoutError(
-                    f"stopped waiting for job {job.id} after {seconds_text(elapsed)} ({job.raw_status or job.status}); "
-                    f"it goes on at Doitong: {resume_hint(job.id)}",
+                    i18n._(
+                        "stopped waiting for job {job_id} after {waited} ({status}); it goes on at Doitong: {hint}"
+                    ).format(
+                        job_id=job.id,
+                        waited=seconds_text(elapsed),
+                        status=job.raw_status or job.status,
+                        hint=resume_hint(job.id),
+                    ),
                     job_id=job.id,
                 )
             yield Sleep(delay)
@@ -986,7 +1004,11 @@ class Engine:
 
 
 def budget_refusal(
-    costs: list[int], spent: int, budget: int | None, name: str = "max_credits", whose: str = "the session has spent"
+    costs: list[int],
+    spent: int,
+    budget: int | None,
+    name: str = "max_credits",
+    whose: str = i18n.N_("the session has spent"),
 ) -> BudgetExceededError | None:
     """The refusal of images that would cross a budget, with the advice its numbers allow, or None: the one rule,
     for the session's budget, the panel's and a batch's (`whose` says which spent what)."""
@@ -994,16 +1016,24 @@ def budget_refusal(
     if budget is None or spent + total <= budget:
         return None
     left = max(0, budget - spent)
-    what = f"this image costs {total} credits" if len(costs) == 1 else f"these {len(costs)} images cost {total} credits"
+    if len(costs) == 1:
+        what = i18n._("this image costs {total} credits").format(total=total)
+    else:
+        what = i18n._("these {n} images cost {total} credits").format(n=len(costs), total=total)
     fit = max(k for k in range(len(costs) + 1) if sum(costs[:k]) <= left)
     cheapest = contract.credit_cost(contract.MIN_SIDE, contract.MIN_SIDE)
     if fit:
-        advice = f"{fit} of them fit: ask for fewer or raise {name}"
+        advice = i18n._("{fit} of them fit: ask for fewer or raise {name}").format(fit=fit, name=name)
     elif left >= cheapest:
-        advice = f"a smaller size fits (from {cheapest} credits an image) or raise {name}"
+        advice = i18n._("a smaller size fits (from {cheapest} credits an image) or raise {name}").format(
+            cheapest=cheapest, name=name
+        )
     else:
-        advice = f"raise {name}"
-    return BudgetExceededError(f"{what} and {whose} {spent} of its {budget}-credit budget, {left} left: {advice}")
+        advice = i18n._("raise {name}").format(name=name)
+    said = i18n._("{what} and {whose} {spent} of its {budget}-credit budget, {left} left: {advice}")
+    return BudgetExceededError(
+        said.format(what=what, whose=i18n._(whose), spent=spent, budget=budget, left=left, advice=advice)
+    )
 
 
 def _discard(path: Path) -> None:

@@ -15,13 +15,14 @@ from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import MagicHelpFormatter, argument, magic_arguments, parse_argstring
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
 
 from doitong_nb import _contract as contract
 from doitong_nb._core import i18n
 from doitong_nb._core.env import ENV_API_KEY
 from doitong_nb._core.errors import BudgetExceededError, DoitongError, InvalidRequestError
+from doitong_nb._core.i18n import N_, _
 from doitong_nb._core.settings import CONFIGURABLE, Settings, checked, help_for
 from doitong_nb._notebook import session as _session
 from doitong_nb._runtime.settings import fingerprint, resolve, value_of
@@ -38,42 +39,67 @@ def _options(usage_name: str) -> Callable[[Any], Any]:
 
 def _with_options(func: Any, usage_name: str) -> Any:
     decorators = [
-        argument("--size", help="WIDTHxHEIGHT, each 256..4096 and a multiple of 16 (default: Flux.size)"),
-        argument("--aspect", help="aspect ratio such as 16:9, instead of --size (about one megapixel)"),
-        argument("--seed", type=int, help="seed for a reproducible image; with -n, seeds N, N+1, ..."),
-        argument("--raw", action="store_true", help="the natural, less processed RAW look"),
-        argument("--version", choices=contract.VERSIONS, help="model version"),
-        argument("--quality", choices=contract.QUALITIES, help="quality setting"),
-        argument("--format", dest="output_format", choices=contract.OUTPUT_FORMATS, help="output file format"),
-        argument("-n", "--count", type=int, default=1, help="number of images (shown as a grid)"),
-        argument("--transport", choices=contract.TRANSPORTS, help="wire protocol (default: Flux.transport)"),
-        argument("--webhook", help="URL the service notifies on completion"),
-        argument("--refresh", action="store_true", help="generate anew instead of replaying a stored result"),
-        argument("--dry-run", action="store_true", help="show the exact request and its cost; send nothing"),
-        argument("-o", "--out", help="bind the result (a list with -n or --each) to this variable"),
-        argument("--each", metavar="NAME", help="one image per item of the list NAME; write {item} in the prompt"),
-        argument("--timeout", type=float, help="seconds to wait before handing back the job id"),
+        argument("--size", help=N_("WIDTHxHEIGHT, each 256..4096 and a multiple of 16 (default: Flux.size)")),
+        argument("--aspect", help=N_("aspect ratio such as 16:9, instead of --size (about one megapixel)")),
+        argument("--seed", type=int, help=N_("seed for a reproducible image; with -n, seeds N, N+1, ...")),
+        argument("--raw", action="store_true", help=N_("the natural, less processed RAW look")),
+        argument("--version", choices=contract.VERSIONS, help=N_("model version")),
+        argument("--quality", choices=contract.QUALITIES, help=N_("quality setting")),
+        argument("--format", dest="output_format", choices=contract.OUTPUT_FORMATS, help=N_("output file format")),
+        argument("-n", "--count", type=int, default=1, help=N_("number of images (shown as a grid)")),
+        argument("--transport", choices=contract.TRANSPORTS, help=N_("wire protocol (default: Flux.transport)")),
+        argument("--webhook", help=N_("URL the service notifies on completion")),
+        argument("--refresh", action="store_true", help=N_("generate anew instead of replaying a stored result")),
+        argument("--dry-run", action="store_true", help=N_("show the exact request and its cost; send nothing")),
+        argument("-o", "--out", help=N_("bind the result (a list with -n or --each) to this variable")),
+        argument("--each", metavar="NAME", help=N_("one image per item of the list NAME; write {item} in the prompt")),
+        argument("--timeout", type=float, help=N_("seconds to wait before handing back the job id")),
         argument(
             "--preview",
             type=_preview_px,
             metavar="PX",
-            help="long side of this cell's inline previews; none (or 0): a link-only card (default: Flux.preview_px)",
+            help=N_(
+                "long side of this cell's inline previews; none (or 0): a link-only card (default: Flux.preview_px)"
+            ),
         ),
         argument(
             "--grid",
             action="append",
             metavar="NAME=V1,V2",
-            help='a sweep axis, e.g. --grid "seed=1,2,3" --grid "aspect=1:1,16:9" (rows, then columns)',
+            help=N_('a sweep axis, e.g. --grid "seed=1,2,3" --grid "aspect=1:1,16:9" (rows, then columns)'),
         ),
         argument(
             "--background",
             action="store_true",
-            help="return at once with a live card that becomes the result; -o binds a handle (Flux.background)",
+            help=N_("return at once with a live card that becomes the result; -o binds a handle (Flux.background)"),
         ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return magic_arguments(usage_name)(func)
+
+
+# argparse's own headings, shown in the user's language with the options under them
+_HEADINGS = {"options": N_("options"), "positional arguments": N_("positional arguments")}
+
+
+class _HelpFormatter(MagicHelpFormatter):
+    """A magic's help in the language of the moment it is shown: each option's help is marked with N_() where it
+    is declared and translated here, with argparse's headings."""
+
+    def _get_help_string(self, action: Any) -> str | None:
+        return _(action.help) if action.help else action.help
+
+    def start_section(self, heading: str | None) -> None:
+        super().start_section(_(_HEADINGS[heading]) if heading in _HEADINGS else heading)
+
+
+def _help_in_language() -> None:
+    """`%%flux?` shows a magic's docstring, which magic_arguments made its help once, in English: made again in
+    the language now chosen."""
+    for magic in (Flux.flux, Flux.flux_line, Flux.flux_history):
+        magic.parser.formatter_class = _HelpFormatter
+        magic.__doc__ = magic.parser.format_help()
 
 
 def _preview_px(text: str) -> int:
@@ -136,7 +162,8 @@ class Flux(Magics):
         except InvalidRequestError as exc:
             if self.shell is None:  # no notebook to fail later: refused at once
                 raise TraitError(f"%config Flux.{name}: {exc}") from None
-            print(f"%config Flux.{name}: {exc}; every %flux cell fails until it is set right", file=sys.stderr)
+            said = _("%config Flux.{name}: {error}; every %flux cell fails until it is set right")
+            print(said.format(name=name, error=exc), file=sys.stderr)
             return proposal["value"]
 
     # --- the shared client --------------------------------------------------------------------
@@ -152,6 +179,7 @@ class Flux(Magics):
             except InvalidRequestError as exc:  # a bad environment value: one line in every magic, no traceback
                 raise UsageError(str(exc)) from None
             i18n.use(self._settings.language)
+            _help_in_language()
         return self._settings
 
     def follow_language(self) -> None:
@@ -163,6 +191,7 @@ class Flux(Magics):
             self._language_sources = sources
             with contextlib.suppress(InvalidRequestError):
                 i18n.use(value_of("language", configured=self.language))
+                _help_in_language()
 
     @property
     def client(self) -> Any:
@@ -180,7 +209,8 @@ class Flux(Magics):
                 else:  # the kernel's spend goes on: what the previous service was paid is kept by its name
                     where = _where(previous.settings)
                     self._spent_before[where] = self._spent_before.get(where, 0) + previous.session_credits
-                    print(f"doitong_nb: the service changed; images now come from {_where(self._client.settings)}.")
+                    said = _("doitong_nb: the service changed; images now come from {where}.")
+                    print(said.format(where=_where(self._client.settings)))
                 previous.close()
         elif settings is not self._built:
             self._client._adopt(settings)
@@ -256,13 +286,13 @@ class Flux(Magics):
         return panel(client=lambda: self.client)
 
     @magic_arguments("%flux_history")
-    @argument("text", nargs="*", help="show only results whose prompt contains this text")
-    @argument("--since", help="created on or after this date, YYYY-MM-DD")
-    @argument("--until", help="created on or before this date, YYYY-MM-DD")
-    @argument("--limit", type=int, default=24, help="show at most this many, newest first (default 24)")
-    @argument("--df", action="store_true", help="a table (a pandas DataFrame when pandas is installed)")
-    @argument("--rerun", metavar="ID", help="make the stored request of job ID again: a replay at 0 credits")
-    @argument("--refresh", action="store_true", help="with --rerun: generate anew (charged) instead of replaying")
+    @argument("text", nargs="*", help=N_("show only results whose prompt contains this text"))
+    @argument("--since", help=N_("created on or after this date, YYYY-MM-DD"))
+    @argument("--until", help=N_("created on or before this date, YYYY-MM-DD"))
+    @argument("--limit", type=int, default=24, help=N_("show at most this many, newest first (default 24)"))
+    @argument("--df", action="store_true", help=N_("a table (a pandas DataFrame when pandas is installed)"))
+    @argument("--rerun", metavar="ID", help=N_("make the stored request of job ID again: a replay at 0 credits"))
+    @argument("--refresh", action="store_true", help=N_("with --rerun: generate anew (charged) instead of replaying"))
     @line_magic
     def flux_history(self, line: str = "") -> Any:
         """The stored results as a thumbnail gallery, newest first, each with its metadata and cost.
@@ -276,7 +306,7 @@ class Flux(Magics):
         if args.rerun:
             return self._rerun(args.rerun, args.refresh)
         if args.limit < 1:
-            raise UsageError("%flux_history: --limit must be 1 or more")
+            raise UsageError(_("%flux_history: --limit must be 1 or more"))
         text = " ".join(args.text)
         try:
             results = filter_history(self.client.store.history(), text, args.since, args.until)
@@ -288,8 +318,8 @@ class Flux(Magics):
             p
             for p in (
                 repr(text) if text else "",
-                f"since {args.since}" if args.since else "",
-                f"until {args.until}" if args.until else "",
+                _("since {date}").format(date=args.since) if args.since else "",
+                _("until {date}").format(date=args.until) if args.until else "",
             )
             if p
         )
@@ -302,7 +332,8 @@ class Flux(Magics):
         client = self.client
         stored = next((r for r in client.store.history() if r.job_id == job_id), None)
         if stored is None:
-            raise UsageError(f"%flux_history --rerun: no stored result {job_id!r}; `%flux_history` shows the ids")
+            said = _("%flux_history --rerun: no stored result {job_id!r}; `%flux_history` shows the ids")
+            raise UsageError(said.format(job_id=job_id))
         request, origin = stored.request, client.settings.origin
         variant = next(
             (v for v in range(64) if (f := client.store.find(request.key(v), origin)) and f.job_id == job_id), 0
@@ -342,7 +373,8 @@ class Flux(Magics):
             self.shell.user_ns[args.out] = outcomes if many else outcomes[0]
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
-            raise CellError(f"{len(failures)} of {len(outcomes)} images failed (each said above, in its place)")
+            said = _("{failed} of {total} images failed (each said above, in its place)")
+            raise CellError(said.format(failed=len(failures), total=len(outcomes)))
 
     def _batch(self, pairs: list[tuple[Any, int]], args: Any, timeout: float | None) -> list[Any]:
         """`-n` and `--each`: the batch scheduler paces the items at the plan's limits (its job slots, its
@@ -355,12 +387,13 @@ class Flux(Magics):
         line.update("starting")  # painted from the cell's thread: the line belongs to this cell
 
         def report(stats: Any) -> None:  # one line updated in place, not a bar an item
-            failed = f", {stats.failed} failed" if stats.failed else ""
-            line.update(f"{stats.done}/{stats.total} done{failed}", f"{stats.credits} credits")
+            failed = _(", {n} failed").format(n=stats.failed) if stats.failed else ""
+            done = _("{done}/{total} done{failed}").format(done=stats.done, total=stats.total, failed=failed)
+            line.update(done, _("{n} credits").format(n=stats.credits))
 
         outcomes = self._many(pairs, args, timeout, line, progress=report)
         for index, error in outcomes.errors.items():
-            print(f"item {index}: {error_text(error)}", file=sys.stderr)
+            print(_("item {index}: {error}").format(index=index, error=error_text(error)), file=sys.stderr)
         if outcomes.images:
             line.replace_with(_Bundle(self._bundle(outcomes.images, args.preview)))  # the line becomes the grid
         else:
@@ -384,17 +417,17 @@ class Flux(Magics):
     def _grid(self, prompt: str, args: Any) -> None:
         """`--grid`: one request per combination of the axes, cost told first, shown as a labelled matrix."""
         from doitong_nb._core import grid
-        from doitong_nb._notebook.display import ProgressLine, error_text
+        from doitong_nb._notebook.display import ProgressLine, error_text, status_text
         from doitong_nb._runtime.grid import cost_line
 
         try:
             if self.settings.background:
-                raise InvalidRequestError(_GRID_ALONE, field="grid")
+                raise InvalidRequestError(_(_GRID_ALONE), field="grid")
             axes, pairs = grid_pairs(prompt, args, self.settings.size)
             client = self.client
             quote = self._quote(pairs, args.refresh)
             if args.dry_run:
-                print(cost_line(axes, quote.costs) + "; --dry-run: nothing was sent")
+                print(cost_line(axes, quote.costs) + _("; --dry-run: nothing was sent"))
                 return
             client.admit(quote)
             print(cost_line(axes, quote.costs))
@@ -402,7 +435,7 @@ class Flux(Magics):
             self._fail(exc)
             return
         timeout = checked("timeout", args.timeout)
-        line = ProgressLine(f"grid × {len(pairs)}")
+        line = ProgressLine(_("grid × {n}").format(n=len(pairs)))
         line.update("starting")
         done: set[int] = set()
 
@@ -410,7 +443,8 @@ class Flux(Magics):
             def report(status: str, elapsed: float, detail: str) -> None:
                 if status in ("downloading", "completed"):
                     done.add(index)
-                line.update(f"{len(done)}/{len(pairs)} done, {status}", detail)
+                said = _("{done}/{total} done, {status}")
+                line.update(said.format(done=len(done), total=len(pairs), status=status_text(status)), detail)
 
             return report
 
@@ -423,7 +457,8 @@ class Flux(Magics):
         if args.out:
             self.shell.user_ns[args.out] = view
         if failures:
-            raise CellError(f"{len(failures)} of {len(outcomes)} images failed (each said above)")
+            said = _("{failed} of {total} images failed (each said above)")
+            raise CellError(said.format(failed=len(failures), total=len(outcomes)))
 
     def _background(self, pairs: list[tuple[Any, int]], args: Any) -> Any:
         """`--background`: start the flows on the client's loop thread and return a live card's handle at once."""
@@ -499,15 +534,19 @@ class Flux(Magics):
     def _interrupted(self, pairs: list[tuple[Any, int]]) -> str:
         """What Ctrl-C left going on, in the one line the interrupted cell shows."""
         ids = [job_id for r, v in pairs if (job_id := self.client.unfinished_job(r, v))]
-        service = "the sandbox" if self.client.settings.sandbox else "Doitong"
+        service = _("the sandbox") if self.client.settings.sandbox else "Doitong"
         if len(ids) > 1:
-            told = f"jobs {', '.join(ids)} go on at {service} and are paid for. Re-run this cell to pick them up: "
-            told += "they will not be charged again."
-        else:
-            which = f"job {ids[0]}" if ids else "any submitted job"
-            told = f"{which} goes on at {service} and is paid for. Re-run this cell to pick it up: "
-            told += "it will not be charged again."
-        return f"Stopped waiting; {told}"
+            told = _(
+                "Stopped waiting; jobs {ids} go on at {service} and are paid for. Re-run this cell to pick them up: "
+                "they will not be charged again."
+            )
+            return told.format(ids=", ".join(ids), service=service)
+        which = _("job {job_id}").format(job_id=ids[0]) if ids else _("any submitted job")
+        told = _(
+            "Stopped waiting; {which} goes on at {service} and is paid for. Re-run this cell to pick it up: "
+            "it will not be charged again."
+        )
+        return told.format(which=which, service=service)
 
     def _show_dry_run(self, pairs: list[tuple[Any, int]], quote: Any, transport: str | None) -> None:
         """`--dry-run`: the engine's quote (new images and stored ones), and each distinct request that a new image
@@ -525,7 +564,7 @@ class Flux(Magics):
         auth = {name: f"<{ENV_API_KEY}>" for name in self.client.auth_header_names(transport)}
         summary = Tally().add(quote).dry_run()
         if len(calls) < len(sent):
-            summary += f" (the {len(sent)} requests are alike: shown once)"
+            summary += _(" (the {n} requests are alike: shown once)").format(n=len(sent))
         display(_Bundle(dry_run_bundle(self.client.settings.base_url, calls, auth, summary)))
 
     def _fail(self, exc: DoitongError) -> NoReturn:
@@ -548,22 +587,29 @@ class Flux(Magics):
         if len(words) == 2 and words[0] == "--cancel":
             job = background.find(words[1])
             if job is None:
-                raise UsageError(f"no background cell {words[1]!r} in this kernel; `%flux_jobs` lists them")
+                said = _("no background cell {name!r} in this kernel; `%flux_jobs` lists them")
+                raise UsageError(said.format(name=words[1]))
             job.cancel()
             print(job.cancel_text())
         elif words:
-            raise UsageError("usage: %flux_jobs  or  %flux_jobs --cancel bgN")
+            raise UsageError(_("usage: %flux_jobs  or  %flux_jobs --cancel bgN"))
         running = background.running()
         if running:
-            print(f"{len(running)} background cell(s) running in this kernel (%flux_jobs --cancel NAME stops waiting):")
+            said = _("{n} background cell(s) running in this kernel (%flux_jobs --cancel NAME stops waiting):")
+            print(said.format(n=len(running)))
             for job in running:
                 print(f"  {job.summary()}")
         waited_for = {job_id for job in running for job_id in job.job_ids()}  # running, so not pending
         jobs = [job for job in self.client.jobs() if job.job_id not in waited_for]
         if not jobs:
-            print("No pending jobs: every paid job has been delivered" + (" or is running." if running else "."))
+            if running:
+                print(_("No pending jobs: every paid job has been delivered or is running."))
+            else:
+                print(_("No pending jobs: every paid job has been delivered."))
             return None
-        print(f"{len(jobs)} pending job(s), paid for; %flux_resume ID or %flux_resume --all fetches them:")
+        print(
+            _("{n} pending job(s), paid for; %flux_resume ID or %flux_resume --all fetches them:").format(n=len(jobs))
+        )
         for job in jobs:
             print(f"  {job}")
         return None
@@ -588,8 +634,10 @@ class Flux(Magics):
                 outcomes = [exc]
         else:
             raise UsageError(
-                "usage: %flux_resume JOB_ID  or  %flux_resume --all  or  %flux_resume KEY --resend  "
-                "(`%flux_jobs` lists them)"
+                _(
+                    "usage: %flux_resume JOB_ID  or  %flux_resume --all  or  %flux_resume KEY --resend  "
+                    "(`%flux_jobs` lists them)"
+                )
             )
         results = [o for o in outcomes if not isinstance(o, BaseException)]
         for failure in (o for o in outcomes if isinstance(o, BaseException)):
@@ -599,7 +647,7 @@ class Flux(Magics):
         if results:
             display(_Bundle(result_display(results, self.settings.preview_px)))
         elif not outcomes:
-            print("No pending jobs to resume.")
+            print(_("No pending jobs to resume."))
         return None
 
     @line_magic
@@ -624,7 +672,8 @@ class Flux(Magics):
             raise UsageError(f"%flux_verify: {exc}") from None
         print(checks)
         if not checks.ok:
-            raise UsageError(f"%flux_verify: {sum(not c.ok for c in checks)} of {len(checks)} images failed")
+            said = _("%flux_verify: {failed} of {total} images failed")
+            raise UsageError(said.format(failed=sum(not c.ok for c in checks), total=len(checks)))
 
 
 class Interrupted(KeyboardInterrupt):
@@ -654,7 +703,7 @@ class _Bundle:
 
 
 def _where(settings: Any) -> str:
-    return "the bundled offline sandbox" if settings.sandbox else settings.base_url
+    return _("the bundled offline sandbox") if settings.sandbox else settings.base_url
 
 
 def _parse(magic: Any, line: str) -> Any:
@@ -662,7 +711,7 @@ def _parse(magic: Any, line: str) -> Any:
     try:
         return parse_argstring(magic, line)
     except ValueError as exc:
-        raise UsageError(f"%flux: {exc}; check the quotes in the options") from None
+        raise UsageError(_("%flux: {error}; check the quotes in the options").format(error=exc)) from None
 
 
 def requests_for(prompt: str, args: Any, default_size: str) -> list[tuple[Any, int]]:
@@ -670,7 +719,8 @@ def requests_for(prompt: str, args: Any, default_size: str) -> list[tuple[Any, i
     from doitong_nb._core.request import GenerationRequest, per_image
 
     if args.count < 1 or args.count > 64:
-        raise InvalidRequestError(f"count {args.count} must be from 1 to 64", field="count", value=args.count)
+        said = _("count {count} must be from 1 to 64").format(count=args.count)
+        raise InvalidRequestError(said, field="count", value=args.count)
     options: dict[str, Any] = {"raw": args.raw, "webhook_url": args.webhook}
     for name in ("version", "quality", "output_format"):
         if getattr(args, name) is not None:
@@ -689,7 +739,7 @@ def cell_pairs(prompt: str, args: Any, namespace: dict[str, Any], default_size: 
     return requests_for(prompt, args, default_size)
 
 
-_GRID_ALONE = "--grid cannot be combined with --each, -n or --background (Flux.background)"
+_GRID_ALONE = N_("--grid cannot be combined with --each, -n or --background (Flux.background)")
 
 
 def grid_pairs(prompt: str, args: Any, default_size: str) -> tuple[list[Any], list[tuple[Any, int]]]:
@@ -699,7 +749,7 @@ def grid_pairs(prompt: str, args: Any, default_size: str) -> tuple[list[Any], li
     from doitong_nb._core import grid
 
     if args.each or args.count != 1 or args.background:
-        raise InvalidRequestError(_GRID_ALONE, field="grid")
+        raise InvalidRequestError(_(_GRID_ALONE), field="grid")
     axes = [grid.parse_axis(text) for text in args.grid]
     pairs = []
     for cell in grid.cells(axes):
@@ -779,20 +829,22 @@ def _this_notebook(user_ns: dict[str, Any]) -> str:
     for name in [*named, *(os.path.basename(name) for name in named)]:
         if os.path.isfile(name):
             return name
-    raise InvalidRequestError("this kernel does not know its notebook's file: name it, %flux_quote NOTEBOOK.ipynb")
+    raise InvalidRequestError(_("this kernel does not know its notebook's file: name it, %flux_quote NOTEBOOK.ipynb"))
 
 
 def _each_prompts(template: str, args: Any, namespace: dict[str, Any]) -> list[str]:
     """`--each NAME`: the prompt with `{item}` replaced by each item of the notebook's list NAME."""
     if args.each not in namespace:
-        raise InvalidRequestError(f"--each {args.each}: there is no variable {args.each!r} in the notebook")
+        said = _("--each {name}: there is no variable {name!r} in the notebook")
+        raise InvalidRequestError(said.format(name=args.each))
     items = namespace[args.each]
     if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
-        raise InvalidRequestError(f"--each {args.each}: expected a list of items, got {type(items).__name__}")
+        said = _("--each {name}: expected a list of items, got {type}")
+        raise InvalidRequestError(said.format(name=args.each, type=type(items).__name__))
     if "{item}" not in template:
-        raise InvalidRequestError("with --each, write {item} in the prompt where each item goes", field="prompt")
+        raise InvalidRequestError(_("with --each, write {item} in the prompt where each item goes"), field="prompt")
     if args.count != 1:
-        raise InvalidRequestError("-n cannot be combined with --each: one image per item", field="count")
+        raise InvalidRequestError(_("-n cannot be combined with --each: one image per item"), field="count")
     return [template.replace("{item}", str(item)) for item in items]
 
 
@@ -803,11 +855,10 @@ def _expand(cell: str, namespace: dict[str, Any]) -> str:
     try:
         return DollarFormatter().vformat(cell, args=[], kwargs=namespace)
     except Exception as exc:
-        raise InvalidRequestError(
-            f"the prompt could not be expanded ({type(exc).__name__}: {exc}); write $$ for a literal $ and "
-            "{{ }} for literal braces",
-            field="prompt",
-        ) from None
+        said = _(
+            "the prompt could not be expanded ({error}); write $$ for a literal $ and {{{{ }}}} for literal braces"
+        )
+        raise InvalidRequestError(said.format(error=f"{type(exc).__name__}: {exc}"), field="prompt") from None
 
 
 def _follow_language(*_info: Any) -> None:

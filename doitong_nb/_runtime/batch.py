@@ -40,6 +40,7 @@ from doitong_nb._core.errors import (
     StorageError,
     is_storage_failure,
 )
+from doitong_nb._core.i18n import N_
 from doitong_nb._core.request import GenerationRequest, as_request
 from doitong_nb._core.result import ImageResult
 from doitong_nb._core.steps import Completion, Event, Flow, Progress, WaitFor
@@ -261,7 +262,7 @@ class _Batch:
                 "the plan's daily limit of jobs is reached by this batch; nothing was sent for this item",
                 code=contract.DAILY_LIMIT_REACHED,
             )
-        refusal = budget_refusal([item.cost], self.committed, self.max_credits, whose="the batch has committed")
+        refusal = budget_refusal([item.cost], self.committed, self.max_credits, whose=N_("the batch has committed"))
         if refusal is not None:
             raise BudgetExceededError(f"item {item.index} ({item.request.size}): {refusal}; nothing was sent for it")
         self.committed += item.cost

@@ -11,12 +11,15 @@ from doitong_nb._core.grid import AXES, GridView, cells, options_for
 
 def cost_line(axes: Sequence[tuple[str, Sequence[Any]]], charges: Sequence[int]) -> str:
     """What the sweep will cost, told before anything is sent."""
+    from doitong_nb._core.i18n import _
     from doitong_nb._core.result import credits_text
 
     shape = " × ".join(f"{len(values)} {name}" for name, values in axes)
     free = sum(1 for c in charges if c == 0)
-    stored = f" ({free} already stored or paid: 0 credits)" if free else ""
-    return f"grid {shape} = {len(charges)} images, {credits_text(sum(charges))}{stored}"
+    stored = _(" ({n} already stored or paid: 0 credits)").format(n=free) if free else ""
+    return _("grid {shape} = {n} images, {credits}{stored}").format(
+        shape=shape, n=len(charges), credits=credits_text(sum(charges)), stored=stored
+    )
 
 
 def sweep(client: Any, prompt: str, *, refresh: bool = False, quiet: bool = False, **options: Any) -> GridView:

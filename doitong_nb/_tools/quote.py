@@ -15,6 +15,7 @@ from typing import Any
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.errors import InvalidRequestError
+from doitong_nb._core.i18n import _, ngettext
 from doitong_nb._core.result import credits_text
 
 _CELL_MAGIC = re.compile(r"%%flux(?=\s|$)")
@@ -24,7 +25,7 @@ _CONFIG_SIZE = re.compile(r"^\s*%config\s+Flux\.size\s*=\s*(.+?)\s*$")
 
 
 def _images(n: int) -> str:
-    return f"{n} new image" if n == 1 else f"{n} new images"
+    return ngettext("{n} new image", "{n} new images", n).format(n=n)
 
 
 @dataclass
@@ -54,10 +55,10 @@ class Tally:
         """The summary line of a cell's `--dry-run`."""
         parts = [f"{_images(self.new)}, {credits_text(self.credits)}"] if self.new or not self.replayed else []
         if self.replayed:
-            parts.append(f"{self.replayed} stored, replayed at 0 credits")
+            parts.append(_("{n} stored, replayed at 0 credits").format(n=self.replayed))
         if self.paid:
-            parts.append(f"{self.paid} already paid, picked up at 0 credits")
-        return f"dry run: {'; '.join(parts)}; nothing was sent"
+            parts.append(_("{n} already paid, picked up at 0 credits").format(n=self.paid))
+        return _("dry run: {parts}; nothing was sent").format(parts="; ".join(parts))
 
 
 @dataclass
@@ -70,16 +71,20 @@ class NotebookQuote:
 
     def __str__(self) -> str:
         t = self.tally
-        text = f"Run All would cost {credits_text(t.credits)}: {_images(t.new)}, {t.replayed} replayed"
+        text = _("Run All would cost {credits}: {images}, {replayed} replayed").format(
+            credits=credits_text(t.credits), images=_images(t.new), replayed=t.replayed
+        )
         if t.paid:
-            text += f", {t.paid} already paid (picked up from the journal)"
+            text += _(", {n} already paid (picked up from the journal)").format(n=t.paid)
         if self.unpriced:
             cells = ", ".join(str(n) for n in self.unpriced)
-            text += f"; not priced: cell(s) {cells}, whose prompt or --each needs the kernel's variables"
-            text += " (run %flux_quote in the notebook)"
+            text += _(
+                "; not priced: cell(s) {cells}, whose prompt or --each needs the kernel's variables "
+                "(run %flux_quote in the notebook)"
+            ).format(cells=cells)
         if self.stops_at is not None:
             number, why = self.stops_at
-            text += f"; Run All stops at cell {number}: {why}"
+            text += _("; Run All stops at cell {number}: {why}").format(number=number, why=why)
         return text
 
 
@@ -99,7 +104,8 @@ def magic_cells(notebook: str | Path) -> list[MagicCell]:
     try:
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidRequestError(f"{path}: not a readable notebook ({type(exc).__name__}: {exc})") from None
+        said = _("{path}: not a readable notebook ({error})").format(path=path, error=f"{type(exc).__name__}: {exc}")
+        raise InvalidRequestError(said) from None
     found: list[MagicCell] = []
     for number, cell in enumerate(cells, start=1):
         if cell.get("cell_type") != "code":
@@ -108,7 +114,7 @@ def magic_cells(notebook: str | Path) -> list[MagicCell]:
         source = "".join(source) if isinstance(source, list) else source
         source = _LEADING_BLANKS.sub("", source)  # as IPython drops them before it looks for a cell magic
         if _CELL_MAGIC.match(source):
-            first, _, body = source.partition("\n")
+            first, _newline, body = source.partition("\n")
             found.append(MagicCell(number, first[len("%%flux") :].strip(), body))
             continue
         for text in source.splitlines():

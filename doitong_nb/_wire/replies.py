@@ -18,6 +18,7 @@ from doitong_nb._core.errors import (
     RateLimitError,
     ServerError,
 )
+from doitong_nb._core.i18n import _
 from doitong_nb._core.steps import Reply
 
 _BY_CODE: dict[str, type[DoitongError]] = {
@@ -62,7 +63,7 @@ def _first_error(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _theirs(text: str) -> str:
     """The service's own words, quoted, when they say more than our message can (another language, numbers)."""
-    return f' (the service said: "{text}")'
+    return _(' (the service said: "{text}")').format(text=text)
 
 
 def error_code(body: Any) -> str | None:
@@ -108,11 +109,14 @@ def from_response(status: int, body: Any, retry_after: float | None = None) -> D
         return AuthenticationError(f"the API key was refused ({text}); check {ENV_API_KEY}", status=status)
     if cls is InsufficientCreditsError:
         need, have = ext.get("creditsRequired"), ext.get("creditsAvailable")
-        said = f"needs {need} credits, {have} left" if need is not None and have is not None else "too few credits"
+        if need is not None and have is not None:
+            said = _("needs {need} credits, {have} left").format(need=need, have=have)
+        else:
+            said = _("too few credits")
         if need is None or have is None or not text.isascii():
             said += _theirs(text)
         return InsufficientCreditsError(
-            f"{said}: top up or use a smaller size",
+            _("{said}: top up or use a smaller size").format(said=said),
             credits_required=need,
             credits_available=have,
             status=status,
