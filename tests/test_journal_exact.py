@@ -125,3 +125,20 @@ def test_adopted_entries_are_written_down_as_they_were(tmp_path: Path, journal: 
     )
     assert adopted.created_at == entry.created_at
     other.close()
+
+
+def test_a_note_says_why_an_entry_is_unfinished_and_keeps_its_state(journal: Journal) -> None:
+    why = "answer unclear: may be charged"
+    entry = journal.begin("k1", HOOKED)
+    other = journal.begin("k2", HOOKED)
+    journal.note(entry.idempotency_key, why)
+    noted, untouched = journal.pending()
+    assert (noted.idempotency_key, noted.state, noted.job_id, noted.error) == (
+        entry.idempotency_key,
+        SUBMITTING,
+        None,
+        why,
+    )
+    assert noted.updated_at >= entry.updated_at
+    assert untouched == other and untouched.error is None
+    assert journal.unfinished("k1").error == why

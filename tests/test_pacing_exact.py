@@ -210,3 +210,14 @@ def test_retry_after_is_seconds_or_an_http_date(value: str | None, seconds: floa
 def test_a_retry_after_date_already_past_means_at_once_and_the_clock_defaults_to_now() -> None:
     assert retry_after_seconds(DATE, now=WHEN + 30) == 0.0
     assert retry_after_seconds(DATE) == pytest.approx(WHEN - time.time(), abs=5)
+
+
+def test_a_reset_written_as_a_date_is_read_against_the_clock_given() -> None:
+    assert reset_seconds(DATE, now=WHEN - 30) == 30.0
+    assert reset_seconds("soon", now=WHEN) is None
+
+
+def test_a_reset_exactly_at_the_milliseconds_edge_is_still_seconds() -> None:
+    edge = contract.RESET_IS_MILLISECONDS_ABOVE
+    assert reset_seconds(edge, now=edge - 7) == 7.0
+    assert reset_seconds(edge + 1000, now=edge / 1000 - 7) == pytest.approx(8.0)
