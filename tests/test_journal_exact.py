@@ -142,3 +142,12 @@ def test_a_note_says_why_an_entry_is_unfinished_and_keeps_its_state(journal: Jou
     assert noted.updated_at >= entry.updated_at
     assert untouched == other and untouched.error is None
     assert journal.unfinished("k1").error == why
+
+
+@pytest.mark.parametrize("seconds", [30.0, 0.25])
+def test_the_journal_waits_its_busy_timeout_for_another_processs_lock(tmp_path: Path, seconds: float) -> None:
+    journal = Journal(tmp_path / "journal.sqlite", busy_timeout=seconds)
+    try:
+        assert journal._db.execute("PRAGMA busy_timeout").fetchone()[0] == int(seconds * 1000)
+    finally:
+        journal.close()
