@@ -129,6 +129,24 @@ def test_a_followed_job_the_service_does_not_know_is_unclear_and_counted_as_poss
     assert engine._uncertain == {entry.idempotency_key: 10} and engine.session_credits == 10
 
 
+def test_each_followed_answer_is_counted() -> None:
+    engine, script, _ = setup(accepted("/v1/jobs/job_a"), ok(job("job_a"), "job"))
+    script.answers += [accepted("/v1/jobs/job_b"), ok(job("job_b"), "job")]
+    for seed in (1, 2):
+        script.run(engine.generate(REQUEST.with_seed(seed)))
+    assert engine.requests["followed"] == 2 and engine.session_credits == 20
+
+
+def test_an_unclear_entry_of_an_earlier_session_counts_its_quote_as_possibly_charged() -> None:
+    engine, script, store = setup()
+    key = unclear_entry(engine, script)
+    later = Engine(engine.settings, clock=script.clock, store=store, discovery=MemoryDiscovery())
+    with pytest.raises(UnclearSubmissionError) as caught:
+        script.run(later.generate(REQUEST))
+    assert (caught.value.idempotency_key, caught.value.credits) == (key, REQUEST.estimated_credits)
+    assert f"({REQUEST.estimated_credits} credits, counted as possibly charged" in str(caught.value)
+
+
 # --- what an unclear answer says, and how often it is counted -------------------------------------------------
 
 
@@ -342,10 +360,14 @@ def test_a_refund_and_a_late_cost_are_told_with_their_job() -> None:
 
 
 def test_a_timed_job_teaches_the_duration_of_its_own_pixel_count() -> None:
-    done = job("job_a", metadata={"width": SIZE, "height": SIZE, "seed": 5, "duration": 3.0})
+    big = GenerationRequest.build("a heron in the reeds", size="2048x2048", seed=5)  # past 1 MP: durations differ
+    done = job("job_a", metadata={"width": 2048, "height": 2048, "seed": 5, "duration": 12.0})
     engine, script, _ = setup(ok(job("job_a", "PROCESSING")), ok(done, "job"))
-    script.run(engine.generate(REQUEST))
-    assert engine.durations.predict(SIZE * SIZE) == pytest.approx(3.0)
+    script.run(engine.generate(big))
+    assert engine.durations.predict(2048 * 2048) == pytest.approx(12.0)
+    assert engine.durations.predict(SIZE * SIZE) == pytest.approx(
+        12.0 * expected_seconds(SIZE * SIZE) / expected_seconds(2048 * 2048)
+    )
 
 
 def test_a_late_url_is_read_again_over_the_same_transport_within_the_deadline() -> None:

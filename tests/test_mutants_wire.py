@@ -62,6 +62,7 @@ def test_an_answer_is_unclear_when_it_may_stand_for_a_job(answer: Reply, why: st
         (reply(202, Location="/v1/jobs/job_a"), "job_a"),
         (reply(202, Location="https://api.example/v1/jobs/job_a/?wait=1#top"), "job_a"),
         (reply(202, Location="/v1/jobs/job%3A7"), "job:7"),
+        (reply(202, Location="/v1/jobs/Job_X"), "Job_X"),  # upper case, and an X that no strip may take
         (reply(202, Location="/v1/jobs/" + "j" * 200), "j" * 200),
         (reply(202, raw=b'{"id":"job_c"}', Location="/v1/jobs/" + "j" * 201), "job_c"),
         (reply(202, raw=b'{"id":"job_c"}', Location="/v1/jobs/a%20b"), "job_c"),
