@@ -125,3 +125,29 @@ def test_adopted_entries_are_written_down_as_they_were(tmp_path: Path, journal: 
     )
     assert adopted.created_at == entry.created_at
     other.close()
+
+
+def test_a_note_says_why_an_entry_is_unfinished_and_keeps_its_state(journal: Journal) -> None:
+    why = "answer unclear: may be charged"
+    entry = journal.begin("k1", HOOKED)
+    other = journal.begin("k2", HOOKED)
+    journal.note(entry.idempotency_key, why)
+    noted, untouched = journal.pending()
+    assert (noted.idempotency_key, noted.state, noted.job_id, noted.error) == (
+        entry.idempotency_key,
+        SUBMITTING,
+        None,
+        why,
+    )
+    assert noted.updated_at >= entry.updated_at
+    assert untouched == other and untouched.error is None
+    assert journal.unfinished("k1").error == why
+
+
+@pytest.mark.parametrize("seconds", [30.0, 0.25])
+def test_the_journal_waits_its_busy_timeout_for_another_processs_lock(tmp_path: Path, seconds: float) -> None:
+    journal = Journal(tmp_path / "journal.sqlite", busy_timeout=seconds)
+    try:
+        assert journal._db.execute("PRAGMA busy_timeout").fetchone()[0] == int(seconds * 1000)
+    finally:
+        journal.close()

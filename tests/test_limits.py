@@ -126,3 +126,22 @@ def test_a_job_predicted_done_already_is_read_at_once_then_in_short_steps() -> N
 
 def test_a_server_hint_wins_over_the_prediction() -> None:
     assert DurationModel().next_delay(1024 * 1024, elapsed=0.0, reads=0, hint=1.5) == 1.5
+
+
+@pytest.mark.parametrize(
+    ("reset", "form"),
+    [
+        ("30", "seconds-left"),
+        ("999999999", "seconds-left"),
+        ("1000000000", "unix-seconds"),
+        ("1764000000", "unix-seconds"),
+        ("100000000000", "unix-seconds"),
+        ("100000000001", "unix-milliseconds"),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", "http-date"),
+        ("soon", "unreadable"),
+    ],
+)
+def test_doctor_names_the_form_of_a_reset(reset: str, form: str) -> None:
+    from doitong_nb._core.limits import reset_form
+
+    assert reset_form(reset) == form

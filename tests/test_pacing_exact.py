@@ -5,6 +5,7 @@ tests/test_limits.py's tolerant assertions let through). Margin 5 ms, first assu
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -210,3 +211,35 @@ def test_retry_after_is_seconds_or_an_http_date(value: str | None, seconds: floa
 def test_a_retry_after_date_already_past_means_at_once_and_the_clock_defaults_to_now() -> None:
     assert retry_after_seconds(DATE, now=WHEN + 30) == 0.0
     assert retry_after_seconds(DATE) == pytest.approx(WHEN - time.time(), abs=5)
+
+
+def test_a_reset_written_as_a_date_is_read_against_the_clock_given() -> None:
+    assert reset_seconds(DATE, now=WHEN - 30) == 30.0
+    assert reset_seconds("soon", now=WHEN) is None
+
+
+def test_a_reset_exactly_at_the_milliseconds_edge_is_still_seconds() -> None:
+    edge = contract.RESET_IS_MILLISECONDS_ABOVE
+    assert reset_seconds(edge, now=edge - 7) == 7.0
+    assert reset_seconds(edge + 1000, now=edge / 1000 - 7) == pytest.approx(8.0)
+
+
+def test_a_fresh_budget_has_noted_no_implausible_reset() -> None:
+    assert RateBudget(clock=Clock()).implausible_reset is None
+
+
+@pytest.mark.parametrize(
+    ("reset", "blocked", "noted"),
+    [
+        (60.0, 60.0, False),  # a whole window: plausible
+        (60.0 + MARGIN, 60.0 + MARGIN, False),  # the window and its margin: still plausible
+        (61.0, 60.0, True),  # further than any window resets: clamped to one window, and noted
+        ("soon", 0.0, True),  # unreadable: no block at all, and noted
+    ],
+)
+def test_a_reset_is_believed_up_to_one_window_and_its_margin(reset: Any, blocked: float, noted: bool) -> None:
+    clock = Clock()
+    budget = RateBudget(limit=10, window=60.0, clock=clock)
+    budget.observe(told(limit=10, remaining=0, reset=reset))
+    assert budget._blocked_until == pytest.approx(clock.now + blocked, abs=EXACT)
+    assert budget.implausible_reset == (str(reset) if noted else None)
