@@ -83,6 +83,9 @@ class MemoryStore:
         if not self.files.get(download):
             raise DownloadError(f"nothing was downloaded to {download}")
 
+    def discard(self, download: Any) -> None:
+        self.files.pop(download, None)
+
     def put(self, key: str, request: GenerationRequest, job: Job, download: Any, origin: str) -> ImageResult:
         data = self.files.pop(download)
         result = ImageResult(

@@ -11,7 +11,7 @@ import pytest
 from _memory_store import MemoryDiscovery, MemoryStore
 from _scripted import Script, jpeg
 
-from doitong_nb._core.errors import UnclearSubmissionError
+from doitong_nb._core.errors import DownloadError, UnclearSubmissionError
 from doitong_nb._core.request import GenerationRequest
 from doitong_nb._core.settings import Settings
 from doitong_nb._core.steps import Reply
@@ -79,3 +79,19 @@ def test_an_unclear_submission_stays_in_the_journal_with_its_reason_and_no_folde
     assert run.kinds() == ["submit", "status"] and engine.session_credits == 20
     assert [e.state for e in store.journal.entries.values()] == [SUBMITTING, DONE]
     assert SUBMITTED not in {e.state for e in store.journal.entries.values()}
+
+
+def test_a_download_that_fails_its_check_is_discarded_and_fetched_again_with_no_folder(tmp_path: Path) -> None:
+    engine, store = engine_without_a_folder(tmp_path)
+    checked: list[object] = []
+    whole = store.check
+
+    def broken_once(download: object, job: object) -> None:
+        checked.append(download)
+        if len(checked) == 1:
+            raise DownloadError("truncated")  # as a body cut short fails to decode
+        whole(download, job)
+
+    store.check = broken_once  # type: ignore[method-assign]
+    made = script(store, answer("job_d")).run(engine.generate(REQUEST))
+    assert made.job_id == "job_d" and len(checked) == 2 and store.files == {}  # the bad one dropped, the good stored

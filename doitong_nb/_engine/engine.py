@@ -698,10 +698,10 @@ class Engine:
                 yield Work(partial(self.store.check, dest, job))
                 return dest
             except UnsafeResponseError:
-                _discard(dest)
+                self.store.discard(dest)
                 raise
             except Exception as exc:
-                _discard(dest)
+                self.store.discard(dest)
                 if is_storage_failure(exc):  # the disk, not the network: trying again would not help
                     raise StorageError.from_os(exc, self.store.root, "downloading the image") from None
                 if attempt == DOWNLOAD_ATTEMPTS - 1 or self.clock() > deadline:
@@ -1034,11 +1034,6 @@ def budget_refusal(
     return BudgetExceededError(
         said.format(what=what, whose=i18n._(whose), spent=spent, budget=budget, left=left, advice=advice)
     )
-
-
-def _discard(path: Path) -> None:
-    with suppress(OSError):
-        path.unlink(missing_ok=True)
 
 
 def _naming(exc: DoitongError, job_id: str) -> DoitongError:

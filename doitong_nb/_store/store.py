@@ -334,6 +334,11 @@ class Store:
         if all(isinstance(v, int) for v in expected) and size != expected:
             raise DownloadError(f"the image is {size[0]}x{size[1]}, but the job announced {expected[0]}x{expected[1]}")
 
+    def discard(self, download: Path) -> None:
+        """Drop a download that failed its check or its transfer (a retry starts afresh)."""
+        with suppress(OSError):
+            Path(download).unlink(missing_ok=True)
+
     def locked(self, key: str, origin: str) -> bool:
         """The lock file records `key` by `origin` (its image may still have to be fetched)."""
         return self.lock is not None and self.lock.find(key, origin) is not None
