@@ -388,11 +388,11 @@ class Engine:
         via: Transport | None = None,
         waiting: Waiting | None = None,
     ) -> Flow[Job]:
-        """Submit once and count its cost, by the submission rule (CONTRACT.md, "Submissions"): an unclear answer
-        is never simply sent again. What the answer gives (a job id in a cut body, a `Location`) is followed and the
-        job read; the same key is sent again only when the service has shown that it honours it; otherwise
-        UnclearSubmissionError, with the send counted as possibly charged (`_carry` asks for the user's word before
-        an earlier unclear submission is sent once more)."""
+        """Submit once and count its cost, by the submission rule (ARCHITECTURE.md, "The submission rule"): an
+        unclear answer is never simply sent again. What the answer gives (a job id in a cut body, a `Location`) is
+        followed and the job read; the same key is sent again only when the service has shown that it honours it;
+        otherwise UnclearSubmissionError, with the send counted as possibly charged (`_carry` asks for the user's
+        word before an earlier unclear submission is sent once more)."""
         via = via or self.transport
         cost = request.estimated_credits
         for _ in range(MAX_ATTEMPTS):
