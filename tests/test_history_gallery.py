@@ -73,3 +73,26 @@ def test_rerun_replays_at_no_cost_and_refresh_charges(ip: Any, sandbox: Sandbox,
     assert sandbox.stats()["total"]["credits_charged"] == charged + 10
     with pytest.raises(UsageError, match="no stored result 'job_nope'"):
         ip.run_line_magic("flux_history", "--rerun job_nope")
+
+
+def test_images_of_one_request_made_at_once_keep_seed_order_whatever_order_they_finished_in(tmp_path: Path) -> None:
+    """A `-n 3` cell's images finish in any order; the history (and so a re-run notebook) shows them by seed."""
+    from doitong_nb._core.request import GenerationRequest
+    from doitong_nb._core.result import ImageResult
+    from doitong_nb._notebook.display import filter_history
+
+    def made(seed: int, prompt: str, at: str) -> ImageResult:
+        request = GenerationRequest.build(prompt, size="256x256", seed=seed)
+        path = tmp_path / f"job_{seed}.jpg"
+        return ImageResult(request, f"job_{seed}", path, "0" * 64, 256, 256, seed, "ultra", 1.0, 10, at)
+
+    forest = [made(s, "a misty forest", f"2026-12-03T10:00:0{5 - s % 3}Z") for s in (10, 11, 12)]
+    harbor = made(21, "a quiet harbor", "2026-12-03T10:00:09Z")
+    for finished in (forest, forest[::-1]):
+        shown = filter_history([harbor, *finished])
+        assert [(r.request.prompt, r.seed) for r in shown] == [
+            ("a quiet harbor", 21),
+            ("a misty forest", 10),
+            ("a misty forest", 11),
+            ("a misty forest", 12),
+        ]

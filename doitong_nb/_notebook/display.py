@@ -712,7 +712,11 @@ class HistoryGallery:
 def filter_history(
     results: list[ImageResult], text: str = "", since: str | None = None, until: str | None = None
 ) -> list[ImageResult]:
-    """Newest first; `text` in the prompt (any case); `since`/`until` as ISO dates (inclusive)."""
+    """Newest first; `text` in the prompt (any case); `since`/`until` as ISO dates (inclusive).
+
+    Images of one request that differ only by seed (a `-n 3` cell, a seed sweep) stay together in seed order, the
+    group where its newest image falls: they were made at once, so the order they happened to finish in is no
+    order at all, and a re-run notebook shows the same history."""
     from datetime import date
 
     def day(value: str, option: str) -> date:
@@ -736,4 +740,8 @@ def filter_history(
         if created is not None and ((low and created.date() < low) or (high and created.date() > high)):
             continue
         kept.append(r)
-    return sorted(kept, key=lambda r: parse_time(r.created_at) or epoch, reverse=True)
+    newest = sorted(kept, key=lambda r: parse_time(r.created_at) or epoch, reverse=True)
+    place: dict[str, int] = {}
+    for r in newest:
+        place.setdefault(r.request.with_seed(None).key(), len(place))
+    return sorted(newest, key=lambda r: (place[r.request.with_seed(None).key()], r.seed is None, r.seed or 0))
