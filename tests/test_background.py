@@ -138,6 +138,21 @@ def test_cancel_keeps_the_job_listed_and_a_resume_charges_nothing_more(kernel_wi
     assert len(list(out.glob("*.jp*g"))) == 1
 
 
+def test_a_background_submission_still_awaiting_its_answer_is_running_not_pending(kernel_with_sandbox) -> None:
+    """Journaled before it is sent, a submission has no job id until its answer comes: it is this cell's, running,
+    and `%flux_jobs` must not offer it for `--resend` (issue 24: it was listed as pending)."""
+    from doitong_sandbox import Faults
+
+    kc, box, _ = kernel_with_sandbox
+    box.faults = Faults(slow_submit=1, slow_seconds=30_000.0)  # the answer held at the service (30 s at 1000x)
+    Cell(kc, f"%%flux --background --size 512x512 --seed 8 -o held\n{PROMPT}").wait_idle({})
+    _wait_for(lambda: box.stats()["total"]["held_submissions"] == 1)
+    listed = Cell(kc, "%flux_jobs").wait_idle({})
+    assert any("background cell(s) running" in t for t in listed.texts), listed.texts
+    assert not any("pending job(s)" in t or "--resend" in t for t in listed.texts), listed.texts
+    Cell(kc, "held.cancel()").wait_idle({})
+
+
 def test_flux_jobs_cancel_needs_a_known_name(kernel_with_sandbox) -> None:
     kc, _, _ = kernel_with_sandbox
     cell = Cell(kc, "%flux_jobs --cancel bg99").wait_idle({})

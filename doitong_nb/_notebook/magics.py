@@ -600,7 +600,8 @@ class Flux(Magics):
             for job in running:
                 print(f"  {job.summary()}")
         waited_for = {job_id for job in running for job_id in job.job_ids()}  # running, so not pending
-        jobs = [job for job in self.client.jobs() if job.job_id not in waited_for]
+        sending = {self.client.unfinished_submission(r, v) for job in running for r, v in job.requests}  # no id yet
+        jobs = [j for j in self.client.jobs() if j.job_id not in waited_for and j.idempotency_key not in sending]
         if not jobs:
             if running:
                 print(_("No pending jobs: every paid job has been delivered or is running."))

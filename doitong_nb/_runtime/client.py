@@ -233,6 +233,11 @@ class _Base:
         entry = self.engine.unfinished(request.key(variant))
         return entry.job_id if entry is not None else None
 
+    def unfinished_submission(self, request: GenerationRequest, variant: int = 0) -> str | None:
+        """The idempotency key of this request's journaled, unfinished submission (with or without a job id yet)."""
+        entry = self.engine.unfinished(request.key(variant))
+        return entry.idempotency_key if entry is not None else None
+
     def predicted_seconds(self, request: GenerationRequest) -> float | None:
         """How long this image should take, from this session's jobs; None before the first one."""
         return self.engine.durations.predict(request.width * request.height)
