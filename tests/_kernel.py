@@ -47,3 +47,22 @@ def collect(kc: Any, msg_id: str, sink: list[str], timeout: float = 60) -> None:
             sink.append(f"{content['ename']}: {content['evalue']}")
         elif msg["msg_type"] == "status" and content["execution_state"] == "idle":
             return
+
+
+def executed_notebook(cells: list[str], box: Any, folder: Path) -> Any:
+    """A notebook of `cells` run as Run All does (nbclient), against `box`, its images in `folder`/out; this
+    process's environment is as it was afterwards."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    env_before = dict(os.environ)
+    os.environ.update(
+        DOITONG_API_KEY=box.api_key, DOITONG_BASE_URL=box.base_url, DOITONG_OUTPUT_DIR=str(folder / "out")
+    )
+    try:
+        NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    return nb

@@ -3,11 +3,9 @@ result, so a saved notebook holds the result and nothing else: no empty output, 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+from _kernel import executed_notebook
 
 from doitong_sandbox import Sandbox
 
@@ -22,18 +20,7 @@ CELLS = [
 
 def test_a_saved_notebook_keeps_each_result_once_and_no_empty_output(tmp_path: Path) -> None:
     with Sandbox(speed=20) as box:
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
-        env_before = dict(os.environ)
-        os.environ.update(
-            DOITONG_API_KEY=box.api_key, DOITONG_BASE_URL=box.base_url, DOITONG_OUTPUT_DIR=str(tmp_path / "out")
-        )
-        try:
-            NotebookClient(
-                nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-            ).execute()
-        finally:
-            os.environ.clear()
-            os.environ.update(env_before)
+        nb = executed_notebook(CELLS, box, tmp_path)
     grid, each, lone = (nb.cells[i].outputs for i in (1, 3, 4))
     for outputs, figures in ((grid, 3), (each, 2), (lone, 1)):
         displays = [o for o in outputs if o.output_type == "display_data"]

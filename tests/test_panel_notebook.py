@@ -4,11 +4,10 @@ A real kernel runs the panel (nbclient, as Run All does); the notebook is writte
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
+from _kernel import executed_notebook
 from nbconvert import HTMLExporter
 
 from doitong_sandbox import Sandbox
@@ -24,18 +23,7 @@ CELLS = [
 
 def test_a_panel_result_survives_save_reopen_and_html_export(tmp_path: Path) -> None:
     with Sandbox(speed=1000) as box:
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
-        env_before = dict(os.environ)
-        os.environ.update(
-            DOITONG_API_KEY=box.api_key, DOITONG_BASE_URL=box.base_url, DOITONG_OUTPUT_DIR=str(tmp_path / "out")
-        )
-        try:
-            NotebookClient(
-                nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-            ).execute()
-        finally:
-            os.environ.clear()
-            os.environ.update(env_before)
+        nb = executed_notebook(CELLS, box, tmp_path)
     job_id = nb.cells[2].outputs[-1].text.strip()
     saved = tmp_path / "panel.ipynb"
     nbformat.write(nb, saved)
