@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from _journal_probe import journaled_job_id
+from _service_clock import Clock
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.errors import (
@@ -302,13 +303,14 @@ def test_a_named_status_query_is_used_and_a_wrong_one_is_said_so(tmp_path: Path)
 
 
 def test_an_expired_signed_url_gets_one_fresh_status_read(tmp_path: Path) -> None:
-    with Sandbox(speed=1000, dialect="signed-urls") as box, client_for(box, tmp_path) as flux:
+    clock = Clock()
+    with Sandbox(speed=1000, dialect="signed-urls", clock=clock) as box, client_for(box, tmp_path) as flux:
         request = GenerationRequest.build(PROMPT, size="256x256", seed=1)
         job = flux.submit(request)
         while not (job := flux.status(job.id)).done:
-            time.sleep(0.01)
+            clock.advance(0.01)
         assert urlsplit(job.url).hostname == "localhost" and "signature=" in job.url  # another host, signed
-        time.sleep(box.dialect.url_ttl / box.speed + 0.2)  # the URL expires (10 minutes at speed 1)
+        clock.advance(box.dialect.url_ttl / box.speed + 0.2)  # the URL expires (10 minutes at speed 1)
         reads = box.stats()["total"]["status_requests"]
         path = flux.run(flux.engine.download(job, request, time.monotonic() + 30))
         assert path.exists() and box.stats()["total"]["status_requests"] == reads + 1
@@ -591,12 +593,13 @@ def test_codeless_errors_are_classified_by_the_contracts_message_rules(monkeypat
 
 def test_the_expired_url_statuses_are_the_contracts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(contract, "EXPIRED_URL_STATUSES", ())  # then an expired URL is a plain download failure
-    with Sandbox(speed=1000, dialect="signed-urls") as box, client_for(box, tmp_path) as flux:
+    clock = Clock()
+    with Sandbox(speed=1000, dialect="signed-urls", clock=clock) as box, client_for(box, tmp_path) as flux:
         request = GenerationRequest.build(PROMPT, size="256x256", seed=1)
         job = flux.submit(request)
         while not (job := flux.status(job.id)).done:
-            time.sleep(0.01)
-        time.sleep(box.dialect.url_ttl / box.speed + 0.2)
+            clock.advance(0.01)
+        clock.advance(box.dialect.url_ttl / box.speed + 0.2)
         reads = box.stats()["total"]["status_requests"]
         with pytest.raises(Exception, match="HTTP 403"):
             flux.run(flux.engine.download(job, request, time.monotonic() + 30))

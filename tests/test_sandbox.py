@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _service_clock import Clock
 
 from doitong_nb import _contract as contract
 from doitong_sandbox import Faults, Sandbox
@@ -83,19 +84,6 @@ def rest_submit(
     return http.post(
         f"{sb.base_url}/v1/text_to_image", json=body, headers={"X-API-Key": key or sb.api_key, **(headers or {})}
     )
-
-
-class Clock:
-    """A service clock the test moves itself: rate windows and jobs see its time, and nothing waits for real."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def generate_input(**options: Any) -> dict[str, Any]:
