@@ -136,21 +136,25 @@ def reset_seconds(reset: float | str, now: float | None = None) -> float | None:
     """Seconds until an X-RateLimit-Reset, read by what its value can be [assumed]: seconds left (any number below a
     Unix time of 2001), a Unix time in seconds, a Unix time in milliseconds (above RESET_IS_MILLISECONDS_ABOVE), or
     an HTTP date. None when it is none of these; the caller clamps a reading past the window."""
-    number = _number(reset) if isinstance(reset, str) else float(reset)
-    if number is None:
-        return retry_after_seconds(reset, now) if isinstance(reset, str) else None
+    text = reset if isinstance(reset, str) else repr(float(reset))
+    form = reset_form(text)
+    if form == "unreadable":
+        return None
+    if form == "http-date":
+        return retry_after_seconds(text, now)
+    number = float(text)
     if number != number:  # NaN
         return None
-    if number < contract.RESET_IS_UNIX_TIME_ABOVE:
+    if form == "seconds-left":
         return max(0.0, number)
-    if number > contract.RESET_IS_MILLISECONDS_ABOVE:
+    if form == "unix-milliseconds":
         number /= 1000
     return max(0.0, number - (time.time() if now is None else now))
 
 
 def reset_form(reset: str) -> str:
-    """How an X-RateLimit-Reset is written, for doctor: the contract's "unix-seconds", or "seconds-left",
-    "unix-milliseconds", "http-date", "unreadable"."""
+    """How an X-RateLimit-Reset is written: the contract's "unix-seconds", or "seconds-left", "unix-milliseconds",
+    "http-date", "unreadable" (the one reading of it, for `reset_seconds` and doctor)."""
     number = _number(reset)
     if number is None:
         return "http-date" if retry_after_seconds(reset) is not None else "unreadable"
