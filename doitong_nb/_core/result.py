@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,12 @@ class Job:
             error_message=message,
             raw_status=None if raw is None else str(raw),
         )
+
+    def named(self, statuses: Mapping[str, str]) -> Job:
+        """This job with a status no reading knows read as the user's `statuses` setting names it (status_key ->
+        meaning, see settings.parse_statuses); itself otherwise."""
+        meaning = None if self.known or self.raw_status is None else statuses.get(contract.status_key(self.raw_status))
+        return self if meaning is None else replace(self, status=meaning)
 
     @property
     def known(self) -> bool:

@@ -504,10 +504,7 @@ class Engine:
 
     def _meaning(self, job: Job) -> Job:
         """A status no reading knows, mapped by the `statuses` setting when the user named it."""
-        if job.known or not self.settings.statuses or job.raw_status is None:
-            return job
-        meaning = parse_statuses(self.settings.statuses).get(contract.status_key(job.raw_status))
-        return job if meaning is None else replace(job, status=meaning)
+        return job.named(parse_statuses(self.settings.statuses)) if self.settings.statuses and not job.known else job
 
     def discover(self, deadline: float) -> Flow[tuple[StatusQuery | None, str]]:
         """One introspection request: the schema's status query (None if it has none we recognise), and what

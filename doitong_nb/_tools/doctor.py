@@ -347,16 +347,15 @@ def _last_job(api: httpx.Client, client: Any) -> list[Check]:
     job = Job.from_payload(payload)
     checks = []
     spelled = job.raw_status or "?"
-    named = parse_statuses(client.settings.statuses) if client.settings.statuses else {}
-    mapped = named.get(contract.status_key(spelled))
+    mapped = job.named(parse_statuses(client.settings.statuses)) if client.settings.statuses else job
     if job.known and spelled == job.status:
         checks.append(Check(N_("statuses"), True, _("job {job_id}: {status!r}").format(job_id=job_id, status=spelled)))
     elif job.known:
         said = _("differs: job {job_id} is {status!r}, read as {meaning!r}")
         checks.append(Check(N_("statuses"), None, said.format(job_id=job_id, status=spelled, meaning=job.status)))
-    elif mapped:
+    elif mapped.known:
         said = _("differs: job {job_id} is {status!r}, read as {meaning!r} by the statuses setting")
-        checks.append(Check(N_("statuses"), None, said.format(job_id=job_id, status=spelled, meaning=mapped)))
+        checks.append(Check(N_("statuses"), None, said.format(job_id=job_id, status=spelled, meaning=mapped.status)))
     else:
         said = _(
             "job {job_id} is {status!r}, a status no reading knows: say what it means with "
