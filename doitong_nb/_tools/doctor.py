@@ -113,8 +113,10 @@ def diagnose(client: Any) -> list[Check]:
         checks.append(_clock(account, started))
         checks.append(_status_query(api, client))
         checks.append(_errors(api))
-        checks.append(_rest_path(api, settings))
-        checks.append(_rest_errors(api, settings))
+        rest = make_transport("rest").auth_headers(settings.api_key)
+        probe = api.get(contract.REST_JOB_PATH.format(id=PROBE_ID), headers=rest)  # a job that does not exist
+        checks.append(_rest_path(api, rest, probe))
+        checks.append(_rest_errors(probe))
         checks.extend(_last_job(api, client))
     seen = client.discovered()  # what this folder's client saw the service do
     if not any(c.name == "cost" for c in checks):
@@ -174,10 +176,8 @@ def _submissions(seen: dict[str, Any]) -> Check:
     )
 
 
-def _rest_errors(api: httpx.Client, settings: Any) -> Check:
-    """How the REST API writes an error (a job that does not exist), and in which language."""
-    rest = make_transport("rest").auth_headers(settings.api_key)
-    reply = api.get(contract.REST_JOB_PATH.format(id=PROBE_ID), headers=rest)
+def _rest_errors(reply: httpx.Response) -> Check:
+    """How the REST API writes an error (the probe: a job that does not exist), and in which language."""
     body = _body(reply)
     words = "" if str(body).isascii() else _("; messages in the service's language, shown as it wrote them")
     if isinstance(body, dict) and isinstance(body.get("errors"), list) and error_code(body):
@@ -314,10 +314,10 @@ def _errors(api: httpx.Client) -> Check:
     )
 
 
-def _rest_path(api: httpx.Client, settings: Any) -> Check:
-    rest = make_transport("rest").auth_headers(settings.api_key)
+def _rest_path(api: httpx.Client, rest: dict[str, str], probe: httpx.Response) -> Check:
+    """Which REST path knows jobs: the probe asked the contract's; the others are asked only when it does not."""
     for path in contract.REST_JOB_PATHS:
-        reply = api.get(path.format(id=PROBE_ID), headers=rest)
+        reply = probe if path == contract.REST_JOB_PATH else api.get(path.format(id=PROBE_ID), headers=rest)
         text = str(_body(reply))
         if reply.status_code == 404 and PROBE_ID in text and f"{path.split('{')[0]}" not in text:
             if path == contract.REST_JOB_PATH:
