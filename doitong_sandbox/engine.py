@@ -267,8 +267,6 @@ class Engine:
             self.holding[job.id] = job
         if job.failure is None:
             self.outputs.start(job, lambda: account.stats.update(outputs_rendered=1))
-        if spec.webhook_url:
-            self.webhooks.prepare()
         return self.view(job, status=c.STATUS_QUEUED if job.queued else c.STATUS_PROCESSING)
 
     def job(self, account: Account, job_id: str) -> dict[str, Any]:

@@ -285,3 +285,20 @@ def test_a_dropped_connection_after_first_contact_is_still_retried(tmp_path: Pat
         flux.account()  # first contact made
         img = flux.generate(PROMPT, size="256x256", seed=1)
         assert img.path.exists() and flux.engine.requests["retries"] >= 2
+
+
+def test_every_client_of_a_process_shares_one_tls_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Making a TLS context reads the CA bundle (25-50 ms): a client with an API and a CDN connection, and the next
+    client, must not make one each."""
+    import httpx
+
+    from doitong_nb._runtime import client
+
+    made: list[object] = []
+    real = httpx.create_ssl_context
+    monkeypatch.setattr(httpx, "create_ssl_context", lambda *a, **k: made.append(1) or real(*a, **k))
+    client._tls.cache_clear()
+    for name in ("a", "b"):
+        with Flux(api_key="sbx_unit", base_url="https://api.example.com", output_dir=tmp_path / name):
+            pass
+    assert len(made) == 1
