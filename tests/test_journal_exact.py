@@ -151,3 +151,30 @@ def test_the_journal_waits_its_busy_timeout_for_another_processs_lock(tmp_path: 
         assert journal._db.execute("PRAGMA busy_timeout").fetchone()[0] == int(seconds * 1000)
     finally:
         journal.close()
+
+
+def test_a_read_does_not_wait_behind_a_write_under_way(journal: Journal) -> None:
+    """The event loop reads the journal (is this image being made?) while other flows' writes flush on worker
+    threads: a read must see the last committed state at once, not queue behind the write's lock."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = journal.begin("k1", HOOKED)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_write() -> None:
+        with journal._write() as db:  # a write under way: inside its transaction, not committed yet
+            db.execute("UPDATE jobs SET state = ? WHERE idempotency_key = ?", (FAILED, done.idempotency_key))
+            inside.set()
+            release.wait(30)
+
+    with ThreadPoolExecutor(2) as pool:
+        writer = pool.submit(slow_write)
+        assert inside.wait(30)
+        try:
+            read = pool.submit(journal.unfinished, "k1")
+            assert read.result(timeout=10) == done  # the committed state: the write is not visible yet
+        finally:
+            release.set()
+        writer.result(timeout=30)
+    assert journal.unfinished("k1") is None  # and once it commits, the next read sees it

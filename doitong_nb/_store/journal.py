@@ -72,8 +72,10 @@ def _entry(row: tuple[Any, ...]) -> JournalEntry:
 class Journal:
     """SQLite in WAL mode with synchronous=FULL: a committed write survives a killed process or a power cut.
 
-    Each method is one short transaction; a lock makes one connection safe across threads and
-    busy_timeout lets several processes share the file: a write waits at most `busy_timeout` seconds for
+    Each method is one short transaction. Writes share one connection under a lock; reads have a connection and a
+    lock of their own, so a read on the event loop never waits behind another flow's write and its flush (WAL
+    lets a reader see every committed write while the next one is under way). busy_timeout lets several
+    processes share the file: a write waits at most `busy_timeout` seconds for
     another process's lock, then fails with a StorageError (the caller has sent nothing yet, or holds an
     idempotency key that makes a re-send harmless). Every failure of the file (full, read-only, deleted)
     is a StorageError. Before each write the file is checked to be the one opened: a journal whose folder
@@ -82,18 +84,20 @@ class Journal:
 
     def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock, self._read_lock = threading.Lock(), threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
-            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            self._db = _connect(self.path, busy_timeout)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._identity = _identity(self.path)
             with self._write() as db:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(statement)
+            self._reader = _connect(self.path, busy_timeout)
+            self._reader.execute("PRAGMA query_only=ON")
         except BaseException as exc:
             self.close()
             if isinstance(exc, (sqlite3.Error, OSError)):
@@ -122,7 +126,7 @@ class Journal:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE takes the write lock up front, so a busy file waits instead of failing mid-way."""
         with self._lock:
-            db = self._open_db()
+            db = self._open(self._db)
             self._check_file()
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -139,15 +143,15 @@ class Journal:
                     raise self._failure(exc, "writing the journal") from None
                 raise
 
-    def _open_db(self) -> sqlite3.Connection:
-        if self._db is None:
+    def _open(self, db: sqlite3.Connection | None) -> sqlite3.Connection:
+        if db is None:
             raise StorageError(f"the journal {self.path} is closed", remedy="use a client that is not closed")
-        return self._db
+        return db
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._read_lock:
             try:
-                return self._open_db().execute(sql, params).fetchall()
+                return self._open(self._reader).execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise self._failure(exc, "reading the journal") from None
 
@@ -246,11 +250,21 @@ class Journal:
             db.executemany(f"INSERT OR IGNORE INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def close(self) -> None:
-        """Close the connection (and with it journal.sqlite, -wal and -shm); closing twice is harmless."""
+        """Close the connections (and with them journal.sqlite, -wal and -shm); closing twice is harmless."""
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+    return db
 
 
 def _identity(path: Path) -> tuple[int, int]:
