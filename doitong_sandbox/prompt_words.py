@@ -88,7 +88,7 @@ CUE_WORDS: dict[str, tuple[str, ...]] = {
 # Hangul stem -> the English word above that it stands for. Korean nouns name one or many alike, so a stem
 # stands for the plural where English tells them apart (나무: trees, a forest; "tree" alone paints none).
 # Left out as too often something else: 해 (sun; also forms of 하다 "do"), 새 (bird; also "new"), 차 (car; also
-# "tea"), 코스모스 (the flower more often than the cosmos), and words English has no entry for (남극, 탑).
+# "tea"), 코스모스 (the flower more often than the cosmos), and words English has no entry for (남극).
 _KOREAN_WORDS: dict[str, str] = {
     # neon, night, city
     "네온": "neon",
@@ -111,6 +111,7 @@ _KOREAN_WORDS: dict[str, str] = {
     "고층": "skyscrapers",
     "거리": "street",
     "타워": "towers",
+    "탑": "towers",
     # sunset, fire
     "노을": "sunset",
     "석양": "sunset",
