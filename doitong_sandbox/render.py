@@ -2,9 +2,11 @@
 
 The sandbox has no model, yet notebooks built against it should show images that react to the
 prompt, change with the seed, replay byte for byte, and can never be mistaken for real output.
-So a scene is assembled from the prompt's words (palette and composition), painted with numpy
-noise and shapes on a canvas of at most `WORK_SIDE` pixels, upscaled, grained at full size,
-stamped with a visible banner and labelled in the file's own metadata.
+So a scene is assembled from the prompt's words, English or Korean (palette and composition, read by
+`prompt_words`), painted with numpy noise and shapes on a canvas of at most `WORK_SIDE` pixels,
+upscaled, grained at full size, stamped with a visible banner and labelled in the file's own metadata.
+The prompt itself is never drawn, so a Hangul prompt can never show as boxes: the only text is the
+banner's, in Latin letters that Pillow's built-in font has.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import io
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from doitong_nb._contract import MAX_SIDE, MIN_SIDE, OUTPUT_FORMATS
+from doitong_sandbox.prompt_words import PromptReading, read_prompt
 
 WATERMARK_LINES = ("DOITONG SANDBOX", "not a real Flux image")
 WATERMARK_TEXT = " - ".join(WATERMARK_LINES)  # the built-in font has no em dash glyph
@@ -81,81 +83,6 @@ _PALETTES: dict[str, tuple[_RGB, ...]] = {
     "cosmic": ((2, 2, 12), (18, 10, 46), (70, 34, 104), (10, 8, 24), (130, 86, 255), (255, 236, 250)),
 }
 
-# word -> (palette, weight); a weak word only decides when no strong one is present.
-_PALETTE_WORDS: dict[str, tuple[str, float]] = {
-    **dict.fromkeys(("neon", "night", "nights", "midnight", "cyberpunk", "synthwave"), ("neon", 1.0)),
-    **dict.fromkeys(("city", "cities", "urban", "downtown"), ("neon", 0.5)),
-    **dict.fromkeys(
-        ("sunset", "sunsets", "sunrise", "dusk", "fire", "fires", "flame", "flames", "lava"),
-        ("sunset", 1.0),
-    ),
-    **dict.fromkeys(("autumn", "orange", "golden", "volcano"), ("sunset", 0.5)),
-    **dict.fromkeys(("forest", "forests", "green", "jungle", "woods", "trees", "leaves", "moss"), ("forest", 1.0)),
-    **dict.fromkeys(("meadow", "tree", "grass"), ("forest", 0.5)),
-    **dict.fromkeys(("ocean", "oceans", "sea", "seas", "water", "waves", "underwater", "lake"), ("ocean", 1.0)),
-    **dict.fromkeys(("beach", "river", "blue", "coast"), ("ocean", 0.5)),
-    **dict.fromkeys(
-        ("snow", "snowy", "winter", "ice", "icy", "frozen", "frost", "glacier", "arctic"),
-        ("snow", 1.0),
-    ),
-    **dict.fromkeys(("desert", "deserts", "sand", "sandy", "dune", "dunes", "sahara"), ("desert", 1.0)),
-    **dict.fromkeys(("canyon",), ("desert", 0.5)),
-    **dict.fromkeys(("space", "galaxy", "galaxies", "nebula", "cosmic", "cosmos"), ("cosmic", 1.0)),
-    **dict.fromkeys(("universe", "planet", "planets", "star", "stars", "starry"), ("cosmic", 0.5)),
-}
-
-_CUE_WORDS: dict[str, tuple[str, ...]] = {
-    "city": (
-        "city",
-        "cities",
-        "building",
-        "buildings",
-        "skyline",
-        "skyscraper",
-        "skyscrapers",
-        "downtown",
-        "metropolis",
-        "urban",
-        "street",
-        "towers",
-    ),
-    "mountain": ("mountain", "mountains", "mountainous", "ridge", "ridges", "peak", "peaks", "alps"),
-    "ocean": ("ocean", "oceans", "sea", "seas", "water", "waves", "wave", "beach", "lake", "coast"),
-    "space": ("space", "star", "stars", "starry", "galaxy", "galaxies", "nebula", "cosmos", "cosmic"),
-    "figure": (
-        "portrait",
-        "face",
-        "person",
-        "man",
-        "woman",
-        "girl",
-        "boy",
-        "figure",
-        "character",
-        "astronaut",
-        "selfie",
-    ),
-    "flying": (
-        "flying",
-        "car",
-        "cars",
-        "drone",
-        "drones",
-        "spaceship",
-        "spaceships",
-        "ufo",
-        "birds",
-        "plane",
-        "planes",
-        "airship",
-    ),
-    "forest": ("forest", "forests", "trees", "woods", "jungle", "pine", "pines"),
-    "dunes": ("desert", "deserts", "dune", "dunes", "sand", "sahara"),
-    "hills": ("field", "fields", "meadow", "hill", "hills", "valley", "landscape", "countryside"),
-    "snowfall": ("snow", "snowy", "winter", "blizzard", "snowfall", "snowing", "snowflakes"),
-    "sun": ("sunset", "sunrise", "sun", "sunny", "dusk", "dawn", "fire"),
-    "moon": ("moon", "moonlight", "moonlit", "night"),
-}
 _GROUND_CUES = frozenset({"city", "mountain", "ocean", "forest", "dunes", "hills"})
 
 
@@ -234,21 +161,20 @@ def render(
 def _paint(prompt: str, width: int, height: int, seed: int, raw: bool) -> Image.Image:
     """Paint the scene on a small canvas, then bring it to full size with full-size grain."""
     key = hashlib.sha256(f"doitong-sandbox\0{seed}\0{prompt}".encode()).digest()
-    words = re.findall(r"[a-z]+", prompt.lower())
     long_side = max(width, height)
     scale = min(1.0, WORK_SIDE / long_side, max(512 / long_side, WORK_FRACTION))
     w, h = max(8, round(width * scale)), max(8, round(height * scale))
-    scene = _compose(words, key, w, h)
+    scene = _compose(read_prompt(prompt), key, w, h)
     image = _finish(scene, raw)
     if (w, h) != (width, height):
         image = image.resize((width, height), Image.Resampling.BICUBIC)
     return _add_grain(image, key, raw)
 
 
-def _compose(words: list[str], key: bytes, w: int, h: int) -> _Scene:
-    """Lay the layers the words ask for, back to front."""
-    cues = frozenset(cue for cue, vocab in _CUE_WORDS.items() if any(t in vocab for t in words))
-    pal = _palette(words, key)
+def _compose(reading: PromptReading, key: bytes, w: int, h: int) -> _Scene:
+    """Lay the layers the prompt asks for, back to front."""
+    cues = reading.cues
+    pal = _palette(reading.palettes, key)
     rng = _rng(key, "layout")
     if "ocean" in cues:
         horizon = rng.uniform(0.52, 0.62)
@@ -300,14 +226,8 @@ def _compose(words: list[str], key: bytes, w: int, h: int) -> _Scene:
 # --- palette -------------------------------------------------------------------------------
 
 
-def _palette(words: list[str], key: bytes) -> _Palette:
+def _palette(ranked: tuple[str, ...], key: bytes) -> _Palette:
     """The best-scoring palette sets the sky; a runner-up lends its ground and accent."""
-    scores: dict[str, float] = {}
-    for word in words:
-        if word in _PALETTE_WORDS:
-            name, weight = _PALETTE_WORDS[word]
-            scores[name] = scores.get(name, 0.0) + weight
-    ranked = sorted(scores, key=lambda name: -scores[name])  # stable: ties keep prompt order
     if ranked:
         colours = list(_PALETTES[ranked[0]])
         if len(ranked) > 1:

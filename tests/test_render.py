@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from doitong_sandbox.render import METADATA_TEXT, SOFTWARE, render
 
@@ -125,3 +125,38 @@ def test_forest_is_greener_and_ocean_bluer() -> None:
     ocean = _pixels(render("ocean water", 256, 256, 2))
     assert forest[..., 1].mean() - forest[..., 2].mean() > ocean[..., 1].mean() - ocean[..., 2].mean()
     assert ocean[..., 2].mean() > ocean[..., 0].mean()
+
+
+def test_a_korean_prompt_paints_the_palette_of_its_english_counterpart() -> None:
+    """Hangul was once no word at all: "네온 도시의 밤" drew an abstract picture in a colour from the hash."""
+    korean_hue, korean_value = _mean_hsv(render("네온 도시의 밤", 256, 256, 5))
+    english_hue, english_value = _mean_hsv(render("neon city at night", 256, 256, 5))
+    assert korean_value < 0.4 and english_value < 0.4
+    assert 250 <= korean_hue <= 340 and 250 <= english_hue <= 340
+
+
+def _glyph(font: ImageFont.FreeTypeFont, character: str) -> bytes:
+    image = Image.new("L", (4 * font.size, 2 * font.size))
+    ImageDraw.Draw(image).text((font.size, 0), character, font=font, fill=255)
+    return image.tobytes()
+
+
+def test_every_character_the_renderer_draws_has_a_glyph_in_its_font(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No boxes (tofu) in an image: a caption of the prompt in Pillow's built-in font would draw Hangul as the
+    font's missing-glyph box, the same box as a code point no font has."""
+    drawn: list[tuple[str, ImageFont.FreeTypeFont]] = []
+    draw_text = ImageDraw.ImageDraw.text
+
+    def recording(self: ImageDraw.ImageDraw, xy: object, text: str, *args: object, **kwargs: object) -> None:
+        drawn.append((text, kwargs.get("font") or self.getfont()))  # type: ignore[arg-type]
+        draw_text(self, xy, text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", recording)
+    for width in (256, 1024):  # the banner on two lines, then on one
+        render("네온 불빛의 미래 도시", width, 256, 1)
+    monkeypatch.undo()
+    assert len(drawn) == 3
+    for text, font in drawn:
+        missing = _glyph(font, "\uffff")
+        assert _glyph(font, "가") == missing  # the check sees a glyph the font lacks
+        assert [c for c in text if _glyph(font, c) == missing] == [], text
