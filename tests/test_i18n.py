@@ -104,6 +104,7 @@ TRANSLATED = [
     ROOT / "doitong_nb" / "_core" / "settings.py",
     ROOT / "doitong_nb" / "_core" / "errors.py",
     ROOT / "doitong_nb" / "_wire" / "replies.py",
+    ROOT / "doitong_nb" / "_runtime" / "sandbox.py",
 ]
 
 

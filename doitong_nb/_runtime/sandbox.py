@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from doitong_nb._core.env import ENV_API_KEY, ENV_SANDBOX_STATE
+from doitong_nb._core.i18n import _
 from doitong_nb._core.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,10 +53,12 @@ def shared_sandbox(plan: str, credits: int, speed: float) -> Sandbox | Endpoint:
                 if busy.endpoint is None:
                     raise
                 _sandbox, speed = busy.endpoint, busy.endpoint.speed
-            print(
-                f"doitong_nb: no {ENV_API_KEY} set, so images come from the bundled offline sandbox "
-                f"at {_sandbox.base_url} (procedural, marked SANDBOX, {speed:g}x the real speed, no real credits).",
-            )  # stdout: a note, not an error (a notebook shows stderr in red)
+            note = _(
+                "doitong_nb: no {variable} set, so images come from the bundled offline sandbox at {url} (procedural, "
+                "marked SANDBOX, {speed}x the real speed, no real credits)."
+            )
+            # stdout: a note, not an error (a notebook shows stderr in red)
+            print(note.format(variable=ENV_API_KEY, url=_sandbox.base_url, speed=f"{speed:g}"))
         return _sandbox
 
 
