@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from doitong_nb._core.env import ENV_API_KEY
+from doitong_nb._runtime.config_file import config_dir
 
-SERVICE = "doitong-nb"  # the keyring's service name and the config directory's name
+SERVICE = "doitong-nb"  # the keyring's service name
 _USERNAME = ENV_API_KEY
 _login_key: str | None = None
 
@@ -57,12 +58,7 @@ def current() -> str | None:
 
 def key_file() -> Path:
     """The 0600 file a key is saved to when no keyring is available."""
-    try:
-        from platformdirs import user_config_dir
-    except ImportError:  # platformdirs is a dependency of jupyter_core; a bare install still has a sensible place
-        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-        return Path(base) / SERVICE / "api_key"
-    return Path(user_config_dir(SERVICE, appauthor=False)) / "api_key"
+    return config_dir() / "api_key"
 
 
 def _keyring() -> Any:
