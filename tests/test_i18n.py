@@ -104,6 +104,12 @@ TRANSLATED = [
     ROOT / "doitong_nb" / "_core" / "settings.py",
     ROOT / "doitong_nb" / "_core" / "errors.py",
     ROOT / "doitong_nb" / "_wire" / "replies.py",
+    ROOT / "doitong_nb" / "_tools" / "verify.py",
+    ROOT / "doitong_nb" / "_tools" / "export.py",
+    ROOT / "doitong_nb" / "_core" / "arguments.py",
+    ROOT / "doitong_nb" / "_runtime" / "config_file.py",
+    ROOT / "doitong_nb" / "_notebook" / "login.py",
+    ROOT / "doitong_nb" / "_runtime" / "login.py",
 ]
 
 

@@ -140,6 +140,11 @@ class Flux(Magics):
     background = Bool(None, allow_none=True, help=help_for("background")).tag(config=True)
     language = Unicode(None, allow_none=True, help=help_for("language")).tag(config=True)
 
+    @classmethod
+    def class_get_trait_help(cls, trait: Any, inst: Any = None, helptext: str | None = None) -> str:
+        """`%config Flux` shows each option's help in the language of that moment (a trait keeps the English one)."""
+        return super().class_get_trait_help(trait, inst, help_for(trait.name) if helptext is None else helptext)
+
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self._client: Any = None
