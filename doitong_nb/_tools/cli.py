@@ -47,7 +47,7 @@ def parser() -> ArgumentParser:
     ver.add_argument("--lock", metavar=LOCK_FILE, help=_("the lock file (default: beside the output folder)"))
     exp = sub.add_parser("export", help=_("an RO-Crate of a notebook, its images and lock file"))
     exp.set_defaults(run=_export)
-    exp.add_argument("notebook", metavar=NOTEBOOK)
+    exp.add_argument("notebook", metavar=NOTEBOOK, help=_("the notebook to export"))
     exp.add_argument("--ro-crate", required=True, metavar="DIR|ZIP", help=_("a folder, or a file ending in .zip"))
     exp.add_argument("--output-dir", help=_("folder or store URL (default as for verify)"))
     exp.add_argument("--lock", metavar=LOCK_FILE, help=_("the lock file (default: beside the output folder)"))
