@@ -368,7 +368,7 @@ def test_settings_that_name_a_service_connect_to_it_without_a_sandbox() -> None:
 def test_the_readme_lists_every_setting() -> None:
     text = README.read_text()
     table = text[text.index("## Settings") :].split("\n## ", 1)[0]
-    assert "> `%config Flux.*` > the login (the key only) > the environment > the default" in table
+    assert "> `%config Flux.*` > the login (the key only) > the settings file > the environment > the default" in table
     missing = [name for name in ENVIRONMENT if f"`{name}`" not in table]
     missing += [f"Flux.{name}" for name in CONFIGURABLE if f"| `{name}` |" not in table]
     assert missing == []
