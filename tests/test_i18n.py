@@ -366,6 +366,19 @@ def test_the_refusals_and_doctor_stay_english_by_default(
     assert "ok   reachable" in capsys.readouterr().out
 
 
+def test_a_magics_argparse_errors_follow_the_language(
+    sandbox: Sandbox, tmp_path: Path, shell_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shell = _korean_shell(shell_for, sandbox, tmp_path / "out", monkeypatch, "config")
+    shell.run_cell("x = 1")
+    said = {"choice": _refusal(shell, "--quality 4k"), "value": _refusal(shell, "--seed")}
+    assert {face: english_words(text) for face, text in said.items()} == {face: [] for face in said}
+    assert "잘못된 선택: '4k'" in said["choice"] and "인수 하나가 필요합니다" in said["value"]
+    shell.run_line_magic("config", 'Flux.language = "en"')
+    shell.run_cell("x = 2")
+    assert "invalid choice: '4k'" in _refusal(shell, "--quality 4k")
+
+
 def test_a_magics_help_follows_the_language(
     sandbox: Sandbox, tmp_path: Path, shell_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

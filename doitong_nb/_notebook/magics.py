@@ -20,6 +20,7 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
 
 from doitong_nb import _contract as contract
 from doitong_nb._core import i18n
+from doitong_nb._core.arguments import argparse_in_language
 from doitong_nb._core.env import ENV_API_KEY
 from doitong_nb._core.errors import BudgetExceededError, DoitongError, InvalidRequestError
 from doitong_nb._core.i18n import N_, _
@@ -713,9 +714,11 @@ def _where(settings: Any) -> str:
 
 
 def _parse(magic: Any, line: str) -> Any:
-    """magic_arguments' parsing, with a shell-quoting slip reported as a usage line, not a traceback."""
+    """magic_arguments' parsing, its errors in the user's language (argparse's words: _core/arguments.py), with a
+    shell-quoting slip reported as a usage line, not a traceback."""
     try:
-        return parse_argstring(magic, line)
+        with argparse_in_language():
+            return parse_argstring(magic, line)
     except ValueError as exc:
         raise UsageError(_("%flux: {error}; check the quotes in the options").format(error=exc)) from None
 
