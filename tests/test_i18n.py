@@ -118,6 +118,19 @@ def test_every_message_of_the_translated_faces_is_in_the_korean_catalog_translat
     assert catalog_problems(TRANSLATED) == []
 
 
+def test_the_argparse_words_we_translate_are_the_ones_this_pythons_argparse_says() -> None:
+    """A Python that rewords one of argparse's messages would show it in English: then ARGPARSE_MESSAGES (and the
+    catalog) needs the new words. Python 3.10's heading "optional arguments" became "options" in 3.11."""
+    import argparse
+
+    from doitong_nb._core.arguments import ARGPARSE_MESSAGES
+
+    source = Path(argparse.__file__).read_text(encoding="utf-8")
+    said = {ast.literal_eval(m["q"] + m["text"] + m["q"]) for m in _LITERAL_CALL.finditer(source)}
+    assert set(ARGPARSE_MESSAGES) - said <= {"optional arguments", "options"}
+    assert {"usage: ", "the following arguments are required: %s", "unrecognized arguments: %s"} <= said
+
+
 def test_the_korean_catalog_keeps_its_one_plural_form() -> None:
     """`pybabel update --omit-header` drops the header, and with it Korean's one plural form: the compiled catalog
     would then look for a second form, which Korean messages do not have."""
@@ -412,7 +425,7 @@ def _cli_identifiers() -> set[str]:
     from doitong_nb._tools.cli import parser
 
     commands = next(a for a in parser()._actions if a.choices and isinstance(a.choices, dict)).choices
-    return {*commands, *config_file.FILED}
+    return {*commands, *config_file.FILE_SETTINGS}
 
 
 def _korean_cli(how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -198,7 +198,7 @@ def _settings_file(text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", config_file.FILED)
+@pytest.mark.parametrize("name", config_file.FILE_SETTINGS)
 def test_the_settings_file_wins_over_the_environment_and_config_over_the_file(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,7 +27,7 @@ from doitong_nb._core.settings import OPTIONS, checked
 APP = "doitong-nb"  # the config directory's name
 FILE_NAME = "config.ini"
 SECTION = "settings"
-FILED = tuple(name for name, option in OPTIONS.items() if option.env and not option.secret)
+FILE_SETTINGS = tuple(name for name, option in OPTIONS.items() if option.env and not option.secret)
 
 
 def config_dir() -> Path:
@@ -73,10 +73,10 @@ def read() -> dict[str, str]:
     path = settings_file()
     parser = _parsed(path)
     values = {name: value for name, value in parser.items(SECTION)} if parser.has_section(SECTION) else {}
-    unknown = sorted(set(values) - set(FILED))
+    unknown = sorted(set(values) - set(FILE_SETTINGS))
     if unknown:
         said = _("{path}: {name} cannot be set in this file; it takes: {allowed}")
-        raise InvalidRequestError(said.format(path=path, name=unknown[0], allowed=", ".join(FILED)))
+        raise InvalidRequestError(said.format(path=path, name=unknown[0], allowed=", ".join(FILE_SETTINGS)))
     return values
 
 
@@ -84,13 +84,13 @@ def write(name: str, value: str | None) -> Path:
     """Set `name` to `value` in the file (None: remove it), checked as the file would be read; the other settings
     stay (comments do not: configparser writes what it read). Returns the file."""
     path = settings_file()
-    if name not in FILED:
+    if name not in FILE_SETTINGS:
         said = (
             _("{name} is never written to a file: run %flux_login --save to keep a key")
             if name == "api_key" or (name in OPTIONS and OPTIONS[name].secret)
             else _("{name} cannot be set in {path}; it takes: {allowed}")
         )
-        raise InvalidRequestError(said.format(name=name, path=path, allowed=", ".join(FILED)))
+        raise InvalidRequestError(said.format(name=name, path=path, allowed=", ".join(FILE_SETTINGS)))
     parser = _parsed(path)
     if value is None:
         if parser.has_section(SECTION):

@@ -21,17 +21,19 @@ from doitong_nb._runtime import config_file
 from doitong_nb._store.location import store_location
 
 
-def value_of(name: str, explicit: Any = None, configured: Any = None, filed: Mapping[str, str] | None = None) -> Any:
+def value_of(
+    name: str, explicit: Any = None, configured: Any = None, from_file: Mapping[str, str] | None = None
+) -> Any:
     """One option from the first source that sets it: explicit > `%config` (`configured`) > the settings file
-    (`filed`, read when not given) > environment > default (for the language, the process locale before the default:
-    a locale without a catalog is English, not refused)."""
+    (`from_file`, read when not given) > environment > default (for the language, the process locale before the
+    default: a locale without a catalog is English, not refused)."""
     option = OPTIONS[name]
     for value, where in ((explicit, ""), (configured, f"%config Flux.{name}")):
         if given(value):
             return checked(name, value, where)
-    from_file = (config_file.read() if filed is None else filed).get(name)
+    in_file = (config_file.read() if from_file is None else from_file).get(name)
     from_env = os.environ.get(option.env) if option.env else None
-    for value, where in ((from_file, str(config_file.settings_file())), (from_env, option.env or "")):
+    for value, where in ((in_file, str(config_file.settings_file())), (from_env, option.env or "")):
         if given(value):
             return checked(name, value, where)
     if name == "language":
@@ -52,8 +54,8 @@ def resolve(configured: Mapping[str, Any] | None = None, **explicit: Any) -> Set
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     configured = configured or {}
-    filed = config_file.read()
-    values = {name: value_of(name, explicit.get(name), configured.get(name), filed) for name in OPTIONS}
+    in_file = config_file.read()
+    values = {name: value_of(name, explicit.get(name), configured.get(name), in_file) for name in OPTIONS}
     key = (
         checked_api_key(explicit.get("api_key"))
         or checked_api_key(login.current())

@@ -157,7 +157,7 @@ def _config(args: argparse.Namespace) -> int:
     if args.name is None:
         values = config_file.read()
         lines = [_("settings file: {path}").format(path=config_file.settings_file())]
-        for name in config_file.FILED:
+        for name in config_file.FILE_SETTINGS:
             lines.append(f"{name} = {values[name]}" if name in values else _("{name} (unset)").format(name=name))
             lines.append("    " + help_for(name))
         print("\n".join(lines))
