@@ -285,6 +285,8 @@ def test_doitong_nb_config_sets_shows_lists_and_unsets_a_setting(capsys: pytest.
     assert capsys.readouterr().out == f"FAIL {path}: timeout 'soon' must be a positive number of seconds\n"
     assert main(["config", "timeout", "--unset"]) == 0 and path.read_text(encoding="utf-8") == "[settings]\n\n"
     assert main(["config", "timeout"]) == 1 and capsys.readouterr().out.endswith("timeout (unset)\n")
+    assert main(["config", "tmeout"]) == 2
+    assert capsys.readouterr().out.startswith(f"FAIL tmeout cannot be set in {path}; it takes: transport, output_dir")
 
 
 @pytest.mark.parametrize("name", ["api_key", "webhook_secret"])

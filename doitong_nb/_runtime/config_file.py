@@ -80,17 +80,23 @@ def read() -> dict[str, str]:
     return values
 
 
+def settable(name: str) -> None:
+    """Refuse a name the file cannot hold, saying which it can (and where a key goes instead)."""
+    if name in FILE_SETTINGS:
+        return
+    said = (
+        _("{name} is never written to a file: run %flux_login --save to keep a key")
+        if name == "api_key" or (name in OPTIONS and OPTIONS[name].secret)
+        else _("{name} cannot be set in {path}; it takes: {allowed}")
+    )
+    raise InvalidRequestError(said.format(name=name, path=settings_file(), allowed=", ".join(FILE_SETTINGS)))
+
+
 def write(name: str, value: str | None) -> Path:
     """Set `name` to `value` in the file (None: remove it), checked as the file would be read; the other settings
     stay (comments do not: configparser writes what it read). Returns the file."""
     path = settings_file()
-    if name not in FILE_SETTINGS:
-        said = (
-            _("{name} is never written to a file: run %flux_login --save to keep a key")
-            if name == "api_key" or (name in OPTIONS and OPTIONS[name].secret)
-            else _("{name} cannot be set in {path}; it takes: {allowed}")
-        )
-        raise InvalidRequestError(said.format(name=name, path=path, allowed=", ".join(FILE_SETTINGS)))
+    settable(name)
     parser = _parsed(path)
     if value is None:
         if parser.has_section(SECTION):

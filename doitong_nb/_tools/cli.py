@@ -167,6 +167,7 @@ def _config(args: argparse.Namespace) -> int:
         said = _("removed {name} from {path}") if args.unset else _("set {name} = {value} in {path}")
         print(said.format(name=args.name, value=args.value, path=path))
         return 0
+    config_file.settable(args.name)
     value = config_file.read().get(args.name)
     print(value if value is not None else _("{name} (unset)").format(name=args.name))
     return 0 if value is not None else 1
