@@ -250,7 +250,7 @@ def test_a_bad_value_in_the_settings_file_is_refused_naming_the_file() -> None:
 @pytest.mark.parametrize(
     ("text", "said"),
     [
-        ("[settings]\nlangauge = ko\n", "langauge cannot be set in this file; it takes: transport, output_dir"),
+        ("[settings]\nlangauge = ko\n", "langauge cannot be set in this file (`doitong-nb config langauge --unset`"),
         ("[settings]\napi_key = sk-in-a-file-0123456789\n", "api_key cannot be set in this file"),
         ("[flux]\nlanguage = ko\n", "section [flux] is unknown; settings go under [settings]"),
         ("language = ko\n", "is not a settings file (File contains no section headers."),
@@ -297,6 +297,17 @@ def test_a_secret_is_never_written_to_the_settings_file(name: str, capsys: pytes
     out = capsys.readouterr().out
     assert out == f"FAIL {name} is never written to a file: run %flux_login --save to keep a key\n"
     assert KEY not in out and not config_file.settings_file().exists()
+
+
+def test_a_name_the_file_cannot_hold_is_removed_by_the_command_the_error_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from doitong_nb._tools.cli import main
+
+    _settings_file("[settings]\ntimeout = 90\napi_key = sk-in-a-file-0123456789\n")
+    assert main(["prices"]) == 2 and "`doitong-nb config api_key --unset` removes it" in capsys.readouterr().out
+    assert main(["config", "api_key", "--unset"]) == 0 and main(["prices"]) == 0
+    assert config_file.read() == {"timeout": "90"} and "sk-in-a-file" not in capsys.readouterr().out
 
 
 def test_a_language_the_file_cannot_give_fails_every_command_but_the_one_that_sets_it_right(

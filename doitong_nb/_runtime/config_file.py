@@ -75,7 +75,10 @@ def read() -> dict[str, str]:
     values = {name: value for name, value in parser.items(SECTION)} if parser.has_section(SECTION) else {}
     unknown = sorted(set(values) - set(FILE_SETTINGS))
     if unknown:
-        said = _("{path}: {name} cannot be set in this file; it takes: {allowed}")
+        said = _(
+            "{path}: {name} cannot be set in this file (`doitong-nb config {name} --unset` removes it); "
+            "it takes: {allowed}"
+        )
         raise InvalidRequestError(said.format(path=path, name=unknown[0], allowed=", ".join(FILE_SETTINGS)))
     return values
 
@@ -93,10 +96,11 @@ def settable(name: str) -> None:
 
 
 def write(name: str, value: str | None) -> Path:
-    """Set `name` to `value` in the file (None: remove it), checked as the file would be read; the other settings
+    """Set `name` to `value` in the file, checked as the file would be read, or remove it (None); the other settings
     stay (comments do not: configparser writes what it read). Returns the file."""
     path = settings_file()
-    settable(name)
+    if value is not None:  # any name can be removed: a misspelt one, or a key someone wrote there by hand
+        settable(name)
     parser = _parsed(path)
     if value is None:
         if parser.has_section(SECTION):
