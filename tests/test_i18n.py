@@ -546,6 +546,24 @@ def test_login_and_the_settings_helps_speak_korean_with_no_english_sentence_of_o
     assert "세션 예산" in helps and "session budget" not in helps
 
 
+def test_the_key_literal_warning_speaks_the_language_set_in_the_cell_before(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    shell_for: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The warning is said before the cell runs, by a hook that must come after the one that follows the language."""
+    shell = _korean_shell(shell_for, sandbox, tmp_path / "out", monkeypatch, "config")
+    capsys.readouterr()
+    shell.run_cell(
+        "if False:  # never runs: the warning reads the source\n"
+        '    os.environ["DOITONG_API_KEY"] = "dtk_live_0123456789abcdefLEAK"'
+    )
+    warned = capsys.readouterr().err
+    assert "이 셀은 API 키를 노트북에 적습니다(2행:" in warned and "LEAK" not in warned
+
+
 def test_login_and_the_settings_helps_stay_english_by_default(
     sandbox: Sandbox,
     tmp_path: Path,

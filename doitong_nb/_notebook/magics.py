@@ -883,9 +883,9 @@ def register(ipython: Any) -> None:
     magics = Flux(shell=ipython)
     ipython.register_magics(magics)
     _session.current = magics
-    login.register(ipython)  # %flux_login, %flux_logout, and the key-literal warning before each cell
     magics.follow_language()
     if _follow_language not in ipython.events.callbacks["pre_run_cell"]:  # once a shell: the current magics'
         ipython.events.register("pre_run_cell", _follow_language)
+    login.register(ipython)  # after the language hook: a cell's key-literal warning speaks the language just set
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)
