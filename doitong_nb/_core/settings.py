@@ -1,10 +1,11 @@
 """Every setting in one place, resolved once in one order.
 
 An option comes from the first source that sets it: an explicit argument (`Flux(timeout=...)`, a cell's
-`--timeout`) > `%config Flux.*` > the login (the API key only: `%flux_login`) > the environment (`DOITONG_*`)
-> the default. `Settings` holds the result; each of its option fields carries its environment variable, default
-and check (`Option`), so that table is the one the magics' traitlets, the panel and the README follow. A bad
-value is refused here, naming where it came from, before any request.
+`--timeout`) > `%config Flux.*` > the login (the API key only: `%flux_login`) > the settings file (`config.ini`:
+the options with an environment variable, but secrets) > the environment (`DOITONG_*`) > the default. `Settings`
+holds the result; each of its option fields carries its environment variable, default and check (`Option`), so
+that table is the one the magics' traitlets, the panel and the README follow. A bad value is refused here, naming
+where it came from, before any request.
 
 With no key anywhere (and no base URL) the settings name the bundled sandbox; `Settings.connect()` starts it
 once per process, says so once, and fills in its address and key.

@@ -1,8 +1,9 @@
 """%%flux, %flux, %flux_account, %flux_history: the notebook face of the engine.
 
 Options are parsed by IPython's magic_arguments (so `%%flux?` shows them); each setting comes from the cell's
-option > `%config Flux.*` (traitlets, unset by default) > the login > the environment > the default, resolved by
-_core/settings.py. Errors print one line that says what to change; a traceback is for bugs, not for a wrong option.
+option > `%config Flux.*` (traitlets, unset by default) > the login > the settings file > the environment > the
+default, resolved by _runtime/settings.py. Errors print one line that says what to change; a traceback is for
+bugs, not for a wrong option.
 """
 
 from __future__ import annotations
