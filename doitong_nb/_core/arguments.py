@@ -7,7 +7,8 @@ import as `argparse._` (and `argparse.ngettext`), which reads the locale variabl
 binding a default domain would change every other argparse user of the process. So our catalog holds argparse's
 msgids (listed below, as Python 3.10 to 3.13 write them), and `ArgumentParser` routes argparse's `_` through our
 domain only while one of its own methods runs: building a parser (its headings and `-h`), formatting its help, and
-parsing (its errors). Any other parser in the process keeps argparse's own words.
+parsing (its errors). Any other parser in the process keeps argparse's own words (but one parsing in another
+thread at that very moment: argparse has one `_` for the process).
 """
 
 from __future__ import annotations
