@@ -206,10 +206,11 @@ _IDENTIFIER = re.compile(
 
 def english_words(text: str) -> list[str]:
     """The English words of `text` (HTML or plain) outside identifiers: tags are dropped but their titles, alt texts
-    and placeholders kept, as a user sees them; a word with a digit, _, -, %, a dot or a slash is an identifier."""
+    and placeholders kept, as a user sees them; code (`<code>`, or `backticks` in plain text) and a word with a
+    digit, _, -, %, a dot or a slash are identifiers."""
     shown = re.sub(r"<(style|script)\b.*?</\1>", " ", text, flags=re.S)
     attributes = re.findall(r'\b(?:title|alt|placeholder)="([^"]*)"', shown)
-    shown = re.sub(r"<code.*?</code>", " ", shown, flags=re.S)
+    shown = re.sub(r"<code.*?</code>|`[^`\n]+`", " ", shown, flags=re.S)
     shown = re.sub(r"<[^>]+>", " ", shown)
     shown = html.unescape(" ".join([shown, *attributes]))
     shown = _IDENTIFIER.sub(" ", shown)
@@ -221,6 +222,7 @@ def test_the_checker_finds_an_english_sentence_and_passes_identifiers() -> None:
     assert (
         english_words("작업 job_abc12 · 1024×1024 · flux-pro-1.1-ultra · <code>%flux_history --rerun ID</code>") == []
     )
+    assert english_words("`--save-to keyring|file`로 고릅니다, or not") == ["or", "not"]
 
 
 PROMPT = "새벽녘 현무암 절벽 위의 등대"
@@ -400,9 +402,12 @@ def test_a_magics_help_follows_the_language(
     shell = _korean_shell(shell_for, sandbox, tmp_path / "out", monkeypatch, "config")
     shell.run_cell("x = 1")
     assert "재현 가능한 이미지를 위한 시드" in Flux.flux.__doc__ and "옵션:" in Flux.flux.__doc__
+    logins = [shell.find_line_magic(name).__doc__ for name in ("flux_login", "flux_logout")]
+    assert [english_words(doc) for doc in logins] == [[], []] and "보이지 않는 프롬프트" in logins[0]
     shell.run_line_magic("config", 'Flux.language = "en"')
     shell.run_cell("x = 2")
     assert "seed for a reproducible image" in Flux.flux.__doc__
+    assert shell.find_line_magic("flux_login").__doc__.startswith("Ask for the API key with a hidden prompt")
 
 
 # --- the command line, login and the settings' helps in Korean ----------------------------------------------------

@@ -4,6 +4,7 @@ _runtime/login.py).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -84,7 +85,27 @@ def warn_key_literals(info: Any) -> None:
 _LOGIN_USAGE = N_("usage: %flux_login [--save | --save-to keyring|file]   (the key is asked for with a hidden prompt)")
 
 
+# The magics' help (`%flux_login?`), marked for the catalog: a docstring is not extracted, so these are set as the
+# docstrings in the language of the moment (help_in_language).
+_LOGIN_HELP = N_(
+    "Ask for the API key with a hidden prompt and keep it in this kernel (never in the notebook).\n\n"
+    "`--save` also keeps it for later sessions: in the OS keyring when `keyring` is installed and usable, else in a "
+    "0600 file in your config directory; `--save-to keyring|file` chooses. Lookup order: an explicit api_key= > this "
+    "login > DOITONG_API_KEY > the saved key."
+)
+_LOGOUT_HELP = N_("Forget the key given to %flux_login, and delete its saved copy (`--keep-saved` keeps that).")
+
+
+def help_in_language() -> None:
+    """`%flux_login?` and `%flux_logout?` in the language now chosen (the magics call this when it changes)."""
+    magics = _magics()
+    magics.flux_login.__doc__ = _(_LOGIN_HELP)
+    magics.flux_logout.__doc__ = _(_LOGOUT_HELP)
+
+
+@functools.cache
 def _magics() -> Any:
+    """The magics' class, made once (IPython is imported only when a shell loads them)."""
     from IPython.core.error import UsageError
     from IPython.core.magic import Magics, line_magic, magics_class
 
@@ -92,12 +113,6 @@ def _magics() -> Any:
     class LoginMagics(Magics):
         @line_magic
         def flux_login(self, line: str = "") -> None:
-            """Ask for the API key with a hidden prompt and keep it in this kernel (never in the notebook).
-
-            `--save` also keeps it for later sessions: in the OS keyring when `keyring` is installed and usable,
-            else in a 0600 file in your config directory; `--save-to keyring|file` chooses. Lookup order: an
-            explicit api_key= > this login > DOITONG_API_KEY > the saved key.
-            """
             import getpass
 
             words = line.split()
@@ -125,7 +140,6 @@ def _magics() -> Any:
 
         @line_magic
         def flux_logout(self, line: str = "") -> None:
-            """Forget the key given to %flux_login, and delete its saved copy (`--keep-saved` keeps that)."""
             words = line.split()
             if words not in ([], ["--keep-saved"]):
                 raise UsageError(_("usage: %flux_logout [--keep-saved]"))
@@ -147,5 +161,6 @@ def _magics() -> Any:
 def register(ipython: Any) -> None:
     """%flux_login, %flux_logout and the key-literal warning before each cell."""
     ipython.register_magics(_magics())
+    help_in_language()
     if warn_key_literals not in ipython.events.callbacks["pre_run_cell"]:  # %reload_ext: once
         ipython.events.register("pre_run_cell", warn_key_literals)

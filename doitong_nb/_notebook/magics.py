@@ -99,9 +99,12 @@ class _HelpFormatter(MagicHelpFormatter):
 def _help_in_language() -> None:
     """`%%flux?` shows a magic's docstring, which magic_arguments made its help once, in English: made again in
     the language now chosen."""
+    from doitong_nb._notebook import login
+
     for magic in (Flux.flux, Flux.flux_line, Flux.flux_history):
         magic.parser.formatter_class = _HelpFormatter
         magic.__doc__ = magic.parser.format_help()
+    login.help_in_language()
 
 
 def _preview_px(text: str) -> int:
