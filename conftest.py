@@ -37,9 +37,11 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """No real key ever reaches a test; notebook kernels get a fast sandbox."""
+    """No real key ever reaches a test, nor the user's settings file or saved key (a config directory of the run's
+    own: `language = ko` there would change what every test sees); notebook kernels get a fast sandbox."""
     os.environ.pop("DOITONG_API_KEY", None)
     os.environ.pop("DOITONG_BASE_URL", None)
+    os.environ["XDG_CONFIG_HOME"] = str(_OUTPUTS / "config")  # platformdirs' user_config_dir on Linux
     os.environ.setdefault("DOITONG_SANDBOX_SPEED", "50")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_WorkerGroups(), "doitong-worker-groups")

@@ -9,6 +9,7 @@ fuzzy, with other placeholders, or compiled into a stale .mo. The face tests ren
 from __future__ import annotations
 
 import ast
+import contextlib
 import gettext
 import html
 import re
@@ -105,11 +106,30 @@ TRANSLATED = [
     ROOT / "doitong_nb" / "_core" / "errors.py",
     ROOT / "doitong_nb" / "_wire" / "replies.py",
     ROOT / "doitong_nb" / "_runtime" / "sandbox.py",
+    ROOT / "doitong_nb" / "_tools" / "verify.py",
+    ROOT / "doitong_nb" / "_tools" / "export.py",
+    ROOT / "doitong_nb" / "_core" / "arguments.py",
+    ROOT / "doitong_nb" / "_runtime" / "config_file.py",
+    ROOT / "doitong_nb" / "_notebook" / "login.py",
+    ROOT / "doitong_nb" / "_runtime" / "login.py",
 ]
 
 
 def test_every_message_of_the_translated_faces_is_in_the_korean_catalog_translated_and_compiled() -> None:
     assert catalog_problems(TRANSLATED) == []
+
+
+def test_the_argparse_words_we_translate_are_the_ones_this_pythons_argparse_says() -> None:
+    """A Python that rewords one of argparse's messages would show it in English: then ARGPARSE_MESSAGES (and the
+    catalog) needs the new words. Python 3.10's heading "optional arguments" became "options" in 3.11."""
+    import argparse
+
+    from doitong_nb._core.arguments import ARGPARSE_MESSAGES
+
+    source = Path(argparse.__file__).read_text(encoding="utf-8")
+    said = {ast.literal_eval(m["q"] + m["text"] + m["q"]) for m in _LITERAL_CALL.finditer(source)}
+    assert set(ARGPARSE_MESSAGES) - said <= {"optional arguments", "options"}
+    assert {"usage: ", "the following arguments are required: %s", "unrecognized arguments: %s"} <= said
 
 
 def test_the_korean_catalog_keeps_its_one_plural_form() -> None:
@@ -175,9 +195,10 @@ _NAMES = {
     "REST",
 }
 _NAMES |= {*contract.PLANS, *contract.QUALITIES, *contract.OUTPUT_FORMATS, *contract.TRANSPORTS}
-# The service's words (statuses, a field, a header, encodings, a method), command placeholders, Jupyter's "Run All".
+# The service's words (statuses, a field, a header, encodings, a method), command placeholders, Jupyter's "Run All",
+# the language setting's values.
 _NAMES |= {*contract.PENDING_STATUSES, *contract.FINAL_STATUSES, "creditCost", "Date", "hex", "base64", "GET"}
-_NAMES |= {"KEY", "ID", "NAME", "Run", "All"}
+_NAMES |= {"KEY", "ID", "NAME", "VALUE", "DIR", "ZIP", "Run", "All", *i18n.LANGUAGES}
 _IDENTIFIER = re.compile(
     r"<code.*?</code>"  # code: commands, calls
     r"|\S*[_%/\\.:=@#<>()\[\]{}0-9-]\S*"  # options, job ids, paths, hosts, sizes, versions, numbers
@@ -186,10 +207,11 @@ _IDENTIFIER = re.compile(
 
 def english_words(text: str) -> list[str]:
     """The English words of `text` (HTML or plain) outside identifiers: tags are dropped but their titles, alt texts
-    and placeholders kept, as a user sees them; a word with a digit, _, -, %, a dot or a slash is an identifier."""
+    and placeholders kept, as a user sees them; code (`<code>`, or `backticks` in plain text) and a word with a
+    digit, _, -, %, a dot or a slash are identifiers."""
     shown = re.sub(r"<(style|script)\b.*?</\1>", " ", text, flags=re.S)
     attributes = re.findall(r'\b(?:title|alt|placeholder)="([^"]*)"', shown)
-    shown = re.sub(r"<code.*?</code>", " ", shown, flags=re.S)
+    shown = re.sub(r"<code.*?</code>|`[^`\n]+`", " ", shown, flags=re.S)
     shown = re.sub(r"<[^>]+>", " ", shown)
     shown = html.unescape(" ".join([shown, *attributes]))
     shown = _IDENTIFIER.sub(" ", shown)
@@ -201,6 +223,7 @@ def test_the_checker_finds_an_english_sentence_and_passes_identifiers() -> None:
     assert (
         english_words("작업 job_abc12 · 1024×1024 · flux-pro-1.1-ultra · <code>%flux_history --rerun ID</code>") == []
     )
+    assert english_words("`--save-to keyring|file`로 고릅니다, or not") == ["or", "not"]
 
 
 PROMPT = "새벽녘 현무암 절벽 위의 등대"
@@ -359,6 +382,19 @@ def test_the_refusals_and_doctor_stay_english_by_default(
     assert "ok   reachable" in capsys.readouterr().out
 
 
+def test_a_magics_argparse_errors_follow_the_language(
+    sandbox: Sandbox, tmp_path: Path, shell_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shell = _korean_shell(shell_for, sandbox, tmp_path / "out", monkeypatch, "config")
+    shell.run_cell("x = 1")
+    said = {"choice": _refusal(shell, "--quality 4k"), "value": _refusal(shell, "--seed")}
+    assert {face: english_words(text) for face, text in said.items()} == {face: [] for face in said}
+    assert "잘못된 선택: '4k'" in said["choice"] and "인수 하나가 필요합니다" in said["value"]
+    shell.run_line_magic("config", 'Flux.language = "en"')
+    shell.run_cell("x = 2")
+    assert "invalid choice: '4k'" in _refusal(shell, "--quality 4k")
+
+
 def test_a_magics_help_follows_the_language(
     sandbox: Sandbox, tmp_path: Path, shell_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -367,6 +403,189 @@ def test_a_magics_help_follows_the_language(
     shell = _korean_shell(shell_for, sandbox, tmp_path / "out", monkeypatch, "config")
     shell.run_cell("x = 1")
     assert "재현 가능한 이미지를 위한 시드" in Flux.flux.__doc__ and "옵션:" in Flux.flux.__doc__
+    logins = [shell.find_line_magic(name).__doc__ for name in ("flux_login", "flux_logout")]
+    assert [english_words(doc) for doc in logins] == [[], []] and "보이지 않는 프롬프트" in logins[0]
     shell.run_line_magic("config", 'Flux.language = "en"')
     shell.run_cell("x = 2")
     assert "seed for a reproducible image" in Flux.flux.__doc__
+    assert shell.find_line_magic("flux_login").__doc__.startswith("Ask for the API key with a hidden prompt")
+
+
+# --- the command line, login and the settings' helps in Korean ----------------------------------------------------
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """What `doitong-nb ARGV` prints (stdout and stderr: argparse's help, usage and errors included)."""
+    from doitong_nb._tools.cli import main
+
+    capsys.readouterr()
+    with contextlib.suppress(SystemExit):  # --help, and argparse's errors
+        main(argv)
+    seen = capsys.readouterr()
+    return seen.out + seen.err
+
+
+def _cli_identifiers() -> set[str]:
+    """Words the command line shows as identifiers in any language: its commands and the settings file's names."""
+    from doitong_nb._runtime import config_file
+    from doitong_nb._tools.cli import parser
+
+    commands = next(a for a in parser()._actions if a.choices and isinstance(a.choices, dict)).choices
+    return {*commands, *config_file.FILE_SETTINGS}
+
+
+def _korean_cli(how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command line in Korean by the settings file (`doitong-nb config language ko`) or, with none, by the
+    process locale; a config directory of the test's own either way."""
+    for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG", "DOITONG_OUTPUT_DIR", "DOITONG_LOCK_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    if how == "file":
+        _cli(["config", "language", "ko"], capsys)
+    else:
+        monkeypatch.setenv("LANG", "ko_KR.UTF-8")
+
+
+def _paper(sandbox: Sandbox, folder: Path) -> tuple[Path, list[Any]]:
+    """A notebook showing two images, flux_outputs/ and its lock file beside it (as test_verify_export's paper)."""
+    from test_verify_export import notebook_showing
+
+    from doitong_nb._runtime.client import Flux
+
+    folder.mkdir()
+    with Flux(api_key=sandbox.api_key, base_url=sandbox.base_url, output_dir=folder / "flux_outputs") as flux:
+        results = flux.batch([PROMPT, PROMPT + " 2"], size="256x256", seed=5, progress=False).images
+    return notebook_showing(folder / "paper.ipynb", results), results
+
+
+@pytest.mark.parametrize("how", ["file", "locale"])
+def test_the_command_line_speaks_korean_with_no_english_sentence_of_ours(
+    how: str, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _korean_cli(how, tmp_path, monkeypatch, capsys)
+    notebook, results = _paper(sandbox, tmp_path / "paper")
+    crate = tmp_path / "crate.zip"
+    seen = {
+        "verify": _cli(["verify", str(notebook)], capsys),
+        "export": _cli(["export", str(notebook), "--ro-crate", str(crate)], capsys),
+    }
+    results[0].path.write_bytes(b"retouched")
+    seen["verify failed"] = _cli(["verify", str(notebook)], capsys)
+    seen["export refused"] = _cli(["export", str(notebook), "--ro-crate", str(tmp_path / "again.zip")], capsys)
+    for command in ([], ["verify"], ["export"], ["config"]):
+        seen[f"{' '.join(command)} --help"] = _cli([*command, "--help"], capsys)
+    seen["required"] = _cli(["export"], capsys)
+    seen["choice"] = _cli(["doctor", "--transport", "http2"], capsys)
+    seen["unrecognized"] = _cli(["verify", "--strict"], capsys)
+    seen["config"] = _cli(["config"], capsys)
+    known = _cli_identifiers()
+    english = {face: [w for w in english_words(text) if w not in known] for face, text in seen.items()}
+    assert english == {face: [] for face in seen}
+    assert "이미지 2장: 정상 2 - 모두 확인됨" in seen["verify"] and "변경됨" in seen["verify failed"]
+    assert crate.exists() and "사용법: doitong-nb" in seen[" --help"] and "다음 인수가 필요합니다" in seen["required"]
+    assert "잘못된 선택: 'http2'" in seen["choice"] and "알 수 없는 인수: --strict" in seen["unrecognized"]
+
+
+def test_the_command_line_stays_english_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    helped = _cli(["--help"], capsys)
+    assert helped.startswith("usage: doitong-nb") and "show this help message and exit" in helped
+    assert "the following arguments are required: NOTEBOOK.ipynb, --ro-crate" in _cli(["export"], capsys)
+    assert "language of messages, labels and help" in _cli(["config"], capsys)
+
+
+def _logged_in_and_out(shell: Any, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> dict[str, str]:
+    """Everything %flux_login and %flux_logout say: the hidden prompt, a login kept and one saved, a wrong line, a
+    logout with the key in the environment and one without; and the warning for a key written in a cell."""
+    import getpass
+
+    from IPython.core.error import UsageError
+
+    from doitong_nb._notebook.login import warning_for
+    from doitong_nb._runtime import login
+
+    monkeypatch.setattr(login, "_keyring", lambda: None)  # the 0600 file, never the machine's keyring
+    prompts: list[str] = []
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": prompts.append(prompt) or sandbox.api_key)
+    seen = {}
+    for line in ("", "--save-to file"):
+        capsys.readouterr()
+        shell.run_line_magic("flux_login", line)
+        seen[f"login {line}"] = capsys.readouterr().out
+    for magic in ("flux_login", "flux_logout"):
+        with pytest.raises(UsageError) as refused:
+            shell.run_line_magic(magic, "--forever")
+        seen[f"{magic} usage"] = str(refused.value)
+    shell.run_line_magic("flux_logout", "")
+    seen["logout"] = capsys.readouterr().out
+    monkeypatch.delenv("DOITONG_API_KEY")
+    shell.run_line_magic("flux_logout", "")
+    seen["logout, no key left"] = capsys.readouterr().out
+    seen["prompt"] = prompts[0]
+    seen["warning"] = warning_for('import os\nos.environ["DOITONG_API_KEY"] = "dtk_live_0123456789abcdefLEAK"') or ""
+    return seen
+
+
+@pytest.mark.parametrize("how", ["config", "locale"])
+def test_login_and_the_settings_helps_speak_korean_with_no_english_sentence_of_ours(
+    how: str,
+    sandbox: Sandbox,
+    tmp_path: Path,
+    shell_for: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    shell = _korean_shell(shell_for, sandbox, tmp_path / "out", monkeypatch, how)
+    shell.run_cell("x = 1")
+    seen = _logged_in_and_out(shell, sandbox, monkeypatch, capsys)
+    assert {face: english_words(text) for face, text in seen.items()} == {face: [] for face in seen}
+    assert sandbox.api_key not in "".join(seen.values())
+    assert "로그인했습니다" in seen["login "] and "로그아웃했습니다" in seen["logout"] and "2행" in seen["warning"]
+    shell.run_line_magic("config", "Flux")
+    helps = " ".join(capsys.readouterr().out.split())  # as traitlets wraps it
+    assert "통신 프로토콜: graphql 또는 rest (설정하지 않으면 설정 파일, 다음으로 DOITONG_TRANSPORT" in helps
+    assert "세션 예산" in helps and "session budget" not in helps
+
+
+def test_the_key_literal_warning_speaks_the_language_set_in_the_cell_before(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    shell_for: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The warning is said before the cell runs, by a hook that must come after the one that follows the language."""
+    shell = _korean_shell(shell_for, sandbox, tmp_path / "out", monkeypatch, "config")
+    capsys.readouterr()
+    shell.run_cell(
+        "if False:  # never runs: the warning reads the source\n"
+        '    os.environ["DOITONG_API_KEY"] = "dtk_live_0123456789abcdefLEAK"'
+    )
+    warned = capsys.readouterr().err
+    assert "이 셀은 API 키를 노트북에 적습니다(2행:" in warned and "LEAK" not in warned
+
+
+def test_login_and_the_settings_helps_stay_english_by_default(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    shell_for: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    shell = shell_for(sandbox, tmp_path / "out")
+    shell.run_cell("x = 1")
+    seen = _logged_in_and_out(shell, sandbox, monkeypatch, capsys)
+    assert seen["login "].startswith("Logged in: the key is kept in this kernel only")
+    assert seen["logout"].startswith("Logged out: forgot this kernel's key; deleted the saved key from ")
+    assert "rotate the key" in seen["warning"] and seen["prompt"].startswith("Doitong API key (hidden")
+    shell.run_line_magic("config", "Flux")
+    helps = " ".join(capsys.readouterr().out.split())  # as traitlets wraps it
+    assert "wire protocol: graphql or rest (unset: the settings file, then DOITONG_TRANSPORT" in helps

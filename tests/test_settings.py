@@ -20,7 +20,7 @@ from doitong_nb._core import env
 from doitong_nb._core.errors import AuthenticationError, InvalidRequestError
 from doitong_nb._core.i18n import LOCALE_VARIABLES
 from doitong_nb._core.settings import CONFIGURABLE, ENVIRONMENT, OPTIONS, checked
-from doitong_nb._runtime import login
+from doitong_nb._runtime import config_file, login
 from doitong_nb._runtime import settings as runtime_settings
 from doitong_nb._runtime.sandbox import connect
 from doitong_nb._runtime.settings import resolve
@@ -187,6 +187,140 @@ def test_a_blank_value_is_unset_in_every_source(monkeypatch: pytest.MonkeyPatch)
     assert resolve({"plan": ""}, transport="").transport == "rest"
 
 
+# --- the settings file ---------------------------------------------------------------------------------------------
+
+
+def _settings_file(text: str) -> Path:
+    """The user's settings file (in the test's own config directory) with `text`."""
+    path = config_file.settings_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name", config_file.FILE_SETTINGS)
+def test_the_settings_file_wins_over_the_environment_and_config_over_the_file(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    high, low = SAMPLES[name]
+    monkeypatch.setenv(OPTIONS[name].env, given(low))
+    _settings_file(f"[settings]\n{name} = {given(high)}\n")
+    assert used(resolve(), name) == checked(name, high) != checked(name, low)
+    if name in CONFIGURABLE:
+        assert used(resolve({name: low}), name) == checked(name, low)
+
+
+def test_the_language_comes_from_explicit_then_config_then_the_file_then_doitong_lang_then_the_locale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The issue's order, each source set to the other language than the one below it, then taken away."""
+    monkeypatch.setenv("LANG", "ko_KR.UTF-8")
+    monkeypatch.setenv(env.ENV_LANG, "en")
+    path = _settings_file("[settings]\nlanguage = ko\n")
+    assert runtime_settings.value_of("language", "en", "ko") == "en"
+    assert runtime_settings.value_of("language", None, "en") == "en"
+    assert runtime_settings.value_of("language") == "ko"  # the file over DOITONG_LANG=en
+    path.unlink()
+    assert runtime_settings.value_of("language") == "en"  # DOITONG_LANG over LANG=ko
+    monkeypatch.delenv(env.ENV_LANG)
+    assert runtime_settings.value_of("language") == "ko"
+    monkeypatch.delenv("LANG")
+    assert runtime_settings.value_of("language") == "en"
+
+
+@pytest.mark.parametrize(
+    ("text", "read"),
+    [(None, {}), ("", {}), ("[settings]\n", {}), ("# nothing set yet\n[settings]\nlanguage =\n", {"language": ""})],
+)
+def test_an_absent_or_empty_settings_file_sets_nothing(text: str | None, read: dict[str, str]) -> None:
+    if text is not None:
+        _settings_file(text)
+    assert config_file.read() == read
+    assert resolve().language == "en" and resolve().timeout == OPTIONS["timeout"].default
+
+
+def test_a_bad_value_in_the_settings_file_is_refused_naming_the_file() -> None:
+    path = _settings_file("[settings]\ntimeout = soon\n")
+    with pytest.raises(InvalidRequestError) as caught:
+        resolve()
+    assert str(caught.value) == f"{path}: timeout 'soon' must be a positive number of seconds"
+    assert caught.value.field == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[settings]\nlangauge = ko\n", "langauge cannot be set in this file (`doitong-nb config langauge --unset`"),
+        ("[settings]\napi_key = sk-in-a-file-0123456789\n", "api_key cannot be set in this file"),
+        ("[flux]\nlanguage = ko\n", "section [flux] is unknown; settings go under [settings]"),
+        ("language = ko\n", "is not a settings file (File contains no section headers."),
+    ],
+)
+def test_a_settings_file_the_package_cannot_read_is_refused_naming_the_file(text: str, said: str) -> None:
+    path = _settings_file(text)
+    with pytest.raises(InvalidRequestError) as caught:
+        resolve()
+    assert str(caught.value).startswith(str(path)) and said in str(caught.value)
+    assert "sk-in-a-file" not in str(caught.value)
+
+
+def test_a_change_of_the_settings_file_is_part_of_what_the_faces_watch() -> None:
+    before = runtime_settings.fingerprint()
+    _settings_file("[settings]\nlanguage = ko\n")
+    assert runtime_settings.fingerprint() != before
+
+
+def test_doitong_nb_config_sets_shows_lists_and_unsets_a_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    from doitong_nb._tools.cli import main
+
+    path = config_file.settings_file()
+    assert main(["config", "timeout", "120"]) == 0
+    assert capsys.readouterr().out == f"set timeout = 120 in {path}\n" and resolve().timeout == 120.0
+    assert main(["config", "timeout"]) == 0 and capsys.readouterr().out == "120\n"
+    assert main(["config"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0] == f"settings file: {path}" and "timeout = 120" in listed and "language (unset)" in listed
+    assert "    language of messages, labels and help: en or ko" in listed[listed.index("language (unset)") + 1]
+    assert main(["config", "timeout", "soon"]) == 2
+    assert capsys.readouterr().out == f"FAIL {path}: timeout 'soon' must be a positive number of seconds\n"
+    assert main(["config", "timeout", "--unset"]) == 0 and path.read_text(encoding="utf-8") == "[settings]\n\n"
+    assert main(["config", "timeout"]) == 1 and capsys.readouterr().out.endswith("timeout (unset)\n")
+    assert main(["config", "tmeout"]) == 2
+    assert capsys.readouterr().out.startswith(f"FAIL tmeout cannot be set in {path}; it takes: transport, output_dir")
+
+
+@pytest.mark.parametrize("name", ["api_key", "webhook_secret"])
+def test_a_secret_is_never_written_to_the_settings_file(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from doitong_nb._tools.cli import main
+
+    assert main(["config", name, KEY]) == 2
+    out = capsys.readouterr().out
+    assert out == f"FAIL {name} is never written to a file: run %flux_login --save to keep a key\n"
+    assert KEY not in out and not config_file.settings_file().exists()
+
+
+def test_a_name_the_file_cannot_hold_is_removed_by_the_command_the_error_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from doitong_nb._tools.cli import main
+
+    _settings_file("[settings]\ntimeout = 90\napi_key = sk-in-a-file-0123456789\n")
+    assert main(["prices"]) == 2 and "`doitong-nb config api_key --unset` removes it" in capsys.readouterr().out
+    assert main(["config", "api_key", "--unset"]) == 0 and main(["prices"]) == 0
+    assert config_file.read() == {"timeout": "90"} and "sk-in-a-file" not in capsys.readouterr().out
+
+
+def test_a_language_the_file_cannot_give_fails_every_command_but_the_one_that_sets_it_right(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from doitong_nb._tools.cli import main
+
+    path = _settings_file("[settings]\nlanguage = fr\n")
+    assert main(["prices"]) == 2
+    assert capsys.readouterr().out == f"FAIL {path}: language 'fr' is unknown; use one of: en, ko\n"
+    assert main(["config", "language", "en"]) == 0 and main(["prices"]) == 0
+
+
 # --- checks ---------------------------------------------------------------------------------------------------------
 
 
@@ -247,7 +381,7 @@ def test_settings_that_name_a_service_connect_to_it_without_a_sandbox() -> None:
 def test_the_readme_lists_every_setting() -> None:
     text = README.read_text()
     table = text[text.index("## Settings") :].split("\n## ", 1)[0]
-    assert "> `%config Flux.*` > the login (the key only) > the environment > the default" in table
+    assert "> `%config Flux.*` > the login (the key only) > the settings file > the environment > the default" in table
     missing = [name for name in ENVIRONMENT if f"`{name}`" not in table]
     missing += [f"Flux.{name}" for name in CONFIGURABLE if f"| `{name}` |" not in table]
     assert missing == []

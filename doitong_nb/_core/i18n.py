@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import gettext
 import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -76,3 +77,13 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 def N_(message: str) -> str:
     """Marks `message` for the catalog where it is defined; `_()` translates it where it is shown."""
     return message
+
+
+def columns(text: str) -> int:
+    """The terminal columns `text` takes: a Hangul syllable (an East Asian wide character) takes two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def padded(text: str, width: int) -> str:
+    """`text` filled to `width` terminal columns, so that Korean labels line up in a column as English ones do."""
+    return text + " " * (width - columns(text))

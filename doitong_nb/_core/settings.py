@@ -1,10 +1,11 @@
 """Every setting in one place, resolved once in one order.
 
 An option comes from the first source that sets it: an explicit argument (`Flux(timeout=...)`, a cell's
-`--timeout`) > `%config Flux.*` > the login (the API key only: `%flux_login`) > the environment (`DOITONG_*`)
-> the default. `Settings` holds the result; each of its option fields carries its environment variable, default
-and check (`Option`), so that table is the one the magics' traitlets, the panel and the README follow. A bad
-value is refused here, naming where it came from, before any request.
+`--timeout`) > `%config Flux.*` > the login (the API key only: `%flux_login`) > the settings file (`config.ini`:
+the options with an environment variable, but secrets) > the environment (`DOITONG_*`) > the default. `Settings`
+holds the result; each of its option fields carries its environment variable, default and check (`Option`), so
+that table is the one the magics' traitlets, the panel and the README follow. A bad value is refused here, naming
+where it came from, before any request.
 
 With no key anywhere (and no base URL) the settings name the bundled sandbox; `Settings.connect()` starts it
 once per process, says so once, and fills in its address and key.
@@ -208,6 +209,7 @@ class Option:
     env: str | None = None
     configurable: bool = False
     live: bool = False  # a running client takes a change of it; a change of any other setting needs a new client
+    secret: bool = False  # kept out of reprs and never written to the settings file
 
 
 def _option(
@@ -222,7 +224,7 @@ def _option(
     secret: bool = False,
 ) -> Any:
     """A Settings field that is an option; `positional` ones have no dataclass default (Settings(key, url, ...))."""
-    metadata = {"option": Option(default, check, help, env, configurable, live)}
+    metadata = {"option": Option(default, check, help, env, configurable, live, secret)}
     if positional:
         return field(repr=not secret, metadata=metadata)
     return field(default=default, repr=not secret, metadata=metadata)
@@ -237,7 +239,7 @@ class Settings:
     transport: str = _option(
         "graphql",
         _choice("transport", _transports),
-        "wire protocol: graphql or rest",
+        N_("wire protocol: graphql or rest"),
         env=ENV_TRANSPORT,
         configurable=True,
         positional=True,
@@ -245,7 +247,7 @@ class Settings:
     output_dir: Path = _option(
         "flux_outputs",
         _text("output_dir", N_("a folder, or a store URL such as s3://bucket/prefix")),
-        "results folder, or a shared fsspec store such as s3://bucket/prefix",
+        N_("results folder, or a shared fsspec store such as s3://bucket/prefix"),
         env=ENV_OUTPUT_DIR,
         configurable=True,
         positional=True,
@@ -253,7 +255,7 @@ class Settings:
     timeout: float = _option(
         600.0,
         _positive("timeout", N_("a positive number of seconds")),
-        "seconds to wait for a job before handing back its id",
+        N_("seconds to wait for a job before handing back its id"),
         env=ENV_TIMEOUT,
         configurable=True,
         live=True,
@@ -262,19 +264,22 @@ class Settings:
     sandbox: bool  # no key and no base URL anywhere: the bundled sandbox
     store: str | None = None  # the shared fsspec store when output_dir is a URL (output_dir is then a local cache)
     lock_file: Path | None = _option(
-        None, _lock_file, "the lock file (unset: beside the output folder, see _store/lockfile.py)", env=ENV_LOCK_FILE
+        None,
+        _lock_file,
+        N_("the lock file (unset: beside the output folder, see _store/lockfile.py)"),
+        env=ENV_LOCK_FILE,
     )
     replay: bool = _option(
         True,
         _boolean("replay"),
-        "return stored results for identical requests at 0 credits",
+        N_("return stored results for identical requests at 0 credits"),
         configurable=True,
         live=True,
     )
     max_credits: int | None = _option(
         None,
         _whole("max_credits", N_("a whole number of credits, 0 or more")),
-        "session budget: refuse a job that would cross it",
+        N_("session budget: refuse a job that would cross it"),
         env=ENV_MAX_CREDITS,
         configurable=True,
         live=True,
@@ -282,41 +287,41 @@ class Settings:
     on_missing: str = _option(
         "error",
         _choice("on_missing", lambda: ("error", "regenerate")),
-        "when the lock records a request whose image is nowhere: error, or regenerate (paid)",
+        N_("when the lock records a request whose image is nowhere: error, or regenerate (paid)"),
         configurable=True,
         live=True,
     )
     plan: str | None = _option(
         None,
         _choice("plan", _plans),
-        "your plan, to pace by when the service sends no rate headers",
+        N_("your plan, to pace by when the service sends no rate headers"),
         env=ENV_PLAN,
         configurable=True,
     )
     status_query: str | None = _option(
         None,
         _status_query,
-        "the service's job query, e.g. getJob(jobId), when it is not job(id) and cannot be discovered",
+        N_("the service's job query, e.g. getJob(jobId), when it is not job(id) and cannot be discovered"),
         env=ENV_STATUS_QUERY,
         configurable=True,
     )
     statuses: str | None = _option(
         None,
         _statuses,
-        'job statuses the service uses that no reading knows, e.g. "upscaling=processing, DELIVERED=completed"',
+        N_('job statuses the service uses that no reading knows, e.g. "upscaling=processing, DELIVERED=completed"'),
         configurable=True,
         live=True,
     )
-    mutation: str = _option("generate", _mutation, "the GraphQL mutation that submits a job")
+    mutation: str = _option("generate", _mutation, N_("the GraphQL mutation that submits a job"))
     webhook_secret: str | None = _option(
         None,
         _text("webhook_secret", N_("the account's webhook signing secret")),
-        "the account's webhook signing secret, for webhook mode (the sandbox's is known)",
+        N_("the account's webhook signing secret, for webhook mode (the sandbox's is known)"),
         env=ENV_WEBHOOK_SECRET,
         live=True,
         secret=True,
     )
-    size: str = _option("1024x1024", _size, "default image size, WIDTHxHEIGHT", configurable=True, live=True)
+    size: str = _option("1024x1024", _size, N_("default image size, WIDTHxHEIGHT"), configurable=True, live=True)
     preview_px: int = _option(
         1024,
         # 0 (the cell's `--preview none`): a link-only card, no image bytes in the notebook
@@ -325,21 +330,21 @@ class Settings:
             if value == "0" or (value == 0 and not isinstance(value, bool))
             else _whole("preview_px", N_("0 (no image) or a whole number of pixels from 16 to 4096"), 16, 4096)(value)
         ),
-        "long side of the inline preview, in pixels; 0: a link-only card, no image in the notebook",
+        N_("long side of the inline preview, in pixels; 0: a link-only card, no image in the notebook"),
         configurable=True,
         live=True,
     )
     background: bool = _option(
         False,
         _boolean("background"),
-        "%%flux cells return at once and fill in later, as with --background",
+        N_("%%flux cells return at once and fill in later, as with --background"),
         configurable=True,
         live=True,
     )
     language: str = _option(
         "en",
         _language,
-        "language of messages, labels and help: en or ko, else the process locale's (LANG=ko_KR.UTF-8)",
+        N_("language of messages, labels and help: en or ko, else the process locale's (LANG=ko_KR.UTF-8)"),
         env=ENV_LANG,
         configurable=True,
         live=True,
@@ -347,17 +352,17 @@ class Settings:
     sandbox_speed: float = _option(
         4.0,
         _positive("sandbox_speed", N_("a positive number (inf: no waiting)"), infinite=True),
-        "the bundled sandbox's speed factor (1: the real service's timings)",
+        N_("the bundled sandbox's speed factor (1: the real service's timings)"),
         env=ENV_SANDBOX_SPEED,
         live=True,
     )
     sandbox_plan: str = _option(
-        "pro", _choice("sandbox_plan", _plans), "the bundled sandbox's plan", env=ENV_SANDBOX_PLAN, live=True
+        "pro", _choice("sandbox_plan", _plans), N_("the bundled sandbox's plan"), env=ENV_SANDBOX_PLAN, live=True
     )
     sandbox_credits: int = _option(
         5000,
         _whole("sandbox_credits", N_("a whole number of credits, 0 or more")),
-        "the bundled sandbox's starting credits",
+        N_("the bundled sandbox's starting credits"),
         env=ENV_SANDBOX_CREDITS,
         live=True,
     )
@@ -398,10 +403,14 @@ def checked(name: str, value: Any, where: str = "") -> Any:
 
 
 def help_for(name: str) -> str:
-    """An option's help for `%config Flux`: what it does, and where it comes from when unset."""
+    """An option's help as shown (`%config Flux`, `doitong-nb config`), in the language of that moment: what it
+    does, and where it comes from when unset."""
     option = OPTIONS[name]
-    default = "none" if option.default is None else repr(option.default)
-    return f"{option.help} (unset: {f'{option.env}, else ' if option.env else ''}{default})"
+    default = _("none") if option.default is None else repr(option.default)
+    if option.env:
+        said = _("{help} (unset: the settings file, then {variable}, else {default})")
+        return said.format(help=_(option.help), variable=option.env, default=default)
+    return _("{help} (unset: {default})").format(help=_(option.help), default=default)
 
 
 def origin_of(url: str) -> str:

@@ -4,12 +4,14 @@ _runtime/login.py).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
 from typing import Any
 
 from doitong_nb._core.env import ENV_API_KEY
+from doitong_nb._core.i18n import N_, _
 from doitong_nb._runtime.login import current, forget_saved, login, logout, save
 
 _NAME = re.escape(ENV_API_KEY)
@@ -60,14 +62,14 @@ def warning_for(source: str) -> str | None:
     found = key_literals(source)
     if not found:
         return None
-    where = "; ".join(f"line {line}: {form}" for form, line in found)
-    return (
-        f"doitong_nb: this cell writes an API key into the notebook ({where}). The key is now in the .ipynb source "
+    where = "; ".join(_("line {line}: {form}").format(line=line, form=form) for form, line in found)
+    said = _(
+        "doitong_nb: this cell writes an API key into the notebook ({where}). The key is now in the .ipynb source "
         "and goes wherever the notebook goes (git, shares, exports). Instead run %flux_login (a hidden prompt; "
-        "--save keeps it in the OS keyring or a private file) or set "
-        f"{ENV_API_KEY} outside the notebook; then delete this line, and rotate the key if the notebook "
-        "was saved or shared. The cell runs anyway."
+        "--save keeps it in the OS keyring or a private file) or set {variable} outside the notebook; then delete "
+        "this line, and rotate the key if the notebook was saved or shared. The cell runs anyway."
     )
+    return said.format(where=where, variable=ENV_API_KEY)
 
 
 def warn_key_literals(info: Any) -> None:
@@ -80,10 +82,30 @@ def warn_key_literals(info: Any) -> None:
         print(message, file=sys.stderr)
 
 
-_LOGIN_USAGE = "usage: %flux_login [--save | --save-to keyring|file]   (the key is asked for with a hidden prompt)"
+_LOGIN_USAGE = N_("usage: %flux_login [--save | --save-to keyring|file]   (the key is asked for with a hidden prompt)")
 
 
+# The magics' help (`%flux_login?`), marked for the catalog: a docstring is not extracted, so these are set as the
+# docstrings in the language of the moment (help_in_language).
+_LOGIN_HELP = N_(
+    "Ask for the API key with a hidden prompt and keep it in this kernel (never in the notebook).\n\n"
+    "`--save` also keeps it for later sessions: in the OS keyring when `keyring` is installed and usable, else in a "
+    "0600 file in your config directory; `--save-to keyring|file` chooses. Lookup order: an explicit api_key= > this "
+    "login > DOITONG_API_KEY > the saved key."
+)
+_LOGOUT_HELP = N_("Forget the key given to %flux_login, and delete its saved copy (`--keep-saved` keeps that).")
+
+
+def help_in_language() -> None:
+    """`%flux_login?` and `%flux_logout?` in the language now chosen (the magics call this when it changes)."""
+    magics = _magics()
+    magics.flux_login.__doc__ = _(_LOGIN_HELP)
+    magics.flux_logout.__doc__ = _(_LOGOUT_HELP)
+
+
+@functools.cache
 def _magics() -> Any:
+    """The magics' class, made once (IPython is imported only when a shell loads them)."""
     from IPython.core.error import UsageError
     from IPython.core.magic import Magics, line_magic, magics_class
 
@@ -91,12 +113,6 @@ def _magics() -> Any:
     class LoginMagics(Magics):
         @line_magic
         def flux_login(self, line: str = "") -> None:
-            """Ask for the API key with a hidden prompt and keep it in this kernel (never in the notebook).
-
-            `--save` also keeps it for later sessions: in the OS keyring when `keyring` is installed and usable,
-            else in a 0600 file in your config directory; `--save-to keyring|file` chooses. Lookup order: an
-            explicit api_key= > this login > DOITONG_API_KEY > the saved key.
-            """
             import getpass
 
             words = line.split()
@@ -106,8 +122,8 @@ def _magics() -> Any:
             elif len(words) == 2 and words[0] == "--save-to" and words[1] in ("keyring", "file"):
                 where = words[1]
             elif words:
-                raise UsageError(_LOGIN_USAGE)
-            key = getpass.getpass("Doitong API key (hidden; Enter to cancel): ")
+                raise UsageError(_(_LOGIN_USAGE))
+            key = getpass.getpass(_("Doitong API key (hidden; Enter to cancel): "))
             from doitong_nb._core.errors import DoitongError
 
             try:
@@ -116,27 +132,28 @@ def _magics() -> Any:
                     place = save(current() or "", where)
             except DoitongError as exc:
                 raise UsageError(f"%flux_login: {exc}") from None
-            told = f"; saved to {place}" if where is not None else " (this kernel only; --save keeps it)"
-            print(f"Logged in: the key is kept in this kernel{told}. The next cell uses it.")
+            if where is None:
+                print(_("Logged in: the key is kept in this kernel only (--save keeps it). The next cell uses it."))
+            else:
+                said = _("Logged in: the key is kept in this kernel and saved to {place}. The next cell uses it.")
+                print(said.format(place=place))
 
         @line_magic
         def flux_logout(self, line: str = "") -> None:
-            """Forget the key given to %flux_login, and delete its saved copy (`--keep-saved` keeps that)."""
             words = line.split()
             if words not in ([], ["--keep-saved"]):
-                raise UsageError("usage: %flux_logout [--keep-saved]")
+                raise UsageError(_("usage: %flux_logout [--keep-saved]"))
             had = current() is not None
             logout()
             removed = [] if words else forget_saved()
-            parts = ["forgot this kernel's key" if had else "no key was logged in"]
+            parts = [_("forgot this kernel's key") if had else _("no key was logged in")]
             if removed:
-                parts.append("deleted the saved key from " + " and ".join(removed))
-            left = (
-                "DOITONG_API_KEY is set in the environment and is used now"
-                if os.environ.get(ENV_API_KEY)
-                else "the next cell uses the environment, a saved key, or the sandbox"
-            )
-            print(f"Logged out: {'; '.join(parts)}; {left}.")
+                parts.append(_("deleted the saved key from {places}").format(places=", ".join(removed)))
+            if os.environ.get(ENV_API_KEY):
+                parts.append(_("{variable} is set in the environment and is used now").format(variable=ENV_API_KEY))
+            else:
+                parts.append(_("the next cell uses the environment, a saved key, or the sandbox"))
+            print(_("Logged out: {what}.").format(what="; ".join(parts)))
 
     return LoginMagics
 
@@ -144,5 +161,6 @@ def _magics() -> Any:
 def register(ipython: Any) -> None:
     """%flux_login, %flux_logout and the key-literal warning before each cell."""
     ipython.register_magics(_magics())
+    help_in_language()
     if warn_key_literals not in ipython.events.callbacks["pre_run_cell"]:  # %reload_ext: once
         ipython.events.register("pre_run_cell", warn_key_literals)

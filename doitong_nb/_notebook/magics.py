@@ -1,8 +1,9 @@
 """%%flux, %flux, %flux_account, %flux_history: the notebook face of the engine.
 
 Options are parsed by IPython's magic_arguments (so `%%flux?` shows them); each setting comes from the cell's
-option > `%config Flux.*` (traitlets, unset by default) > the login > the environment > the default, resolved by
-_core/settings.py. Errors print one line that says what to change; a traceback is for bugs, not for a wrong option.
+option > `%config Flux.*` (traitlets, unset by default) > the login > the settings file > the environment > the
+default, resolved by _runtime/settings.py. Errors print one line that says what to change; a traceback is for
+bugs, not for a wrong option.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
 
 from doitong_nb import _contract as contract
 from doitong_nb._core import i18n
+from doitong_nb._core.arguments import argparse_in_language
 from doitong_nb._core.env import ENV_API_KEY
 from doitong_nb._core.errors import BudgetExceededError, DoitongError, InvalidRequestError
 from doitong_nb._core.i18n import N_, _
@@ -97,9 +99,12 @@ class _HelpFormatter(MagicHelpFormatter):
 def _help_in_language() -> None:
     """`%%flux?` shows a magic's docstring, which magic_arguments made its help once, in English: made again in
     the language now chosen."""
+    from doitong_nb._notebook import login
+
     for magic in (Flux.flux, Flux.flux_line, Flux.flux_history):
         magic.parser.formatter_class = _HelpFormatter
         magic.__doc__ = magic.parser.format_help()
+    login.help_in_language()
 
 
 def _preview_px(text: str) -> int:
@@ -139,6 +144,11 @@ class Flux(Magics):
     plan = Unicode(None, allow_none=True, help=help_for("plan")).tag(config=True)
     background = Bool(None, allow_none=True, help=help_for("background")).tag(config=True)
     language = Unicode(None, allow_none=True, help=help_for("language")).tag(config=True)
+
+    @classmethod
+    def class_get_trait_help(cls, trait: Any, inst: Any = None, helptext: str | None = None) -> str:
+        """`%config Flux` shows each option's help in the language of that moment (a trait keeps the English one)."""
+        return super().class_get_trait_help(trait, inst, help_for(trait.name) if helptext is None else helptext)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -708,9 +718,11 @@ def _where(settings: Any) -> str:
 
 
 def _parse(magic: Any, line: str) -> Any:
-    """magic_arguments' parsing, with a shell-quoting slip reported as a usage line, not a traceback."""
+    """magic_arguments' parsing, its errors in the user's language (argparse's words: _core/arguments.py), with a
+    shell-quoting slip reported as a usage line, not a traceback."""
     try:
-        return parse_argstring(magic, line)
+        with argparse_in_language():
+            return parse_argstring(magic, line)
     except ValueError as exc:
         raise UsageError(_("%flux: {error}; check the quotes in the options").format(error=exc)) from None
 
@@ -875,9 +887,9 @@ def register(ipython: Any) -> None:
     magics = Flux(shell=ipython)
     ipython.register_magics(magics)
     _session.current = magics
-    login.register(ipython)  # %flux_login, %flux_logout, and the key-literal warning before each cell
     magics.follow_language()
     if _follow_language not in ipython.events.callbacks["pre_run_cell"]:  # once a shell: the current magics'
         ipython.events.register("pre_run_cell", _follow_language)
+    login.register(ipython)  # after the language hook: a cell's key-literal warning speaks the language just set
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)

@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from doitong_nb._core.env import ENV_API_KEY
+from doitong_nb._core.i18n import N_, _
+from doitong_nb._runtime.config_file import config_dir
 
-SERVICE = "doitong-nb"  # the keyring's service name and the config directory's name
+SERVICE = "doitong-nb"  # the keyring's service name
 _USERNAME = ENV_API_KEY
 _login_key: str | None = None
+KEYRING = N_("the OS keyring")  # where a key was saved, in words
 
 
 # --- the kernel's login ----------------------------------------------------------------------------
@@ -38,7 +41,7 @@ def login(key: str) -> None:
     global _login_key
     checked = checked_api_key(key)
     if checked is None:
-        raise AuthenticationError("no key was entered; nothing changed")
+        raise AuthenticationError(_("no key was entered; nothing changed"))
     _login_key = checked
 
 
@@ -57,12 +60,7 @@ def current() -> str | None:
 
 def key_file() -> Path:
     """The 0600 file a key is saved to when no keyring is available."""
-    try:
-        from platformdirs import user_config_dir
-    except ImportError:  # platformdirs is a dependency of jupyter_core; a bare install still has a sensible place
-        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-        return Path(base) / SERVICE / "api_key"
-    return Path(user_config_dir(SERVICE, appauthor=False)) / "api_key"
+    return config_dir() / "api_key"
 
 
 def _keyring() -> Any:
@@ -87,10 +85,10 @@ def save(key: str, where: str = "auto") -> str:
     if where == "keyring" and ring is None:
         from doitong_nb._core.errors import AuthenticationError
 
-        raise AuthenticationError('no usable OS keyring: pip install "doitong-nb[keyring]", or save to a file')
+        raise AuthenticationError(_('no usable OS keyring: pip install "doitong-nb[keyring]", or save to a file'))
     if ring is not None:
         ring.set_password(SERVICE, _USERNAME, key)
-        return "the OS keyring"
+        return _(KEYRING)
     path = key_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
@@ -115,11 +113,11 @@ def saved() -> str | None:
     except OSError:
         return None
     if os.name == "posix" and mode & 0o077:
-        print(
-            f"doitong_nb: {path} is readable by other users, so its key is not used; `chmod 600 {path}` or run "
-            "%flux_login --save again",
-            file=sys.stderr,
+        said = _(
+            "doitong_nb: {path} is readable by other users, so its key is not used; `chmod 600 {path}` or run "
+            "%flux_login --save again"
         )
+        print(said.format(path=path), file=sys.stderr)
         return None
     with contextlib.suppress(OSError, UnicodeDecodeError):
         return path.read_text().strip() or None
@@ -133,7 +131,7 @@ def forget_saved() -> list[str]:
     if ring is not None:
         with contextlib.suppress(Exception):
             ring.delete_password(SERVICE, _USERNAME)
-            removed.append("the OS keyring")
+            removed.append(_(KEYRING))
     path = key_file()
     with contextlib.suppress(FileNotFoundError):
         path.unlink()

@@ -1,6 +1,7 @@
 """Settings resolution: every option from the first source that sets it, explicit argument > `%config Flux.*` >
-the login (the key only) > the environment (`DOITONG_*`) > the default (the table is _core/settings.py). The
-language alone has one more source between the environment and the default: the process locale (`LANG`).
+the login (the key only) > the settings file (`config.ini`, _runtime/config_file.py) > the environment
+(`DOITONG_*`) > the default (the table is _core/settings.py). The language alone has one more source between the
+environment and the default: the process locale (`LANG`).
 """
 
 from __future__ import annotations
@@ -16,15 +17,23 @@ from doitong_nb._core.errors import AuthenticationError
 from doitong_nb._core.i18n import LOCALE_VARIABLES, locale_language
 from doitong_nb._core.keys import checked_api_key
 from doitong_nb._core.settings import ENVIRONMENT, OPTIONS, Settings, checked, given
+from doitong_nb._runtime import config_file
 from doitong_nb._store.location import store_location
 
 
-def value_of(name: str, explicit: Any = None, configured: Any = None) -> Any:
-    """One option from the first source that sets it: explicit > `%config` (`configured`) > environment > default
-    (for the language, the process locale before the default: a locale without a catalog is English, not refused)."""
+def value_of(
+    name: str, explicit: Any = None, configured: Any = None, from_file: Mapping[str, str] | None = None
+) -> Any:
+    """One option from the first source that sets it: explicit > `%config` (`configured`) > the settings file
+    (`from_file`, read when not given) > environment > default (for the language, the process locale before the
+    default: a locale without a catalog is English, not refused)."""
     option = OPTIONS[name]
+    for value, where in ((explicit, ""), (configured, f"%config Flux.{name}")):
+        if given(value):
+            return checked(name, value, where)
+    in_file = (config_file.read() if from_file is None else from_file).get(name)
     from_env = os.environ.get(option.env) if option.env else None
-    for value, where in ((explicit, ""), (configured, f"%config Flux.{name}"), (from_env, option.env or "")):
+    for value, where in ((in_file, str(config_file.settings_file())), (from_env, option.env or "")):
         if given(value):
             return checked(name, value, where)
     if name == "language":
@@ -34,7 +43,8 @@ def value_of(name: str, explicit: Any = None, configured: Any = None) -> Any:
 
 def resolve(configured: Mapping[str, Any] | None = None, **explicit: Any) -> Settings:
     """Every setting from the first source that sets it: `explicit` arguments (None: not given) > `configured`
-    (the magics' `%config Flux.*`) > the login (the key) > the environment > the default; each value checked.
+    (the magics' `%config Flux.*`) > the login (the key) > the settings file > the environment > the default; each
+    value checked.
 
     Starts no server: with no key and no base URL the settings name the sandbox, which `connect()` starts.
     """
@@ -44,7 +54,8 @@ def resolve(configured: Mapping[str, Any] | None = None, **explicit: Any) -> Set
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     configured = configured or {}
-    values = {name: value_of(name, explicit.get(name), configured.get(name)) for name in OPTIONS}
+    in_file = config_file.read()
+    values = {name: value_of(name, explicit.get(name), configured.get(name), in_file) for name in OPTIONS}
     key = (
         checked_api_key(explicit.get("api_key"))
         or checked_api_key(login.current())
@@ -66,9 +77,10 @@ def resolve(configured: Mapping[str, Any] | None = None, **explicit: Any) -> Set
 
 
 def fingerprint() -> str:
-    """A digest of what `resolve` reads besides its arguments (the environment and locale, the login; a saved key
-    changes only with a login), so that a face resolves again only when it changed; secrets stay inside the digest."""
+    """A digest of what `resolve` reads besides its arguments (the settings file, the environment and locale, the
+    login; a saved key changes only with a login), so that a face resolves again only when it changed; secrets stay
+    inside the digest."""
     from doitong_nb._runtime import login as login
 
     parts = [*(os.environ.get(name, "") for name in (*ENVIRONMENT, *LOCALE_VARIABLES)), login.current() or ""]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+    return hashlib.sha256(config_file.contents() + "\0".join(parts).encode()).hexdigest()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import socket
 import time
-import unicodedata
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -26,7 +25,7 @@ import httpx
 from doitong_nb import _contract as contract
 from doitong_nb._core.env import ENV_API_KEY, ENV_BASE_URL, ENV_WEBHOOK_SECRET
 from doitong_nb._core.errors import DoitongError, UnsafeResponseError
-from doitong_nb._core.i18n import N_, _
+from doitong_nb._core.i18n import N_, _, padded
 from doitong_nb._core.limits import reset_form
 from doitong_nb._core.result import Job
 from doitong_nb._core.settings import parse_statuses
@@ -49,13 +48,7 @@ class Check:
 
     def __str__(self) -> str:
         mark = {True: _("ok"), False: _("FAIL"), None: _("note")}[self.ok]
-        return f"{_padded(mark, 4)} {_padded(_(self.name), 16)} {self.detail}"
-
-
-def _padded(text: str, width: int) -> str:
-    """`text` filled to `width` terminal columns: a Hangul syllable takes two, so Korean labels line up too."""
-    columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-    return text + " " * (width - columns)
+        return f"{padded(mark, 4)} {padded(_(self.name), 16)} {self.detail}"
 
 
 def _post(api: httpx.Client, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:

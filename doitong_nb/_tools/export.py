@@ -5,6 +5,10 @@ with its sha256 and size, and the result of one CreateAction: instrument Doitong
 version that made it, object the prompt and each parameter (PropertyValue), agent this package (a
 SoftwareApplication with its version), start and end times from the service. The crate is read back with the
 library and checked to list every image with its sha256 before the export is reported done.
+
+What it says to the user (its errors) follows the `language` setting; the crate's own texts (its name, the
+descriptions, each action's name) stay English whoever exports it: they are the archived record a reader of the
+paper's supplement or a repository such as Zenodo meets, the same crate for the same notebook on every machine.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from doitong_nb._core.errors import DoitongError, StoreIntegrityError
-from doitong_nb._tools.verify import OK, Target, shown_images
+from doitong_nb._core.i18n import _
+from doitong_nb._tools.verify import OK, Target, shown_images, status_text
 from doitong_nb._version import __version__
 
 SHA256_TERM = {"sha256": "https://w3id.org/ro/terms/workflow-run#sha256"}
@@ -43,7 +48,7 @@ def export_ro_crate(
         from rocrate.model.softwareapplication import SoftwareApplication
         from rocrate.rocrate import ROCrate
     except ImportError:
-        raise ExportError("the RO-Crate export needs the rocrate library: pip install doitong-nb[export]") from None
+        raise ExportError(_("the RO-Crate export needs the rocrate library: pip install doitong-nb[export]")) from None
 
     notebook, dest = Path(notebook), Path(dest)
     target = Target.of(output_dir, lock=lock, base=notebook.parent)
@@ -51,11 +56,11 @@ def export_ro_crate(
     entries = {str(e["file"]): e for e in target.lock.entries()}
     problems = [c for c in (target.check(f, notebook.name) for f in files) if c.status != OK]
     if problems:
-        raise ExportError(
-            "these images cannot be exported as recorded: "
-            + "; ".join(f"{c.file} {c.status}" + (f" ({c.detail})" if c.detail else "") for c in problems)
-            + " (`doitong-nb verify` tells the same)"
+        listed = "; ".join(
+            f"{c.file} {status_text(c.status)}" + (f" ({c.detail})" if c.detail else "") for c in problems
         )
+        said = _("these images cannot be exported as recorded: {problems} (`doitong-nb verify` tells the same)")
+        raise ExportError(said.format(problems=listed))
 
     crate = ROCrate()
     crate.metadata.extra_terms.update(SHA256_TERM)
@@ -166,7 +171,7 @@ def _fetch(target: Target, entry: dict[str, Any], scratch: Path) -> Path:
     if target.remote is not None:
         dest = scratch / file
         if not target.remote.download(sha256, file.rsplit(".", 1)[-1], dest):
-            raise ExportError(f"{file} is not in the store {target.remote.shown}")
+            raise ExportError(_("{file} is not in the store {store}").format(file=file, store=target.remote.shown))
         return dest
     return target.folder / file
 
@@ -177,16 +182,20 @@ def read_back(dest: Path, sha256s: set[str]) -> list[dict[str, Any]]:
 
     crate = ROCrate(dest)
     if not crate.name or not crate.datePublished:
-        raise ExportError(f"the crate at {dest} has no name or datePublished")
+        raise ExportError(_("the crate at {dest} has no name or datePublished").format(dest=dest))
     images = [e for e in crate.get_entities() if e.id.startswith("images/")]
     found = {e["sha256"] for e in images}
     if found != sha256s:
-        raise ExportError(f"the crate at {dest} lists {len(found)} image(s), expected {len(sha256s)}")
+        said = _("the crate at {dest} lists {found} image(s), expected {expected}")
+        raise ExportError(said.format(dest=dest, found=len(found), expected=len(sha256s)))
     for image in images:
         path = Path(crate.source) / image.id
         if hashlib.sha256(path.read_bytes()).hexdigest() != image["sha256"]:
-            raise StoreIntegrityError(f"{image.id} in the crate does not hash to its recorded sha256")
+            raise StoreIntegrityError(
+                _("{image} in the crate does not hash to its recorded sha256").format(image=image.id)
+            )
         actions = [a for a in crate.get_entities() if a.type == "CreateAction" and a.get("result") is image]
         if len(actions) != 1:
-            raise ExportError(f"{image.id} in the crate is the result of {len(actions)} CreateActions, not one")
+            said = _("{image} in the crate is the result of {count} CreateActions, not one")
+            raise ExportError(said.format(image=image.id, count=len(actions)))
     return [{"file": e.id, "sha256": e["sha256"]} for e in images]

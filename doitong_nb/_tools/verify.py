@@ -16,12 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from doitong_nb._core.i18n import N_, _, columns, ngettext, padded
 from doitong_nb._store.lockfile import LockFile, lock_path_for
 
 # What a result card (href="...job.jpg") and a result's text line ("-> .../job.jpg>") link to.
 _SHOWN_RE = re.compile(r"(?:href=\"|-> )(?:[^\"\s<>]*/)?([A-Za-z0-9_-]{1,128})\.(jpg|png)(?=[\">])")
 
-OK, NOT_IN_LOCK, MISSING, MODIFIED = "ok", "not in lock", "missing", "modified"
+OK, NOT_IN_LOCK, MISSING, MODIFIED = "ok", "not in lock", "missing", "modified"  # `Check.status`: identifiers
+_SAID = {OK: N_("ok"), NOT_IN_LOCK: N_("not in lock"), MISSING: N_("missing"), MODIFIED: N_("modified")}
+
+
+def status_text(status: str) -> str:
+    """A status in the language of the moment ("modified", "변경됨")."""
+    return _(_SAID[status])
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,8 @@ class Check:
 
     def line(self) -> str:
         digest = f"sha256 {self.sha256[:12]}" if self.sha256 else "sha256 -"
-        text = f"{self.status.upper():<12} {self.file:<32} {digest}  {self.where}"
+        width = max(12, *(columns(status_text(status).upper()) for status in _SAID))
+        text = f"{padded(status_text(self.status).upper(), width)} {self.file:<32} {digest}  {self.where}"
         return f"{text}  ({self.detail})" if self.detail else text
 
 
@@ -76,7 +84,9 @@ class Target:
     def check(self, file: str, where: str) -> Check:
         entry = next((e for e in self.lock.entries() if e.get("file") == file), None)
         if entry is None:
-            return Check(file, NOT_IN_LOCK, where, detail=f"{self.lock.path.name} has no entry for it")
+            return Check(
+                file, NOT_IN_LOCK, where, detail=_("{lock} has no entry for it").format(lock=self.lock.path.name)
+            )
         expected = str(entry["sha256"])
         if self.remote is not None:
             actual = self.remote.read_sha256(expected, file.rsplit(".", 1)[-1])
@@ -86,9 +96,10 @@ class Target:
             actual = _sha256(path) if path.is_file() else None
             place = str(path)
         if actual is None:
-            return Check(file, MISSING, where, expected, f"not at {place}")
+            return Check(file, MISSING, where, expected, _("not at {place}").format(place=place))
         if actual != expected:
-            return Check(file, MODIFIED, where, expected, f"{place} has sha256 {actual[:12]}")
+            said = _("{place} has sha256 {digest}").format(place=place, digest=actual[:12])
+            return Check(file, MODIFIED, where, expected, said)
         return Check(file, OK, where, expected)
 
 
@@ -143,11 +154,12 @@ def summary(checks: list[Check]) -> str:
     for c in checks:
         counts[c.status] = counts.get(c.status, 0) + 1
     if not checks:
-        return "no images to verify"
-    parts = [f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: kv[0] != OK)]
-    verdict = "all verified" if all(c.ok for c in checks) else "FAILED"
-    images = "image" if len(checks) == 1 else "images"
-    return f"{len(checks)} {images}: {', '.join(parts)} - {verdict}"
+        return _("no images to verify")
+    ordered = sorted(counts.items(), key=lambda kv: kv[0] != OK)
+    parts = [_("{count} {status}").format(count=n, status=status_text(status)) for status, n in ordered]
+    verdict = _("all verified") if all(c.ok for c in checks) else _("FAILED")
+    images = ngettext("{n} image", "{n} images", len(checks)).format(n=len(checks))
+    return _("{images}: {counts} - {verdict}").format(images=images, counts=", ".join(parts), verdict=verdict)
 
 
 def report(checks: list[Check]) -> str:
