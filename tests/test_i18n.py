@@ -104,6 +104,18 @@ TRANSLATED = [
     ROOT / "doitong_nb" / "_core" / "settings.py",
     ROOT / "doitong_nb" / "_core" / "errors.py",
     ROOT / "doitong_nb" / "_wire" / "replies.py",
+    ROOT / "doitong_nb" / "_wire" / "__init__.py",
+    ROOT / "doitong_nb" / "_wire" / "base.py",
+    ROOT / "doitong_nb" / "_wire" / "graphql.py",
+    ROOT / "doitong_nb" / "_wire" / "webhooks.py",
+    ROOT / "doitong_nb" / "_runtime" / "client.py",
+    ROOT / "doitong_nb" / "_runtime" / "webhooks.py",
+    ROOT / "doitong_nb" / "_runtime" / "pinned.py",
+    ROOT / "doitong_nb" / "_store" / "journal.py",
+    ROOT / "doitong_nb" / "_store" / "lockfile.py",
+    ROOT / "doitong_nb" / "_store" / "provenance.py",
+    ROOT / "doitong_nb" / "_store" / "remote.py",
+    ROOT / "doitong_nb" / "_store" / "store.py",
 ]
 
 

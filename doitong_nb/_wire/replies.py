@@ -130,7 +130,7 @@ def from_response(status: int, body: Any, retry_after: float | None = None) -> D
     if cls is RateLimitError:
         wait = ext.get("retryAfter", retry_after)
         reset = ext.get("resetAt")
-        advice = _(_RATE_ADVICE.get(code, N_("rate limit reached")))
+        advice = _(_RATE_ADVICE[code]) if code in _RATE_ADVICE else _("rate limit reached")
         when = _("; retry in {seconds:.1f} s").format(seconds=float(wait)) if isinstance(wait, (int, float)) else ""
         return RateLimitError(
             f"{advice}{'' if text.isascii() else _theirs(text)}{when}",
