@@ -409,7 +409,11 @@ class Store:
             try:
                 self.lock.add(entry)
             except StorageError as exc:
-                _warn(f"{exc} (the image is stored in {self.root}; `Flux().store.sync()` adds it to the lock later)")
+                _warn(
+                    _(
+                        "{error} (the image is stored in {folder}; `Flux().store.sync()` adds it to the lock later)"
+                    ).format(error=exc, folder=self.root)
+                )
         if self.remote is None:
             return
         marker = self.root / ".upload" / entry["file"]
@@ -422,7 +426,11 @@ class Store:
         try:
             self._upload(entry["file"], entry["sha256"])
         except StorageError as exc:
-            _warn(f"{exc}; {entry['file']} stays in {self.root} until it is uploaded")
+            _warn(
+                _("{error}; {file} stays in {folder} until it is uploaded").format(
+                    error=exc, file=entry["file"], folder=self.root
+                )
+            )
             return
         with suppress(StorageError):  # the store went away again: they keep waiting, nothing is lost
             self._upload_waiting()
