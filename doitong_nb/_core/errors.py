@@ -194,7 +194,7 @@ class MissingResultError(StoreIntegrityError):
     code = "MISSING_RESULT"
 
 
-SETTING_OUTPUT_DIR = "output_dir=..., %config Flux.output_dir or DOITONG_OUTPUT_DIR"
+SETTING_OUTPUT_DIR = i18n.N_("output_dir=..., %config Flux.output_dir or DOITONG_OUTPUT_DIR")  # shown with _()
 _FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 _GONE = (errno.ENOENT, errno.ENOTDIR, getattr(errno, "ESTALE", errno.ENOENT), errno.ENODEV, errno.ENXIO, errno.EIO)
@@ -269,7 +269,7 @@ class StorageError(DoitongError):
         told in plain words."""
         number = getattr(exc, "errno", None)
         text = str(exc).lower()
-        told = {"folder": folder, "reason": system_reason(exc), "doing": doing, "setting": SETTING_OUTPUT_DIR}
+        told = {"folder": folder, "reason": system_reason(exc), "doing": doing, "setting": _(SETTING_OUTPUT_DIR)}
         if number in _FULL or "disk is full" in text:
             return cls(
                 _("the output folder {folder} is full ({reason}, while {doing})").format(**told),

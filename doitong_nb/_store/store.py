@@ -250,7 +250,7 @@ class Store:
                         folder=self.root, reason=system_reason(exc)
                     ),
                     remedy=_("create it or make it writable, or choose another folder with {setting}").format(
-                        setting=SETTING_OUTPUT_DIR
+                        setting=_(SETTING_OUTPUT_DIR)
                     ),
                     kind=told.kind,
                 ) from None
