@@ -112,6 +112,18 @@ TRANSLATED = [
     ROOT / "doitong_nb" / "_runtime" / "config_file.py",
     ROOT / "doitong_nb" / "_notebook" / "login.py",
     ROOT / "doitong_nb" / "_runtime" / "login.py",
+    ROOT / "doitong_nb" / "_wire" / "__init__.py",
+    ROOT / "doitong_nb" / "_wire" / "base.py",
+    ROOT / "doitong_nb" / "_wire" / "graphql.py",
+    ROOT / "doitong_nb" / "_wire" / "webhooks.py",
+    ROOT / "doitong_nb" / "_runtime" / "client.py",
+    ROOT / "doitong_nb" / "_runtime" / "webhooks.py",
+    ROOT / "doitong_nb" / "_runtime" / "pinned.py",
+    ROOT / "doitong_nb" / "_store" / "journal.py",
+    ROOT / "doitong_nb" / "_store" / "lockfile.py",
+    ROOT / "doitong_nb" / "_store" / "provenance.py",
+    ROOT / "doitong_nb" / "_store" / "remote.py",
+    ROOT / "doitong_nb" / "_store" / "store.py",
 ]
 
 
@@ -589,3 +601,142 @@ def test_login_and_the_settings_helps_stay_english_by_default(
     shell.run_line_magic("config", "Flux")
     helps = " ".join(capsys.readouterr().out.split())  # as traitlets wraps it
     assert "wire protocol: graphql or rest (unset: the settings file, then DOITONG_TRANSPORT" in helps
+
+
+# --- the engine's, transports' and store's errors in Korean --------------------------------------------------------
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then let go)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _provoked(box: Sandbox, out: Path) -> dict[str, Any]:
+    """One error of each translated class, provoked against the real sandbox `box` (faults, a wrong key, a closed
+    port, a file where the folder should be, an edited image), plus the URL policy and the webhook check, which
+    judge without a server. Keyed by name: (the error, the code it must keep)."""
+    import time
+
+    from doitong_nb._core.errors import DoitongError
+    from doitong_nb._engine.engine import check_output_url
+    from doitong_nb._runtime.client import Flux
+    from doitong_nb._wire import make_transport
+    from doitong_nb._wire.webhooks import verify_signature
+    from doitong_sandbox import Faults
+
+    def caught(call: Any) -> DoitongError:
+        with pytest.raises(DoitongError) as raised:
+            call()
+        return raised.value
+
+    seen: dict[str, Any] = {}
+    with Flux(api_key=box.api_key, base_url=box.base_url, output_dir=out) as flux:
+        box.faults = Faults(rate_limit_429=20)  # more 429s than the client's attempts: the retries run out
+        seen["rate limit"] = (caught(flux.account), contract.RATE_LIMITED)
+        box.faults = Faults(error_5xx=20)
+        seen["server error"] = (caught(flux.account), contract.INTERNAL)
+        box.faults = Faults(fail_job=1)
+        seen["generation failed"] = (caught(lambda: flux.generate(PROMPT, size="256x256", seed=1)), "GENERATION_FAILED")
+        box.faults = Faults(truncate_cdn=20)  # every download cut short, past the client's download attempts
+        seen["download"] = (caught(lambda: flux.generate(PROMPT, size="256x256", seed=2)), "DOWNLOAD")
+        box.faults = Faults()
+        seen["not found"] = (caught(lambda: flux.status("job_nobody_made")), contract.NOT_FOUND)
+        seen["not pending"] = (caught(lambda: flux.resume("job_nobody_made")), contract.NOT_FOUND)
+        image = flux.generate(PROMPT, size="256x256", seed=3)
+        image.path.write_bytes(image.path.read_bytes()[:-1] + b"\0")  # edited since it was generated
+        seen["integrity"] = (caught(lambda: flux.generate(PROMPT, size="256x256", seed=3)), "STORE_INTEGRITY")
+    with Flux(api_key="dtk_not_a_key_of_this_service", base_url=box.base_url, output_dir=out) as stranger:
+        seen["authentication"] = (caught(stranger.account), contract.UNAUTHENTICATED)
+    with Flux(api_key=box.api_key, base_url=f"http://127.0.0.1:{_closed_port()}", output_dir=out) as lost:
+        seen["network"] = (caught(lost.account), "NETWORK")
+    (out.parent / "a-file").write_text("not a folder")
+    with Flux(api_key=box.api_key, base_url=box.base_url, output_dir=out.parent / "a-file" / "out") as misplaced:
+        seen["storage"] = (caught(lambda: misplaced.generate(PROMPT, size="256x256", seed=4)), "STORAGE")
+    seen["unsafe URL"] = (caught(lambda: check_output_url("http://203.0.113.9/x.png", box.base_url)), "UNSAFE_RESPONSE")
+    signed = lambda: verify_signature(b"{}", "sha256=" + "0" * 64, "secret", timestamp=str(time.time()))  # noqa: E731
+    seen["webhook"] = (caught(signed), "WEBHOOK_SIGNATURE")
+    seen["transport"] = (caught(lambda: make_transport("soap")), contract.BAD_USER_INPUT)
+    return seen
+
+
+def _schema_mismatch(out: Path) -> tuple[Any, list[str]]:
+    """The SchemaMismatchError of a service that reads jobs otherwise and answers no introspection, and what the
+    service itself said on the way (graphql-core's English, shown as it wrote it)."""
+    import httpx
+
+    from doitong_nb._core.errors import SchemaMismatchError
+    from doitong_nb._runtime.client import Flux
+    from doitong_nb._wire.discovery import INTROSPECTION
+    from doitong_nb._wire.graphql import JOB_QUERY
+    from doitong_sandbox import Sandbox
+
+    with Sandbox(speed=1000, dialect="no-introspection") as box:
+        with Flux(api_key=box.api_key, base_url=box.base_url, output_dir=out) as flux:
+            with pytest.raises(SchemaMismatchError) as raised:
+                flux.status("job_abc")
+        said = []
+        for query in (JOB_QUERY, INTROSPECTION):
+            body = {"query": query, "variables": {"id": "job_abc"}}
+            answer = httpx.post(
+                f"{box.base_url}/graphql", json=body, headers={"Authorization": f"Bearer {box.api_key}"}
+            )
+            said.append(answer.json()["errors"][0]["message"])
+    return raised.value, said
+
+
+@pytest.mark.parametrize("how", ["config", "locale"])
+def test_a_korean_user_sees_the_engines_errors_without_an_english_sentence_of_ours(
+    how: str, tmp_path: Path, shell_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service that speaks Korean (its own words are shown beside ours), and one whose words are English: every
+    error's message is Korean but for identifiers and the service's words, and its class and code are the same."""
+    from doitong_sandbox import Sandbox
+
+    with Sandbox(speed=1000, dialect="korean-errors") as box:
+        shell = _korean_shell(shell_for, box, tmp_path / "shell", monkeypatch, how)
+        shell.run_cell("x = 1")  # the language is taken up as a cell runs
+        assert i18n.current() == "ko"
+        seen = _provoked(box, tmp_path / "out")
+        key = box.api_key
+    mismatch, said = _schema_mismatch(tmp_path / "schema")
+    text = {name: str(error) for name, (error, _code) in seen.items()}
+    text["schema mismatch"] = str(mismatch)
+    for words in said:
+        assert words in text["schema mismatch"]  # the service's own words, as it wrote them
+        text["schema mismatch"] = text["schema mismatch"].replace(words, " ")
+    assert {name: english_words(message) for name, message in text.items()} == {name: [] for name in text}
+    assert {name: error.code for name, (error, _code) in seen.items()} == {
+        name: code for name, (_e, code) in seen.items()
+    }
+    assert mismatch.code == "SCHEMA_MISMATCH" and all(key not in message for message in text.values())
+    assert "요청이 너무 많습니다" in text["rate limit"]  # the Korean service's words beside ours
+    assert "요청 한도에 도달했습니다" in text["rate limit"] and "API 키가 거부되었습니다" in text["authentication"]
+    assert "이미지를 내려받지 못했습니다" in text["download"] and "%flux_resume" in text["download"]
+    assert "아무것도 보내지 않았고 과금되지 않았습니다" in text["storage"] and "시드" in text["generation failed"]
+
+
+def test_the_engines_errors_stay_english_by_default(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG"):
+        monkeypatch.delenv(name, raising=False)
+    seen = {name: str(error) for name, (error, _code) in _provoked(sandbox, tmp_path / "out").items()}
+    mismatch, _said = _schema_mismatch(tmp_path / "schema")
+    assert i18n.current() == "en"
+    assert seen["rate limit"].startswith("rate limit reached") and "the API key was refused" in seen["authentication"]
+    assert "the service had an internal error (HTTP 5" in seen["server error"]
+    assert "its credits are refunded: try again" in seen["generation failed"]
+    assert "is done, but its image could not be downloaded" in seen["download"]
+    assert (
+        seen["not found"].startswith("not found: ") and "is not among this client's pending jobs" in seen["not pending"]
+    )
+    assert "was modified since it was generated (sha256 mismatch)" in seen["integrity"]
+    assert "cannot connect to 127.0.0.1:" in seen["network"] and "nothing was sent or charged" in seen["storage"]
+    assert seen["unsafe URL"].startswith("refusing output URL on host '203.0.113.9'")
+    assert seen["webhook"].startswith("the signature does not match the body")
+    assert "transport 'soap' is not supported" in seen["transport"]
+    assert "does not answer introspection" in str(mismatch) and "Flux.status_query" in str(mismatch)

@@ -7,10 +7,12 @@ fields only, and `redact` scrubs any text that reaches us from elsewhere.
 from __future__ import annotations
 
 import errno
+import socket
 from typing import Any
 
 from doitong_nb import _contract as contract
-from doitong_nb._core.i18n import _
+from doitong_nb._core import i18n
+from doitong_nb._core.i18n import _, ngettext
 from doitong_nb._core.redaction import redact
 
 
@@ -29,7 +31,9 @@ class DoitongError(Exception):
             self.status = status
 
     def __str__(self) -> str:
-        suffix = f" (job {self.job_id})" if self.job_id and self.job_id not in self.message else ""
+        suffix = (
+            _(" (job {job_id})").format(job_id=self.job_id) if self.job_id and self.job_id not in self.message else ""
+        )
         return self.message + suffix
 
     def __repr__(self) -> str:
@@ -190,7 +194,7 @@ class MissingResultError(StoreIntegrityError):
     code = "MISSING_RESULT"
 
 
-SETTING_OUTPUT_DIR = "output_dir=..., %config Flux.output_dir or DOITONG_OUTPUT_DIR"
+SETTING_OUTPUT_DIR = i18n.N_("output_dir=..., %config Flux.output_dir or DOITONG_OUTPUT_DIR")  # shown with _()
 _FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 _GONE = (errno.ENOENT, errno.ENOTDIR, getattr(errno, "ESTALE", errno.ENOENT), errno.ENODEV, errno.ENXIO, errno.EIO)
@@ -210,32 +214,35 @@ class StorageError(DoitongError):
         self,
         problem: str,
         *,
-        remedy: str = "free some space",
+        remedy: str | None = None,
         job_id: str | None = None,
         paid: bool = False,
         journaled: bool = True,
         waiting: int | None = None,
         kind: str = "failed",
     ) -> None:
+        remedy = _("free some space") if remedy is None else remedy
         self.problem, self.remedy, self.paid, self.journaled, self.kind = problem, remedy, paid, journaled, kind
         self.waiting = waiting
         super().__init__(self._text(job_id), job_id=job_id)
 
     def _text(self, job_id: str | None) -> str:
         if not self.paid:
-            return f"{self.problem}; nothing was sent or charged: {self.remedy}"
-        if not self.journaled:
-            return (
-                f"job {job_id} is paid for, but {self.problem}, and the journal could not record it; this session "
-                f"remembers it: {self.remedy}, then re-run the same cell (or call) in this kernel to fetch it at no "
-                "extra cost (a restarted kernel would not know it)"
+            return _("{problem}; nothing was sent or charged: {remedy}").format(
+                problem=self.problem, remedy=self.remedy
             )
+        if not self.journaled:
+            return _(
+                "job {job_id} is paid for, but {problem}, and the journal could not record it; this session "
+                "remembers it: {remedy}, then re-run the same cell (or call) in this kernel to fetch it at no "
+                "extra cost (a restarted kernel would not know it)"
+            ).format(job_id=job_id, problem=self.problem, remedy=self.remedy)
         waiting = max(self.waiting or 1, 1)
-        jobs = "1 job is" if waiting == 1 else f"{waiting} jobs are"
-        return (
-            f"job {job_id} is done and paid for, but {self.problem}. {jobs} paid and waiting: {self.remedy}, then "
+        jobs = ngettext("{n} job is", "{n} jobs are", waiting).format(n=waiting)
+        return _(
+            "job {job_id} is done and paid for, but {problem}. {jobs} paid and waiting: {remedy}, then "
             "re-run the same cell (or call) to fetch them at no extra cost"
-        )
+        ).format(job_id=job_id, problem=self.problem, jobs=jobs, remedy=self.remedy)
 
     def with_context(
         self,
@@ -258,38 +265,57 @@ class StorageError(DoitongError):
 
     @classmethod
     def from_os(cls, exc: BaseException, folder: Any, doing: str) -> StorageError:
-        """A filesystem or SQLite failure while `doing` something in `folder`, told in plain words."""
+        """A filesystem or SQLite failure while `doing` something in `folder` (`doing` in the user's language),
+        told in plain words."""
         number = getattr(exc, "errno", None)
         text = str(exc).lower()
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        told = {"folder": folder, "reason": system_reason(exc), "doing": doing, "setting": _(SETTING_OUTPUT_DIR)}
         if number in _FULL or "disk is full" in text:
             return cls(
-                f"the output folder {folder} is full ({reason}, while {doing})",
-                remedy=f"free some space in {folder}",
+                _("the output folder {folder} is full ({reason}, while {doing})").format(**told),
+                remedy=_("free some space in {folder}").format(**told),
                 kind="full",
             )
         if "locked" in text or "busy" in text:
             return cls(
-                f"the journal in {folder} is held by another process ({reason}, while {doing})",
-                remedy="let the other kernel or process finish (or stop it), then run this again",
+                _("the journal in {folder} is held by another process ({reason}, while {doing})").format(**told),
+                remedy=_("let the other kernel or process finish (or stop it), then run this again"),
                 kind="busy",
             )
         if number in _READ_ONLY or "readonly" in text or "read-only" in text:
             return cls(
-                f"the output folder {folder} is not writable ({reason}, while {doing})",
-                remedy=f"make it writable, or choose another folder with {SETTING_OUTPUT_DIR}",
+                _("the output folder {folder} is not writable ({reason}, while {doing})").format(**told),
+                remedy=_("make it writable, or choose another folder with {setting}").format(**told),
                 kind="read-only",
             )
         if number in _GONE or "unable to open" in text or "disk i/o" in text:
             return cls(
-                f"the output folder {folder} is gone or unreachable: deleted or unmounted? ({reason}, while {doing})",
-                remedy=f"make it available again (or choose another folder with {SETTING_OUTPUT_DIR})",
+                _(
+                    "the output folder {folder} is gone or unreachable: deleted or unmounted? ({reason}, while {doing})"
+                ).format(**told),
+                remedy=_("make it available again (or choose another folder with {setting})").format(**told),
                 kind="gone",
             )
         return cls(
-            f"writing to {folder} failed ({reason}, while {doing})",
-            remedy=f"check the folder, or choose another with {SETTING_OUTPUT_DIR}",
+            _("writing to {folder} failed ({reason}, while {doing})").format(**told),
+            remedy=_("check the folder, or choose another with {setting}").format(**told),
         )
+
+
+def system_reason(exc: BaseException, *, typed: bool = False) -> str:
+    """What the system or a library said of a failure: its own sentence in English (the language it wrote it in,
+    after its class's name when `typed`); in another language the error's name (`ENOSPC`, `EAI_NONAME`,
+    `httpx.ReadTimeout`), since the sentence would stay untranslated."""
+    number = getattr(exc, "errno", None)
+    if i18n.current() == i18n.ENGLISH:
+        said = getattr(exc, "strerror", None) or str(exc)
+        return f"{type(exc).__name__}: {said}" if typed else said or type(exc).__name__
+    if isinstance(number, int) and number in _ERROR_NAMES:
+        return _ERROR_NAMES[number]
+    return f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+
+
+_ERROR_NAMES = {**errno.errorcode, **{getattr(socket, n): n for n in dir(socket) if n.startswith("EAI_")}}
 
 
 def is_storage_failure(exc: BaseException) -> bool:

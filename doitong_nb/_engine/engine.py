@@ -45,6 +45,7 @@ from doitong_nb._core.errors import (
     UnsafeResponseError,
     is_storage_failure,
     resume_hint,
+    system_reason,
 )
 from doitong_nb._core.limits import RateBudget
 from doitong_nb._core.polling import DurationModel, expected_seconds
@@ -186,11 +187,15 @@ def check_output_url(url: Any, base_url: str) -> str:
     api = urlsplit(base_url)
     host, api_host = (parts.hostname or ""), (api.hostname or "")
     if parts.scheme not in ("https", "http") or (api.scheme == "https" and parts.scheme != "https"):
-        raise UnsafeResponseError(f"refusing output URL with scheme {parts.scheme!r}; expected {api.scheme}")
+        raise UnsafeResponseError(
+            i18n._("refusing output URL with scheme {scheme!r}; expected {expected}").format(
+                scheme=parts.scheme, expected=api.scheme
+            )
+        )
     if parts.username is not None or parts.password is not None:
-        raise UnsafeResponseError("refusing output URL that carries credentials (user:password@host)")
+        raise UnsafeResponseError(i18n._("refusing output URL that carries credentials (user:password@host)"))
     if not host:
-        raise UnsafeResponseError("refusing output URL without a host")
+        raise UnsafeResponseError(i18n._("refusing output URL without a host"))
     if _loopback(host):
         ok = _loopback(api_host)
     elif _local(host):
@@ -199,8 +204,10 @@ def check_output_url(url: Any, base_url: str) -> str:
         ok = parts.scheme == "https" or host == api_host or host.endswith(".doitong.com")
     if not ok:
         raise UnsafeResponseError(
-            f"refusing output URL on host {host!r}: outputs are fetched over https from public hosts, or from the "
-            "service's own host"
+            i18n._(
+                "refusing output URL on host {host!r}: outputs are fetched over https from public hosts, or from the "
+                "service's own host"
+            ).format(host=host)
         )
     return str(url)
 
@@ -271,7 +278,11 @@ class Engine:
         plan = contract.PLANS.get(str(name).lower())
         if plan is None:
             raise InvalidRequestError(
-                f"plan {name!r} is unknown; use one of: {', '.join(contract.PLANS)}", field="plan", value=name
+                i18n._("plan {name!r} is unknown; use one of: {plans}").format(
+                    name=name, plans=", ".join(contract.PLANS)
+                ),
+                field="plan",
+                value=name,
             )
         self.plan, self.budget.limit = plan.name, plan.requests_per_minute
 
@@ -309,8 +320,10 @@ class Engine:
                 if self.clock() + slot.wait > deadline:  # never past the caller's timeout, whatever a header said
                     self.budget.cancel(slot)
                     raise RateLimitError(
-                        f"the plan's rate limit lets the next request go in {slot.wait:.1f} s, after this call's "
-                        "timeout; nothing more was sent: raise the timeout, or try again later",
+                        i18n._(
+                            "the plan's rate limit lets the next request go in {seconds:.1f} s, after this call's "
+                            "timeout; nothing more was sent: raise the timeout, or try again later"
+                        ).format(seconds=slot.wait),
                         retry_after=slot.wait,
                     )
                 if waiting:
@@ -324,14 +337,25 @@ class Engine:
                 self.budget.answered(slot)
                 if isinstance(exc, ConnectFailed) and not self.reached:
                     raise NetworkError(
-                        f"cannot connect to {urlsplit(self.settings.base_url).netloc} ({exc}): check the network, "
-                        f"or set {ENV_BASE_URL} to the API's address; nothing was sent or charged"
+                        i18n._(
+                            "cannot connect to {host} ({reason}): check the network, or set {variable} to the API's "
+                            "address; nothing was sent or charged"
+                        ).format(
+                            host=urlsplit(self.settings.base_url).netloc,
+                            reason=system_reason(exc),
+                            variable=ENV_BASE_URL,
+                        )
                     ) from None
                 if submitting and not isinstance(exc, ConnectFailed):  # it may have arrived: never resent here
-                    raise UnclearAnswer(f"the connection broke after it was sent ({type(exc).__name__})") from None
+                    raise UnclearAnswer(
+                        i18n._("the connection broke after it was sent ({name})").format(name=type(exc).__name__)
+                    ) from None
                 error: DoitongError = NetworkError(
                     redact(
-                        f"could not reach {self.settings.base_url} ({type(exc).__name__}: {exc})", self.settings.api_key
+                        i18n._("could not reach {url} ({reason})").format(
+                            url=self.settings.base_url, reason=system_reason(exc, typed=True)
+                        ),
+                        self.settings.api_key,
                     )
                 )
                 delay = backoff(attempt, self.rng)
@@ -403,7 +427,7 @@ class Engine:
                 try:
                     job = self._meaning(via.parse_job(body))
                 except ServerError:
-                    raise UnclearAnswer("its answer carried no job") from None
+                    raise UnclearAnswer(i18n._("its answer carried no job")) from None
             except UnclearAnswer as unclear:
                 job_id = unclear.job_id()
                 if job_id is not None:
@@ -416,7 +440,7 @@ class Engine:
                 continue
             break
         else:
-            raise self._unclear("every answer was unclear", idempotency_key, cost)
+            raise self._unclear(i18n._("every answer was unclear"), idempotency_key, cost)
         cost_form = "absent" if job.credit_cost is None else "present"
         if cost_form != self._submission_cost:  # for doctor: whether the submission's answer names its cost
             self._submission_cost = cost_form
@@ -445,9 +469,8 @@ class Engine:
             return (yield from self.status(job_id, deadline, via, waiting))
         except NotFoundError:
             self._possibly_charged(idempotency_key, cost)
-            raise self._unclear(
-                f"{unclear.why}; it named job {job_id}, which the service does not know", idempotency_key, cost
-            ) from None
+            why = i18n._("{why}; it named job {job_id}, which the service does not know")
+            raise self._unclear(why.format(why=unclear.why, job_id=job_id), idempotency_key, cost) from None
 
     def _possibly_charged(self, idempotency_key: str, credits: int) -> None:
         """A send whose answer was unclear may have been charged, and is counted so a budget is never crossed by
@@ -520,24 +543,35 @@ class Engine:
             raise
         schema = (body.get("data") or {}).get("__schema") or {}
         found = status_query_from(schema)
-        return found, "" if found else f"its queries are: {', '.join(query_names(schema)) or 'none'}"
+        names = ", ".join(query_names(schema)) or i18n._("none")
+        return found, "" if found else i18n._("its queries are: {names}").format(names=names)
 
     def _discover_status_query(self, refusal: str, job_id: str, deadline: float) -> Flow[Transport]:
         """The contract's (or the named) status query is refused: find the service's own, once per host."""
         asked = self.status_query or StatusQuery()
-        advice = (
-            f'name it with `%config Flux.status_query = "getJob(jobId)"` or `Flux(status_query="getJob(jobId)")` '
-            f"(its name and argument); {resume_hint(job_id)}"
-        )
+        advice = i18n._(
+            'name it with `%config Flux.status_query = "getJob(jobId)"` or `Flux(status_query="getJob(jobId)")` '
+            "(its name and argument); {hint}"
+        ).format(hint=resume_hint(job_id))
         if self.status_query_named:
             raise SchemaMismatchError(
-                f"the service refuses the status query you named, {asked} ({refusal}); {advice}", job_id=job_id
+                i18n._("the service refuses the status query you named, {query} ({refusal}); {advice}").format(
+                    query=asked, refusal=refusal, advice=advice
+                ),
+                job_id=job_id,
             )
         found, said = yield from self.discover(deadline)
         if found is None or found.same_call(asked):
-            why = "does not answer introspection" if "introspection" in said.lower() else "did not tell which one"
+            why = (
+                i18n._("does not answer introspection")
+                if "introspection" in said.lower()
+                else i18n._("did not tell which one")
+            )
             raise SchemaMismatchError(
-                f"the service has no `{asked}` query to read a job's status ({refusal}), and {why} ({said}); " + advice,
+                i18n._(
+                    "the service has no `{query}` query to read a job's status ({refusal}), and {why} ({said}); "
+                    "{advice}"
+                ).format(query=asked, refusal=refusal, why=why, said=said, advice=advice),
                 job_id=job_id,
             )
         self.status_query = found
@@ -558,8 +592,9 @@ class Engine:
             self.transport = self._make(self.transport.name)
             return via, body
         raise NotFoundError(
-            f"no REST path of the service knows job {job_id} (tried {', '.join(contract.REST_JOB_PATHS)}); "
-            f"try the GraphQL transport, or {resume_hint(job_id)}",
+            i18n._(
+                "no REST path of the service knows job {job_id} (tried {paths}); try the GraphQL transport, or {hint}"
+            ).format(job_id=job_id, paths=", ".join(contract.REST_JOB_PATHS), hint=resume_hint(job_id)),
             job_id=job_id,
         )
 
@@ -644,11 +679,14 @@ class Engine:
         while not job.url:
             delay = backoff(reads, self.rng)
             if self.clock() + delay > deadline:
-                raise DownloadError(
-                    f"job {job.id} is completed, but the service has given no image URL for it yet (read {reads + 1} "
-                    f"times); {resume_hint(job.id)}",
-                    job_id=job.id,
+                said = i18n.ngettext(
+                    "job {job_id} is completed, but the service has given no image URL for it yet (read {n} time); "
+                    "{hint}",
+                    "job {job_id} is completed, but the service has given no image URL for it yet (read {n} times); "
+                    "{hint}",
+                    reads + 1,
                 )
+                raise DownloadError(said.format(job_id=job.id, n=reads + 1, hint=resume_hint(job.id)), job_id=job.id)
             yield Sleep(delay)
             job = yield from self.status(job.id, deadline, via)
             reads += 1
@@ -689,9 +727,13 @@ class Engine:
                         url = check_output_url(fresh.url, self.settings.base_url)
                         fetched = yield Fetch(url, dest, MAX_DOWNLOAD_BYTES)
                 if fetched.status != 200:
-                    raise DownloadError(f"the CDN answered HTTP {fetched.status}")
+                    raise DownloadError(i18n._("the CDN answered HTTP {status}").format(status=fetched.status))
                 if fetched.content_length is not None and fetched.written != fetched.content_length:
-                    raise DownloadError(f"got {fetched.written} of {fetched.content_length} bytes")
+                    raise DownloadError(
+                        i18n._("got {written} of {length} bytes").format(
+                            written=fetched.written, length=fetched.content_length
+                        )
+                    )
                 yield Work(partial(self.store.check, dest, job))
                 return dest
             except UnsafeResponseError:
@@ -700,11 +742,13 @@ class Engine:
             except Exception as exc:
                 self.store.discard(dest)
                 if is_storage_failure(exc):  # the disk, not the network: trying again would not help
-                    raise StorageError.from_os(exc, self.store.root, "downloading the image") from None
+                    raise StorageError.from_os(exc, self.store.root, i18n._("downloading the image")) from None
                 if attempt == DOWNLOAD_ATTEMPTS - 1 or self.clock() > deadline:
+                    reason = exc.message if isinstance(exc, DoitongError) else system_reason(exc)
                     raise DownloadError(
-                        f"job {job.id} is done, but its image could not be downloaded "
-                        f"({redact(str(exc), self.settings.api_key)}); {resume_hint(job.id)}",
+                        i18n._("job {job_id} is done, but its image could not be downloaded ({reason}); {hint}").format(
+                            job_id=job.id, reason=redact(reason, self.settings.api_key), hint=resume_hint(job.id)
+                        ),
                         job_id=job.id,
                     ) from None
                 yield Sleep(backoff(attempt, self.rng))
@@ -825,8 +869,10 @@ class Engine:
             if stored is not None:
                 return self._annotate(stored)
             raise NotFoundError(
-                f"job {job_id} is not among this client's pending jobs (for {self.settings.origin}); "
-                "`%flux_jobs` or `Flux().jobs()` lists them"
+                i18n._(
+                    "job {job_id} is not among this client's pending jobs (for {origin}); "
+                    "`%flux_jobs` or `Flux().jobs()` lists them"
+                ).format(job_id=job_id, origin=self.settings.origin)
             )
         request = _request_of(entry.request)
         deadline = self.clock() + (self.settings.timeout if timeout is None else timeout)
@@ -862,17 +908,19 @@ class Engine:
             except NotFoundError:  # paid, journaled, and unknown to the service: never replaced without a word
                 if not refresh:
                     raise NotFoundError(
-                        f"job {entry.job_id} is paid for and journaled, but the service does not know it (expired, "
-                        f"or another service answers at {self.settings.base_url}). Nothing new was sent or charged: "
-                        f"run `%flux_resume {entry.job_id}` later if the service comes back, or re-run with "
-                        "`--refresh` (`refresh=True`) to pay for a new image",
+                        i18n._(
+                            "job {job_id} is paid for and journaled, but the service does not know it (expired, "
+                            "or another service answers at {url}). Nothing new was sent or charged: "
+                            "run `%flux_resume {job_id}` later if the service comes back, or re-run with "
+                            "`--refresh` (`refresh=True`) to pay for a new image"
+                        ).format(job_id=entry.job_id, url=self.settings.base_url),
                         job_id=entry.job_id,
                     ) from None
                 journal.mark_failed(entry.idempotency_key, "job unknown to the service; replaced by --refresh")
                 entry = None
         elif entry is not None and not (resend or self.idempotency_honoured):
             raise self._unclear(
-                "an earlier send of this image got no answer that was kept",
+                i18n._("an earlier send of this image got no answer that was kept"),
                 entry.idempotency_key,
                 self._uncertain.get(entry.idempotency_key, request.estimated_credits),
             )
@@ -927,12 +975,14 @@ class Engine:
             if job.id in self._charged:  # a job resumed from an earlier session was not counted in this one
                 self._charge(-self._charged.pop(job.id), job.id)
             advice = (
-                "rephrase the prompt"
+                i18n._("rephrase the prompt")
                 if job.error_code == contract.CONTENT_MODERATED
-                else "try again, perhaps with another seed or prompt"
+                else i18n._("try again, perhaps with another seed or prompt")
             )
             failure = GenerationFailedError(
-                f"job {job.id} failed ({job.error_code}: {job.error_message}); its credits are refunded: {advice}",
+                i18n._("job {job_id} failed ({code}: {message}); its credits are refunded: {advice}").format(
+                    job_id=job.id, code=job.error_code, message=job.error_message, advice=advice
+                ),
                 code=job.error_code or contract.GENERATION_FAILED,
                 job_id=job.id,
             )

@@ -40,7 +40,7 @@ from doitong_nb._core.errors import (
     StorageError,
     is_storage_failure,
 )
-from doitong_nb._core.i18n import N_
+from doitong_nb._core.i18n import N_, _, ngettext
 from doitong_nb._core.request import GenerationRequest, as_request
 from doitong_nb._core.result import ImageResult
 from doitong_nb._core.steps import Completion, Event, Flow, Progress, WaitFor
@@ -149,11 +149,14 @@ class _Batch:
     def interrupted(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        print(
-            f"Batch stopped: {self.stats.submitted} submitted jobs go on at Doitong and are paid for. Run the same "
+        said = ngettext(
+            "Batch stopped: {n} submitted job goes on at Doitong and is paid for. Run the same "
+            "batch again to pick it up and skip the finished ones: nothing is charged twice.",
+            "Batch stopped: {n} submitted jobs go on at Doitong and are paid for. Run the same "
             "batch again to pick them up and skip the finished ones: nothing is charged twice.",
-            file=sys.stderr,
+            self.stats.submitted,
         )
+        print(said.format(n=self.stats.submitted), file=sys.stderr)
 
     # --- the worker flows --------------------------------------------------------------------------
     def _worker(self, number: int) -> Flow[None]:
@@ -178,7 +181,7 @@ class _Batch:
                 if not is_storage_failure(exc):
                     raise
                 outcome = self.closed = StorageError.from_os(
-                    exc, self.engine.store.root, f"working on item {item.index}"
+                    exc, self.engine.store.root, _("working on item {index}").format(index=item.index)
                 )
             self._finish(item, outcome)
 
@@ -259,12 +262,16 @@ class _Batch:
             raise self.closed
         if item.cost and self.daily_limit is not None and self.charged >= self.daily_limit:
             raise RateLimitError(
-                "the plan's daily limit of jobs is reached by this batch; nothing was sent for this item",
+                _("the plan's daily limit of jobs is reached by this batch; nothing was sent for this item"),
                 code=contract.DAILY_LIMIT_REACHED,
             )
         refusal = budget_refusal([item.cost], self.committed, self.max_credits, whose=N_("the batch has committed"))
         if refusal is not None:
-            raise BudgetExceededError(f"item {item.index} ({item.request.size}): {refusal}; nothing was sent for it")
+            raise BudgetExceededError(
+                _("item {index} ({size}): {refusal}; nothing was sent for it").format(
+                    index=item.index, size=item.request.size, refusal=refusal
+                )
+            )
         self.committed += item.cost
         self.charged += 1 if item.cost else 0
 
@@ -341,7 +348,8 @@ class _Batch:
 
 def _unsent(cause: StorageError) -> StorageError:
     """What an item not sent because of an earlier storage failure holds in its place."""
-    return StorageError(cause.problem, remedy=f"{cause.remedy}, then re-run the same cell (or call)", kind=cause.kind)
+    remedy = _("{remedy}, then re-run the same cell (or call)").format(remedy=cause.remedy)
+    return StorageError(cause.problem, remedy=remedy, kind=cause.kind)
 
 
 def _api_requests(engine: Engine) -> int:
@@ -356,7 +364,7 @@ def _bar(total: int) -> Any:
 
 def _requests(prompts: Sequence[str | GenerationRequest], options: dict[str, Any]) -> list[GenerationRequest]:
     if isinstance(prompts, (str, GenerationRequest)):
-        raise InvalidRequestError("batch takes a list of prompts; for one image use generate()", field="prompts")
+        raise InvalidRequestError(_("batch takes a list of prompts; for one image use generate()"), field="prompts")
     return [as_request(prompt, options) for prompt in prompts]
 
 
@@ -364,7 +372,9 @@ def _webhook_secret(engine: Engine, given: str | None) -> str:
     secret = given or engine.settings.webhook_secret  # the environment's, or the bundled sandbox's
     if not secret:
         raise InvalidRequestError(
-            f"webhook mode needs the account's webhook secret: pass webhook_secret= or set {ENV_WEBHOOK_SECRET}",
+            _("webhook mode needs the account's webhook secret: pass webhook_secret= or set {variable}").format(
+                variable=ENV_WEBHOOK_SECRET
+            ),
             field="webhook_secret",
         )
     return secret
@@ -412,7 +422,9 @@ def _batch(
             completion = receiver.future
             requests = [replace(r, webhook_url=url) for r in requests]
         else:
-            warnings.warn(f"webhook_url {url} does not reach the receiver: polling instead", stacklevel=4)
+            warnings.warn(
+                _("webhook_url {url} does not reach the receiver: polling instead").format(url=url), stacklevel=4
+            )
     batch = _Batch(
         engine,
         requests,
@@ -443,8 +455,10 @@ def _local_receiver(webhook_url: str | bool, secret: str) -> WebhookReceiver:
     parts = urlsplit(webhook_url)
     if parts.hostname not in ("127.0.0.1", "localhost") or parts.scheme != "http":
         raise InvalidRequestError(
-            f"webhook_url {webhook_url!r} is not on this machine: pass the WebhookReceiver it leads to as "
-            "receiver=, or use webhook_url=True for a local one",
+            _(
+                "webhook_url {url!r} is not on this machine: pass the WebhookReceiver it leads to as "
+                "receiver=, or use webhook_url=True for a local one"
+            ).format(url=webhook_url),
             field="webhook_url",
         )
     return WebhookReceiver(secret, host=parts.hostname, port=parts.port or 80, path=parts.path or "/").start()

@@ -75,14 +75,18 @@ def _content_length(response: httpx.Response, max_bytes: int) -> int | None:
     value = response.headers.get("Content-Length")
     length = int(value) if value is not None and value.isdigit() else None
     if length is not None and length > max_bytes:
-        raise DownloadError(f"the output announces {length} bytes, more than the {max_bytes} allowed")
+        raise DownloadError(
+            i18n._("the output announces {length} bytes, more than the {limit} allowed").format(
+                length=length, limit=max_bytes
+            )
+        )
     return length
 
 
 def _write_chunk(handle: Any, chunk: bytes, written: int, max_bytes: int) -> int:
     written += len(chunk)
     if written > max_bytes:
-        raise DownloadError(f"the output is larger than the {max_bytes} bytes allowed")
+        raise DownloadError(i18n._("the output is larger than the {limit} bytes allowed").format(limit=max_bytes))
     handle.write(chunk)
     return written
 
@@ -322,9 +326,12 @@ class PendingJob:
 
 
 def _connect_failed(exc: httpx.ConnectError) -> ConnectFailed:
-    """The driver's word for "no connection": the reason without the library's wording around it."""
-    reason = re.sub(r"^\[Errno -?\d+\] ", "", str(exc)) or type(exc).__name__
-    return ConnectFailed(reason[:1].lower() + reason[1:])
+    """The driver's word for "no connection": the reason without the library's wording around it, and its errno
+    (the error's name where the reason cannot be shown in the user's language)."""
+    number = re.match(r"^\[Errno (-?\d+)\] ", str(exc))
+    reason = str(exc)[number.end() if number else 0 :] or type(exc).__name__
+    reason = reason[:1].lower() + reason[1:]
+    return ConnectFailed(int(number[1]), reason) if number else ConnectFailed(reason)
 
 
 def _for_the_flow(step: Step, exc: Exception) -> bool:
@@ -396,7 +403,9 @@ class _LoopThread:
                     return future.result(timeout=0.1)
                 if not thread.is_alive():  # closed from another thread before this call could finish
                     future.cancel()
-                    raise DoitongError("the client was closed while this call ran; a paid job stays in the journal")
+                    raise DoitongError(
+                        i18n._("the client was closed while this call ran; a paid job stays in the journal")
+                    )
         except KeyboardInterrupt:  # Ctrl-C here, or raised by a flow's callback on the loop
             future.cancel()
             ended.wait(5)

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from doitong_nb._core.errors import UnsafeResponseError
+from doitong_nb._core.errors import UnsafeResponseError, system_reason
+from doitong_nb._core.i18n import _
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -65,13 +66,14 @@ class PinnedTransport(httpx.AsyncBaseTransport):
             try:
                 addresses = await self._resolve(host, port)
             except OSError as exc:
-                raise httpx.ConnectError(f"{host} does not resolve ({exc})", request=request) from exc
+                raise httpx.ConnectError(
+                    _("{host} does not resolve ({reason})").format(host=host, reason=system_reason(exc)),
+                    request=request,
+                ) from exc
         refused = [a for a in addresses if not self._allowed(host, ipaddress.ip_address(a))]
         if refused or not addresses:
-            raise UnsafeResponseError(
-                f"refusing output URL on host {host!r}: it resolves to {', '.join(refused) or 'nothing'}, not a "
-                "public address"
-            )
+            said = _("refusing output URL on host {host!r}: it resolves to {addresses}, not a public address")
+            raise UnsafeResponseError(said.format(host=host, addresses=", ".join(refused) or _("nothing")))
         if literal is not None:
             return await self._inner.handle_async_request(request)
         error: httpx.ConnectError | None = None

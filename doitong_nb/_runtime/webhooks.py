@@ -26,6 +26,7 @@ import httpx
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.errors import WebhookVerificationError
+from doitong_nb._core.i18n import _
 from doitong_nb._wire.webhooks import signature_form, verify_signature
 
 MAX_BODY_BYTES = 1 << 20
@@ -145,7 +146,7 @@ class WebhookReceiver:
             payload = json.loads(body)
             job_id = payload["id"] if isinstance(payload, dict) else None
             if not isinstance(job_id, str):
-                raise WebhookVerificationError("the payload carries no job id")
+                raise WebhookVerificationError(_("the payload carries no job id"))
         except (WebhookVerificationError, ValueError, KeyError):
             with self._lock:
                 self.rejected += 1

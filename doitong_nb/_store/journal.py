@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from doitong_nb._core.errors import StorageError
+from doitong_nb._core.i18n import _
 from doitong_nb._core.request import GenerationRequest
 
 SUBMITTING, SUBMITTED, DONE, FAILED = "submitting", "submitted", "done", "failed"
@@ -101,7 +102,7 @@ class Journal:
         except BaseException as exc:
             self.close()
             if isinstance(exc, (sqlite3.Error, OSError)):
-                raise StorageError.from_os(exc, self.path.parent, "opening the journal") from None
+                raise StorageError.from_os(exc, self.path.parent, _("opening the journal")) from None
             raise
 
     def _failure(self, exc: BaseException, doing: str) -> StorageError:
@@ -117,8 +118,10 @@ class Journal:
     def _check_file(self) -> None:
         if not self.intact():
             raise StorageError(
-                f"the journal {self.path} was deleted or its folder replaced or unmounted while in use",
-                remedy=f"make the folder {self.path.parent} available again",
+                _("the journal {path} was deleted or its folder replaced or unmounted while in use").format(
+                    path=self.path
+                ),
+                remedy=_("make the folder {folder} available again").format(folder=self.path.parent),
                 kind="gone",
             )
 
@@ -131,7 +134,7 @@ class Journal:
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise self._failure(exc, "waiting to write the journal") from None
+                raise self._failure(exc, _("waiting to write the journal")) from None
             try:
                 yield db
                 db.execute("COMMIT")
@@ -140,12 +143,14 @@ class Journal:
                     with suppress(sqlite3.Error):
                         db.execute("ROLLBACK")
                 if isinstance(exc, (sqlite3.Error, OSError)):
-                    raise self._failure(exc, "writing the journal") from None
+                    raise self._failure(exc, _("writing the journal")) from None
                 raise
 
     def _open(self, db: sqlite3.Connection | None) -> sqlite3.Connection:
         if db is None:
-            raise StorageError(f"the journal {self.path} is closed", remedy="use a client that is not closed")
+            raise StorageError(
+                _("the journal {path} is closed").format(path=self.path), remedy=_("use a client that is not closed")
+            )
         return db
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -153,7 +158,7 @@ class Journal:
             try:
                 return self._open(self._reader).execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                raise self._failure(exc, "reading the journal") from None
+                raise self._failure(exc, _("reading the journal")) from None
 
     def begin(self, key: str, request: GenerationRequest, origin: str | None = None) -> JournalEntry:
         """Record a submission about to be sent to `origin`, under a fresh idempotency key."""

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from doitong_nb._core.errors import StorageError
+from doitong_nb._core.i18n import _
 
 HEADER = {"doitong-nb-lock": 1}
 SUFFIX = ".lock.jsonl"
@@ -90,21 +91,32 @@ def parse(text: str, where: str = "the lock file") -> list[dict[str, Any]]:
             continue
         if line.startswith(("<<<<<<<", "=======", ">>>>>>>", "|||||||")):
             raise LockFileError(
-                f"{where} has a merge conflict marker on line {number}; keep both sides' lines (every entry is "
-                "one line and the order does not matter) and delete the markers, or add "
-                f"`*{SUFFIX} merge=union` to .gitattributes so git does it",
-                remedy="resolve the conflict",
+                _(
+                    "{where} has a merge conflict marker on line {number}; keep both sides' lines (every entry is "
+                    "one line and the order does not matter) and delete the markers, or add "
+                    "`*{suffix} merge=union` to .gitattributes so git does it"
+                ).format(where=where, number=number, suffix=SUFFIX),
+                remedy=_("resolve the conflict"),
             )
         try:
             data = json.loads(line)
         except ValueError:
-            raise LockFileError(f"{where} line {number} is not JSON", remedy="restore the file from git") from None
+            raise LockFileError(
+                _("{where} line {number} is not JSON").format(where=where, number=number),
+                remedy=_("restore the file from git"),
+            ) from None
         if not isinstance(data, dict):
-            raise LockFileError(f"{where} line {number} is not an entry", remedy="restore the file from git")
+            raise LockFileError(
+                _("{where} line {number} is not an entry").format(where=where, number=number),
+                remedy=_("restore the file from git"),
+            )
         if "doitong-nb-lock" in data:
             continue
         if not isinstance(data.get("job_id"), str) or not isinstance(data.get("key"), str):
-            raise LockFileError(f"{where} line {number} has no job_id or key", remedy="restore the file from git")
+            raise LockFileError(
+                _("{where} line {number} has no job_id or key").format(where=where, number=number),
+                remedy=_("restore the file from git"),
+            )
         entries[data["job_id"]] = data
     return sorted(entries.values(), key=_order)
 
@@ -133,14 +145,14 @@ class LockFile:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise StorageError.from_os(exc, self.path.parent, "reading the lock file") from None
+            raise StorageError.from_os(exc, self.path.parent, _("reading the lock file")) from None
         stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
         if self._cache is not None and self._cache[0] == stamp:
             return self._cache[1]
         try:
             text = self.path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise StorageError.from_os(exc, self.path.parent, "reading the lock file") from None
+            raise StorageError.from_os(exc, self.path.parent, _("reading the lock file")) from None
         entries = parse(text, str(self.path))
         self._cache = (stamp, entries)
         return entries
@@ -175,7 +187,7 @@ class LockFile:
                         os.unlink(tmp)
                     raise
         except OSError as exc:
-            raise StorageError.from_os(exc, self.path.parent, "writing the lock file") from None
+            raise StorageError.from_os(exc, self.path.parent, _("writing the lock file")) from None
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:

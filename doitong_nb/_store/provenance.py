@@ -11,9 +11,8 @@ import zlib
 from pathlib import Path
 from typing import IO, Any
 
-from doitong_nb._core.errors import (
-    DownloadError,
-)
+from doitong_nb._core.errors import DownloadError
+from doitong_nb._core.i18n import _
 
 CHUNK = 1 << 20
 
@@ -81,7 +80,7 @@ def copy_png_with(src: IO[bytes], dst: Any, payload: bytes) -> None:
             return
         dst.write(head)
         copy_exact(src, dst, int.from_bytes(head[:4], "big") + 4)
-    raise DownloadError("the downloaded PNG has no IEND chunk")
+    raise DownloadError(_("the downloaded PNG has no IEND chunk"))
 
 
 def _png_provenance(f: IO[bytes]) -> bytes | None:
@@ -125,6 +124,6 @@ def copy_exact(src: IO[bytes], dst: Any, size: int) -> None:
     while size > 0:
         block = src.read(min(size, CHUNK))
         if not block:
-            raise DownloadError("the downloaded image ends in the middle of a segment")
+            raise DownloadError(_("the downloaded image ends in the middle of a segment"))
         dst.write(block)
         size -= len(block)

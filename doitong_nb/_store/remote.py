@@ -18,7 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from doitong_nb._core.errors import StorageError
+from doitong_nb._core.errors import StorageError, system_reason
+from doitong_nb._core.i18n import _
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _EXT_RE = re.compile(r"[a-z0-9]{1,8}")
@@ -28,7 +29,7 @@ class RemoteStoreError(StorageError):
     """The shared store could not be read or written (what is stored locally stays where it is)."""
 
     def _text(self, job_id: str | None) -> str:
-        return f"{self.problem}: {self.remedy}"
+        return _("{problem}: {remedy}").format(problem=self.problem, remedy=self.remedy)
 
 
 def is_url(text: str | os.PathLike[str] | None) -> bool:
@@ -69,12 +70,15 @@ class ObjectStore:
         return f"ObjectStore({self.shown!r})"
 
     def _fail(self, exc: BaseException, doing: str) -> RemoteStoreError:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = " ".join(system_reason(exc, typed=True).split())
         return RemoteStoreError(
-            f"the store {self.shown} could not be reached or refused the request ({type(exc).__name__}: "
-            f"{reason[:200]}, while {doing})",
-            remedy="check the URL, your network and credentials, then run this again (`Flux().store.sync()` "
-            "uploads what waits)",
+            _("the store {store} could not be reached or refused the request ({reason}, while {doing})").format(
+                store=self.shown, reason=reason[:200], doing=doing
+            ),
+            remedy=_(
+                "check the URL, your network and credentials, then run this again (`Flux().store.sync()` "
+                "uploads what waits)"
+            ),
             kind="remote",
         )
 
@@ -88,12 +92,16 @@ class ObjectStore:
             except ImportError as exc:
                 scheme = self.url.split("://", 1)[0]
                 extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}.get(scheme)
-                hint = f"pip install doitong-nb[{extra}]" if extra else "install the fsspec backend for it"
+                hint = f"pip install doitong-nb[{extra}]" if extra else _("install the fsspec backend for it")
                 raise RemoteStoreError(
-                    f"no fsspec backend for {scheme}:// is installed ({exc})", remedy=hint, kind="remote"
+                    _("no fsspec backend for {scheme}:// is installed ({reason})").format(
+                        scheme=scheme, reason=system_reason(exc)
+                    ),
+                    remedy=hint,
+                    kind="remote",
                 ) from None
             except Exception as exc:
-                raise self._fail(exc, "opening the store") from None
+                raise self._fail(exc, _("opening the store")) from None
         return self._fs
 
     def _path(self, sha256: str, ext: str) -> str:
@@ -113,7 +121,7 @@ class ObjectStore:
         except FileNotFoundError:
             return False
         except Exception as exc:
-            raise self._fail(exc, f"looking for {content_path(sha256, ext)}") from None
+            raise self._fail(exc, _("looking for {path}").format(path=content_path(sha256, ext))) from None
         return size is None or int(info.get("size", -1)) == size
 
     def upload(self, local: Path, sha256: str, ext: str) -> bool:
@@ -128,7 +136,7 @@ class ObjectStore:
             self.fs.put_file(os.fspath(local), path)  # one PUT: readers see the whole object or none
             self.fs.invalidate_cache(path)
         except Exception as exc:
-            raise self._fail(exc, f"uploading {local.name}") from None
+            raise self._fail(exc, _("uploading {name}").format(name=local.name)) from None
         return True
 
     def download(self, sha256: str, ext: str, dest: Path) -> bool:
@@ -143,7 +151,7 @@ class ObjectStore:
         except FileNotFoundError:
             return False
         except Exception as exc:
-            raise self._fail(exc, f"downloading {content_path(sha256, ext)}") from None
+            raise self._fail(exc, _("downloading {path}").format(path=content_path(sha256, ext))) from None
         digest = hashlib.sha256()
         with open(dest, "rb") as f:
             while block := f.read(1 << 20):
@@ -151,8 +159,10 @@ class ObjectStore:
         if digest.hexdigest() != sha256:
             dest.unlink(missing_ok=True)
             raise RemoteStoreError(
-                f"{self.location(sha256, ext)} does not hash to its own address: the store's copy was altered",
-                remedy="restore it from a good copy (`doitong-nb verify` lists what is affected)",
+                _("{location} does not hash to its own address: the store's copy was altered").format(
+                    location=self.location(sha256, ext)
+                ),
+                remedy=_("restore it from a good copy (`doitong-nb verify` lists what is affected)"),
                 kind="integrity",
             )
         return True
@@ -169,5 +179,5 @@ class ObjectStore:
         except FileNotFoundError:
             return None
         except Exception as exc:
-            raise self._fail(exc, f"reading {content_path(sha256, ext)}") from None
+            raise self._fail(exc, _("reading {path}").format(path=content_path(sha256, ext))) from None
         return digest.hexdigest()

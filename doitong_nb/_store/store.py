@@ -40,7 +40,10 @@ from doitong_nb._core.errors import (
     StorageError,
     StoreIntegrityError,
     UnsafeResponseError,
+    is_storage_failure,
+    system_reason,
 )
+from doitong_nb._core.i18n import _
 from doitong_nb._core.request import GenerationRequest
 from doitong_nb._core.result import ImageResult, Job
 from doitong_nb._core.settings import SANDBOX_ORIGIN, origin_of
@@ -63,8 +66,10 @@ STALE_SECONDS = 15 * 60  # a partial download untouched this long belongs to no 
 def _check_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not _JOB_ID_RE.fullmatch(job_id):
         raise UnsafeResponseError(
-            f"the server sent job id {job_id!r}; only 1-128 of A-Z a-z 0-9 _ - are accepted "
-            "as a file name, so nothing was written"
+            _(
+                "the server sent job id {job_id!r}; only 1-128 of A-Z a-z 0-9 _ - are accepted "
+                "as a file name, so nothing was written"
+            ).format(job_id=job_id)
         )
     return job_id
 
@@ -239,10 +244,14 @@ class Store:
                 os.unlink(probe)
                 identity = _identity(self.root)
             except OSError as exc:
-                told = StorageError.from_os(exc, self.root, "preparing it")
+                told = StorageError.from_os(exc, self.root, _("preparing it"))
                 raise StorageError(
-                    f"the output folder {self.root} cannot be used ({exc.strerror or exc})",
-                    remedy=f"create it or make it writable, or choose another folder with {SETTING_OUTPUT_DIR}",
+                    _("the output folder {folder} cannot be used ({reason})").format(
+                        folder=self.root, reason=system_reason(exc)
+                    ),
+                    remedy=_("create it or make it writable, or choose another folder with {setting}").format(
+                        setting=_(SETTING_OUTPUT_DIR)
+                    ),
                     kind=told.kind,
                 ) from None
             carried = self._detach_journal() if lost else []
@@ -282,8 +291,10 @@ class Store:
             return
         if _identity_or_none(self.root) != self._identity:
             raise StorageError(
-                f"the output folder {self.root} was deleted, replaced or unmounted while in use (found while {doing})",
-                remedy=f"make the folder {self.root} available again",
+                _(
+                    "the output folder {folder} was deleted, replaced or unmounted while in use (found while {doing})"
+                ).format(folder=self.root, doing=doing),
+                remedy=_("make the folder {folder} available again").format(folder=self.root),
                 kind="gone",
             )
 
@@ -307,32 +318,47 @@ class Store:
         """Where a download streams before `put` moves it into place."""
         _check_job_id(job_id)
         if not _EXT_RE.fullmatch(ext):
-            raise UnsafeResponseError(f"file extension {ext!r} is not accepted")
+            raise UnsafeResponseError(_("file extension {ext!r} is not accepted").format(ext=ext))
         path = self._inside(f".partial/{job_id}.{ext}")
-        self._check_root("starting a download")
+        self._check_root(_("starting a download"))
         try:
             path.parent.mkdir(exist_ok=True)
         except OSError as exc:
-            raise StorageError.from_os(exc, self.root, "making the .partial folder") from None
+            raise StorageError.from_os(exc, self.root, _("making the .partial folder")) from None
         return path
 
     def _inside(self, name: str) -> Path:
         path = self.root / name
         if not path.resolve().is_relative_to(self.root.resolve()):
-            raise UnsafeResponseError(f"{path} resolves outside the output folder {self.root}; refusing to use it")
+            raise UnsafeResponseError(
+                _("{path} resolves outside the output folder {folder}; refusing to use it").format(
+                    path=path, folder=self.root
+                )
+            )
         return path
 
     def check(self, download: Path, job: Job) -> None:
         """A download must decode to the end (a truncated body fails here), at the size the job announced."""
         from PIL import Image
 
-        with Image.open(download) as image:
-            size = image.size
-            image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))  # JPEG: decoded at 1/8 scale, whole
-            image.load()
+        try:
+            with Image.open(download) as image:
+                size = image.size
+                image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))  # JPEG: decoded at 1/8 scale, whole
+                image.load()
+        except Exception as exc:
+            if is_storage_failure(exc):  # the disk failed, not the image
+                raise
+            raise DownloadError(
+                _("the file is not a whole image ({reason})").format(reason=system_reason(exc, typed=True))
+            ) from None
         expected = (job.metadata.get("width"), job.metadata.get("height"))
         if all(isinstance(v, int) for v in expected) and size != expected:
-            raise DownloadError(f"the image is {size[0]}x{size[1]}, but the job announced {expected[0]}x{expected[1]}")
+            raise DownloadError(
+                _("the image is {width}x{height}, but the job announced {expected_width}x{expected_height}").format(
+                    width=size[0], height=size[1], expected_width=expected[0], expected_height=expected[1]
+                )
+            )
 
     def discard(self, download: Path) -> None:
         """Drop a download that failed its check or its transfer (a retry starts afresh)."""
@@ -353,7 +379,7 @@ class Store:
         """
         job_id = _check_job_id(job.id)
         try:
-            self._check_root("storing the image")
+            self._check_root(_("storing the image"))
             result, saved_at = self._put(key, request, job, Path(download), origin, job_id)
             size = result.path.stat().st_size
         except (OSError, StorageError) as exc:
@@ -361,7 +387,7 @@ class Store:
                 os.unlink(download)
             if isinstance(exc, StorageError):
                 raise
-            raise StorageError.from_os(exc, self.root, "storing the image") from None
+            raise StorageError.from_os(exc, self.root, _("storing the image")) from None
         with suppress(OSError):
             os.unlink(download)
         try:
@@ -383,7 +409,11 @@ class Store:
             try:
                 self.lock.add(entry)
             except StorageError as exc:
-                _warn(f"{exc} (the image is stored in {self.root}; `Flux().store.sync()` adds it to the lock later)")
+                _warn(
+                    _(
+                        "{error} (the image is stored in {folder}; `Flux().store.sync()` adds it to the lock later)"
+                    ).format(error=exc, folder=self.root)
+                )
         if self.remote is None:
             return
         marker = self.root / ".upload" / entry["file"]
@@ -396,7 +426,11 @@ class Store:
         try:
             self._upload(entry["file"], entry["sha256"])
         except StorageError as exc:
-            _warn(f"{exc}; {entry['file']} stays in {self.root} until it is uploaded")
+            _warn(
+                _("{error}; {file} stays in {folder} until it is uploaded").format(
+                    error=exc, file=entry["file"], folder=self.root
+                )
+            )
             return
         with suppress(StorageError):  # the store went away again: they keep waiting, nothing is lost
             self._upload_waiting()
@@ -468,13 +502,18 @@ class Store:
         sha256, file = str(entry.get("sha256", "")), str(entry.get("file", ""))
         ext = file.rsplit(".", 1)[-1]
         if file not in (f"{job_id}.jpg", f"{job_id}.png"):
-            raise StoreIntegrityError(f"{self.lock.path} names file {file!r} for job {job_id}", job_id=job_id)
+            raise StoreIntegrityError(
+                _("{lock} names file {file!r} for job {job_id}").format(lock=self.lock.path, file=file, job_id=job_id),
+                job_id=job_id,
+            )
         path = self._inside(file)
         if path.is_file():
             if _sha256(path) != sha256:
                 raise StoreIntegrityError(
-                    f"{path} does not match the sha256 the lock file {self.lock.path.name} records for job {job_id}; "
-                    "restore it, or use --refresh / refresh=True to generate again",
+                    _(
+                        "{path} does not match the sha256 the lock file {lock} records for job {job_id}; "
+                        "restore it, or use --refresh / refresh=True to generate again"
+                    ).format(path=path, lock=self.lock.path.name, job_id=job_id),
                     job_id=job_id,
                 )
         else:
@@ -525,10 +564,12 @@ class Store:
             with _atomic_write(sidecar_path) as out:
                 out.write(json.dumps(sidecar, ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
         except OSError as exc:
-            raise StorageError.from_os(exc, self.root, "writing the sidecar of an image from the lock") from None
+            raise StorageError.from_os(exc, self.root, _("writing the sidecar of an image from the lock")) from None
         stored = self._load(sidecar_path)
         if stored is None:
-            raise StoreIntegrityError(f"the lock entry of job {entry['job_id']} is incomplete", job_id=entry["job_id"])
+            raise StoreIntegrityError(
+                _("the lock entry of job {job_id} is incomplete").format(job_id=entry["job_id"]), job_id=entry["job_id"]
+            )
         with suppress(StorageError):
             self.journal.record_replay(stored.result.job_id, key, saved_at)
         return stored.result
@@ -538,7 +579,7 @@ class Store:
     ) -> tuple[ImageResult, str]:
         kind = image_format(download)
         if kind is None:
-            raise DownloadError("the downloaded output is neither JPEG nor PNG", job_id=job_id)
+            raise DownloadError(_("the downloaded output is neither JPEG nor PNG"), job_id=job_id)
         path = self._inside(f"{job_id}.{kind}")
         sidecar_path = self._inside(f"{job_id}.json")
         saved_at = _now()
@@ -598,8 +639,10 @@ class Store:
             sidecar = self._load(sidecar_path)
             if sidecar is None:
                 raise StoreIntegrityError(
-                    f"{sidecar_path} is not a readable sidecar; delete it, or use --refresh / "
-                    "refresh=True to generate again",
+                    _(
+                        "{sidecar} is not a readable sidecar; delete it, or use --refresh / "
+                        "refresh=True to generate again"
+                    ).format(sidecar=sidecar_path),
                     job_id=job_id,
                 )
             if sidecar.replay_key == key and sidecar.origin == origin:
@@ -668,16 +711,22 @@ class Store:
 
     @staticmethod
     def _verify(result: ImageResult, sidecar_path: Path) -> None:
-        remedy = (
-            f"restore it, delete its sidecar {sidecar_path.name}, or use --refresh / refresh=True to generate again"
-        )
+        remedy = _(
+            "restore it, delete its sidecar {sidecar}, or use --refresh / refresh=True to generate again"
+        ).format(sidecar=sidecar_path.name)
         if not result.path.is_file():
             raise StoreIntegrityError(
-                f"{result.path} is missing (generated as job {result.job_id}); {remedy}", job_id=result.job_id
+                _("{path} is missing (generated as job {job_id}); {remedy}").format(
+                    path=result.path, job_id=result.job_id, remedy=remedy
+                ),
+                job_id=result.job_id,
             )
         if _sha256(result.path) != result.sha256:
             raise StoreIntegrityError(
-                f"{result.path} was modified since it was generated (sha256 mismatch); {remedy}", job_id=result.job_id
+                _("{path} was modified since it was generated (sha256 mismatch); {remedy}").format(
+                    path=result.path, remedy=remedy
+                ),
+                job_id=result.job_id,
             )
 
 
@@ -705,14 +754,25 @@ def lock_entry(result: ImageResult, key: str, origin: str, completed_at: str | N
 def _missing_text(entry: dict[str, Any], lock: Path, root: Path, remote: Any) -> str:
     prompt = str((entry.get("request") or {}).get("prompt", ""))
     short = prompt if len(prompt) <= 60 else prompt[:57] + "..."
-    where = f"{root}" + (f" nor in the store {remote.shown}" if remote is not None else " (no shared store is set)")
-    return (
-        f"the lock file {lock.name} records this request ({short!r}, seed {entry.get('seed')}, job {entry['job_id']}, "
-        f"sha256 {str(entry.get('sha256'))[:12]}...) but its image is neither in {where}; nothing was sent or "
-        "charged. Point output_dir (%config Flux.output_dir, DOITONG_OUTPUT_DIR) at the store that holds the "
+    said = (
+        _(
+            "the lock file {lock} records this request ({prompt!r}, seed {seed}, job {job_id}, sha256 {sha256}...) but "
+            "its image is neither in {folder} nor in the store {store}; nothing was sent or charged. "
+        )
+        if remote is not None
+        else _(
+            "the lock file {lock} records this request ({prompt!r}, seed {seed}, job {job_id}, sha256 {sha256}...) "
+            "but its image is neither in {folder} (no shared store is set); nothing was sent or charged. "
+        )
+    )
+    advice = _(
+        "Point output_dir (%config Flux.output_dir, DOITONG_OUTPUT_DIR) at the store that holds the "
         'images, or, to pay for a new image that will differ, %config Flux.on_missing = "regenerate" '
         '(on_missing="regenerate") or --refresh / refresh=True'
     )
+    told = {"lock": lock.name, "prompt": short, "seed": entry.get("seed"), "job_id": entry["job_id"], "folder": root}
+    shown = remote.shown if remote is not None else ""
+    return said.format(**told, sha256=str(entry.get("sha256"))[:12], store=shown) + advice
 
 
 def _warn(text: str) -> None:

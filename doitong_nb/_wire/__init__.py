@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.errors import InvalidRequestError
+from doitong_nb._core.i18n import _
 from doitong_nb._core.steps import HttpCall
 from doitong_nb._wire.base import Account, Transport
 from doitong_nb._wire.graphql import GraphQLTransport, StatusQuery
@@ -24,7 +25,7 @@ def make_transport(
     if name == "rest":
         return RestTransport(rest_job_path or contract.REST_JOB_PATH)
     raise InvalidRequestError(
-        f"transport {name!r} is not supported; use graphql or rest", field="transport", value=name
+        _("transport {name!r} is not supported; use graphql or rest").format(name=name), field="transport", value=name
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from doitong_nb._core.errors import ServerError
+from doitong_nb._core.i18n import _
 from doitong_nb._core.request import GenerationRequest
 from doitong_nb._core.result import Job
 from doitong_nb._core.steps import HttpCall
@@ -50,7 +51,7 @@ def job_from(body: dict[str, Any], names: tuple[str, ...]) -> Job:
     jobs = [v for v in data.values() if isinstance(v, dict) and "id" in v] if isinstance(data, dict) else []
     if len(jobs) == 1:  # the one job object of the answer, under a name of the service's choosing
         return Job.from_payload(jobs[0])
-    raise ServerError("the answer carried no job object; retry later")
+    raise ServerError(_("the answer carried no job object; retry later"))
 
 
 def account_from(body: dict[str, Any]) -> Account:

@@ -7,6 +7,7 @@ from typing import Any
 
 from doitong_nb import _contract as contract
 from doitong_nb._core.errors import InvalidRequestError
+from doitong_nb._core.i18n import _
 from doitong_nb._core.request import GenerationRequest
 from doitong_nb._core.result import Job
 from doitong_nb._core.settings import parse_status_query
@@ -66,7 +67,9 @@ class GraphQLTransport:
         self.status_query = status_query or StatusQuery()
         if mutation not in MUTATIONS:
             raise InvalidRequestError(
-                f"mutation {mutation!r} is not supported; use one of: {', '.join(MUTATIONS)}",
+                _("mutation {name!r} is not supported; use one of: {names}").format(
+                    name=mutation, names=", ".join(MUTATIONS)
+                ),
                 field="mutation",
                 value=mutation,
             )

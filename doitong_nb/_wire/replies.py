@@ -18,7 +18,7 @@ from doitong_nb._core.errors import (
     RateLimitError,
     ServerError,
 )
-from doitong_nb._core.i18n import _
+from doitong_nb._core.i18n import N_, _
 from doitong_nb._core.steps import Reply
 
 _BY_CODE: dict[str, type[DoitongError]] = {
@@ -90,7 +90,7 @@ def _code_from_message(text: str) -> str:
 def from_response(status: int, body: Any, retry_after: float | None = None) -> DoitongError:
     """The typed error for an API answer, with a message that says what to do next."""
     first, ext = _first_error(body)
-    text = str(first.get("message") or f"HTTP {status}")
+    text = str(first.get("message") or f"HTTP {status}")  # the service's own words, shown as it wrote them
     code = str(ext.get("code") or "")
     if not code and first:  # no code: read the message; an error answered with HTTP 200 takes the code's status
         code = _code_from_message(text)
@@ -98,15 +98,19 @@ def from_response(status: int, body: Any, retry_after: float | None = None) -> D
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or (ServerError if status >= 500 else DoitongError)
     if cls is InvalidRequestError:
         field = ext.get("field")
+        said = _("the service refused the request: {text}").format(text=text)
         return InvalidRequestError(
-            f"the service refused the request: {text}" + (f" (field {field})" if field else ""),
+            said + (_(" (field {field})").format(field=field) if field else ""),
             field=field,
             status=status,
         )
     if cls is AuthenticationError:
         from doitong_nb._core.env import ENV_API_KEY
 
-        return AuthenticationError(f"the API key was refused ({text}); check {ENV_API_KEY}", status=status)
+        return AuthenticationError(
+            _("the API key was refused ({text}); check {variable}").format(text=text, variable=ENV_API_KEY),
+            status=status,
+        )
     if cls is InsufficientCreditsError:
         need, have = ext.get("creditsRequired"), ext.get("creditsAvailable")
         if need is not None and have is not None:
@@ -122,15 +126,12 @@ def from_response(status: int, body: Any, retry_after: float | None = None) -> D
             status=status,
         )
     if cls is NotFoundError:
-        return NotFoundError(f"not found: {text}", status=status)
+        return NotFoundError(_("not found: {text}").format(text=text), status=status)
     if cls is RateLimitError:
         wait = ext.get("retryAfter", retry_after)
         reset = ext.get("resetAt")
-        advice = {
-            contract.CONCURRENCY_LIMITED: "too many jobs running at once for this plan",
-            contract.DAILY_LIMIT_REACHED: "the plan's daily limit is reached",
-        }.get(code, "rate limit reached")
-        when = f"; retry in {float(wait):.1f} s" if isinstance(wait, (int, float)) else ""
+        advice = _(_RATE_ADVICE[code]) if code in _RATE_ADVICE else _("rate limit reached")
+        when = _("; retry in {seconds:.1f} s").format(seconds=float(wait)) if isinstance(wait, (int, float)) else ""
         return RateLimitError(
             f"{advice}{'' if text.isascii() else _theirs(text)}{when}",
             code=code or contract.RATE_LIMITED,
@@ -140,9 +141,18 @@ def from_response(status: int, body: Any, retry_after: float | None = None) -> D
         )
     if cls is ServerError:
         return ServerError(
-            f"the service had an internal error (HTTP {status}): {text}; it is retried automatically", status=status
+            _("the service had an internal error (HTTP {status}): {text}; it is retried automatically").format(
+                status=status, text=text
+            ),
+            status=status,
         )
-    return DoitongError(f"unexpected answer (HTTP {status}): {text}", status=status)
+    return DoitongError(_("unexpected answer (HTTP {status}): {text}").format(status=status, text=text), status=status)
+
+
+_RATE_ADVICE = {
+    contract.CONCURRENCY_LIMITED: N_("too many jobs running at once for this plan"),
+    contract.DAILY_LIMIT_REACHED: N_("the plan's daily limit is reached"),
+}
 
 
 def has_error_shape(body: Any) -> bool:
@@ -156,11 +166,17 @@ def unclear_submission(reply: Reply) -> str | None:
     the service's error shape (nothing made), or a whole answer. A 202, a 2xx whose body is cut short or empty, and
     a 5xx without the service's error shape (a proxy's) may all stand for an accepted, charged job."""
     if reply.status == 202:
-        return "HTTP 202 Accepted" + (" with a Location" if reply.headers.get("Location") else " and no job")
+        return (
+            _("HTTP 202 Accepted with a Location")
+            if reply.headers.get("Location")
+            else _("HTTP 202 Accepted and no job")
+        )
     if 200 <= reply.status < 300 and not isinstance(reply.body, dict):
-        return f"HTTP {reply.status} with a body cut short or empty ({len(reply.raw)} bytes)"
+        return _("HTTP {status} with a body cut short or empty ({size} bytes)").format(
+            status=reply.status, size=len(reply.raw)
+        )
     if reply.status >= 500 and not has_error_shape(reply.body):
-        return f"HTTP {reply.status} without the service's error body"
+        return _("HTTP {status} without the service's error body").format(status=reply.status)
     return None
 
 

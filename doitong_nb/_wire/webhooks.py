@@ -10,6 +10,7 @@ import time
 from doitong_nb import _contract as contract
 from doitong_nb._core.env import ENV_WEBHOOK_SECRET
 from doitong_nb._core.errors import WebhookVerificationError
+from doitong_nb._core.i18n import _
 
 
 def verify_signature(
@@ -28,26 +29,38 @@ def verify_signature(
     signature that carries no timestamp at all.
     """
     if not secret:
-        raise WebhookVerificationError(f"no webhook secret to verify with: set {ENV_WEBHOOK_SECRET}")
+        raise WebhookVerificationError(
+            _("no webhook secret to verify with: set {variable}").format(variable=ENV_WEBHOOK_SECRET)
+        )
     if not signature:
-        raise WebhookVerificationError(f"the call carries no {contract.HEADER_SIGNATURE} header")
+        raise WebhookVerificationError(
+            _("the call carries no {header} header").format(header=contract.HEADER_SIGNATURE)
+        )
     if timestamp is None:
         if strict:
-            raise WebhookVerificationError(f"strict mode: the call carries no {contract.HEADER_TIMESTAMP} header")
+            raise WebhookVerificationError(
+                _("strict mode: the call carries no {header} header").format(header=contract.HEADER_TIMESTAMP)
+            )
     else:
         try:
             sent_at = float(timestamp)
             if not math.isfinite(sent_at):
                 raise ValueError(timestamp)
         except ValueError:
-            raise WebhookVerificationError(f"the timestamp {timestamp[:40]!r} is not Unix seconds") from None
+            raise WebhookVerificationError(
+                _("the timestamp {timestamp!r} is not Unix seconds").format(timestamp=timestamp[:40])
+            ) from None
         age = (time.time() if now is None else now) - sent_at
         if abs(age) > tolerance:
             raise WebhookVerificationError(
-                f"the call was signed {age:.0f} s from now, more than the {tolerance:g} s allowed (a replay?)"
+                _("the call was signed {age:.0f} s from now, more than the {tolerance:g} s allowed (a replay?)").format(
+                    age=age, tolerance=tolerance
+                )
             )
     if not any(hmac.compare_digest(a, b) for a, b in _signature_pairs(secret, body, timestamp, signature)):
-        raise WebhookVerificationError("the signature does not match the body: tampered, or signed with another secret")
+        raise WebhookVerificationError(
+            _("the signature does not match the body: tampered, or signed with another secret")
+        )
 
 
 def _signature_pairs(secret: str, body: bytes, timestamp: str | None, signature: str) -> list[tuple[bytes, bytes]]:
