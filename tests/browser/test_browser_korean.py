@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 KOREAN = gettext.translation(i18n.DOMAIN, i18n.LOCALE_DIR, languages=["ko"])
 PROMPT = "새벽녘 현무암 절벽 위의 등대, 볼류메트릭 안개"
 LABELS = ("Size", "Aspect", "Seed", "Quality", "Spend at most", "Generate")  # shown as the catalog's Korean
-TOOLTIPS = ("roll a random seed", "credits this session may spend in all; empty: no limit")
+TOOLTIPS = ("roll a random seed", "the natural, less processed look")  # a button's tooltip is its title
 # What a person reads in an element: its rendered text (not display:none), every tooltip, placeholder and alt text
 # (hidden ones too: they show once their widget does), and each dropdown's option labels.
 _SHOWN = """element => [
