@@ -47,6 +47,16 @@ class Lab:
     root: Path
     log: Path
 
+    def write_notebook(self, name: str, cells: list[str]) -> None:
+        """A notebook of code cells in the served folder, on the python3 kernel (no kernel dialog to answer)."""
+        import nbformat  # here, not at the top: `make unit` imports this conftest and needs no nbformat
+
+        notebook = nbformat.v4.new_notebook(
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+        )
+        notebook.cells = [nbformat.v4.new_code_cell(cell) for cell in cells]
+        nbformat.write(notebook, self.root / name)
+
     def run_all(self, page: Any, notebook: str, app: str = "lab") -> None:
         """Open a notebook in JupyterLab (`app="lab"`) or Notebook 7 (`app="notebook"`), wait for its kernel,
         then Run > Run All Cells from the menu bar, as a person would, until every code cell has run."""

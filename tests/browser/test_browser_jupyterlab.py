@@ -6,7 +6,6 @@ import io
 import re
 from typing import Any
 
-import nbformat
 import pytest
 from PIL import Image
 
@@ -73,14 +72,9 @@ def test_the_panel_generates_into_its_gallery_while_the_kernel_stays_free(lab: A
 
 
 def test_a_flux_cell_renders_its_result_card_with_the_image(lab: Any, page: Any, screenshot: Any) -> None:
-    notebook = nbformat.v4.new_notebook(
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    lab.write_notebook(
+        "card.ipynb", ["%load_ext doitong_nb", "%%flux --size 512x512 --seed 1\nA red fox asleep in fresh snow"]
     )
-    notebook.cells = [
-        nbformat.v4.new_code_cell("%load_ext doitong_nb"),
-        nbformat.v4.new_code_cell("%%flux --size 512x512 --seed 1\nA red fox asleep in fresh snow"),
-    ]
-    nbformat.write(notebook, lab.root / "card.ipynb")
 
     lab.run_all(page, "card.ipynb")
     image = page.locator(".jp-OutputArea-output img").first

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import nbformat
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -16,17 +15,8 @@ def _open_and_run_all(lab: Any, page: Any, notebook: str) -> None:
     lab.run_all(page, notebook, app="notebook")
 
 
-def _write(lab: Any, name: str, cells: list[str]) -> None:
-    notebook = nbformat.v4.new_notebook(
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-    )
-    notebook.cells = [nbformat.v4.new_code_cell(c) for c in cells]
-    nbformat.write(notebook, lab.root / name)
-
-
 def test_notebook7_shows_a_card_and_a_background_cell_fills_in(lab: Any, page: Any, screenshot: Any) -> None:
-    _write(
-        lab,
+    lab.write_notebook(
         "nb7_card.ipynb",
         [
             "%load_ext doitong_nb",
