@@ -249,8 +249,14 @@ class FluxPanel:
         self.version = widgets.Dropdown(
             options=contract.VERSIONS, value=contract.DEFAULT_VERSION, description=_("Version"), style=wide
         )
-        self.count = widgets.BoundedIntText(
-            value=1, min=1, max=MAX_COUNT, description=_("Count"), style=wide, layout=widgets.Layout(width="110px")
+        self.count = widgets.BoundedIntText(  # a tooltip: with none, ipywidgets titles the label "null"
+            value=1,
+            min=1,
+            max=MAX_COUNT,
+            description=_("Count"),
+            tooltip=_("number of images (shown as a grid)"),
+            style=wide,
+            layout=widgets.Layout(width="110px"),
         )
         self.quality = widgets.Dropdown(options=_labelled(QUALITIES), value="", description=_("Quality"), style=wide)
         self.output_format = widgets.Dropdown(
@@ -448,7 +454,7 @@ class FluxPanel:
                 pairs,
                 max_credits=limit,
                 spent=client.session_credits,
-                budget_name="the budget" if limit is not None else "max_credits",
+                budget_name=_("the budget") if limit is not None else "max_credits",
             )
             client.admit(quote)
         except DoitongError as exc:

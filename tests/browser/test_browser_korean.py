@@ -19,11 +19,13 @@ PROMPT = "새벽녘 현무암 절벽 위의 등대, 볼류메트릭 안개"
 LABELS = ("Size", "Aspect", "Seed", "Quality", "Spend at most", "Generate")  # shown as the catalog's Korean
 TOOLTIPS = ("roll a random seed", "the natural, less processed look")  # a button's tooltip is its title
 # What a person reads in an element: its rendered text (not display:none), every tooltip, placeholder and alt text
-# (hidden ones too: they show once their widget does), and each dropdown's option labels.
+# (hidden ones too: they show once their widget does, but for the empty description label ipywidgets hides for
+# good on a widget that has no description), and each dropdown's option labels.
 _SHOWN = """element => [
   element.innerText,
-  ...[...element.querySelectorAll('[title], [placeholder], [alt]')].flatMap(
-    e => ['title', 'placeholder', 'alt'].map(name => e.getAttribute(name) || '')),
+  ...[...element.querySelectorAll('[title], [placeholder], [alt]')]
+    .filter(e => !(e.matches('label.widget-label') && e.style.display === 'none' && !e.textContent))
+    .flatMap(e => ['title', 'placeholder', 'alt'].map(name => e.getAttribute(name) || '')),
   ...[...element.querySelectorAll('option')].map(option => option.textContent),
 ].join('\\n')"""
 
@@ -73,7 +75,8 @@ def test_a_korean_user_s_panel_shows_korean_labels_and_card(lab: Any, page: Any,
     cell = page.locator(".jp-Notebook .jp-CodeCell").filter(has=panel)
     record = cell.locator(".jp-OutputArea-output").filter(has_not=panel).last  # the saved cards below the panel
     record.locator("img").first.wait_for()
-    shown = cell.locator(".jp-OutputArea").evaluate(_SHOWN)
+    shown = "\n".join(cell.locator(".jp-OutputArea-output").evaluate_all(f"elements => elements.map({_SHOWN})"))
     assert PROMPT in shown
     assert english_words(shown) == [], shown
+    expect(cell.locator('[title="null"]:visible')).to_have_count(0)  # nothing a user can hover says "null"
     screenshot(cell.locator(".jp-OutputArea"), "panel-korean")
