@@ -241,10 +241,15 @@ def test_the_checker_finds_an_english_sentence_and_passes_identifiers() -> None:
 PROMPT = "새벽녘 현무암 절벽 위의 등대"
 
 
-def _korean_shell(shell_for: Any, sandbox: Sandbox, out: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> Any:
-    """A shell whose language is Korean by `%config Flux.language` or, with no config, by the process locale."""
+def _no_language_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No locale variable and no DOITONG_LANG: the language is the default unless the test sets one."""
     for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG"):
         monkeypatch.delenv(name, raising=False)
+
+
+def _korean_shell(shell_for: Any, sandbox: Sandbox, out: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> Any:
+    """A shell whose language is Korean by `%config Flux.language` or, with no config, by the process locale."""
+    _no_language_set(monkeypatch)
     if how == "locale":
         monkeypatch.setenv("LANG", "ko_KR.UTF-8")
     shell = shell_for(sandbox, out)
@@ -303,8 +308,7 @@ def _client(shell: Any) -> Any:
 def test_english_stays_the_default(
     sandbox: Sandbox, tmp_path: Path, shell_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG"):
-        monkeypatch.delenv(name, raising=False)
+    _no_language_set(monkeypatch)
     shell = shell_for(sandbox, tmp_path / "out")
     shell.run_cell_magic("flux", "--size 256x256 --seed 3 -o img", "A lighthouse")
     assert i18n.current() == "en" and "seed 3" in shell.user_ns["img"]._repr_mimebundle_()[0]["text/html"]
@@ -383,8 +387,7 @@ def test_the_refusals_and_doctor_stay_english_by_default(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG"):
-        monkeypatch.delenv(name, raising=False)
+    _no_language_set(monkeypatch)
     shell = shell_for(sandbox, tmp_path / "out")
     assert "width 5000 is out of range; use 256 to 4096 pixels" in _refusal(shell, "--size 5000x5000")
     shell.run_line_magic("config", "Flux.max_credits = 1")
@@ -501,8 +504,7 @@ def test_the_command_line_speaks_korean_with_no_english_sentence_of_ours(
 def test_the_command_line_stays_english_by_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG"):
-        monkeypatch.delenv(name, raising=False)
+    _no_language_set(monkeypatch)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     helped = _cli(["--help"], capsys)
     assert helped.startswith("usage: doitong-nb") and "show this help message and exit" in helped
@@ -589,8 +591,7 @@ def test_login_and_the_settings_helps_stay_english_by_default(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG"):
-        monkeypatch.delenv(name, raising=False)
+    _no_language_set(monkeypatch)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     shell = shell_for(sandbox, tmp_path / "out")
     shell.run_cell("x = 1")
@@ -722,8 +723,7 @@ def test_a_korean_user_sees_the_engines_errors_without_an_english_sentence_of_ou
 def test_the_engines_errors_stay_english_by_default(
     sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in (*i18n.LOCALE_VARIABLES, "DOITONG_LANG"):
-        monkeypatch.delenv(name, raising=False)
+    _no_language_set(monkeypatch)
     seen = {name: str(error) for name, (error, _code) in _provoked(sandbox, tmp_path / "out").items()}
     mismatch, _said = _schema_mismatch(tmp_path / "schema")
     assert i18n.current() == "en"
