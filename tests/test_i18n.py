@@ -14,6 +14,7 @@ import gettext
 import html
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -740,3 +741,16 @@ def test_the_engines_errors_stay_english_by_default(
     assert seen["webhook"].startswith("the signature does not match the body")
     assert "transport 'soap' is not supported" in seen["transport"]
     assert "does not answer introspection" in str(mismatch) and "Flux.status_query" in str(mismatch)
+
+
+def test_an_unclear_submission_in_flux_jobs_reads_in_the_user_s_language() -> None:
+    """The journal keeps the reason in English (data, the same for every reader); `%flux_jobs` shows it translated."""
+    from doitong_nb._runtime.client import PendingJob
+
+    job = PendingJob(None, "등대", "1024x1024", 7, "2026-12-03T10:00:00+00:00", "submitting", "idem_1", None)
+    unclear = replace(job, note="answer unclear: may be charged")
+    assert "(no job id: answer unclear: may be charged; `%flux_resume idem_1 --resend`)" in str(unclear)
+    i18n.use("ko")
+    for pending in (job, unclear):
+        assert english_words(str(pending)) == [] and "`%flux_resume idem_1 --resend`" in str(pending), str(pending)
+    assert "과금되었을 수 있음" in str(unclear) and "보관된 응답 없음" in str(job)

@@ -934,7 +934,7 @@ class Engine:
                 job = yield from self.submit(request, entry.idempotency_key, deadline, via, waiting)
             except UnclearSubmissionError:
                 with suppress(StorageError):  # the entry stays unfinished, with the reason: `jobs()` shows it
-                    journal.note(entry.idempotency_key, "answer unclear: may be charged")
+                    journal.note(entry.idempotency_key, i18n.N_("answer unclear: may be charged"))  # shown translated
                 raise
             except DoitongError as refused:  # a clear refusal made no job: nothing is pending
                 if entry.idempotency_key not in self._uncertain:

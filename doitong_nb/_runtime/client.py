@@ -321,7 +321,9 @@ class PendingJob:
         prompt = self.prompt if len(self.prompt) <= 48 else self.prompt[:47] + "…"
         line = f"{self.job_id or self.idempotency_key}  {self.submitted_at}  {self.size}  {prompt!r}"
         if self.job_id is None:  # no answer named a job: it may exist, and only the user's word sends it again
-            line += f"  (no job id: {self.note or 'no answer kept'}; `%flux_resume {self.idempotency_key} --resend`)"
+            why = i18n._(self.note) if self.note else i18n._("no answer kept")  # the journal keeps the English
+            said = i18n._("(no job id: {why}; `%flux_resume {key} --resend`)")
+            line += "  " + said.format(why=why, key=self.idempotency_key)
         return line
 
 
