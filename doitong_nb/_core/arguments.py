@@ -46,15 +46,25 @@ ARGPARSE_MESSAGES = (
 )
 
 
+def _argument_error_text(error: argparse.ArgumentError) -> str:
+    """An ArgumentError's text with its "argument X:" from our catalog, as Python 3.11 on writes it (3.10 leaves
+    that prefix untranslated)."""
+    if error.argument_name is None:
+        return error.message
+    said = i18n._("argument %(argument_name)s: %(message)s")
+    return said % {"argument_name": error.argument_name, "message": error.message}
+
+
 @contextlib.contextmanager
 def argparse_in_language() -> Iterator[None]:
     """argparse's words from our catalog, in the current language, for the duration of the block."""
-    saved = argparse._, argparse.ngettext  # type: ignore[attr-defined]
+    saved = argparse._, argparse.ngettext, argparse.ArgumentError.__str__  # type: ignore[attr-defined]
     argparse._, argparse.ngettext = i18n._, i18n.ngettext  # type: ignore[attr-defined]
+    argparse.ArgumentError.__str__ = _argument_error_text  # type: ignore[method-assign]
     try:
         yield
     finally:
-        argparse._, argparse.ngettext = saved  # type: ignore[attr-defined]
+        argparse._, argparse.ngettext, argparse.ArgumentError.__str__ = saved  # type: ignore[attr-defined]
 
 
 class ArgumentParser(argparse.ArgumentParser):
